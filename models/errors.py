@@ -1,0 +1,52 @@
+"""The exception hierarchy shared by every layer.
+
+Every error a user can meet derives from :class:`EdgeAgentError` and carries a message that says
+what to do about it. ``pipelines`` and ``agent`` subclass these; ``models`` is the lowest layer, so
+the base lives here.
+"""
+
+from __future__ import annotations
+
+
+class EdgeAgentError(Exception):
+    """Base of every error edge-agent raises on purpose."""
+
+
+class ModelError(EdgeAgentError):
+    """Anything about resolving, fetching, caching or running a model."""
+
+
+class InvalidModelIdError(ModelError):
+    """The model id is malformed or would escape the cache directory."""
+
+
+class ModelNotFoundError(ModelError):
+    """The id is well formed but no such model exists (API 404, missing local dir, ...)."""
+
+
+class ModelDisabledError(ModelError):
+    """The model family is switched off by an env flag; the message names the flag."""
+
+
+class UnsupportedModelTypeError(ModelError):
+    """No model class is registered for the (task_type, model_type) pair."""
+
+
+class ApiAuthError(ModelError):
+    """The API refused the key (401/403) or a key is needed and none was given."""
+
+
+class ModelDownloadError(ModelError):
+    """The API or artifact server failed after retries, stalled, or sent bad data."""
+
+
+class ModelNotCachedError(ModelError):
+    """OFFLINE_MODE is on and the model is not (completely) in the cache."""
+
+
+class CacheIntegrityError(ModelError):
+    """A cached artifact failed its size/hash/format check."""
+
+
+class ModelRuntimeError(ModelError):
+    """onnxruntime could not load or run the model (bad providers, bad graph, ...)."""
