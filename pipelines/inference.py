@@ -1,0 +1,166 @@
+"""The inference stage: newest frame of every ready stream, one batch, run off the event loop.
+
+One stage per model. It never waits for a slow or dead stream to fill a batch: whatever is ready
+when the model becomes free is the batch. While a batch runs, cameras keep overwriting their slots,
+so the next batch again sees the newest frames (latest-frame-wins, see ``slot.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipelines.frames import Frame
+from pipelines.results import InferenceResult
+from pipelines.slot import LatestFrameSlot
+
+log = logging.getLogger("edge_agent.inference")
+
+# After a failed batch, wait a little so a model that always fails does not spin a core.
+ERROR_PAUSE_S = 0.5
+
+
+class DetectionModel(Protocol):
+    model_id: str
+    max_batch_size: int
+
+    def infer(self, images: list[Any], **kwargs: Any) -> list[Any]: ...
+
+
+@dataclass(slots=True)
+class StreamBinding:
+    """A stream's slot as the stage sees it, with the stream's own confidence threshold."""
+
+    name: str
+    slot: LatestFrameSlot
+    confidence: float | None = None
+
+
+def filter_predictions(response: dict[str, Any], confidence: float) -> dict[str, Any]:
+    """Drop predictions under ``confidence`` (a batch runs at the lowest threshold of its streams)."""
+    predictions = response.get("predictions", [])
+    kept = [p for p in predictions if p.get("confidence", 0.0) >= confidence]
+    if len(kept) == len(predictions):
+        return response
+    return {**response, "predictions": kept}
+
+
+class InferenceStage:
+    """Batches frames across the streams bound to one model."""
+
+    def __init__(
+        self,
+        model: DetectionModel,
+        *,
+        model_id: str,
+        executor: Executor,
+        on_result: Callable[[InferenceResult], None],
+        default_confidence: float,
+        max_batch_size: int = 8,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self._model = model
+        self._model_id = model_id
+        self._executor = executor
+        self._on_result = on_result
+        self._on_error = on_error
+        self._default_confidence = default_confidence
+        self._max_batch = max(1, min(max_batch_size, getattr(model, "max_batch_size", max_batch_size) or 1))
+        self._bindings: dict[str, StreamBinding] = {}
+        self._rotation = 0
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self.batches = 0
+        self.frames = 0
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def max_batch_size(self) -> int:
+        return self._max_batch
+
+    def attach(self, binding: StreamBinding) -> None:
+        self._bindings[binding.name] = binding
+        binding.slot.add_listener(self._wakeup.set)
+        self._wakeup.set()
+
+    def detach(self, name: str) -> None:
+        self._bindings.pop(name, None)
+
+    def stop(self) -> None:
+        """Finish the batch in flight, then return from :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+
+    def _collect(self) -> list[tuple[StreamBinding, Frame]]:
+        bindings = list(self._bindings.values())
+        if not bindings:
+            return []
+        # Rotate the starting stream so that, with more ready streams than the batch holds,
+        # every stream gets its turn instead of the first ones winning every time.
+        start = self._rotation % len(bindings)
+        self._rotation += 1
+        batch: list[tuple[StreamBinding, Frame]] = []
+        for binding in bindings[start:] + bindings[:start]:
+            frame = binding.slot.take()
+            if frame is not None:
+                batch.append((binding, frame))
+                if len(batch) >= self._max_batch:
+                    break
+        return batch
+
+    def _run_batch(self, frames: list[Frame], confidence: float) -> tuple[list[dict[str, Any]], float]:
+        """Executor side: the model call and the conversion to plain dicts."""
+        started = time.perf_counter()
+        responses = self._model.infer([f.image for f in frames], confidence=confidence)
+        dumped = [r.model_dump() if hasattr(r, "model_dump") else dict(r) for r in responses]
+        return dumped, (time.perf_counter() - started) * 1000.0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            batch = self._collect()
+            if not batch:
+                # Listeners run on this loop's thread, so nothing can slip in between the
+                # empty collect above and this clear.
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            thresholds = [b.confidence if b.confidence is not None else self._default_confidence for b, _ in batch]
+            frames = [f for _, f in batch]
+            started = time.monotonic()
+            try:
+                responses, inference_ms = await loop.run_in_executor(
+                    self._executor, self._run_batch, frames, min(thresholds)
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inference failed on a batch of %d frame(s) of model %s", len(frames), self._model_id)
+                if self._on_error is not None:
+                    for frame in frames:
+                        self._on_error(frame.stream)
+                await asyncio.sleep(ERROR_PAUSE_S)
+                continue
+            self.batches += 1
+            self.frames += len(frames)
+            for (_, frame), response, threshold in zip(batch, responses, thresholds, strict=True):
+                if threshold > min(thresholds):
+                    response = filter_predictions(response, threshold)
+                self._on_result(
+                    InferenceResult(
+                        frame=frame,
+                        response=response,
+                        model_id=self._model_id,
+                        inference_ms=inference_ms,
+                        frame_age_ms=(started - frame.monotonic) * 1000.0,
+                        batch_size=len(frames),
+                    )
+                )

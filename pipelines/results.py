@@ -1,0 +1,71 @@
+"""Where inference results become messages: per-stream sequence numbers, metrics, fan-out to sinks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.frames import Frame
+from pipelines.metrics import StreamMetrics
+from pipelines.sinks.base import Sink
+from pipelines.sinks.message import build_prediction_message
+
+log = logging.getLogger("edge_agent.results")
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    """One frame's outcome, as the inference stage hands it over."""
+
+    frame: Frame
+    response: dict[str, Any]
+    model_id: str
+    inference_ms: float
+    frame_age_ms: float
+    batch_size: int
+
+
+class ResultRouter:
+    """Numbers each stream's results and hands the message to every sink.
+
+    Runs on the event loop; sinks must not block (the MQTT sink only enqueues).
+    """
+
+    def __init__(self, agent_id: str, sinks: Sequence[Sink]) -> None:
+        self._agent_id = agent_id
+        self._sinks = list(sinks)
+        self._seq: dict[str, int] = defaultdict(int)
+        self.metrics: dict[str, StreamMetrics] = defaultdict(StreamMetrics)
+
+    def __call__(self, result: InferenceResult) -> None:
+        frame = result.frame
+        seq = self._seq[frame.stream]
+        self._seq[frame.stream] = seq + 1
+        latency_ms = (time.monotonic() - frame.monotonic) * 1000.0
+        message = build_prediction_message(
+            response=result.response,
+            agent_id=self._agent_id,
+            stream=frame.stream,
+            seq=seq,
+            frame_id=frame.frame_id,
+            frame_time=frame.capture_time,
+            model_id=result.model_id,
+            inference_ms=result.inference_ms,
+            frame_age_ms=result.frame_age_ms,
+            latency_ms=latency_ms,
+        )
+        self.metrics[frame.stream].record(
+            frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms
+        )
+        for sink in self._sinks:
+            try:
+                sink.publish_prediction(frame.stream, message)
+            except Exception:  # one broken sink must not starve the others
+                log.exception("sink %s failed to take a prediction", type(sink).__name__)
+
+    def record_error(self, stream: str) -> None:
+        self.metrics[stream].inference_errors += 1

@@ -1,0 +1,43 @@
+"""The prediction message: a Roboflow response plus what a consumer needs to order and de-duplicate.
+
+The shape is documented by ``pipelines/schemas/prediction.schema.json``; keep both in step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+def build_prediction_message(
+    *,
+    response: dict[str, Any],
+    agent_id: str,
+    stream: str,
+    seq: int,
+    frame_id: int,
+    frame_time: float,
+    model_id: str,
+    inference_ms: float,
+    frame_age_ms: float,
+    latency_ms: float,
+) -> dict[str, Any]:
+    """Merge a Roboflow-shaped ``response`` with the envelope fields.
+
+    The response keys stay at the top level so ``supervision.Detections.from_inference`` and other
+    Roboflow consumers read the message unchanged.
+    """
+    message = dict(response)
+    message.update(
+        agent_id=agent_id,
+        stream=stream,
+        seq=seq,
+        frame_id=frame_id,
+        frame_time=frame_time,
+        model_id=model_id,
+        inference_ms=round(inference_ms, 3),
+        frame_age_ms=round(frame_age_ms, 3),
+        latency_ms=round(latency_ms, 3),
+        message_id=uuid.uuid4().hex,
+    )
+    return message
