@@ -75,6 +75,7 @@ class InferenceStage:
         self._rotation = 0
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self.busy = False
         self.batches = 0
         self.frames = 0
 
@@ -136,6 +137,7 @@ class InferenceStage:
             thresholds = [b.confidence if b.confidence is not None else self._default_confidence for b, _ in batch]
             frames = [f for _, f in batch]
             started = time.monotonic()
+            self.busy = True
             try:
                 responses, inference_ms = await loop.run_in_executor(
                     self._executor, self._run_batch, frames, min(thresholds)
@@ -143,12 +145,14 @@ class InferenceStage:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                self.busy = False
                 log.exception("inference failed on a batch of %d frame(s) of model %s", len(frames), self._model_id)
                 if self._on_error is not None:
                     for frame in frames:
                         self._on_error(frame.stream)
                 await asyncio.sleep(ERROR_PAUSE_S)
                 continue
+            self.busy = False
             self.batches += 1
             self.frames += len(frames)
             for (_, frame), response, threshold in zip(batch, responses, thresholds, strict=True):

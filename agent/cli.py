@@ -1,0 +1,89 @@
+"""``edge-agent`` command line: run, config, infer, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from agent.errors import ConfigError
+from models.errors import EdgeAgentError
+
+log = logging.getLogger("edge_agent.cli")
+
+EXIT_CONFIG = 2
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edge-agent")
+    except Exception:
+        return "unknown"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from agent.logs import setup_logging
+    from agent.settings import load_config
+    from agent.supervisor import Supervisor
+
+    config = load_config()
+    setup_logging(config.agent.log_level, config.agent.log_format)
+    supervisor = Supervisor(config, run_seconds=args.seconds)
+    return asyncio.run(supervisor.run())
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from agent.settings import load_config, redacted
+
+    config = load_config()
+    print(json.dumps(redacted(config), indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Video streams in, detections out. Configured by environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {_version()}")
+    subparsers = parser.add_subparsers(dest="command")
+
+    run = subparsers.add_parser("run", help="run the agent (STREAMS, MODEL_ID, MQTT_HOST, ...)")
+    run.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    run.set_defaults(handler=_cmd_run)
+
+    config = subparsers.add_parser("config", help="print the resolved configuration, secrets redacted")
+    config.set_defaults(handler=_cmd_config)
+
+    from agent import cli_models
+
+    cli_models.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return int(handler(args) or 0)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except EdgeAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The supervisor: owns every task of a running agent and tears them down in order.
+
+Start-up order: sinks (so ``online`` is out early), models (in an executor: a download or a
+TensorRT build must not freeze the loop), then one stage per model and one runner per stream.
+Shutdown order is the reverse of the data flow: stop sources, let each stage finish its batch in
+flight, flush the sinks, publish ``offline``. Python 3.10 has no ``asyncio.TaskGroup``, so the
+task bookkeeping is done by hand here, in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.settings import Config, StreamConfig
+from agent.systemd_notify import SystemdNotifier
+from models import ModelManager
+from models.errors import EdgeAgentError
+from pipelines.inference import InferenceStage, StreamBinding
+from pipelines.results import ResultRouter
+from pipelines.sinks.base import Sink
+from pipelines.sinks.mqtt import MqttConfig, MqttSink
+from pipelines.sinks.stdout import StdoutSink
+from pipelines.slot import LatestFrameSlot
+from pipelines.sources.options import SourceOptions
+from pipelines.sources.runner import StreamRunner
+from pipelines.sources.spec import SourceSpec
+
+log = logging.getLogger("edge_agent.supervisor")
+
+
+def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
+    agent = config.agent
+    return SourceOptions(
+        mode=stream.mode,
+        loop=stream.loop,
+        max_fps=stream.max_fps,
+        stall_timeout=agent.stream_stall_timeout,
+        open_timeout=agent.stream_open_timeout,
+        read_timeout=agent.stream_read_timeout,
+        backoff_initial=agent.reconnect_backoff_initial,
+        backoff_max=agent.reconnect_backoff_max,
+        rtsp_transport=stream.rtsp_transport,
+        video_size=stream.video_size,
+        framerate=stream.framerate,
+        input_format=stream.input_format,
+    )
+
+
+def mqtt_config(config: Config) -> MqttConfig:
+    agent = config.agent
+    assert agent.mqtt_host is not None
+    return MqttConfig(
+        host=agent.mqtt_host,
+        port=agent.mqtt_port,
+        username=agent.mqtt_username,
+        password=agent.mqtt_password.get_secret_value() if agent.mqtt_password else None,
+        password_file=agent.mqtt_password_file,
+        tls=agent.mqtt_tls,
+        tls_ca=agent.mqtt_tls_ca,
+        tls_cert=agent.mqtt_tls_cert,
+        tls_key=agent.mqtt_tls_key,
+        tls_insecure=agent.mqtt_tls_insecure,
+        qos=agent.mqtt_qos,
+        topic_prefix=agent.mqtt_topic_prefix,
+        agent_id=agent.agent_id,
+        keepalive=agent.mqtt_keepalive,
+        protocol=agent.mqtt_protocol,
+        message_expiry_s=agent.mqtt_message_expiry or None,
+        queue_size=agent.mqtt_queue_size,
+        ha_discovery=agent.mqtt_ha_discovery,
+    )
+
+
+def _plain(stats: Any) -> dict[str, Any]:
+    if is_dataclass(stats) and not isinstance(stats, type):
+        return asdict(stats)
+    return dict(stats)
+
+
+class Supervisor:
+    """Runs one agent from a validated :class:`Config` until stopped."""
+
+    def __init__(self, config: Config, *, run_seconds: float | None = None) -> None:
+        self.config = config
+        self.run_seconds = run_seconds
+        self.notifier = SystemdNotifier()
+        self.started_monotonic = time.monotonic()
+        self.sinks: list[Sink] = []
+        self.router: ResultRouter | None = None
+        self.stages: dict[str, InferenceStage] = {}
+        self.runners: dict[str, StreamRunner] = {}
+        self.stream_models: dict[str, str] = {}
+        self.slots: dict[str, LatestFrameSlot] = {}
+        self._executors: list[ThreadPoolExecutor] = []
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # -- start-up ------------------------------------------------------------------------------
+
+    def _build_sources(self) -> list[tuple[StreamConfig, SourceSpec, SourceOptions]]:
+        built = []
+        for stream in self.config.streams:
+            try:
+                spec = SourceSpec.parse(stream.url)
+                options = source_options(stream, self.config)
+                if hasattr(options, "validate_for"):
+                    options.validate_for(spec)
+            except EdgeAgentError as exc:
+                raise ConfigError(f"stream {stream.name!r}: {exc}") from None
+            built.append((stream, spec, options))
+        return built
+
+    async def _start_sinks(self) -> None:
+        agent = self.config.agent
+        if agent.mqtt_host:
+            sink = MqttSink(mqtt_config(self.config))
+            await sink.start()
+            self.sinks.append(sink)
+        if self.config.stdout_enabled:
+            self.sinks.append(StdoutSink())
+        self.router = ResultRouter(agent.agent_id, self.sinks)
+
+    async def _load_models(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
+        api_key = self.config.models.api_key.get_secret_value() if self.config.models.api_key else None
+        loaded: dict[str, Any] = {}
+        for model_id in dict.fromkeys(s.model_id for s in self.config.streams):
+            self.notifier.status(f"loading model {model_id}")
+            # A first download or a TensorRT engine build can take minutes: keep systemd patient.
+            self.notifier.extend_timeout(900)
+            started = time.monotonic()
+            loaded[model_id] = await loop.run_in_executor(None, manager.get, model_id, api_key)
+            log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
+        return loaded
+
+    def _start_stages(self, models: dict[str, Any]) -> None:
+        assert self.router is not None
+        for model_id, model in models.items():
+            # One worker per model: two batches of the same model in parallel only fight over
+            # the same cores, and a single worker keeps per-model ordering simple.
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
+            self._executors.append(executor)
+            self.stages[model_id] = InferenceStage(
+                model,
+                model_id=model_id,
+                executor=executor,
+                on_result=self.router,
+                on_error=self.router.record_error,
+                default_confidence=self.config.models.confidence,
+                max_batch_size=self.config.agent.max_batch_size,
+            )
+
+    # -- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        streams: dict[str, Any] = {}
+        metrics = self.router.metrics if self.router else {}
+        for name, runner in self.runners.items():
+            entry = _plain(runner.stats)
+            entry["model_id"] = self.stream_models.get(name)
+            if name in metrics:
+                entry.update(metrics[name].snapshot())
+            streams[name] = entry
+        return {
+            "type": "stats",
+            "agent_id": self.config.agent.agent_id,
+            "time": time.time(),
+            "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
+            "streams": streams,
+            "sinks": {type(s).__name__: s.counters() for s in self.sinks},
+        }
+
+    async def _stats_loop(self) -> None:
+        interval = self.config.agent.stats_interval
+        while True:
+            await asyncio.sleep(interval)
+            payload = self.stats()
+            for sink in self.sinks:
+                try:
+                    sink.publish_stats(payload)
+                except Exception:
+                    log.exception("sink %s failed to take stats", type(sink).__name__)
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # -- run -----------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT, ``run_seconds``, or every stream finished. Returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+
+        sources = self._build_sources()
+        if self.config.using_sample:
+            log.info(
+                "no STREAMS set: playing the bundled sample clip through %s. Point the agent at cameras with "
+                'STREAMS="door=rtsp://user:pass@10.0.0.5/live;yard=/dev/video0" and at a broker with '
+                "MQTT_HOST=broker.local (see `edge-agent config` and the README)",
+                self.config.agent.model_id,
+            )
+        await self._start_sinks()
+        background: list[asyncio.Task[Any]] = []
+        try:
+            models = await self._load_models()
+            self._start_stages(models)
+            stage_tasks = {
+                model_id: asyncio.create_task(stage.run(), name=f"stage:{model_id}")
+                for model_id, stage in self.stages.items()
+            }
+            runner_tasks: dict[str, asyncio.Task[Any]] = {}
+            for stream, spec, options in sources:
+                slot = LatestFrameSlot(loop, wait_for_consumer=options.mode == "every")
+                runner = StreamRunner(stream.name, spec, options, slot)
+                self.runners[stream.name] = runner
+                self.slots[stream.name] = slot
+                self.stream_models[stream.name] = stream.model_id
+                self.stages[stream.model_id].attach(
+                    StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence)
+                )
+                runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
+            background.append(asyncio.create_task(self._stats_loop(), name="stats"))
+            background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+            health = await self._start_health()
+            self.notifier.ready(f"running {len(self.runners)} stream(s) on {len(self.stages)} model(s)")
+            log.info("agent %s running %d stream(s)", self.config.agent.agent_id, len(self.runners))
+
+            exit_code = await self._wait(runner_tasks, stage_tasks)
+        except BaseException:
+            for task in background:
+                task.cancel()
+            await self._close_sinks(self.config.agent.shutdown_timeout)
+            raise
+        self.notifier.stopping()
+        deadline = time.monotonic() + self.config.agent.shutdown_timeout
+        await self._shutdown(runner_tasks, stage_tasks, deadline)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if health is not None:
+            await health.cleanup()
+        await self._close_sinks(max(deadline - time.monotonic(), 0.5))
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
+        log.info("agent stopped")
+        return exit_code
+
+    async def _wait(self, runner_tasks: dict[str, asyncio.Task[Any]], stage_tasks: dict[str, asyncio.Task[Any]]) -> int:
+        """Block until a stop reason; a crashed stage or runner is a bug, so it stops the agent."""
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
+        timer = asyncio.create_task(asyncio.sleep(self.run_seconds), name="run-timer") if self.run_seconds else None
+        watched: set[asyncio.Task[Any]] = {stop_task, *runner_tasks.values(), *stage_tasks.values()}
+        if timer is not None:
+            watched.add(timer)
+        exit_code = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if stop_task in done or (timer is not None and timer in done):
+                    break
+                crashed = [t for t in done if not t.cancelled() and t.exception() is not None]
+                if crashed:
+                    for task in crashed:
+                        log.error("task %s crashed", task.get_name(), exc_info=task.exception())
+                    exit_code = 1
+                    break
+                watched -= done
+                if all(t.done() for t in runner_tasks.values()):
+                    log.info("every stream has finished")
+                    # Let the stages drain the last frames before shutting down.
+                    await self._drain_slots()
+                    break
+        finally:
+            stop_task.cancel()
+            if timer is not None:
+                timer.cancel()
+        return exit_code
+
+    async def _drain_slots(self) -> None:
+        deadline = time.monotonic() + self.config.agent.shutdown_timeout
+        while time.monotonic() < deadline:
+            pending = sum(slot.put_count - slot.dropped - slot.taken_count for slot in self.slots.values())
+            busy = any(stage.busy for stage in self.stages.values())
+            if not pending and not busy:
+                return
+            await asyncio.sleep(0.02)
+
+    async def _shutdown(
+        self, runner_tasks: dict[str, asyncio.Task[Any]], stage_tasks: dict[str, asyncio.Task[Any]], deadline: float
+    ) -> None:
+        for task in runner_tasks.values():
+            task.cancel()
+        if runner_tasks:
+            await asyncio.wait(runner_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
+        for stage in self.stages.values():
+            stage.stop()
+        if stage_tasks:
+            _, pending = await asyncio.wait(stage_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
+            for task in pending:
+                task.cancel()
+
+    async def _close_sinks(self, timeout: float) -> None:
+        for sink in self.sinks:
+            try:
+                await sink.close(timeout)
+            except Exception:
+                log.exception("closing sink %s failed", type(sink).__name__)
+
+    async def _start_health(self) -> Any:
+        port = self.config.agent.health_port
+        if not port:
+            return None
+        from agent.health import start_health_server
+
+        return await start_health_server(self, self.config.agent.health_host, port)
