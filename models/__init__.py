@@ -1,0 +1,74 @@
+"""The model ecosystem: ids, aliases, registry, artifact cache, runtime and model classes.
+
+    from models import get_model
+    model = get_model("builtin/shapes-v1")
+    responses = model.infer([frame_a, frame_b])          # one ObjectDetectionResponse per image
+
+``models`` knows nothing of asyncio, streams or MQTT; everything here is synchronous.
+"""
+
+from __future__ import annotations
+
+from models.aliases import MODEL_ALIASES, resolve_alias
+from models.base import Model, OnnxModel
+from models.cache import clear_cache, list_cached_models
+from models.errors import (
+    ApiAuthError,
+    CacheIntegrityError,
+    CacheLockTimeoutError,
+    EdgeAgentError,
+    ExecutionProviderError,
+    InvalidInputError,
+    InvalidModelIdError,
+    ModelDisabledError,
+    ModelDownloadError,
+    ModelError,
+    ModelNotCachedError,
+    ModelNotFoundError,
+    ModelRuntimeError,
+    ModelSettingsError,
+    UnsupportedModelTypeError,
+)
+from models.ids import ModelRef, parse_model_id
+from models.manager import ModelManager
+from models.registry import MODEL_REGISTRY, get_model, get_model_type
+from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
+from models.settings import ModelSettings, get_model_settings, reload_model_settings
+from models.yolov8 import YOLOv8ObjectDetection
+
+__all__ = [
+    "MODEL_ALIASES",
+    "MODEL_REGISTRY",
+    "ApiAuthError",
+    "CacheIntegrityError",
+    "CacheLockTimeoutError",
+    "EdgeAgentError",
+    "ExecutionProviderError",
+    "ImageDimensions",
+    "InvalidInputError",
+    "InvalidModelIdError",
+    "Model",
+    "ModelDisabledError",
+    "ModelDownloadError",
+    "ModelError",
+    "ModelManager",
+    "ModelNotCachedError",
+    "ModelNotFoundError",
+    "ModelRef",
+    "ModelRuntimeError",
+    "ModelSettings",
+    "ModelSettingsError",
+    "ObjectDetectionPrediction",
+    "ObjectDetectionResponse",
+    "OnnxModel",
+    "UnsupportedModelTypeError",
+    "YOLOv8ObjectDetection",
+    "clear_cache",
+    "get_model",
+    "get_model_settings",
+    "get_model_type",
+    "list_cached_models",
+    "parse_model_id",
+    "reload_model_settings",
+    "resolve_alias",
+]

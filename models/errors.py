@@ -50,3 +50,19 @@ class CacheIntegrityError(ModelError):
 
 class ModelRuntimeError(ModelError):
     """onnxruntime could not load or run the model (bad providers, bad graph, ...)."""
+
+
+class InvalidInputError(ModelError):
+    """An image or an inference parameter handed to a model cannot be used."""
+
+
+class ExecutionProviderError(ModelRuntimeError):
+    """ONNXRUNTIME_EXECUTION_PROVIDERS names a provider this onnxruntime build does not know/offer."""
+
+
+class CacheLockTimeoutError(ModelError):
+    """Another process held the model's cache lock for too long (a stuck download?)."""
+
+
+class ModelSettingsError(ModelError):
+    """An environment variable of the model layer has a value that cannot be used."""

@@ -1,0 +1,205 @@
+"""CLI commands of the model layer: ``infer``, ``models pull|list|clear``.
+
+``register(subparsers)`` adds them to the main parser; every handler is stored as ``handler`` on the
+parsed namespace and returns an exit code. EdgeAgentError becomes ``error: <message>`` on stderr
+and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from models.errors import EdgeAgentError
+
+DEFAULT_MODEL = "builtin/shapes-v1"
+PROGRESS_MIN_BYTES = 1 << 20  # smaller downloads finish before a bar would help
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guarded(fn: Handler) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except EdgeAgentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    handler.__name__ = fn.__name__
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+class ProgressBar:
+    """A download progress bar on stderr: redrawn in place on a terminal, a line per quarter otherwise."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_draw = 0.0
+        self._last_quarter = -1
+        self._drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if total is not None and total < PROGRESS_MIN_BYTES:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last_draw < 0.1 and (total is None or done < total):
+                return
+            self._last_draw = now
+            if total:
+                filled = int(self.width * done / total)
+                bar = "#" * filled + "-" * (self.width - filled)
+                text = f"\r{self.label} [{bar}] {100 * done / total:5.1f}% {_megabytes(done)}/{_megabytes(total)}"
+            else:
+                text = f"\r{self.label} {_megabytes(done)}"
+            self.stream.write(text)
+            self.stream.flush()
+            self._drawn = True
+        elif total:
+            quarter = int(4 * done / total)
+            if quarter > self._last_quarter:
+                self._last_quarter = quarter
+                self.stream.write(f"{self.label}: {25 * quarter}% of {_megabytes(total)}\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@_guarded
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Run a model on image files; one JSON response per image, one per line, in order."""
+    from models import get_model
+
+    model = get_model(args.model)
+    options: dict[str, Any] = {}
+    if args.confidence is not None:
+        options["confidence"] = args.confidence
+    if args.iou_threshold is not None:
+        options["iou_threshold"] = args.iou_threshold
+    step = max(1, model.max_batch_size)
+    for start in range(0, len(args.images), step):
+        for response in model.infer(list(args.images[start : start + step]), **options):
+            sys.stdout.write(json.dumps(response.model_dump()) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+@_guarded
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    """Download a model into the cache (and check it loads), showing progress on stderr."""
+    from models import get_model
+
+    bar = ProgressBar(f"downloading {args.model_id}")
+    try:
+        model = get_model(args.model_id, progress=bar)
+    finally:
+        bar.close()
+    where = getattr(model, "directory", "")
+    print(f"{model.model_id}: {model.task_type}/{model.model_type} ready in {where}", file=sys.stderr)
+    return 0
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+@_guarded
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """List what is in MODEL_CACHE_DIR: id, size, task, type."""
+    from models import get_model_settings, list_cached_models
+
+    entries = list_cached_models()
+    if args.json:
+        for entry in entries:
+            row = {
+                "model_id": entry.model_id,
+                "size_bytes": entry.size_bytes,
+                "task_type": entry.task_type,
+                "model_type": entry.model_type,
+                "complete": entry.complete,
+                "path": str(entry.path),
+            }
+            sys.stdout.write(json.dumps(row) + "\n")
+        return 0
+    if not entries:
+        print(f"no models cached in {get_model_settings().model_cache_dir}", file=sys.stderr)
+        return 0
+    rows = [("ID", "SIZE", "TASK", "TYPE", "")]
+    for entry in entries:
+        rows.append(
+            (
+                entry.model_id,
+                _human_size(entry.size_bytes),
+                entry.task_type or "?",
+                entry.model_type or "?",
+                "" if entry.complete else "incomplete",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + ("  " + row[4] if row[4] else "")
+        sys.stdout.write(line.rstrip() + "\n")
+    return 0
+
+
+@_guarded
+def cmd_models_clear(args: argparse.Namespace) -> int:
+    """Delete one model from the cache."""
+    from models import clear_cache, parse_model_id
+
+    canonical = parse_model_id(args.model_id).model_id
+    if clear_cache(args.model_id):
+        print(f"cleared {canonical}", file=sys.stderr)
+    else:
+        print(f"{canonical} was not cached", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``infer`` and ``models {pull,list,clear}`` to the main parser's subparsers."""
+    infer = subparsers.add_parser(
+        "infer",
+        help="run a model on image files",
+        description="Run a model on image files and print one JSON response per image, one per line.",
+    )
+    infer.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s): JPEG, PNG, ...")
+    infer.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL})")
+    infer.add_argument("--confidence", type=float, help="minimum confidence 0..1 (default: CONFIDENCE)")
+    infer.add_argument("--iou-threshold", type=float, help="NMS IoU threshold 0..1 (default: IOU_THRESHOLD)")
+    infer.set_defaults(handler=cmd_infer)
+
+    models = subparsers.add_parser(
+        "models", help="manage the model cache", description="Manage the model cache (MODEL_CACHE_DIR)."
+    )
+    sub = models.add_subparsers(dest="models_command", metavar="{pull,list,clear}")
+    sub.required = True
+    pull = sub.add_parser("pull", help="download a model into the cache (progress on stderr)")
+    pull.add_argument("model_id", metavar="ID")
+    pull.set_defaults(handler=cmd_models_pull)
+    listing = sub.add_parser("list", help="list cached models: id, size, task, type")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=cmd_models_list)
+    clear = sub.add_parser("clear", help="delete a model from the cache")
+    clear.add_argument("model_id", metavar="ID")
+    clear.set_defaults(handler=cmd_models_clear)

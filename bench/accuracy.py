@@ -1,0 +1,188 @@
+"""Accuracy and CPU latency of builtin/shapes-v1 on fresh synthetic frames (COCO-style mAP).
+
+    python -m bench.accuracy              # through models.get_model("builtin/shapes-v1").infer
+    python -m bench.accuracy --fallback   # own onnxruntime + letterbox + NMS path
+
+500 frames from a seed never used in training, sizes spread across 640x360..1280x720, evaluated at
+confidence 0.01 with at most 100 detections per image (as COCO does); exits 1 below the targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    aa = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    ab = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-9)
+
+
+def evaluate_map(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int) -> tuple[float, float]:
+    """COCO-style mAP@0.5 and mAP@0.5:0.95 (101-point interpolation, averaged over classes).
+
+    preds[i]: (n, 6) x1,y1,x2,y2,score,cls for image i; gts[i]: (m, 5) x1,y1,x2,y2,cls.
+    Greedy matching per image and class in score order, as pycocotools does (no crowd, all areas).
+    """
+    aps = np.full((num_classes, len(IOU_THRESHOLDS)), np.nan)
+    for c in range(num_classes):
+        scores, tps, n_gt = [], [], 0
+        for p, g in zip(preds, gts, strict=True):
+            pc = p[p[:, 5] == c]
+            gc = g[g[:, 4] == c]
+            n_gt += len(gc)
+            if len(pc) == 0:
+                continue
+            pc = pc[np.argsort(-pc[:, 4], kind="stable")]
+            scores.append(pc[:, 4])
+            tp = np.zeros((len(pc), len(IOU_THRESHOLDS)), bool)
+            if len(gc):
+                iou = _iou_matrix(pc[:, :4], gc[:, :4])
+                for t, thr in enumerate(IOU_THRESHOLDS):
+                    used = np.zeros(len(gc), bool)
+                    for d in range(len(pc)):
+                        cand = np.where(~used & (iou[d] >= thr), iou[d], -1.0)
+                        j = int(cand.argmax())
+                        if cand[j] >= thr:
+                            used[j] = True
+                            tp[d, t] = True
+            tps.append(tp)
+        if n_gt == 0:
+            continue
+        if not scores:
+            aps[c] = 0.0
+            continue
+        s = np.concatenate(scores)
+        tp = np.concatenate(tps)[np.argsort(-s, kind="mergesort")]
+        ctp = np.cumsum(tp, 0)
+        cfp = np.cumsum(~tp, 0)
+        rec = ctp / n_gt
+        prec = ctp / np.maximum(ctp + cfp, 1e-9)
+        rs = np.linspace(0, 1, 101)
+        for t in range(len(IOU_THRESHOLDS)):
+            pr = np.maximum.accumulate(prec[::-1, t])[::-1]
+            idx = np.searchsorted(rec[:, t], rs, side="left")
+            q = np.where(idx < len(pr), pr[np.minimum(idx, len(pr) - 1)], 0.0)
+            aps[c, t] = q.mean()
+    return float(np.nanmean(aps[:, 0])), float(np.nanmean(aps))
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the model
+
+
+def _fallback_infer(model_dir: Path):
+    """Own onnxruntime + letterbox + per-class NMS, for use before models.get_model exists."""
+    import cv2
+    import onnxruntime as ort
+
+    from tools.train_shapes import letterbox, nms_numpy
+
+    sess = ort.InferenceSession(str(model_dir / "weights.onnx"), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    h_in, w_in = inp.shape[2], inp.shape[3]
+
+    def infer(img: np.ndarray, conf: float, max_det: int) -> np.ndarray:
+        lb, s, px, py = letterbox(img, w_in, h_in, cv2.INTER_LINEAR)
+        x = np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1))[None].astype(np.float32) / 255
+        out = sess.run(None, {inp.name: x})[0][0]
+        det = nms_numpy(out, conf, 0.5, max_det)
+        det[:, [0, 2]] = np.clip((det[:, [0, 2]] - px) / s, 0, img.shape[1])
+        det[:, [1, 3]] = np.clip((det[:, [1, 3]] - py) / s, 0, img.shape[0])
+        return det
+
+    return infer
+
+
+def _get_model_infer(model_id: str):
+    from models import get_model
+
+    model = get_model(model_id)
+
+    def infer(img: np.ndarray, conf: float, max_det: int) -> np.ndarray:
+        resp = model.infer(img, confidence=conf, max_detections=max_det)[0]
+        rows = [
+            (p.x - p.width / 2, p.y - p.height / 2, p.x + p.width / 2, p.y + p.height / 2, p.confidence, p.class_id)
+            for p in resp.predictions
+        ]
+        return np.array(rows, np.float32).reshape(-1, 6)
+
+    return infer
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import time
+
+    from tools import synthworld as sw
+
+    p = argparse.ArgumentParser(description="mAP and CPU latency of the built-in shapes model.")
+    p.add_argument("--model", default="builtin/shapes-v1")
+    p.add_argument("--frames", type=int, default=500)
+    p.add_argument("--seed", type=int, default=7_777_777, help="never used in training")
+    p.add_argument("--confidence", type=float, default=0.01)
+    p.add_argument("--max-detections", type=int, default=100)
+    p.add_argument("--latency-runs", type=int, default=30)
+    p.add_argument("--fallback", action="store_true", help="own onnxruntime path instead of get_model")
+    p.add_argument("--size", default=None, help="fixed frame size WxH instead of a random spread")
+    p.add_argument("--shape-sizes", default=None, help="size-across range LO,HI (stress runs)")
+    p.add_argument("--background", choices=["gradient", "texture"], default=None)
+    p.add_argument("--noise", type=float, default=None, help="fixed noise sigma (default 0..8)")
+    p.add_argument("--objects", type=int, default=None, help="fixed number of shapes (default 0..6)")
+    p.add_argument("--min-map50", type=float, default=0.90)
+    p.add_argument("--min-map5095", type=float, default=0.65)
+    args = p.parse_args(argv)
+
+    root = Path(__file__).resolve().parent.parent
+    if args.fallback:
+        infer = _fallback_infer(root / "models" / args.model)
+        path = "fallback (own onnxruntime + letterbox + NMS)"
+    else:
+        infer = _get_model_infer(args.model)
+        path = f"models.get_model({args.model!r}).infer"
+
+    sizes = (sw.MIN_SIZE, sw.MAX_SIZE)
+    if args.shape_sizes:
+        lo, hi = (float(v) for v in args.shape_sizes.split(","))
+        sizes = (lo, hi)
+    rng = np.random.default_rng(args.seed)
+    preds, gts = [], []
+    for _ in range(args.frames):
+        w, h = sw.random_frame_size(rng) if args.size is None else map(int, args.size.split("x"))
+        img, gt = sw.render_frame(
+            rng, w, h, n_objects=args.objects, noise_sigma=args.noise, background=args.background,
+            size_range=sizes,
+        )
+        preds.append(infer(img, args.confidence, args.max_detections))
+        gts.append(np.array(gt, np.float32).reshape(-1, 5))
+    m50, m5095 = evaluate_map(preds, gts, len(sw.CLASS_NAMES))
+    n_obj = sum(len(g) for g in gts)
+    print(f"path: {path}")
+    where = args.size or "640x360..1280x720"
+    print(f"frames: {args.frames} (seed {args.seed}, {where}), objects: {n_obj}")
+    print(f"mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
+    print(f"mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
+
+    img, _ = sw.render_frame(np.random.default_rng(args.seed + 1), 1280, 720, n_objects=6)
+    infer(img, 0.4, 300)  # warm-up
+    times = []
+    for _ in range(args.latency_runs):
+        t0 = time.perf_counter()
+        infer(img, 0.4, 300)
+        times.append(time.perf_counter() - t0)
+    print(f"CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
+          f"over {args.latency_runs} runs")
+    ok = m50 >= args.min_map50 and m5095 >= args.min_map5095
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""onnxruntime execution providers and session creation.
+
+Automatic order: TensorRT (only with TENSORRT_ENABLED) -> CUDA -> OpenVINO -> CoreML -> CPU,
+limited to what the installed onnxruntime offers. ONNXRUNTIME_EXECUTION_PROVIDERS overrides it;
+a name onnxruntime does not know is an error that lists what is available. TensorRT engines are
+cached under MODEL_CACHE_DIR/.tensorrt/<model>/ so only the first start pays the (long) build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from models.errors import CacheIntegrityError, ExecutionProviderError, ModelRuntimeError
+from models.settings import PROVIDER_SHORT_NAMES, ModelSettings
+
+logger = logging.getLogger(__name__)
+
+TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+PRIORITY = (TENSORRT, CUDA, "OpenVINOExecutionProvider", "CoreMLExecutionProvider", CPU)
+
+
+def resolve_providers(
+    requested: list[str] | None,
+    available: list[str],
+    known: list[str],
+    tensorrt_enabled: bool,
+) -> list[str]:
+    """The provider names to use, best first.
+
+    ``requested`` None: the automatic order filtered by ``available``. Otherwise the requested
+    names in their order; names onnxruntime does not know at all raise ExecutionProviderError,
+    known ones this build lacks are skipped with a warning (so one fleet-wide setting works on
+    GPU and CPU boxes alike).
+    """
+    if requested is None:
+        chosen = [p for p in PRIORITY if p in available and (p != TENSORRT or tensorrt_enabled)]
+        if not chosen:
+            chosen = [p for p in available if p != "AzureExecutionProvider"] or [CPU]
+        return chosen
+    shorts = ", ".join(sorted(PROVIDER_SHORT_NAMES))
+    unknown = [p for p in requested if p not in known and p not in available]
+    if unknown:
+        raise ExecutionProviderError(
+            f"ONNXRUNTIME_EXECUTION_PROVIDERS names unknown provider(s) {', '.join(unknown)}; this "
+            f"onnxruntime offers {', '.join(available)} (short names: {shorts})"
+        )
+    chosen = []
+    for name in requested:
+        if name in available and name not in chosen:
+            chosen.append(name)
+    skipped = [p for p in requested if p not in available]
+    if skipped:
+        logger.warning(
+            "execution provider(s) %s are not available in this onnxruntime build (it offers %s); skipping them",
+            ", ".join(skipped),
+            ", ".join(available),
+        )
+    if not chosen:
+        raise ExecutionProviderError(
+            f"none of the providers in ONNXRUNTIME_EXECUTION_PROVIDERS ({', '.join(requested)}) is "
+            f"available; this onnxruntime offers {', '.join(available)}"
+        )
+    return chosen
+
+
+def engine_cache_dir(settings: ModelSettings, model_key: str) -> Path:
+    """Per-model TensorRT engine directory under the model cache."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key.strip("/"))[-80:] or "model"
+    digest = hashlib.sha256(model_key.encode()).hexdigest()[:10]
+    return settings.tensorrt_cache_dir / f"{slug}-{digest}"
+
+
+def provider_options(
+    providers: list[str],
+    settings: ModelSettings,
+    model_key: str,
+    input_name: str,
+    input_shape: list[Any],
+    max_batch_size: int,
+) -> list[Any]:
+    """Providers with their options (TensorRT: engine cache, FP16, batch optimisation profile)."""
+    out: list[Any] = []
+    for name in providers:
+        if name == TENSORRT:
+            engines = engine_cache_dir(settings, model_key)
+            engines.mkdir(parents=True, exist_ok=True)
+            options: dict[str, Any] = {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(engines),
+                "trt_fp16_enable": settings.tensorrt_fp16,
+            }
+            if len(input_shape) == 4 and not isinstance(input_shape[0], int):
+                _, c, h, w = input_shape
+                if all(isinstance(d, int) for d in (c, h, w)):
+                    # One engine for every batch size up to the maximum, instead of one per size.
+                    options["trt_profile_min_shapes"] = f"{input_name}:1x{c}x{h}x{w}"
+                    options["trt_profile_opt_shapes"] = f"{input_name}:{max_batch_size}x{c}x{h}x{w}"
+                    options["trt_profile_max_shapes"] = f"{input_name}:{max_batch_size}x{c}x{h}x{w}"
+            out.append((name, options))
+        else:
+            out.append(name)
+    return out
+
+
+def session_options(settings: ModelSettings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if settings.ort_intra_op_threads > 0:
+        options.intra_op_num_threads = settings.ort_intra_op_threads
+    if settings.ort_inter_op_threads > 0:
+        options.inter_op_num_threads = settings.ort_inter_op_threads
+    return options
+
+
+def _read_input_shape(path: Path, options: ort.SessionOptions) -> tuple[str, list[Any]]:
+    """Input name/shape, needed before the real session only when TensorRT needs a profile."""
+    probe = ort.InferenceSession(str(path), sess_options=options, providers=[CPU])
+    first = probe.get_inputs()[0]
+    return first.name, list(first.shape)
+
+
+_CORRUPT_ERRORS = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, name)
+    for name in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel")
+    if hasattr(ort.capi.onnxruntime_pybind11_state, name)
+)
+
+
+def create_session(
+    path: Path,
+    model_key: str,
+    settings: ModelSettings,
+    max_batch_size: int,
+    status: Callable[[str], None] | None = None,
+) -> ort.InferenceSession:
+    """An InferenceSession for ``path`` with the configured providers; logs the providers once.
+
+    A file onnxruntime cannot parse raises CacheIntegrityError (the caller may fetch it again);
+    other failures raise ModelRuntimeError.
+    """
+    providers = resolve_providers(
+        settings.execution_providers,
+        ort.get_available_providers(),
+        ort.get_all_providers(),
+        settings.tensorrt_enabled,
+    )
+    options = session_options(settings)
+    try:
+        specs: list[Any] = list(providers)
+        if TENSORRT in providers:
+            name, shape = _read_input_shape(path, options)
+            specs = provider_options(providers, settings, model_key, name, shape, max_batch_size)
+            engines = engine_cache_dir(settings, model_key)
+            if not any(engines.iterdir()):
+                message = (
+                    f"building TensorRT engine for {model_key} (first start only; can take ~10 minutes "
+                    f"on a Jetson, cached in {engines})"
+                )
+                logger.warning(message)
+                if status:
+                    status(message)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=specs)
+    except _CORRUPT_ERRORS as exc:
+        raise CacheIntegrityError(f"{path} is not a loadable ONNX model: {exc}") from exc
+    except (ExecutionProviderError, CacheIntegrityError):
+        raise
+    except Exception as exc:
+        raise ModelRuntimeError(f"onnxruntime could not load {path} with providers {providers}: {exc}") from exc
+    logger.info("model %s: execution providers %s (requested %s)", model_key, session.get_providers(), providers)
+    return session

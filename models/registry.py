@@ -1,0 +1,162 @@
+"""Which kind of model an id is, which class runs it, and ``get_model`` that returns it ready.
+
+``get_model_type`` order (SPEC §4): alias -> local directory -> generic families ->
+``model_type.json`` in the cache -> the API (answer saved to ``model_type.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from models import artifacts, cache
+from models.api import ProgressCallback
+from models.base import Model
+from models.errors import CacheIntegrityError, ModelNotCachedError, UnsupportedModelTypeError
+from models.families import GENERIC_FAMILIES, check_family_enabled
+from models.ids import ModelRef, cache_dir_for, parse_model_id
+from models.settings import ModelSettings, get_model_settings
+from models.yolov8 import YOLOv8ObjectDetection
+
+logger = logging.getLogger(__name__)
+
+_YOLOV8_LAYOUT_TYPES = (
+    "yolov8",
+    "yolov8n",
+    "yolov8s",
+    "yolov8m",
+    "yolov8l",
+    "yolov8x",
+    "yolov11",
+    "yolov11n",
+    "yolov11s",
+    "yolov11b",
+    "yolov11m",
+    "yolov11l",
+    "yolov11x",
+    "yolo11",
+    "yolo11n",
+    "yolo11s",
+    "yolo11b",
+    "yolo11m",
+    "yolo11l",
+    "yolo11x",
+)
+
+# (task_type, model_type) -> model class. One table; add rows to support more models.
+MODEL_REGISTRY: dict[tuple[str, str], type[Model]] = {
+    ("object-detection", model_type): YOLOv8ObjectDetection for model_type in _YOLOV8_LAYOUT_TYPES
+}
+
+
+def supported_types() -> str:
+    by_task: dict[str, list[str]] = {}
+    for task, model_type in MODEL_REGISTRY:
+        by_task.setdefault(task, []).append(model_type)
+    return "; ".join(f"{task}: {', '.join(types)}" for task, types in sorted(by_task.items()))
+
+
+def get_model_class(task_type: str, model_type: str, model_id: str = "") -> type[Model]:
+    try:
+        return MODEL_REGISTRY[(task_type, model_type)]
+    except KeyError:
+        subject = f"{model_id} is a" if model_id else "no model class for"
+        raise UnsupportedModelTypeError(
+            f"{subject} {task_type} model of type {model_type!r}, which this build of edge-agent cannot run. "
+            f"Supported: {supported_types()}"
+        ) from None
+
+
+def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tuple[str, str]:
+    if ref.read_only:
+        directory = artifacts.local_directory(ref)
+        found = cache.read_model_type(directory)
+        if found is None:
+            logger.info("%s has no model_type.json; assuming %s/%s", directory, *artifacts.LOCAL_DEFAULT_TYPE)
+            return artifacts.LOCAL_DEFAULT_TYPE
+        return found
+    if ref.kind == "generic":
+        assert ref.family is not None
+        family = GENERIC_FAMILIES[ref.family]
+        check_family_enabled(ref.family, family, settings)
+        return family.task_type, family.model_type
+    directory = cache_dir_for(ref, settings.model_cache_dir)
+    found = cache.read_model_type(directory)
+    if found is not None:
+        return found
+    if settings.offline_mode:
+        raise ModelNotCachedError(
+            f"OFFLINE_MODE is on and {ref.model_id} is not in the model cache ({directory}: no "
+            f"{cache.MODEL_TYPE_FILE}). Fetch it on a connected machine with `edge-agent models pull "
+            f"{ref.model_id}`, or turn OFFLINE_MODE off"
+        )
+    task_type, model_type = artifacts.types_from_description(
+        ref, artifacts.describe(ref, api_key or settings.api_key, settings)
+    )
+    with cache.model_lock(ref, settings):
+        directory.mkdir(parents=True, exist_ok=True)
+        cache.write_model_type(directory, ref.model_id, task_type, model_type)
+    return task_type, model_type
+
+
+def get_model_type(model_id: str, api_key: str | None = None) -> tuple[str, str]:
+    """(task_type, model_type) of ``model_id``; may ask the API once and remember the answer."""
+    settings = get_model_settings()
+    return _type_of(parse_model_id(model_id), api_key, settings)
+
+
+def get_model(
+    model_id: str,
+    api_key: str | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    status: Callable[[str], None] | None = None,
+) -> Model:
+    """A ready model for ``model_id`` (any tier), downloading and caching artifacts as needed.
+
+    ``progress(bytes_done, total_or_None)`` follows a weights download; ``status(text)`` hears
+    about slow phases (downloading, building a TensorRT engine) so a service can report them.
+    A cached ``weights.onnx`` onnxruntime cannot load is fetched again once (never offline).
+    """
+    settings = get_model_settings()
+    ref = parse_model_id(model_id)
+    api_key = api_key or settings.api_key
+    task_type, model_type = _type_of(ref, api_key, settings)
+    model_class = get_model_class(task_type, model_type, ref.model_id)
+    directory = artifacts.ensure_artifacts(ref, api_key, settings=settings, progress=progress, status=status)
+    try:
+        return _build(model_class, ref, directory, task_type, model_type, settings, status)
+    except CacheIntegrityError as exc:
+        if ref.read_only or settings.offline_mode:
+            raise CacheIntegrityError(
+                f"{exc}. {'OFFLINE_MODE is on, so it is not fetched again; ' if not ref.read_only else ''}"
+                f"nothing was deleted"
+            ) from exc
+        logger.warning("cached weights of %s do not load (%s); fetching them again", ref.model_id, exc)
+        bad = cache.file_fingerprint(directory / cache.WEIGHTS_FILE)
+        directory = artifacts.ensure_artifacts(
+            ref, api_key, settings=settings, progress=progress, status=status, refetch_if_unchanged=bad
+        )
+        try:
+            return _build(model_class, ref, directory, task_type, model_type, settings, status)
+        except CacheIntegrityError as again:
+            raise CacheIntegrityError(
+                f"{ref.model_id}: the weights served by the API do not load even after fetching them again "
+                f"({again}); the model version may be broken on the server"
+            ) from again
+
+
+def _build(
+    model_class: type[Model],
+    ref: ModelRef,
+    directory: object,
+    task_type: str,
+    model_type: str,
+    settings: ModelSettings,
+    status: Callable[[str], None] | None,
+) -> Model:
+    if status:
+        status(f"loading {ref.model_id}")
+    return model_class(  # type: ignore[call-arg]
+        ref.model_id, directory, task_type=task_type, model_type=model_type, settings=settings, status=status
+    )

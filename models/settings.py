@@ -1,0 +1,298 @@
+"""Environment settings of the model layer.
+
+Read once through :func:`get_model_settings` where a model, a session or a download is created;
+nothing else in ``models`` reads ``os.environ``. Names and meanings follow Roboflow Inference where
+both have the same knob, so an existing deployment's environment keeps working.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.errors import ModelSettingsError
+
+# Short spellings accepted in ONNXRUNTIME_EXECUTION_PROVIDERS, mapped to onnxruntime's names.
+PROVIDER_SHORT_NAMES: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def parse_provider_list(value: str) -> list[str]:
+    """Parse a provider list given as JSON (``["A", "B"]``), Roboflow's ``[A,B]`` or ``A,B``.
+
+    Short names (``cuda``, ``tensorrt``, ``cpu``, ...) become onnxruntime's full names; whether the
+    names exist in the installed onnxruntime is checked where the session is created.
+    """
+    text = value.strip()
+    names: list[Any]
+    if text.startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError:
+            # Roboflow's own default is written without quotes: [TensorrtExecutionProvider,...]
+            names = text[1:-1].split(",") if text.endswith("]") else text[1:].split(",")
+        if not isinstance(names, list):
+            raise ValueError("expected a list of provider names")
+    else:
+        names = text.split(",")
+    out: list[str] = []
+    for raw in names:
+        if not isinstance(raw, str):
+            raise ValueError(f"provider names must be strings, got {raw!r}")
+        name = raw.strip().strip("'\"").strip()
+        if not name:
+            continue
+        out.append(PROVIDER_SHORT_NAMES.get(name.lower(), name))
+    if not out:
+        raise ValueError(
+            "no provider named; give a comma list or JSON list such as "
+            "'CUDAExecutionProvider,CPUExecutionProvider' or '[\"cpu\"]'"
+        )
+    return out
+
+
+class ModelSettings(BaseSettings):
+    """Settings of the model layer, one environment variable per field (names are upper case)."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", populate_by_name=True, protected_namespaces=()
+    )
+
+    model_cache_dir: Path = Field(
+        default=Path("~/.cache/edge-agent/models"),
+        description="Directory of downloaded model artifacts, laid out <project>/<version>/ like "
+        "Roboflow Inference's MODEL_CACHE_DIR, so the two can share one cache.",
+    )
+    api_base_url: str = Field(
+        default="https://api.roboflow.com",
+        description="Base URL of the Roboflow API that describes models (/ort/{project}/{version}).",
+    )
+    api_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ROBOFLOW_API_KEY", "API_KEY"),
+        description="Roboflow API key for fine-tuned and Universe models (ROBOFLOW_API_KEY, or API_KEY "
+        "as Roboflow Inference calls it). Never logged.",
+        repr=False,
+    )
+    device_id: str | None = Field(
+        default=None,
+        description="Device id reported to the Roboflow API with each model request; the host name when unset.",
+    )
+    offline_mode: bool = Field(
+        default=False,
+        description="Never touch the network: models must already be in MODEL_CACHE_DIR, be a "
+        "local directory or be built in.",
+    )
+    onnxruntime_execution_providers: str | None = Field(
+        default=None,
+        description="Execution providers to use, in order, as a comma list or JSON list "
+        "(e.g. 'CUDAExecutionProvider,CPUExecutionProvider' or 'cuda,cpu'). Unset: TensorRT (only "
+        "with TENSORRT_ENABLED) -> CUDA -> OpenVINO -> CoreML -> CPU, whichever onnxruntime offers.",
+    )
+    tensorrt_enabled: bool = Field(
+        default=False,
+        description="Put TensorRT first in the automatic provider order. Off by default: the first "
+        "engine build of a model can take ~10 minutes on a Jetson Orin and uses extra memory; engines "
+        "are cached under MODEL_CACHE_DIR/.tensorrt so later starts are quick.",
+    )
+    tensorrt_fp16: bool = Field(
+        default=True,
+        description="Let TensorRT build FP16 engines (faster on Jetson/Tensor cores, tiny accuracy change).",
+    )
+    ort_intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime intra-op threads per model (0 = onnxruntime's default)."
+    )
+    ort_inter_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime inter-op threads per model (0 = onnxruntime's default)."
+    )
+    confidence: float = Field(default=0.4, description="Default minimum class score a detection must exceed (0..1).")
+    iou_threshold: float = Field(
+        default=0.3,
+        description="Default IoU above which non-max suppression drops the lower-scored box (0..1).",
+    )
+    max_detections: int = Field(
+        default=300, ge=1, description="Default maximum number of detections returned per image."
+    )
+    max_candidates: int = Field(
+        default=3000, ge=1, description="Default maximum number of boxes (best first) that enter NMS."
+    )
+    class_agnostic_nms: bool = Field(
+        default=False,
+        description="Default NMS mode: true suppresses overlapping boxes of different classes too.",
+    )
+    max_batch_size: int = Field(
+        default=16,
+        ge=1,
+        description="Largest batch sent to a model whose ONNX batch axis is dynamic; bigger lists "
+        "are split into chunks of this size.",
+    )
+    max_active_models: int = Field(default=8, ge=1, description="How many models the model manager keeps loaded (LRU).")
+    model_download_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a model download or API request may go without receiving data before it is retried.",
+    )
+    model_download_connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a TCP/TLS connection to the API."
+    )
+    model_download_retries: int = Field(
+        default=4,
+        ge=0,
+        description="Retries after a transient failure (timeouts, connection errors, HTTP "
+        "408/429/5xx), with exponential backoff and Retry-After honoured up to 60 s.",
+    )
+    model_download_backoff: float = Field(
+        default=1.0, ge=0, description="First retry delay in seconds; doubles on each retry (max 30 s)."
+    )
+    model_cache_lock_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds to wait for another process that is downloading/clearing the same model.",
+    )
+    core_models_enabled: bool = Field(default=True, description="Allow foundation (family/variant) models at all.")
+    core_model_clip_enabled: bool = Field(default=True, description="Allow clip/* models.")
+    core_model_sam_enabled: bool = Field(default=True, description="Allow sam/* models.")
+    core_model_sam2_enabled: bool = Field(default=True, description="Allow sam2/* models.")
+    core_model_gaze_enabled: bool = Field(default=True, description="Allow gaze/* models.")
+    core_model_doctr_enabled: bool = Field(default=True, description="Allow doctr/* models.")
+    core_model_easyocr_enabled: bool = Field(default=True, description="Allow easy_ocr/* models.")
+    core_model_trocr_enabled: bool = Field(default=True, description="Allow trocr/* models.")
+    core_model_groundingdino_enabled: bool = Field(default=True, description="Allow grounding_dino/* models.")
+    core_model_yolo_world_enabled: bool = Field(default=True, description="Allow yolo_world/* models.")
+    core_model_owlv2_enabled: bool = Field(
+        default=False, description="Allow owlv2/* models (off by default, as in Roboflow Inference)."
+    )
+    core_model_pe_enabled: bool = Field(default=True, description="Allow perception_encoder/* models.")
+    depth_estimation_enabled: bool = Field(default=True, description="Allow depth-anything-v2/* models.")
+    lmm_enabled: bool = Field(
+        default=False,
+        description="Allow large multimodal models (paligemma, smolvlm2, moondream2); off by default "
+        "as in Roboflow Inference.",
+    )
+    paligemma_enabled: bool = Field(default=True, description="Allow paligemma/* (also needs LMM_ENABLED).")
+    smolvlm2_enabled: bool = Field(default=True, description="Allow smolvlm2/* (also needs LMM_ENABLED).")
+    moondream2_enabled: bool = Field(default=True, description="Allow moondream2/* (also needs LMM_ENABLED).")
+
+    @field_validator("model_cache_dir", mode="after")
+    @classmethod
+    def _expand_cache_dir(cls, value: Path) -> Path:
+        text = str(value).strip()
+        if not text:
+            raise ValueError("MODEL_CACHE_DIR must be a directory path, e.g. /var/lib/edge-agent/models")
+        if "\x00" in text:
+            raise ValueError("MODEL_CACHE_DIR must not contain NUL characters")
+        return Path(os.path.expandvars(text)).expanduser().absolute()
+
+    @field_validator("api_base_url", mode="after")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"API_BASE_URL must start with http:// or https:// (e.g. https://api.roboflow.com), got {value!r}"
+            )
+        return value
+
+    @field_validator("api_key", "device_id", mode="after")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    @field_validator("onnxruntime_execution_providers", mode="after")
+    @classmethod
+    def _check_providers(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_provider_list(value)
+        except ValueError as exc:
+            raise ValueError(f"ONNXRUNTIME_EXECUTION_PROVIDERS: {exc}") from None
+        return value
+
+    @field_validator("confidence", "iou_threshold", mode="after")
+    @classmethod
+    def _unit_interval(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be a number between 0 and 1 (e.g. 0.4), got {value}")
+        return value
+
+    @property
+    def execution_providers(self) -> list[str] | None:
+        """The parsed ONNXRUNTIME_EXECUTION_PROVIDERS, or None for the automatic order."""
+        if self.onnxruntime_execution_providers is None:
+            return None
+        return parse_provider_list(self.onnxruntime_execution_providers)
+
+    @property
+    def tensorrt_cache_dir(self) -> Path:
+        """Where TensorRT engines are cached: inside the model cache, so they persist with it."""
+        return self.model_cache_dir / ".tensorrt"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable (first one, if several) that sets a :class:`ModelSettings` field."""
+    info = ModelSettings.model_fields[field_name]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return field_name.upper()
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(ENV_NAME, default as text, description) for every setting, for `edge-agent config`/README."""
+    rows = []
+    for name, info in ModelSettings.model_fields.items():
+        default = info.default
+        default_text = "" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append((env_name(name), default_text, info.description or ""))
+    return rows
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err.get("loc") else "?"
+        name = env_name(field) if field in ModelSettings.model_fields else field.upper()
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        info = ModelSettings.model_fields.get(field)
+        if info is not None and info.annotation is bool:
+            message += " (accepted: true/false, 1/0, yes/no, on/off)"
+        problems.append(f"{name}={err.get('input')!r}: {message}")
+    return "invalid model settings in the environment: " + "; ".join(problems)
+
+
+def load_model_settings(**overrides: Any) -> ModelSettings:
+    """Build settings from the environment (plus explicit overrides), with a readable error."""
+    try:
+        return ModelSettings(**overrides)
+    except ValidationError as exc:
+        raise ModelSettingsError(_format_validation_error(exc)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_model_settings() -> ModelSettings:
+    """The process-wide settings, read from the environment on first use."""
+    return load_model_settings()
+
+
+def reload_model_settings() -> ModelSettings:
+    """Drop the cached settings and read the environment again (tests, config reload)."""
+    get_model_settings.cache_clear()
+    return get_model_settings()

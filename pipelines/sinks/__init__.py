@@ -1,0 +1,1 @@
+"""Where results leave the agent: MQTT and stdout sinks, and the message they carry."""

@@ -1,0 +1,185 @@
+"""Settings of the MQTT sink, checked when built so a bad value fails at start-up with a clear message."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.sinks.errors import MqttConfigError
+from pipelines.sinks.mqtt_topics import Topics, validate_level, validate_prefix
+
+_PROTOCOLS = {
+    "5": "5",
+    "5.0": "5",
+    "v5": "5",
+    "mqttv5": "5",
+    "3.1.1": "3.1.1",
+    "311": "3.1.1",
+    "v311": "3.1.1",
+    "mqttv311": "3.1.1",
+    "3": "3.1.1",
+}
+
+
+def _check_file(path: str | None, what: str) -> None:
+    if path is None:
+        return
+    if not isinstance(path, str) or not path:
+        raise MqttConfigError(f"{what} must be a file path")
+    if not Path(path).is_file():
+        raise MqttConfigError(f"{what}={path!r} does not exist or is not a file")
+    if not os.access(path, os.R_OK):
+        raise MqttConfigError(f"{what}={path!r} is not readable by this user")
+
+
+@dataclass(kw_only=True)
+class MqttConfig:
+    """Everything the MQTT sink needs; plain values, no environment parsing here."""
+
+    host: str
+    agent_id: str
+    port: int | None = None  # None: 8883 with TLS, else 1883
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None  # e.g. $CREDENTIALS_DIRECTORY/mqtt-password (systemd LoadCredential=)
+    tls: bool = False
+    tls_ca: str | None = None  # None: the system's CA store
+    tls_cert: str | None = None  # client certificate (mutual TLS); may also hold the key
+    tls_key: str | None = None
+    tls_insecure: bool = False  # skip the host name check only; the chain is still verified
+    qos: int = 1
+    topic_prefix: str = "edge-agent"
+    client_id: str | None = None  # None: "edge-agent-<agent_id>", stable across restarts
+    keepalive: int = 30
+    protocol: str = "5"  # "5" or "3.1.1"
+    message_expiry_s: int | None = 300  # MQTT v5 expiry of predictions and stats; None = never
+    queue_size: int = 10000  # messages kept while the broker is away; the oldest go first
+    max_inflight: int = 20  # unacknowledged QoS>=1 messages on the wire (capped by the broker's)
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    retain_predictions: bool = False
+    ha_discovery: bool = False
+    ha_prefix: str = "homeassistant"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise MqttConfigError("MQTT host must be a non-empty host name or address")
+        self.host = self.host.strip()
+        validate_level(self.agent_id, "agent_id")
+        validate_prefix(self.topic_prefix, "topic_prefix")
+        validate_prefix(self.ha_prefix, "ha_prefix")
+        if self.port is not None and not (isinstance(self.port, int) and 1 <= self.port <= 65535):
+            raise MqttConfigError(f"MQTT port={self.port!r} must be an integer from 1 to 65535")
+        if self.qos not in (0, 1, 2):
+            raise MqttConfigError(f"MQTT qos={self.qos!r} must be 0, 1 or 2")
+        protocol = _PROTOCOLS.get(str(self.protocol).strip().lower())
+        if protocol is None:
+            raise MqttConfigError(f"MQTT protocol={self.protocol!r} must be '5' or '3.1.1'")
+        self.protocol = protocol
+        if not isinstance(self.keepalive, int) or not 1 <= self.keepalive <= 65535:
+            raise MqttConfigError(
+                f"MQTT keepalive={self.keepalive!r} must be 1 to 65535 seconds "
+                "(0 would switch off dead-connection detection)"
+            )
+        if self.message_expiry_s is not None:
+            if not isinstance(self.message_expiry_s, int) or self.message_expiry_s < 0:
+                raise MqttConfigError(
+                    f"message_expiry_s={self.message_expiry_s!r} must be a whole number of seconds "
+                    "or None (never expire)"
+                )
+            if self.message_expiry_s == 0:
+                self.message_expiry_s = None  # 0 reads as "no expiry" in the settings
+        for name in ("queue_size", "max_inflight"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise MqttConfigError(f"MQTT {name}={value!r} must be a positive integer")
+        if not self.reconnect_min_s > 0 or not self.reconnect_max_s >= self.reconnect_min_s:
+            raise MqttConfigError(
+                f"reconnect_min_s={self.reconnect_min_s!r} must be > 0 and reconnect_max_s="
+                f"{self.reconnect_max_s!r} at least as large"
+            )
+        if not self.connect_timeout_s > 0:
+            raise MqttConfigError(f"connect_timeout_s={self.connect_timeout_s!r} must be > 0")
+        if self.client_id is not None and (not isinstance(self.client_id, str) or not self.client_id):
+            raise MqttConfigError("MQTT client_id must be a non-empty string or None (derived from agent_id)")
+        self._check_credentials()
+        self._check_tls()
+
+    def _check_credentials(self) -> None:
+        if self.password is not None and self.password_file is not None:
+            raise MqttConfigError("set the MQTT password or the password file, not both")
+        _check_file(self.password_file, "MQTT password_file")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise MqttConfigError("an MQTT password is set but no username; set the username too")
+
+    def _check_tls(self) -> None:
+        given = [n for n in ("tls_ca", "tls_cert", "tls_key") if getattr(self, n) is not None]
+        if given and not self.tls:
+            raise MqttConfigError(f"{', '.join(given)} set but tls is off; switch TLS on or drop them")
+        if self.tls_insecure and not self.tls:
+            raise MqttConfigError("tls_insecure is set but tls is off")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise MqttConfigError("tls_key is set without tls_cert; mutual TLS needs the certificate too")
+        _check_file(self.tls_ca, "MQTT tls_ca")
+        _check_file(self.tls_cert, "MQTT tls_cert")
+        _check_file(self.tls_key, "MQTT tls_key")
+
+    # -- derived values ------------------------------------------------------------------------
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 8883 if self.tls else 1883
+
+    @property
+    def effective_client_id(self) -> str:
+        # Stable across restarts (a random id would leave a trail of sessions and wills behind);
+        # unique as long as agent ids are. Two agents sharing an id take the connection from
+        # each other in a loop, which the sink reports as "session taken over".
+        return self.client_id or f"edge-agent-{self.agent_id}"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix, self.agent_id)
+
+    def resolve_password(self) -> str | None:
+        """The password, read from ``password_file`` when that is set (trailing newline dropped)."""
+        if self.password_file is None:
+            return self.password
+        try:
+            text = Path(self.password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MqttConfigError(f"cannot read MQTT password_file={self.password_file!r}: {exc}") from None
+        password = text.rstrip("\r\n")
+        if not password:
+            raise MqttConfigError(f"MQTT password_file={self.password_file!r} is empty")
+        return password
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context, or None without TLS; bad files raise :class:`MqttConfigError` here."""
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttConfigError(f"cannot load MQTT tls_ca={self.tls_ca!r}: {exc}") from None
+        if self.tls_cert is not None:
+            try:
+                context.load_cert_chain(self.tls_cert, self.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise MqttConfigError(
+                    f"cannot load the MQTT client certificate tls_cert={self.tls_cert!r} / "
+                    f"tls_key={self.tls_key!r}: {exc} (a key protected by a passphrase is not supported)"
+                ) from None
+        if self.tls_insecure:
+            context.check_hostname = False
+        return context
+
+    def describe(self) -> str:
+        """``mqtt(s)://host:port`` for log lines; never shows credentials."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.effective_port}"

@@ -1,0 +1,366 @@
+"""The blocking side of a stream: one PyAV connection, read in its own thread.
+
+A :class:`FrameReader` opens the source once, demuxes and decodes it (threaded decoding,
+``thread_type="AUTO"``), converts the frames it keeps to BGR numpy arrays and hands them to the
+stream's :class:`~pipelines.slot.LatestFrameSlot`. It never retries: when the connection fails or
+ends it records why in its :class:`ReaderStatus` and returns; reconnecting, stall detection and
+backoff are the runner's job (``runner.py``), one level up, on the event loop.
+
+Nothing here blocks for long without a bound: PyAV's interrupt callback (``av.open(...,
+timeout=(open, read))``) cuts a hung connect, probe or read, and FFmpeg's own socket ``timeout``
+option does the same inside the protocol. Both are needed (a stalled RTSP server hangs forever
+with only one of them). What still cannot be interrupted (a wedged device driver) is handled by
+the runner abandoning the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import av
+
+from pipelines.frames import Frame
+from pipelines.slot import LatestFrameSlot
+from pipelines.sources.options import SourceOptions
+from pipelines.sources.spec import SourceSpec
+
+EndReason = Literal["stopped", "eof", "error", "timeout"]
+
+# Probe budget for live sources when the options leave it open: enough for a camera's SPS/PPS and a
+# frame-rate estimate, a fifth of FFmpeg's default (which it rarely needs but may wait for).
+_LIVE_ANALYZE_S = 1.0
+# UDP socket receive buffer for RTSP over UDP: room for a burst of ~1 s of a 16 Mbit/s camera, so a
+# big keyframe is not cut short by the kernel; this is kernel memory, not a frame queue.
+_RTSP_UDP_BUFFER = 2 * 1024 * 1024
+# Reorder window for RTP over UDP (microseconds); FFmpeg's own default is 0.1 s too, set explicitly
+# so a change of default upstream cannot add latency here.
+_RTSP_MAX_DELAY_US = 100_000
+# A paced file that falls this far behind its own clock (slow decode, machine suspended) re-anchors
+# instead of rushing through the backlog.
+_PACE_RESYNC_S = 1.0
+
+
+def ffmpeg_options(spec: SourceSpec, options: SourceOptions) -> dict[str, str]:
+    """The FFmpeg (demuxer + protocol) options for ``spec``; pure, so it is unit-tested.
+
+    Deliberately absent: ``fflags=nobuffer``. It drops the packets read while probing, which
+    include the first keyframe, so the first picture comes a whole GOP later (measured: +1 s with
+    a 1 s GOP, up to 10 s on cameras with long GOPs) for no steady-state gain: after the probe
+    nothing is buffered anyway. ``stimeout`` is gone from FFmpeg >= 5 (``timeout`` replaced it).
+    """
+    read_us = str(int(options.read_timeout * 1_000_000))
+    opts: dict[str, str] = {}
+    analyze = options.analyze_duration
+    if analyze is None and spec.kind != "file":
+        analyze = _LIVE_ANALYZE_S
+    if analyze is not None:
+        opts["analyzeduration"] = str(int(analyze * 1_000_000))
+    if spec.kind == "rtsp":
+        opts["rtsp_transport"] = options.rtsp_transport
+        opts["timeout"] = read_us  # socket I/O timeout, microseconds
+        opts["allowed_media_types"] = "video"  # don't set up audio we would only throw away
+        opts["max_delay"] = str(_RTSP_MAX_DELAY_US)
+        if options.rtsp_transport == "udp":
+            opts["buffer_size"] = str(_RTSP_UDP_BUFFER)
+    elif spec.kind == "http":
+        opts["timeout"] = read_us  # http protocol: socket I/O timeout, microseconds
+        opts["rw_timeout"] = read_us  # generic protocol option; reaches HLS segment requests too
+        # The runner owns reconnection (with backoff and stall detection); FFmpeg's own retry loop
+        # would hide outages from it.
+        opts["reconnect"] = "0"
+    elif spec.kind == "v4l2":
+        if options.video_size:
+            opts["video_size"] = options.video_size
+        if options.framerate:
+            opts["framerate"] = _fraction_text(options.framerate)
+        if options.input_format:
+            opts["input_format"] = options.input_format
+    opts.update(options.ffmpeg_options)
+    return opts
+
+
+def open_kwargs(spec: SourceSpec, options: SourceOptions) -> dict[str, Any]:
+    """Keyword arguments for ``av.open`` (besides the target)."""
+    return {
+        "format": spec.av_format,
+        "container_options": ffmpeg_options(spec, options),
+        "timeout": (options.open_timeout, options.read_timeout),
+    }
+
+
+def _fraction_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+class FpsCap:
+    """Keeps at most ``max_fps`` frames per second of stream time, evenly spaced.
+
+    Decides on the frame's timestamp (pts when it increases, else the monotonic clock) before
+    the frame is converted to numpy, so a skipped frame costs only its decode. The schedule moves
+    on a fixed grid, so a 30 fps source capped at 10 keeps exactly every third frame, and the
+    long-run rate never exceeds the cap.
+    """
+
+    def __init__(self, max_fps: float) -> None:
+        if max_fps <= 0:
+            raise ValueError("max_fps must be > 0")
+        self.interval = 1.0 / max_fps
+        # tolerate timestamps landing a little before the grid point (pts rounding, jitter)
+        self._slack = self.interval * 0.25
+        self._next: float | None = None
+
+    def accept(self, t: float) -> bool:
+        if self._next is None or t < self._next - 2 * self.interval - 1.0:
+            # first frame, or time went backwards (new file loop, reconnect): restart the grid
+            self._next = t + self.interval
+            return True
+        if t + self._slack < self._next:
+            return False
+        self._next += self.interval
+        if self._next <= t:
+            # a gap in the stream: don't burst to catch up
+            self._next = t + self.interval
+        return True
+
+    def reset(self) -> None:
+        self._next = None
+
+
+class Pacer:
+    """Releases file frames at their native rate, by pts, like a camera would."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._anchor: tuple[float, float] | None = None  # (monotonic, pts)
+
+    def delay(self, pts: float | None) -> float:
+        """Seconds to wait before releasing a frame stamped ``pts`` (0 when late or unknown)."""
+        if pts is None:
+            return 0.0
+        now = self._clock()
+        if self._anchor is None or pts < self._anchor[1]:
+            self._anchor = (now, pts)
+            return 0.0
+        due = self._anchor[0] + (pts - self._anchor[1])
+        if now - due > _PACE_RESYNC_S or due - now > 10.0:
+            # far behind (slow decode) or a pts jump forward: restart the clock here
+            self._anchor = (now, pts)
+            return 0.0
+        return max(0.0, due - now)
+
+    def reset(self) -> None:
+        self._anchor = None
+
+
+class FrameCounter:
+    """Hands out per-stream frame ids that keep counting across reconnects."""
+
+    def __init__(self) -> None:
+        self.next_id = 0
+
+
+@dataclass
+class ReaderStatus:
+    """What the reader thread reports to its runner; written by the thread, read on the loop.
+
+    Plain attribute writes are atomic under the GIL, which is all the runner needs: it samples.
+    """
+
+    phase: Literal["opening", "streaming", "ended"] = "opening"
+    started_mono: float = 0.0
+    opened_mono: float | None = None
+    first_frame_mono: float | None = None
+    last_frame_mono: float | None = None
+    # True while the thread waits on purpose (pacing a file, or ``every`` mode waiting for
+    # inference): no frames then is not a stall.
+    waiting: bool = False
+    wait_ended_mono: float = 0.0
+    frames_decoded: int = 0
+    skipped_by_fps_cap: int = 0
+    end_reason: EndReason | None = None
+    error: str | None = None
+    finite: bool = False  # the source has an end (file, HTTP video with a duration)
+    width: int | None = None
+    height: int | None = None
+    codec: str | None = None
+
+    def progress_mono(self) -> float:
+        """Latest moment the stream showed life (or was legitimately idle)."""
+        marks = [self.started_mono, self.wait_ended_mono]
+        if self.opened_mono is not None:
+            marks.append(self.opened_mono)
+        if self.last_frame_mono is not None:
+            marks.append(self.last_frame_mono)
+        return max(marks)
+
+
+class FrameReader:
+    """One connection to one source, run by :meth:`run` in a dedicated thread."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: SourceSpec,
+        options: SourceOptions,
+        slot: LatestFrameSlot,
+        counter: FrameCounter,
+        *,
+        on_change: Callable[[], None] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.options = options
+        self.slot = slot
+        self.counter = counter
+        self.stop_event = threading.Event()
+        self.status = ReaderStatus(started_mono=time.monotonic())
+        self._on_change = on_change
+        self._log = logger or logging.getLogger(f"edge_agent.stream.{name}")
+        self._cap = FpsCap(options.max_fps) if options.max_fps else None
+        self._pacer = Pacer()
+        self.thread: threading.Thread | None = None
+
+    # -- thread control (any thread) -------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        # daemon: a thread wedged in a C call must never keep the process from exiting
+        self.thread = threading.Thread(target=self.run, name=f"reader-{self.name}", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.slot.wake_blocked()
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        status = self.status
+        try:
+            status.end_reason = self._read()
+        except av.error.ExitError:
+            # PyAV's interrupt callback fired: the open or a read exceeded its timeout
+            status.end_reason = "timeout"
+            status.error = self._timeout_text()
+        except TimeoutError as exc:  # FFmpeg's socket timeout (ETIMEDOUT)
+            status.end_reason = "timeout"
+            status.error = f"{self._timeout_text()} ({self.spec.redact(str(exc))})"
+        except Exception as exc:  # every failure of a camera is data for the runner
+            status.end_reason = "error"
+            status.error = self.spec.redact(_describe(exc))
+        finally:
+            if self.stop_event.is_set() and status.end_reason != "eof":
+                status.end_reason = "stopped"
+            status.phase = "ended"
+            self._notify()
+
+    def _timeout_text(self) -> str:
+        if self.status.opened_mono is None:
+            return f"no answer within the open timeout ({self.options.open_timeout:g} s)"
+        return f"no data for {self.options.read_timeout:g} s (read timeout)"
+
+    def _notify(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception:  # a closed loop at shutdown: nobody is listening any more
+                pass
+
+    def _read(self) -> EndReason:
+        spec, options, status = self.spec, self.options, self.status
+        kwargs = open_kwargs(spec, options)
+        while True:
+            if self.stop_event.is_set():
+                return "stopped"
+            container = av.open(spec.target, **kwargs)
+            try:
+                if not container.streams.video:
+                    raise ValueError("the source has no video stream")
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = options.decoder_threads
+                status.finite = spec.kind == "file" or (spec.kind == "http" and bool(container.duration))
+                status.width = stream.codec_context.width or None
+                status.height = stream.codec_context.height or None
+                status.codec = stream.codec_context.name
+                if status.opened_mono is None:
+                    status.opened_mono = time.monotonic()
+                status.phase = "streaming"
+                self._notify()
+                pace = options.mode == "live" and status.finite
+                self._pacer.reset()
+                if self._cap is not None:
+                    self._cap.reset()
+                for packet in container.demux(stream):
+                    if self.stop_event.is_set():
+                        return "stopped"
+                    for frame in packet.decode():
+                        if not self._handle(frame, pace):
+                            return "stopped"
+            finally:
+                container.close()
+            if self.stop_event.is_set():
+                return "stopped"
+            if status.finite and options.loop:
+                self._log.debug("%s: end of video, looping", self.name)
+                continue
+            return "eof"
+
+    def _handle(self, frame: av.VideoFrame, pace: bool) -> bool:
+        """Pace, cap, convert and hand over one decoded frame; False when told to stop."""
+        status = self.status
+        now = time.monotonic()
+        status.frames_decoded += 1
+        status.last_frame_mono = now
+        if status.first_frame_mono is None:
+            status.first_frame_mono = now
+        pts = frame.time  # seconds, None without a timestamp
+        if pace:
+            delay = self._pacer.delay(pts)
+            if delay > 0:
+                status.waiting = True
+                try:
+                    if self.stop_event.wait(delay):
+                        return False
+                finally:
+                    status.waiting = False
+                    status.wait_ended_mono = time.monotonic()
+        if self._cap is not None and not self._cap.accept(pts if pts is not None else now):
+            status.skipped_by_fps_cap += 1
+            return True
+        image = frame.to_ndarray(format="bgr24")
+        if self.stop_event.is_set():
+            return False
+        handed = Frame(
+            stream=self.name,
+            frame_id=self.counter.next_id,
+            capture_time=time.time(),
+            pts=pts,
+            image=image,
+            monotonic=time.monotonic(),
+        )
+        if self.slot.wait_for_consumer:
+            status.waiting = True
+            try:
+                ok = self.slot.put(handed, cancel=self.stop_event)
+            finally:
+                status.waiting = False
+                status.wait_ended_mono = time.monotonic()
+        else:
+            ok = self.slot.put(handed, cancel=self.stop_event)
+        if ok:
+            self.counter.next_id += 1
+            return True
+        return not (self.stop_event.is_set() or self.slot.closed)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,122 @@
+"""The inference stage with a real ONNX-free model stand-in: batching, fairness, thresholds.
+
+The model here is a small deterministic object with the model interface (pure logic under test:
+how the stage batches and routes); the real models and streams are exercised end to end elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from pipelines.frames import Frame
+from pipelines.inference import InferenceStage, StreamBinding, filter_predictions
+from pipelines.results import InferenceResult
+from pipelines.slot import LatestFrameSlot
+
+
+class CountingModel:
+    """Returns one prediction per image whose confidence is the image's first pixel / 255."""
+
+    model_id = "count/1"
+    max_batch_size = 4
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[int] = []
+        self.delay_s = delay_s
+        self.threads: set[str] = set()
+
+    def infer(self, images, confidence=None, **_):
+        self.threads.add(threading.current_thread().name)
+        self.batches.append(len(images))
+        time.sleep(self.delay_s)
+        return [
+            {
+                "predictions": [{"confidence": float(img[0, 0, 0]) / 255.0, "class": "a"}],
+                "image": {"width": img.shape[1], "height": img.shape[0]},
+            }
+            for img in images
+        ]
+
+
+def frame(stream: str, i: int, value: int) -> Frame:
+    img = np.full((4, 6, 3), value, dtype=np.uint8)
+    now = time.monotonic()
+    return Frame(stream=stream, frame_id=i, capture_time=time.time(), pts=None, image=img, monotonic=now)
+
+
+def test_filter_predictions_keeps_at_or_above() -> None:
+    resp = {"predictions": [{"confidence": 0.3}, {"confidence": 0.5}], "image": {}}
+    assert filter_predictions(resp, 0.5)["predictions"] == [{"confidence": 0.5}]
+    assert filter_predictions(resp, 0.1) is resp
+
+
+def test_batches_across_streams_off_loop_with_per_stream_thresholds() -> None:
+    async def scenario() -> tuple[list[InferenceResult], CountingModel]:
+        loop = asyncio.get_running_loop()
+        model = CountingModel()
+        results: list[InferenceResult] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer") as executor:
+            stage = InferenceStage(
+                model, model_id="count/1", executor=executor, on_result=results.append, default_confidence=0.4
+            )
+            slots = {}
+            for name, conf in (("a", None), ("b", 0.9), ("c", None)):
+                slots[name] = LatestFrameSlot(loop)
+                stage.attach(StreamBinding(name=name, slot=slots[name], confidence=conf))
+            slots["a"].put(frame("a", 0, 200))
+            slots["b"].put(frame("b", 0, 200))  # 0.78 < 0.9: filtered for b only
+            slots["c"].put(frame("c", 0, 128))
+            task = asyncio.create_task(stage.run())
+            for _ in range(200):
+                if len(results) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            stage.stop()
+            await asyncio.wait_for(task, 5)
+        return results, model
+
+    results, model = asyncio.run(scenario())
+    assert model.batches == [3]
+    assert all(name.startswith("infer") for name in model.threads)
+    by_stream = {r.frame.stream: r for r in results}
+    assert len(by_stream["a"].response["predictions"]) == 1
+    assert by_stream["b"].response["predictions"] == []
+    assert len(by_stream["c"].response["predictions"]) == 1  # 0.50 >= default 0.4
+    assert all(r.batch_size == 3 and r.frame_age_ms >= 0 for r in results)
+
+
+def test_more_ready_streams_than_batch_rotate_fairly() -> None:
+    async def scenario() -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        model = CountingModel(delay_s=0.005)
+        counts: dict[str, int] = {}
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            stage = InferenceStage(
+                model,
+                model_id="count/1",
+                executor=executor,
+                on_result=lambda r: counts.__setitem__(r.frame.stream, counts.get(r.frame.stream, 0) + 1),
+                default_confidence=0.0,
+                max_batch_size=8,
+            )
+            assert stage.max_batch_size == 4  # the model's own limit wins
+            slots = [LatestFrameSlot(loop) for _ in range(6)]
+            for i, slot in enumerate(slots):
+                stage.attach(StreamBinding(name=f"s{i}", slot=slot))
+            task = asyncio.create_task(stage.run())
+            for n in range(60):  # every stream always has a fresh frame ready
+                for i, slot in enumerate(slots):
+                    slot.put(frame(f"s{i}", n, 10))
+                await asyncio.sleep(0.01)
+            stage.stop()
+            await asyncio.wait_for(task, 5)
+        return counts
+
+    counts = asyncio.run(scenario())
+    assert len(counts) == 6
+    assert min(counts.values()) >= 0.7 * max(counts.values()), counts
