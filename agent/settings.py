@@ -56,7 +56,6 @@ class AgentSettings(BaseSettings):
     )
     model_id: str = Field(default=BUILTIN_MODEL_ID, description="Model for every stream without its own.")
     agent_id: str = Field(default_factory=socket.gethostname, description="This agent's id in topics and messages.")
-    max_batch_size: int = Field(default=8, ge=1, le=64, description="Most frames one inference call takes.")
     stream_stall_timeout: float = Field(
         default=10.0, gt=0, description="Seconds without a frame before reconnecting."
     )

@@ -133,7 +133,7 @@ class Supervisor:
     async def _load_models(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
-        api_key = self.config.models.api_key.get_secret_value() if self.config.models.api_key else None
+        api_key = self.config.models.api_key
         loaded: dict[str, Any] = {}
         for model_id in dict.fromkeys(s.model_id for s in self.config.streams):
             self.notifier.status(f"loading model {model_id}")
@@ -158,7 +158,7 @@ class Supervisor:
                 on_result=self.router,
                 on_error=self.router.record_error,
                 default_confidence=self.config.models.confidence,
-                max_batch_size=self.config.agent.max_batch_size,
+                max_batch_size=self.config.models.max_batch_size,
             )
 
     # -- stats -------------------------------------------------------------------------------
@@ -297,7 +297,7 @@ class Supervisor:
     async def _drain_slots(self) -> None:
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
         while time.monotonic() < deadline:
-            pending = sum(slot.put_count - slot.dropped - slot.taken_count for slot in self.slots.values())
+            pending = any(slot.has_frame for slot in self.slots.values())
             busy = any(stage.busy for stage in self.stages.values())
             if not pending and not busy:
                 return

@@ -286,7 +286,8 @@ class RoboflowApi:
 
     def _read(self, response: Any, url: str, size: int) -> bytes:
         try:
-            return response.read(size)
+            # read1: return what has arrived (one recv) so the stall guard sees a trickling server
+            return response.read1(size)
         except TimeoutError:
             raise _Transient(
                 f"{redact(url)} stopped sending data for {self.settings.model_download_timeout:.0f} s"

@@ -89,7 +89,10 @@ def test_static_crop_and_letterbox(model_env, tmp_path):
     # Crop 25..75 % x, 10..90 % y of 640x480 -> pixels (160, 48)-(480, 432), a 320x384 region.
     # Letterboxed into 320x320: new size 266x320, left pad 27; x scale 266/320, y scale 320/384.
     env = letterbox_env(
-        320, 320, "Fit (black edges) in", static_crop={"enabled": True, "x_min": 25, "y_min": 10, "x_max": 75, "y_max": 90}
+        320,
+        320,
+        "Fit (black edges) in",
+        static_crop={"enabled": True, "x_min": 25, "y_min": 10, "x_max": 75, "y_max": 90},
     )
     pred = _pred((160, 160, 26.6, 40, 0, 0.9), (300, 160, 60, 40, 1, 0.8))
     model = _load(tmp_path, constant_detector(pred), env)
@@ -135,7 +138,9 @@ def test_resize_formats_and_fills(fmt, fill, as_string):
 
 
 def test_unknown_resize_format_falls_back_to_stretch():
-    pre = parse_preprocessing({"resize": {"enabled": True, "width": 8, "height": 8, "format": "Fill (with center crop) in"}})
+    pre = parse_preprocessing(
+        {"resize": {"enabled": True, "width": 8, "height": 8, "format": "Fill (with center crop) in"}}
+    )
     assert not pre.letterbox and pre.resize_size == (8, 8)
 
 
@@ -149,7 +154,11 @@ def test_grayscale_uses_luma_weights():
 
 def test_disabled_steps_are_ignored():
     pre = parse_preprocessing(
-        {"grayscale": {"enabled": False}, "contrast": {"enabled": False, "type": "X"}, "static-crop": {"enabled": False}}
+        {
+            "grayscale": {"enabled": False},
+            "contrast": {"enabled": False, "type": "X"},
+            "static-crop": {"enabled": False},
+        }
     )
     assert pre == Preprocessing()
 
@@ -210,7 +219,7 @@ def test_nms_per_class_vs_agnostic():
     assert non_max_suppression(boxes, scores, classes, 0.3, 300).tolist() == [0, 2, 3]
     assert non_max_suppression(boxes, scores, None, 0.3, 300).tolist() == [0, 3]
     assert non_max_suppression(boxes, scores, None, 0.3, 1).tolist() == [0]
-    assert non_max_suppression(boxes, scores, None, 0.9, 300).tolist() == [0, 1, 2, 3]
+    assert non_max_suppression(boxes, scores, None, 0.9, 300).tolist() == [0, 1, 3]  # 2 is a copy of 1
 
 
 def test_nms_keeps_iou_equal_to_threshold():
@@ -222,7 +231,7 @@ def test_nms_keeps_iou_equal_to_threshold():
 
 def test_decode_filters_strictly_and_caps_candidates():
     pred = _pred(*[(10 * i + 5, 5, 4, 4, 0, s) for i, s in enumerate([0.5, 0.9, 0.4, 0.7, 0.8])])
-    boxes, scores, classes = decode_yolov8(pred, 3, confidence=0.4, max_candidates=3000)
+    boxes, scores, _ = decode_yolov8(pred, 3, confidence=0.4, max_candidates=3000)
     assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.5])  # 0.4 is not above 0.4
     assert boxes[0].tolist() == [13, 3, 17, 7]
     boxes, scores, _ = decode_yolov8(pred, 3, confidence=0.1, max_candidates=2)
@@ -275,7 +284,9 @@ def test_colour_detector_sees_rgb_in_unit_range(model_env, tmp_path):
     # 640x480 red letterboxed: a quarter of the input is grey pad (114): mean R = 0.75 + 0.25 * 114/255
     wide = _solid((0, 0, 255), 480, 640)
     conf = model.infer(wide)[0].predictions[0].confidence
-    assert conf == pytest.approx(0.9 * (0.75 + 0.25 * 114 / 255), abs=1e-5)
+    # (float32 reduction over 102400 pixels in onnxruntime: ~3e-5 relative error)
+    assert conf == pytest.approx(0.9 * (0.75 + 0.25 * 114 / 255), abs=3e-4)
+    assert abs(conf - 0.9 * 0.75) > 0.05 and abs(conf - 0.9) > 0.05  # not a black or white fill
 
 
 def test_batch_equals_one_by_one_dynamic_and_static(model_env, tmp_path):
@@ -287,7 +298,13 @@ def test_batch_equals_one_by_one_dynamic_and_static(model_env, tmp_path):
     assert dynamic.dynamic_batch and dynamic.max_batch_size == 16
     assert (static1.dynamic_batch, static1.max_batch_size, static2.max_batch_size) == (False, 1, 2)
     one_by_one = _strip_ids([dynamic.infer(image)[0] for image in images])
-    assert [len(r["predictions"]) for r in one_by_one] == [2, 2, 2, 4]
+    # one label per box (the best class): each image gives two boxes of its dominant colour
+    assert [[p["class"] for p in r["predictions"]] for r in one_by_one] == [
+        ["a", "a"],
+        ["b", "b"],
+        ["c", "c"],
+        ["a", "a"],
+    ]
     assert _strip_ids(dynamic.infer(images)) == one_by_one
     assert _strip_ids(static1.infer(images)) == one_by_one
     assert _strip_ids(static2.infer(images[:3])) == one_by_one[:3]  # last chunk padded
@@ -303,13 +320,13 @@ def test_input_types_path_bytes_array_grey(model_env, tmp_path):
     image = _solid((0, 0, 255), 100, 120)
     path = tmp_path / "red.png"
     cv2.imwrite(str(path), image)
-    ok, encoded = cv2.imencode(".png", image)
+    _, encoded = cv2.imencode(".png", image)
     expected = _strip_ids(model.infer(image))
     assert _strip_ids(model.infer(str(path))) == expected
     assert _strip_ids(model.infer(path)) == expected
     assert _strip_ids(model.infer(encoded.tobytes())) == expected
     grey = model.infer(np.full((50, 50), 200, np.uint8))[0]
-    assert len({p.class_name for p in grey.predictions}) == 3
+    assert [p.confidence for p in grey.predictions] == pytest.approx([0.9 * 200 / 255] * 2, abs=3e-4)
     with pytest.raises(InvalidInputError, match="cannot read image file"):
         model.infer(str(tmp_path / "missing.png"))
     with pytest.raises(InvalidInputError, match="not an image"):
@@ -319,9 +336,7 @@ def test_input_types_path_bytes_array_grey(model_env, tmp_path):
 
 
 def test_input_size_falls_back_to_environment(model_env, tmp_path):
-    model = _load(
-        tmp_path, colour_detector(_BOXES, _W, height=None, width=None), letterbox_env(256, 192, "Stretch to")
-    )
+    model = _load(tmp_path, colour_detector(_BOXES, _W, height=None, width=None), letterbox_env(256, 192, "Stretch to"))
     assert model.input_size == (256, 192)
     assert len(model.infer(_solid((0, 0, 255), 50, 50))[0].predictions) == 2
 

@@ -154,7 +154,7 @@ def test_non_string_id():
 
 
 def test_existing_directory_without_weights_is_not_a_model(tmp_path):
-    with pytest.raises(InvalidModelIdError, match="no weights.onnx"):
+    with pytest.raises(InvalidModelIdError, match=r"no weights\.onnx"):
         parse_model_id(str(tmp_path))
 
 

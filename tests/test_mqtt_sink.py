@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -10,70 +9,13 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from pipelines.sinks.mqtt import MqttConfig, MqttSink
-from tests.fixtures.mosquitto import Mosquitto, MqttSubscriber, Received, free_port
+from tests.fixtures.mosquitto import Mosquitto, MqttSubscriber, Received, SinkRunner
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = "box-1"
 STATUS = f"edge-agent/{AGENT}/status"
-
-
-class SinkRunner:
-    """Drives one sink from synchronous test code, each on its own event loop."""
-
-    def __init__(self, config: MqttConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.sink = MqttSink(config)
-
-    def start(self) -> SinkRunner:
-        started = time.monotonic()
-        self.loop.run_until_complete(self.sink.start())
-        assert time.monotonic() - started < 0.5, "start() must not wait for the broker"
-        return self
-
-    def close(self, timeout: float = 5.0) -> float:
-        started = time.monotonic()
-        self.loop.run_until_complete(self.sink.close(timeout))
-        return time.monotonic() - started
-
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            counters = self.sink.counters()
-            if predicate(counters):
-                return counters
-            if time.monotonic() > deadline:
-                raise AssertionError(f"sink never reached the expected state: {counters}")
-            time.sleep(0.01)
-
-
-@pytest.fixture
-def make_sink() -> Iterator[Callable[..., SinkRunner]]:
-    runners: list[SinkRunner] = []
-
-    def make(broker: Mosquitto | None = None, *, start: bool = True, **options: Any) -> SinkRunner:
-        values: dict[str, Any] = {
-            "host": "127.0.0.1",
-            "port": broker.port if broker is not None else free_port(),
-            "agent_id": AGENT,
-            "reconnect_min_s": 0.1,
-            "reconnect_max_s": 0.5,
-        }
-        values.update(options)
-        runner = SinkRunner(MqttConfig(**values))
-        runners.append(runner)
-        return runner.start() if start else runner
-
-    yield make
-    for runner in runners:
-        runner.close(1.0)
-        runner.loop.close()
 
 
 def predictions(sub: MqttSubscriber) -> list[Received]:
@@ -111,8 +53,10 @@ def publish_numbered(runner: SinkRunner, streams: list[str], start: int, stop: i
 # -- availability ---------------------------------------------------------------------------------
 
 
-def test_online_retained_on_connect_offline_on_close(mosquitto: Mosquitto, mqtt_subscriber_factory, make_sink) -> None:
-    runner = make_sink(mosquitto)
+def test_online_retained_on_connect_offline_on_close(
+    mosquitto: Mosquitto, mqtt_subscriber_factory, mqtt_sink_factory
+) -> None:
+    runner = mqtt_sink_factory(mosquitto)
     runner.wait(lambda c: c["connected"])
     late = mqtt_subscriber_factory(mosquitto, STATUS)
     assert late.wait_for(lambda ms: any(m.payload == b"online" and m.retain for m in ms), 5)
@@ -138,8 +82,10 @@ def test_online_retained_on_connect_offline_on_close(mosquitto: Mosquitto, mqtt_
     assert counters["connected"] is False and counters["acked"] == 1 and counters["queued"] == 0
 
 
-def test_online_is_republished_on_every_reconnect(mosquitto: Mosquitto, mqtt_subscriber_factory, make_sink) -> None:
-    runner = make_sink(mosquitto)
+def test_online_is_republished_on_every_reconnect(
+    mosquitto: Mosquitto, mqtt_subscriber_factory, mqtt_sink_factory
+) -> None:
+    runner = mqtt_sink_factory(mosquitto)
     runner.wait(lambda c: c["connects"] == 1)
     mosquitto.restart()  # no persistence: the retained "online" is gone with the old broker
     runner.wait(lambda c: c["connects"] == 2 and c["connected"])
@@ -184,12 +130,12 @@ def test_last_will_offline_when_the_process_dies(mosquitto: Mosquitto, mqtt_subs
 # -- outages --------------------------------------------------------------------------------------
 
 
-def test_outage_from_start_loses_no_qos1_message(mosquitto_factory, mqtt_subscriber_factory, make_sink) -> None:
+def test_outage_from_start_loses_no_qos1_message(mosquitto_factory, mqtt_subscriber_factory, mqtt_sink_factory) -> None:
     broker = mosquitto_factory(persistence=True)
     sub = mqtt_subscriber_factory(broker, f"edge-agent/{AGENT}/+/predictions", persistent=True, client_id="keeper")
     broker.stop()  # saves the subscriber's session; it reconnects on its own later
 
-    runner = make_sink(broker)
+    runner = mqtt_sink_factory(broker)
     streams = ["door", "yard", "cam/3"]
     publish_numbered(runner, streams, 0, 600)
     time.sleep(0.3)  # a few failed connection attempts
@@ -203,13 +149,15 @@ def test_outage_from_start_loses_no_qos1_message(mosquitto_factory, mqtt_subscri
     assert runner.sink.counters()["dropped_overflow"] == 0
 
 
-def test_broker_killed_mid_stream_loses_no_qos1_message(mosquitto_factory, mqtt_subscriber_factory, make_sink) -> None:
+def test_broker_killed_mid_stream_loses_no_qos1_message(
+    mosquitto_factory, mqtt_subscriber_factory, mqtt_sink_factory
+) -> None:
     broker = mosquitto_factory(persistence=True)
     # QoS 0 subscription: the subscriber never sends acknowledgements, so the killed broker's
     # socket to it closes cleanly (no RST discarding data already written to it).
     sub = mqtt_subscriber_factory(broker, f"edge-agent/{AGENT}/+/predictions", persistent=True, client_id="keeper")
     broker.save()
-    runner = make_sink(broker, reconnect_min_s=0.2)
+    runner = mqtt_sink_factory(broker, reconnect_min_s=0.2)
     runner.wait(lambda c: c["connected"])
     streams = ["door", "yard"]
 
@@ -231,9 +179,11 @@ def test_broker_killed_mid_stream_loses_no_qos1_message(mosquitto_factory, mqtt_
     assert duplicates <= done["resent"]
 
 
-def test_overflow_drops_the_oldest_and_counts(mosquitto: Mosquitto, mqtt_subscriber_factory, make_sink, caplog) -> None:
+def test_overflow_drops_the_oldest_and_counts(
+    mosquitto: Mosquitto, mqtt_subscriber_factory, mqtt_sink_factory, caplog
+) -> None:
     sub = mqtt_subscriber_factory(mosquitto, f"edge-agent/{AGENT}/+/predictions")
-    runner = make_sink(mosquitto, start=False, queue_size=100)
+    runner = mqtt_sink_factory(mosquitto, start=False, queue_size=100)
     with caplog.at_level(logging.WARNING, logger="edge_agent.mqtt"):
         publish_numbered(runner, ["door"], 0, 250)  # before start(): nothing can be sent yet
     assert runner.sink.counters()["dropped_overflow"] == 150
@@ -246,8 +196,8 @@ def test_overflow_drops_the_oldest_and_counts(mosquitto: Mosquitto, mqtt_subscri
     assert [m.json()["id"] for m in predictions(sub)] == list(range(150, 250))
 
 
-def test_publish_never_blocks_while_the_broker_is_down(make_sink) -> None:
-    runner = make_sink(None, queue_size=2000, reconnect_min_s=0.01, reconnect_max_s=0.02)
+def test_publish_never_blocks_while_the_broker_is_down(mqtt_sink_factory) -> None:
+    runner = mqtt_sink_factory(None, queue_size=2000, reconnect_min_s=0.01, reconnect_max_s=0.02)
     payload = {"predictions": [{"x": 1.0, "y": 2.0, "width": 3.0, "height": 4.0, "class": "circle"}] * 5}
     durations = []
     for i in range(10_000):
@@ -267,9 +217,11 @@ def test_publish_never_blocks_while_the_broker_is_down(make_sink) -> None:
 # -- close ----------------------------------------------------------------------------------------
 
 
-def test_close_flushes_everything_within_the_timeout(mosquitto: Mosquitto, mqtt_subscriber_factory, make_sink) -> None:
+def test_close_flushes_everything_within_the_timeout(
+    mosquitto: Mosquitto, mqtt_subscriber_factory, mqtt_sink_factory
+) -> None:
     sub = mqtt_subscriber_factory(mosquitto, f"edge-agent/{AGENT}/#")
-    runner = make_sink(mosquitto)
+    runner = mqtt_sink_factory(mosquitto)
     runner.wait(lambda c: c["connected"])
     publish_numbered(runner, ["door", "yard"], 0, 3000)
     elapsed = runner.close(10.0)
@@ -281,8 +233,8 @@ def test_close_flushes_everything_within_the_timeout(mosquitto: Mosquitto, mqtt_
     assert [m.payload for m in sub.on_topic(STATUS)][-1] == b"offline"
 
 
-def test_close_with_the_broker_away_is_bounded(make_sink, caplog) -> None:
-    runner = make_sink(None, reconnect_min_s=0.05, reconnect_max_s=0.1)
+def test_close_with_the_broker_away_is_bounded(mqtt_sink_factory, caplog) -> None:
+    runner = mqtt_sink_factory(None, reconnect_min_s=0.05, reconnect_max_s=0.1)
     publish_numbered(runner, ["door"], 0, 10)
     with caplog.at_level(logging.WARNING, logger="edge_agent.mqtt"):
         elapsed = runner.close(1.0)
@@ -295,9 +247,9 @@ def test_close_with_the_broker_away_is_bounded(make_sink, caplog) -> None:
 # -- protocol options -----------------------------------------------------------------------------
 
 
-def test_mqtt_311_fallback(mosquitto: Mosquitto, mqtt_subscriber_factory, make_sink) -> None:
+def test_mqtt_311_fallback(mosquitto: Mosquitto, mqtt_subscriber_factory, mqtt_sink_factory) -> None:
     sub = mqtt_subscriber_factory(mosquitto, f"edge-agent/{AGENT}/#")
-    runner = make_sink(mosquitto, protocol="3.1.1", retain_predictions=True)
+    runner = mqtt_sink_factory(mosquitto, protocol="3.1.1", retain_predictions=True)
     runner.wait(lambda c: c["connected"])
     runner.sink.publish_prediction("door", {"id": 0})
     runner.sink.publish_stats({"streams": {}})
@@ -308,8 +260,8 @@ def test_mqtt_311_fallback(mosquitto: Mosquitto, mqtt_subscriber_factory, make_s
     assert late.wait_for(lambda ms: len(ms) == 1 and ms[0].retain, 5)  # retain_predictions
 
 
-def test_home_assistant_discovery(mosquitto: Mosquitto, mqtt_subscriber_factory, make_sink) -> None:
-    runner = make_sink(mosquitto, ha_discovery=True)
+def test_home_assistant_discovery(mosquitto: Mosquitto, mqtt_subscriber_factory, mqtt_sink_factory) -> None:
+    runner = mqtt_sink_factory(mosquitto, ha_discovery=True)
     runner.wait(lambda c: c["connected"])
     runner.sink.publish_prediction("front door", {"predictions": [{}, {}]})
     runner.wait(lambda c: c["acked"] == 1)

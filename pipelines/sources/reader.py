@@ -180,6 +180,7 @@ class ReaderStatus:
     # inference): no frames then is not a stall.
     waiting: bool = False
     wait_ended_mono: float = 0.0
+    io_mono: float = 0.0  # last time the source gave us something (open started, packet read)
     frames_decoded: int = 0
     skipped_by_fps_cap: int = 0
     end_reason: EndReason | None = None
@@ -244,26 +245,39 @@ class FrameReader:
         status = self.status
         try:
             status.end_reason = self._read()
-        except av.error.ExitError:
-            # PyAV's interrupt callback fired: the open or a read exceeded its timeout
-            status.end_reason = "timeout"
-            status.error = self._timeout_text()
-        except TimeoutError as exc:  # FFmpeg's socket timeout (ETIMEDOUT)
-            status.end_reason = "timeout"
-            status.error = f"{self._timeout_text()} ({self.spec.redact(str(exc))})"
         except Exception as exc:  # every failure of a camera is data for the runner
-            status.end_reason = "error"
-            status.error = self.spec.redact(_describe(exc))
+            if self._timed_out(exc):
+                status.end_reason = "timeout"
+                status.error = self._timeout_text(exc)
+            else:
+                status.end_reason = "error"
+                status.error = self.spec.redact(_describe(exc))
         finally:
             if self.stop_event.is_set() and status.end_reason != "eof":
                 status.end_reason = "stopped"
             status.phase = "ended"
             self._notify()
 
-    def _timeout_text(self) -> str:
-        if self.status.opened_mono is None:
-            return f"no answer within the open timeout ({self.options.open_timeout:g} s)"
-        return f"no data for {self.options.read_timeout:g} s (read timeout)"
+    def _timed_out(self, exc: Exception) -> bool:
+        """Was this failure a timeout? PyAV's interrupt surfaces as ExitError, a socket timeout as
+        TimeoutError, but FFmpeg's RTSP code turns an interrupted reply into InvalidDataError; so
+        any failure that comes after the I/O had been silent for (nearly) the timeout counts."""
+        if isinstance(exc, (av.error.ExitError, TimeoutError)):
+            return True
+        status = self.status
+        opening = status.phase == "opening"
+        limit = self.options.open_timeout if opening else self.options.read_timeout
+        since = status.io_mono if status.io_mono else status.started_mono
+        return time.monotonic() - since >= 0.9 * limit
+
+    def _timeout_text(self, exc: Exception) -> str:
+        if self.status.phase == "opening":
+            text = f"no answer within the open timeout ({self.options.open_timeout:g} s)"
+        else:
+            text = f"no data for {self.options.read_timeout:g} s (read timeout)"
+        if not isinstance(exc, av.error.ExitError):
+            text += f" ({self.spec.redact(_describe(exc))})"
+        return text
 
     def _notify(self) -> None:
         if self._on_change is not None:
@@ -278,6 +292,7 @@ class FrameReader:
         while True:
             if self.stop_event.is_set():
                 return "stopped"
+            status.io_mono = time.monotonic()
             container = av.open(spec.target, **kwargs)
             try:
                 if not container.streams.video:
@@ -298,11 +313,14 @@ class FrameReader:
                 if self._cap is not None:
                     self._cap.reset()
                 for packet in container.demux(stream):
+                    status.io_mono = time.monotonic()
                     if self.stop_event.is_set():
                         return "stopped"
                     for frame in packet.decode():
                         if not self._handle(frame, pace):
                             return "stopped"
+                    # the read timeout runs from here, not from before a long wait for the consumer
+                    status.io_mono = time.monotonic()
             finally:
                 container.close()
             if self.stop_event.is_set():
