@@ -9,32 +9,94 @@
 
 from __future__ import annotations
 
-from models.aliases import MODEL_ALIASES, resolve_alias
-from models.base import Model, OnnxModel
-from models.cache import clear_cache, list_cached_models
-from models.errors import (
-    ApiAuthError,
-    CacheIntegrityError,
-    CacheLockTimeoutError,
-    EdgeAgentError,
-    ExecutionProviderError,
-    InvalidInputError,
-    InvalidModelIdError,
-    ModelDisabledError,
-    ModelDownloadError,
-    ModelError,
-    ModelNotCachedError,
-    ModelNotFoundError,
-    ModelRuntimeError,
-    ModelSettingsError,
-    UnsupportedModelTypeError,
-)
-from models.ids import ModelRef, parse_model_id
-from models.manager import ModelManager
-from models.registry import MODEL_REGISTRY, get_model, get_model_type
-from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
-from models.settings import ModelSettings, get_model_settings, reload_model_settings
-from models.yolov8 import YOLOv8ObjectDetection
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are resolved lazily (PEP 562) so that `from models.errors import ...` or
+# `models.settings` do not pay for importing onnxruntime and OpenCV.
+_EXPORTS: dict[str, str] = {
+    "MODEL_ALIASES": "models.aliases",
+    "resolve_alias": "models.aliases",
+    "Model": "models.base",
+    "OnnxModel": "models.base",
+    "clear_cache": "models.cache",
+    "list_cached_models": "models.cache",
+    "ModelRef": "models.ids",
+    "parse_model_id": "models.ids",
+    "ModelManager": "models.manager",
+    "MODEL_REGISTRY": "models.registry",
+    "get_model": "models.registry",
+    "get_model_type": "models.registry",
+    "ImageDimensions": "models.responses",
+    "ObjectDetectionPrediction": "models.responses",
+    "ObjectDetectionResponse": "models.responses",
+    "ModelSettings": "models.settings",
+    "get_model_settings": "models.settings",
+    "reload_model_settings": "models.settings",
+    "YOLOv8ObjectDetection": "models.yolov8",
+    **{
+        name: "models.errors"
+        for name in (
+            "ApiAuthError",
+            "CacheIntegrityError",
+            "CacheLockTimeoutError",
+            "EdgeAgentError",
+            "ExecutionProviderError",
+            "InvalidInputError",
+            "InvalidModelIdError",
+            "ModelDisabledError",
+            "ModelDownloadError",
+            "ModelError",
+            "ModelNotCachedError",
+            "ModelNotFoundError",
+            "ModelRuntimeError",
+            "ModelSettingsError",
+            "UnsupportedModelTypeError",
+        )
+    },
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from models.aliases import MODEL_ALIASES, resolve_alias
+    from models.base import Model, OnnxModel
+    from models.cache import clear_cache, list_cached_models
+    from models.errors import (
+        ApiAuthError,
+        CacheIntegrityError,
+        CacheLockTimeoutError,
+        EdgeAgentError,
+        ExecutionProviderError,
+        InvalidInputError,
+        InvalidModelIdError,
+        ModelDisabledError,
+        ModelDownloadError,
+        ModelError,
+        ModelNotCachedError,
+        ModelNotFoundError,
+        ModelRuntimeError,
+        ModelSettingsError,
+        UnsupportedModelTypeError,
+    )
+    from models.ids import ModelRef, parse_model_id
+    from models.manager import ModelManager
+    from models.registry import MODEL_REGISTRY, get_model, get_model_type
+    from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
+    from models.settings import ModelSettings, get_model_settings, reload_model_settings
+    from models.yolov8 import YOLOv8ObjectDetection
 
 __all__ = [
     "MODEL_ALIASES",

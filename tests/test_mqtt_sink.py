@@ -11,6 +11,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.mosquitto import Mosquitto, MqttSubscriber, Received, SinkRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,3 +277,52 @@ def test_home_assistant_discovery(mosquitto: Mosquitto, mqtt_subscriber_factory,
     states = sorted(doc["state_topic"] for doc in docs.values())
     assert states == sorted([STATUS, f"edge-agent/{AGENT}/front door/predictions", f"edge-agent/{AGENT}/stats"])
     assert len({doc["unique_id"] for doc in docs.values()}) == 3
+
+
+def test_duplicate_agent_id_is_reported_once_not_per_takeover(mosquitto: Mosquitto, mqtt_sink_factory, caplog) -> None:
+    with caplog.at_level(logging.DEBUG, logger="edge_agent.mqtt"):
+        first = mqtt_sink_factory(mosquitto)
+        first.wait(lambda c: c["connected"])
+        mqtt_sink_factory(mosquitto)  # same agent_id, so the same client id: they take turns
+        counters = first.wait(lambda c: c["disconnects"] >= 4, 10)
+    assert "same client id" in counters["last_error"]
+    records = [r for r in caplog.records if r.name == "edge_agent.mqtt"]
+    takeovers = [r for r in records if r.levelno == logging.ERROR and "same client id" in r.getMessage()]
+    assert 1 <= len(takeovers) <= 2  # once per sink
+    assert sum(r.levelno == logging.WARNING for r in records) <= 2  # one "lost" warning per sink
+
+
+def test_window_respects_the_brokers_receive_maximum(mosquitto: Mosquitto, mqtt_sink_factory) -> None:
+    # paho alone would send every stored message at once after a reconnect; the sink never has
+    # more unacknowledged than the broker's Receive Maximum (mosquitto: 20), whatever it is told.
+    runner = mqtt_sink_factory(mosquitto, max_inflight=100)
+    runner.wait(lambda c: c["connected"])
+    mosquitto.pause()
+    try:
+        publish_numbered(runner, ["door"], 0, 100)
+        counters = runner.wait(lambda c: c["in_flight"] == 20 and c["queued"] == 80, 5)
+        time.sleep(0.1)
+        assert runner.sink.counters()["in_flight"] == 20
+    finally:
+        mosquitto.resume()
+    runner.wait(lambda c: c["acked"] == 100)
+    assert counters["dropped_overflow"] == 0
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_message_the_broker_refuses_does_not_wedge_the_queue(
+    mosquitto_factory, mqtt_subscriber_factory, mqtt_sink_factory, protocol: str
+) -> None:
+    # v5: the broker announces its limit and the sink skips the message; 3.1.1: the broker just
+    # drops the connection, and the sink gives the message up after it sank five connections.
+    broker = mosquitto_factory(extra_config=["max_packet_size 2000"])
+    sub = mqtt_subscriber_factory(broker, f"edge-agent/{AGENT}/+/predictions")
+    runner = mqtt_sink_factory(broker, protocol=protocol, reconnect_min_s=0.02, reconnect_max_s=0.05)
+    runner.wait(lambda c: c["connected"])
+    runner.sink.publish_prediction("door", {"id": 0})
+    runner.sink.publish_prediction("door", {"id": 1, "blob": "x" * 5000})
+    runner.sink.publish_prediction("door", {"id": 2})
+    counters = runner.wait(lambda c: c["acked"] == 2 and c["queued"] == 0 and c["in_flight"] == 0, 10)
+    assert counters["dropped_undeliverable"] == 1
+    assert sub.wait_for_count("/predictions", 2, 5)
+    assert sorted({m.json()["id"] for m in predictions(sub)}) == [0, 2]

@@ -79,12 +79,14 @@ _paho_log = logging.getLogger("edge_agent.mqtt.paho")
 _MAX_SEND_ATTEMPTS = 5
 _AUTH_REASONS = {134, 135}  # v5 "Bad user name or password", "Not authorized" (v3 codes 4, 5 map here)
 _SESSION_TAKEN_OVER = 142
+_SHORT_SESSION_S = 5.0
 _PUBLISH_OVERHEAD = 128  # fixed header, topic length, packet id, our properties: an upper bound
 _OVERFLOW_LOG_INTERVAL_S = 60.0
+_FLAP_QUIET_S = 60.0  # after a "connection lost" warning, further drops within this time log at DEBUG
 
 
 def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays (without importing numpy), sets, and anything with a plain str form.
+    # numpy scalars and arrays (without importing numpy), sets, datetimes.
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, (set, frozenset)):
@@ -192,7 +194,6 @@ class MqttSink:
         self._feeder: threading.Thread | None = None
         self._stop_feeder = False
         self._closing = False
-        self._closed = False
         self._stream_topics: dict[str, str] = {}
         self._props_expiring = self._publish_properties(config.message_expiry_s)
         self._props_plain = self._publish_properties(None)
@@ -201,6 +202,11 @@ class MqttSink:
         self._attempt_reported = False
         self._overflow_logged_at = -math.inf
         self._down_since: float | None = None
+        self._flap_quiet_until = -math.inf
+        self._flaps_unreported = 0
+        self._takeover_reported = False
+        self._connected_at = 0.0
+        self._short_sessions = 0
         # counters
         self._published = 0
         self._acked = 0
@@ -239,7 +245,10 @@ class MqttSink:
         )
 
     def publish_prediction(self, stream: str, payload: dict[str, Any]) -> None:
-        """Queue one prediction message; never blocks, safe from any thread."""
+        """Queue one prediction message; never blocks, safe from any thread.
+
+        Raises :class:`MqttPayloadError` only for a payload that is not JSON material (a bug).
+        """
         topic = self._stream_topics.get(stream)
         if topic is None:
             topic = self.topics.predictions(stream)
@@ -268,7 +277,6 @@ class MqttSink:
         client = self._client
         if client is None:
             self._report_lost()
-            self._closed = True
             return
         self._wake.set()
         reserve = min(1.0, max(timeout, 0.0) * 0.2)
@@ -296,7 +304,6 @@ class MqttSink:
         with self._net_lock:
             self._process_acks()
         self._report_lost()
-        self._closed = True
 
     def counters(self) -> dict[str, Any]:
         """A snapshot for stats and health; plain JSON types only."""
@@ -542,19 +549,29 @@ class MqttSink:
                 for topic, doc in docs:
                     self._control.append(OutMessage(topic, encode_json(doc), 1, True, expires=False, control=True))
             self._connected = True
+            self._connected_at = time.monotonic()
             self._connects += 1
             down_since, self._down_since = self._down_since, None
         self._wake.set()
-        self._last_error = None
-        self._last_logged = None
-        if down_since is None and self._connects == 1 and not self._connect_failures:
-            log.info("MQTT connected to %s", self.config.describe())
+        self._last_logged = None  # last_error stays: it is the most recent problem, not the current one
+        if down_since is None:
+            if self._connect_failures:
+                log.info(
+                    "MQTT connected to %s after %d failed attempt(s); %d queued message(s) to send",
+                    self.config.describe(),
+                    self._connect_failures,
+                    len(self._outbox),
+                )
+            else:
+                log.info("MQTT connected to %s", self.config.describe())
         else:
-            outage = f" after {time.monotonic() - down_since:.1f} s" if down_since is not None else ""
-            log.info(
-                "MQTT connected to %s%s; %d queued message(s) to send",
+            # Pairs with the "lost" warning; both go quiet while the connection flaps.
+            level = logging.INFO if self._flaps_unreported == 0 else logging.DEBUG
+            log.log(
+                level,
+                "MQTT reconnected to %s after %.1f s; %d queued message(s) to send",
                 self.config.describe(),
-                outage,
+                time.monotonic() - down_since,
                 len(self._outbox),
             )
 
@@ -571,28 +588,55 @@ class MqttSink:
         if self._closing:
             return
         if was_connected:
-            hint = ""
-            if getattr(reason_code, "value", None) == _SESSION_TAKEN_OVER:
-                hint = (
-                    f": another client connected with the same client id {self.config.effective_client_id!r}"
-                    " (is agent_id unique?)"
-                )
-            log.warning(
-                "MQTT connection to %s lost (%s)%s; %d message(s) queued, reconnecting",
-                self.config.describe(),
-                reason_code,
-                hint,
-                len(self._outbox),
-            )
-            self._last_error = f"connection lost: {reason_code}{hint}"
+            self._report_lost_connection(reason_code)
         elif not self._attempt_reported:
             self._connect_failures += 1
+            if self._ssl_context is not None and self.config.tls_cert is None:
+                hint = "does it require a client certificate (tls_cert, tls_key), and is it an MQTT TLS port?"
+            elif self._ssl_context is not None:
+                hint = "does it accept this client certificate, and is it an MQTT TLS port?"
+            else:
+                hint = "is it a TLS port (then set tls), and does it accept this client?"
             self._report_error(
-                f"{self.config.describe()} closed the connection before accepting it ({reason_code}); "
-                "is it a TLS port (tls) or a plain one, and does it accept this client?",
+                f"{self.config.describe()} closed the connection before accepting it ({reason_code}); {hint}",
                 logging.WARNING,
             )
         self._attempt_reported = True
+
+    def _report_lost_connection(self, reason_code: Any) -> None:
+        uptime = time.monotonic() - self._connected_at
+        self._short_sessions = self._short_sessions + 1 if uptime < _SHORT_SESSION_S else 0
+        hint = ""
+        if getattr(reason_code, "value", None) == _SESSION_TAKEN_OVER:
+            hint = f": another client connected with the same client id {self.config.effective_client_id!r}"
+        elif self._short_sessions >= 3:
+            # Brokers do not always say "session taken over" (mosquitto 2.0 just closes the socket).
+            hint = (
+                f": dropped {self._short_sessions} times in a row right after connecting; probably another "
+                f"client with the same client id {self.config.effective_client_id!r}"
+            )
+        if hint:
+            hint += " (is agent_id unique?)"
+            if not self._takeover_reported:
+                self._takeover_reported = True
+                log.error("MQTT: %s%s", reason_code, hint)
+        self._last_error = f"connection lost: {reason_code}{hint}"
+        now = time.monotonic()
+        if now < self._flap_quiet_until:
+            self._flaps_unreported += 1
+            log.debug("MQTT connection to %s lost again (%s)", self.config.describe(), reason_code)
+            return
+        flaps = f" ({self._flaps_unreported} more since the last report)" if self._flaps_unreported else ""
+        self._flaps_unreported = 0
+        self._flap_quiet_until = now + _FLAP_QUIET_S
+        log.warning(
+            "MQTT connection to %s lost (%s)%s%s; %d message(s) queued, reconnecting",
+            self.config.describe(),
+            reason_code,
+            hint,
+            flaps,
+            len(self._outbox),
+        )
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         # Called with paho's message lock held: only hand over, never take our locks here.
