@@ -234,7 +234,9 @@ class Supervisor:
                 self.slots[stream.name] = slot
                 self.stream_models[stream.name] = stream.model_id
                 self.stages[stream.model_id].attach(
-                    StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence)
+                    StreamBinding(
+                        name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live"
+                    )
                 )
                 runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
             background.append(asyncio.create_task(self._stats_loop(), name="stats"))

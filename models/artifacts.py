@@ -24,6 +24,7 @@ from models import cache
 from models.api import ProgressCallback, RoboflowApi
 from models.errors import (
     CacheIntegrityError,
+    CacheWriteError,
     ModelDownloadError,
     ModelNotCachedError,
     ModelNotFoundError,
@@ -155,6 +156,8 @@ def ensure_artifacts(
         cache.remove_stale_temps(directory)
         try:
             _download(ref, directory, api_key, settings, progress, status)
+        except OSError as exc:
+            raise CacheWriteError(f"cannot write {ref.model_id} into {directory}: {exc.strerror or exc}") from None
         except ModelDownloadError as exc:
             if state.missing:
                 raise

@@ -33,7 +33,12 @@ class Model(ABC):
 
     def infer(self, images: ImageInput | Sequence[ImageInput], **kwargs: Any) -> list[Any]:
         """One response per image, in order. ``images``: one image or a list/tuple of them."""
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if isinstance(images, (list, tuple)):
+            items = list(images)
+        elif isinstance(images, np.ndarray) and images.ndim == 4:
+            items = list(images)  # an NHWC stack of frames
+        else:
+            items = [images]
         params = self.inference_parameters(**kwargs)
         responses: list[Any] = []
         step = max(1, self.max_batch_size)

@@ -28,7 +28,7 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from models.errors import CacheLockTimeoutError, InvalidModelIdError
+from models.errors import CacheLockTimeoutError, CacheWriteError, InvalidModelIdError
 from models.ids import ModelRef, cache_dir_for, lock_name, parse_model_id
 from models.settings import ModelSettings, get_model_settings
 
@@ -123,7 +123,12 @@ def model_lock(ref: ModelRef, settings: ModelSettings | None = None) -> Iterator
     """Hold the one cross-process lock of ``ref``'s cache directory."""
     settings = settings or get_model_settings()
     locks = settings.model_cache_dir / LOCKS_DIR
-    locks.mkdir(parents=True, exist_ok=True)
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheWriteError(
+            f"cannot create {locks}: {exc.strerror or exc}; set MODEL_CACHE_DIR to a writable directory"
+        ) from None
     path = locks / lock_name(ref)
     lock = FileLock(str(path), timeout=settings.model_cache_lock_timeout)
     try:
@@ -193,7 +198,10 @@ def inspect_cache_dir(directory: Path) -> CacheState:
     corrupt: list[str] = []
     weights = directory / WEIGHTS_FILE
     if WEIGHTS_FILE not in missing:
-        size = weights.stat().st_size
+        try:
+            size = weights.stat().st_size
+        except OSError:  # removed meanwhile (a concurrent clear)
+            return CacheState(missing=(*missing, WEIGHTS_FILE), corrupt=())
         recorded = ((read_manifest(directory) or {}).get("files") or {}).get(WEIGHTS_FILE) or {}
         if size == 0:
             corrupt.append(f"{WEIGHTS_FILE}: empty file")

@@ -66,3 +66,7 @@ class CacheLockTimeoutError(ModelError):
 
 class ModelSettingsError(ModelError):
     """An environment variable of the model layer has a value that cannot be used."""
+
+
+class CacheWriteError(ModelError):
+    """MODEL_CACHE_DIR cannot be written (permissions, read-only file system, disk full)."""

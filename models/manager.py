@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
+from models.api import ProgressCallback
 from models.base import Model
 from models.ids import parse_model_id
 from models.registry import get_model
@@ -31,7 +33,15 @@ class ModelManager:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, model_id: str, api_key: str | None = None) -> Model:
+    def get(
+        self,
+        model_id: str,
+        api_key: str | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        status: Callable[[str], None] | None = None,
+    ) -> Model:
+        """The loaded model for ``model_id``, loading it (see ``get_model``) when needed."""
         key = parse_model_id(model_id).model_id
         with self._lock:
             model = self._models.get(key)
@@ -46,7 +56,7 @@ class ModelManager:
                     self._models.move_to_end(key)
                     return model
             try:
-                model = get_model(key, api_key)
+                model = get_model(key, api_key, progress=progress, status=status)
             except BaseException:
                 with self._lock:
                     self._loading.pop(key, None)

@@ -60,10 +60,10 @@ def get_model_class(task_type: str, model_type: str, model_id: str = "") -> type
     try:
         return MODEL_REGISTRY[(task_type, model_type)]
     except KeyError:
-        subject = f"{model_id} is a" if model_id else "no model class for"
+        subject = f"{model_id} is a" if model_id else "no model class for a"
         raise UnsupportedModelTypeError(
-            f"{subject} {task_type} model of type {model_type!r}, which this build of edge-agent cannot run. "
-            f"Supported: {supported_types()}"
+            f"{subject} model of task {task_type!r} and type {model_type!r}, which this build of edge-agent "
+            f"cannot run. Supported: {supported_types()}"
         ) from None
 
 

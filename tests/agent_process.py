@@ -26,7 +26,7 @@ class AgentProcess:
         self.stderr_path = workdir / "agent.stderr.log"
         self.lines: list[tuple[float, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in wait()
+        self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run", *args],
             env=self.env,

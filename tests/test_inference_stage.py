@@ -120,3 +120,16 @@ def test_more_ready_streams_than_batch_rotate_fairly() -> None:
     counts = asyncio.run(scenario())
     assert len(counts) == 6
     assert min(counts.values()) >= 0.7 * max(counts.values()), counts
+
+
+def test_freshness_delay_waits_only_when_every_ready_frame_is_stale() -> None:
+    from pipelines.inference import FRESHNESS_SLACK_S, freshness_delay
+
+    t = 1 / 30
+    assert freshness_delay([]) == 0.0
+    assert freshness_delay([(0.010, t)]) == 0.0  # fresh enough: take it now
+    assert abs(freshness_delay([(0.025, t)]) - (t - 0.025 + FRESHNESS_SLACK_S)) < 1e-9
+    assert freshness_delay([(0.025, t), (0.005, t)]) == 0.0  # another stream has a fresh frame
+    assert freshness_delay([(0.025, None)]) == 0.0  # rate unknown or not live
+    assert freshness_delay([(0.4, 0.5)]) == 0.0  # slow streams are never waited for
+    assert abs(freshness_delay([(0.030, t), (0.040, 1 / 15)]) - (t - 0.030 + FRESHNESS_SLACK_S)) < 1e-9

@@ -345,3 +345,9 @@ def test_class_rows_must_cover_class_names(model_env, tmp_path):
     directory = write_model_dir(tmp_path / "bad", constant_detector(_pred((1, 1, 1, 1, 0, 0.9), nc=2)), CLASSES)
     with pytest.raises(ModelError, match="2 class rows but 3 class names"):
         get_model(str(directory))
+
+
+def test_nhwc_stack_is_a_batch(model_env, tmp_path):
+    model = _load(tmp_path, colour_detector(_BOXES, _W), letterbox_env(320, 320, "Stretch to"))
+    stack = np.stack([_solid((0, 0, 255), 64, 64), _solid((0, 255, 0), 64, 64)])
+    assert [r.predictions[0].class_name for r in model.infer(stack)] == ["a", "b"]

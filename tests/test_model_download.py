@@ -17,6 +17,7 @@ from models.cache import model_lock
 from models.errors import (
     ApiAuthError,
     CacheIntegrityError,
+    CacheWriteError,
     ModelDownloadError,
     ModelNotCachedError,
     ModelNotFoundError,
@@ -194,11 +195,11 @@ def test_trickling_server_is_abandoned_and_retried(model_server, model_env):
 
 def test_missing_model_type_uses_task_default_and_unsupported_is_clear(model_server, model_env):
     _serve(model_server, model_env, model_type=None)
-    with pytest.raises(UnsupportedModelTypeError, match=r"'yolov5v2s'.*Supported: object-detection: yolov8"):
+    with pytest.raises(UnsupportedModelTypeError, match=r"type 'yolov5v2s'.*Supported: object-detection: yolov8"):
         get_model("someproj/1")
     assert model_server.count(WEIGHTS_PATH) == 0  # nothing downloaded for a model we cannot run
     _serve(model_server, model_env, project="cls", task_type="classification", model_type="vit")
-    with pytest.raises(UnsupportedModelTypeError, match="classification model of type 'vit'"):
+    with pytest.raises(UnsupportedModelTypeError, match="cls/1 is a model of task 'classification' and type 'vit'"):
         get_model("cls/1")
 
 
@@ -363,3 +364,22 @@ def test_two_processes_download_once(model_server, model_env):
     assert model_server.count(WEIGHTS_PATH) == 1
     assert model_server.count("/artifacts/someproj/1/environment.json") == 1
     assert hashlib.md5(_cached_weights(model_env).read_bytes()).hexdigest() == hashlib.md5(WEIGHTS).hexdigest()
+
+
+def test_retry_after_header_parsing():
+    from models.api import parse_retry_after
+
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("86400") == 60.0  # honoured within reason
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412490.0) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_unwritable_cache_is_a_clear_error(model_server, model_env, tmp_path):
+    _serve(model_server, model_env)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    model_env.set(MODEL_CACHE_DIR=blocker / "cache")
+    with pytest.raises(CacheWriteError, match="MODEL_CACHE_DIR to a writable directory"):
+        get_model("someproj/1")

@@ -37,7 +37,7 @@ def test_yolov8_layout_types_map_to_the_detector(model_type):
 
 def test_unsupported_type_lists_what_is_supported():
     with pytest.raises(
-        UnsupportedModelTypeError, match=r"instance-segmentation.*'yolov8n'.*Supported: object-detection"
+        UnsupportedModelTypeError, match=r"task 'instance-segmentation' and type 'yolov8n'.*Supported: object-detection"
     ):
         get_model_class("instance-segmentation", "yolov8n")
 

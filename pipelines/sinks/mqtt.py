@@ -189,6 +189,9 @@ class MqttSink:
         self._wake = threading.Event()
         self._connected = False
         self._window = config.max_inflight
+        # After a connection died with messages in flight, send one at a time until one is
+        # acknowledged, so that a message the broker kills the connection over is isolated.
+        self._probing = False
         self._max_packet: int | None = None
         self._client: _Client | None = None
         self._feeder: threading.Thread | None = None
@@ -372,7 +375,8 @@ class MqttSink:
         assert client is not None
         while not self._stop_feeder:
             with self._net_lock:
-                if not self._connected or len(self._inflight) >= self._window:
+                window = 1 if self._probing else self._window
+                if not self._connected or len(self._inflight) >= window:
                     return
                 control = bool(self._control)
                 message = self._control.popleft() if control else self._outbox.pop()
@@ -452,6 +456,7 @@ class MqttSink:
                     log.error("MQTT: %s (%d rejected so far; check the broker's ACL and limits)", text, self._rejected)
             else:
                 self._acked += 1
+                self._probing = False
 
     def _take_back(self, client: paho.Client) -> None:
         """Take every unacknowledged message out of paho and requeue it (caller holds _net_lock)."""
@@ -460,9 +465,13 @@ class MqttSink:
             message = self._inflight.pop(stored.mid, None)
             if message is None or message.control:
                 continue
-            message.attempts += 1
             returned.append(message)
+        if len(returned) == 1:
+            # Blame only a message that was alone on the wire (see _probing): a poison message
+            # must not take its neighbours in the window down with it.
+            returned[0].attempts += 1
         if returned:
+            self._probing = True
             self._resent += len(returned)
             self._outbox.requeue(returned)
 
@@ -608,18 +617,20 @@ class MqttSink:
         self._short_sessions = self._short_sessions + 1 if uptime < _SHORT_SESSION_S else 0
         hint = ""
         if getattr(reason_code, "value", None) == _SESSION_TAKEN_OVER:
-            hint = f": another client connected with the same client id {self.config.effective_client_id!r}"
+            hint = (
+                f": another client connected with the same client id {self.config.effective_client_id!r}"
+                " (is agent_id unique?)"
+            )
         elif self._short_sessions >= 3:
             # Brokers do not always say "session taken over" (mosquitto 2.0 just closes the socket).
             hint = (
-                f": dropped {self._short_sessions} times in a row right after connecting; probably another "
-                f"client with the same client id {self.config.effective_client_id!r}"
+                f": dropped {self._short_sessions} times in a row right after connecting; another client "
+                f"with the same client id {self.config.effective_client_id!r} (is agent_id unique?), "
+                "or the broker refusing a message"
             )
-        if hint:
-            hint += " (is agent_id unique?)"
-            if not self._takeover_reported:
-                self._takeover_reported = True
-                log.error("MQTT: %s%s", reason_code, hint)
+        if hint and not self._takeover_reported:
+            self._takeover_reported = True
+            log.error("MQTT: %s%s", reason_code, hint)
         self._last_error = f"connection lost: {reason_code}{hint}"
         now = time.monotonic()
         if now < self._flap_quiet_until:
