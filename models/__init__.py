@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "ModelSettings": "models.settings",
     "get_model_settings": "models.settings",
     "reload_model_settings": "models.settings",
+    "set_model_settings": "models.settings",
     "YOLOv8ObjectDetection": "models.yolov8",
     **{
         name: "models.errors"
@@ -40,6 +41,8 @@ _EXPORTS: dict[str, str] = {
             "ApiAuthError",
             "CacheIntegrityError",
             "CacheLockTimeoutError",
+    "CacheWriteError",
+            "CacheWriteError",
             "EdgeAgentError",
             "ExecutionProviderError",
             "InvalidInputError",
@@ -78,6 +81,7 @@ if TYPE_CHECKING:
         ApiAuthError,
         CacheIntegrityError,
         CacheLockTimeoutError,
+        CacheWriteError,
         EdgeAgentError,
         ExecutionProviderError,
         InvalidInputError,
@@ -95,7 +99,7 @@ if TYPE_CHECKING:
     from models.manager import ModelManager
     from models.registry import MODEL_REGISTRY, get_model, get_model_type
     from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
-    from models.settings import ModelSettings, get_model_settings, reload_model_settings
+    from models.settings import ModelSettings, get_model_settings, reload_model_settings, set_model_settings
     from models.yolov8 import YOLOv8ObjectDetection
 
 __all__ = [
@@ -104,6 +108,7 @@ __all__ = [
     "ApiAuthError",
     "CacheIntegrityError",
     "CacheLockTimeoutError",
+    "CacheWriteError",
     "EdgeAgentError",
     "ExecutionProviderError",
     "ImageDimensions",
@@ -133,4 +138,5 @@ __all__ = [
     "parse_model_id",
     "reload_model_settings",
     "resolve_alias",
+    "set_model_settings",
 ]

@@ -286,13 +286,30 @@ def load_model_settings(**overrides: Any) -> ModelSettings:
         raise ModelSettingsError(_format_validation_error(exc)) from None
 
 
+_installed: ModelSettings | None = None
+
+
 @functools.lru_cache(maxsize=1)
-def get_model_settings() -> ModelSettings:
-    """The process-wide settings, read from the environment on first use."""
+def _from_environment() -> ModelSettings:
     return load_model_settings()
 
 
+def get_model_settings() -> ModelSettings:
+    """The process-wide settings: the installed ones, else read from the environment once."""
+    if _installed is not None:
+        return _installed
+    return _from_environment()
+
+
+def set_model_settings(settings: ModelSettings | None) -> None:
+    """Install settings built elsewhere (e.g. the agent's validated config); None goes back to env."""
+    global _installed
+    _installed = settings
+
+
 def reload_model_settings() -> ModelSettings:
-    """Drop the cached settings and read the environment again (tests, config reload)."""
-    get_model_settings.cache_clear()
+    """Forget installed/cached settings and read the environment again (tests, config reload)."""
+    global _installed
+    _installed = None
+    _from_environment.cache_clear()
     return get_model_settings()

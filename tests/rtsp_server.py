@@ -32,7 +32,7 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import Gio, GLib, Gst, GstRtspServer  # noqa: E402
 
 
 class Clip:
@@ -146,11 +146,29 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         media.connect("unprepared", lambda _m: self.feeders.remove(feeder) if feeder in self.feeders else None)
 
 
+def _enable_tls(server: GstRtspServer.RTSPServer, factories: list[ClipFactory], cert: str, key: str) -> None:
+    """RTSP over TLS, no client authentication: every client gets the anonymous role."""
+    auth = GstRtspServer.RTSPAuth()
+    auth.set_tls_certificate(Gio.TlsCertificate.new_from_files(cert, key))
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "anonymous")
+    auth.set_default_token(token)
+    server.set_auth(auth)
+    for factory in factories:
+        factory.add_role_from_structure(
+            Gst.Structure.from_string(
+                "anonymous, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+            )[0]
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--mount", action="append", required=True, metavar="NAME=CLIP.mp4")
+    parser.add_argument("--tls-cert", help="PEM certificate: serve rtsps:// (RTSP over TLS) instead")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
 
     Gst.init(None)
@@ -158,11 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     server.set_address(args.host)
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
+    factories = []
     for spec in args.mount:
         name, _, path = spec.partition("=")
         if not name or not path:
             parser.error(f"--mount wants NAME=CLIP.mp4, got {spec!r}")
-        mounts.add_factory("/" + name.strip("/"), ClipFactory(Clip(path)))
+        factory = ClipFactory(Clip(path))
+        factories.append(factory)
+        mounts.add_factory("/" + name.strip("/"), factory)
+    if args.tls_cert:
+        _enable_tls(server, factories, args.tls_cert, args.tls_key or args.tls_cert)
 
     loop = GLib.MainLoop()
     if server.attach(None) == 0:

@@ -53,8 +53,9 @@ def _check_model(model):
 def test_download_layout_and_reuse(model_server, model_env):
     _serve(model_server, model_env, colors={"door": "#FF0000"})
     model_env.set(DEVICE_ID="edge-7")
-    seen = []
-    model = get_model("someproj/1", progress=lambda done, total: seen.append((done, total)))
+    seen, statuses = [], []
+    model = get_model("someproj/1", progress=lambda done, total: seen.append((done, total)), status=statuses.append)
+    assert statuses == ["downloading someproj/1", "loading someproj/1"]
     _check_model(model)
     directory = model_env.cache_dir / "someproj" / "1"
     assert sorted(p.name for p in directory.iterdir()) == [

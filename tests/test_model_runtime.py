@@ -230,3 +230,12 @@ def test_bad_settings_name_the_variable(monkeypatch, env, message):
         monkeypatch.setenv(key, value)
     with pytest.raises(ModelSettingsError, match=message):
         load_model_settings()
+
+
+def test_installed_settings_win_until_reload(model_env):
+    from models.settings import get_model_settings, reload_model_settings, set_model_settings
+
+    custom = load_model_settings(confidence=0.9, model_cache_dir=model_env.cache_dir)
+    set_model_settings(custom)
+    assert get_model_settings() is custom
+    assert reload_model_settings().confidence == 0.4

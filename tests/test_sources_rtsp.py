@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pipelines.slot import LatestFrameSlot
 from pipelines.sources import SourceOptions, SourceSpec, StreamRunner
 from tests.fixtures.media import cancel_and_wait, collect_frames, read_counter, reader_threads, wait_until
-from tests.fixtures.rtsp import RtspServer
+from tests.fixtures.rtsp import RtspServer, make_self_signed_cert
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -218,5 +220,28 @@ def test_cancel_during_a_hung_connect_is_bounded(black_hole: str) -> None:
         assert took < 1.5
         # stuck in avformat_open_input until its own timeout: abandoned (daemon) and counted
         assert runner.stats.abandoned_threads == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI for a throw-away certificate")
+def test_rtsps_with_and_without_certificate_checks(rtsp_server_factory, tmp_path: Path) -> None:
+    cert, key = make_self_signed_cert(tmp_path / "tls")
+    server = rtsp_server_factory(tls=(cert, key))
+    assert server.url().startswith("rtsps://")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        trusted, trusted_slot = _runner("trusted", server.url(), loop, tls_verify=True, tls_ca_file=str(cert))
+        lax, lax_slot = _runner("lax", server.url(), loop)  # default: no certificate check
+        strict, strict_slot = _runner("strict", server.url(), loop, tls_verify=True)  # unknown issuer
+        tasks = [asyncio.create_task(r.run()) for r in (trusted, lax, strict)]
+        got = await asyncio.gather(*(collect_frames(s, seconds=10, n=5) for s in (trusted_slot, lax_slot)))
+        assert [len(g) for g in got] == [5, 5]
+        await wait_until(lambda: strict.stats.reconnects >= 1, 10)
+        assert strict.stats.frames_decoded == 0 and not strict_slot.has_frame
+        assert strict.stats.last_error
+        for task in tasks:
+            await cancel_and_wait(task)
 
     asyncio.run(scenario())

@@ -242,3 +242,20 @@ def test_pacer_releases_frames_at_their_pts() -> None:
     assert pacer.delay(1.1) == 0.0
     assert pacer.delay(1.2) == pytest.approx(0.1)
     assert pacer.delay(0.0) == 0.0  # pts went back (loop): re-anchor
+
+
+def test_tls_options(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    rtsps = SourceSpec.parse("rtsps://cam/x")
+    assert rtsps.is_tls and SourceSpec.parse("HTTPS://h/i.m3u8").is_tls
+    assert not SourceSpec.parse("rtsp://cam/x").is_tls
+    assert ffmpeg_options(rtsps, SourceOptions())["tls_verify"] == "0"  # cameras: mostly self-signed
+    strict = ffmpeg_options(rtsps, SourceOptions(tls_verify=True, tls_ca_file=str(ca)))
+    assert strict["tls_verify"] == "1" and strict["ca_file"] == str(ca)
+    assert "tls_verify" not in ffmpeg_options(SourceSpec.parse("rtsp://cam/x"), SourceOptions())
+    assert ffmpeg_options(SourceSpec.parse("https://h/v.m3u8"), SourceOptions(tls_verify=True))["tls_verify"] == "1"
+    with pytest.raises(SourceConfigError, match="tls_ca_file"):
+        SourceOptions(tls_ca_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(SourceConfigError, match="rtsps:// and https://"):
+        SourceOptions(tls_verify=True).validate_for(SourceSpec.parse("rtsp://cam/x"))

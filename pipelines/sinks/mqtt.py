@@ -31,8 +31,14 @@ So paho never holds more than the window, and never across a connection: on ever
 ``drop_out_messages()`` and puts them at the head of the outbox in their original order; the
 feeder sends them again first. A message leaves the sink only when the broker acknowledged it
 (QoS>=1), when the outbox overflows (oldest first, ``dropped_overflow``), or when the broker
-rejects it for good (v5 PUBACK failure, over its maximum packet size, or it was in flight on
-five connections in a row that all dropped — a poison message must not wedge the queue).
+rejects it for good (v5 PUBACK failure, over its announced maximum packet size, or it was
+alone in flight on five connections in a row that all dropped — a poison message must not
+wedge the queue). To single such a message out, after a connection died with messages in
+flight the feeder sends one at a time until the first acknowledgement (``_probing``).
+
+Message expiry (v5) counts from the moment the broker gets a message, as MQTT defines it: time
+spent in our outbox during an outage does not eat into it, so an outage loses nothing within
+``queue_size``; each message carries its capture time for consumers that care about age.
 
 Sessions: the sink only publishes, and the broker keeps no state for a client's outgoing QoS 1
 messages, so a persistent session would buy nothing; it connects with a clean start (v5, session

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from pipelines.errors import SourceConfigError
@@ -34,6 +35,10 @@ class SourceOptions:
                     frames to count as healthy and reset the delay to ``backoff_initial``.
     rtsp_transport: ``tcp`` (default: no packet loss, works through NAT) or ``udp``.
     video_size, framerate, input_format: V4L2 capture settings, e.g. "1280x720", 30, "mjpeg".
+    tls_verify:     check the server certificate of rtsps:// and https:// sources. Off by default
+                    because most cameras present self-signed certificates; turn it on with
+                    ``tls_ca_file`` (the camera's or your CA's PEM) wherever you can.
+    tls_ca_file:    PEM file of trusted certificates for ``tls_verify``.
     analyze_duration: seconds FFmpeg may spend probing a live stream before the first frame
                     (None = 1 s for live sources, FFmpeg's default for files). Lower connects
                     faster; too low may miss stream parameters on odd cameras.
@@ -55,6 +60,8 @@ class SourceOptions:
     video_size: str | None = None
     framerate: float | None = None
     input_format: str | None = None
+    tls_verify: bool = False
+    tls_ca_file: str | None = None
     analyze_duration: float | None = None
     decoder_threads: int = 0
     thread_join_timeout: float = 2.0
@@ -94,6 +101,10 @@ class SourceOptions:
                     f"input_format must be an FFmpeg pixel/codec name such as mjpeg, h264 or yuyv422, "
                     f"got {self.input_format!r}"
                 )
+        if not isinstance(self.tls_verify, bool):
+            raise SourceConfigError(f"tls_verify must be true or false, got {self.tls_verify!r}")
+        if self.tls_ca_file is not None and not Path(self.tls_ca_file).is_file():
+            raise SourceConfigError(f"tls_ca_file {self.tls_ca_file!r} is not a readable file (a PEM bundle)")
         if self.analyze_duration is not None:
             _positive("analyze_duration", self.analyze_duration)
         threads = self.decoder_threads
@@ -114,6 +125,8 @@ class SourceOptions:
             )
         if spec.is_camera and self.loop:
             raise SourceConfigError(f"{where}: loop applies to files and HTTP videos, not to cameras")
+        if (self.tls_verify or self.tls_ca_file) and not spec.is_tls:
+            raise SourceConfigError(f"{where}: tls_verify/tls_ca_file apply to rtsps:// and https:// sources only")
         if spec.kind != "v4l2":
             for name in ("video_size", "framerate", "input_format"):
                 if getattr(self, name) is not None:

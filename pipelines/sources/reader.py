@@ -80,6 +80,11 @@ def ffmpeg_options(spec: SourceSpec, options: SourceOptions) -> dict[str, str]:
             opts["framerate"] = _fraction_text(options.framerate)
         if options.input_format:
             opts["input_format"] = options.input_format
+    if spec.is_tls:
+        # FFmpeg's TLS layer does not check certificates unless told to
+        opts["tls_verify"] = "1" if options.tls_verify else "0"
+        if options.tls_ca_file:
+            opts["ca_file"] = options.tls_ca_file
     opts.update(options.ffmpeg_options)
     return opts
 

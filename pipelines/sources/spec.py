@@ -54,6 +54,11 @@ class SourceSpec:
         return self.kind in ("rtsp", "v4l2")
 
     @property
+    def is_tls(self) -> bool:
+        """rtsps:// or https:// (certificate checks: ``SourceOptions.tls_verify``)."""
+        return self.url.lower().startswith(("rtsps://", "https://"))
+
+    @property
     def is_network(self) -> bool:
         return self.kind in ("rtsp", "http")
 
