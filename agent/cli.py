@@ -31,7 +31,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from agent.settings import load_config
     from agent.supervisor import Supervisor
 
+    from models.settings import set_model_settings
+
     config = load_config()
+    # The model layer must see the very settings that were validated and printed, not re-read them.
+    set_model_settings(config.models)
     setup_logging(config.agent.log_level, config.agent.log_format)
     supervisor = Supervisor(config, run_seconds=args.seconds)
     return asyncio.run(supervisor.run())

@@ -74,7 +74,9 @@ class AgentSettings(BaseSettings):
     health_host: str = Field(default="127.0.0.1", description="Address the health server binds.")
 
     mqtt_host: str | None = Field(default=None, description="MQTT broker host; unset = no MQTT.")
-    mqtt_port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port.")
+    mqtt_port: int | None = Field(
+        default=None, ge=1, le=65535, description="MQTT broker port; unset = 1883, or 8883 with MQTT_TLS."
+    )
     mqtt_username: str | None = Field(default=None, description="MQTT user name.")
     mqtt_password: SecretStr | None = Field(default=None, description="MQTT password.")
     mqtt_password_file: str | None = Field(
@@ -98,8 +100,8 @@ class AgentSettings(BaseSettings):
     @field_validator("agent_id")
     @classmethod
     def _agent_id_is_topic_safe(cls, value: str) -> str:
-        if not value or any(c in value for c in "+#/") or len(value) > 128:
-            raise ValueError("must be 1-128 characters without '+', '#' or '/'")
+        if not value or any(c in value for c in "+#/") or value.startswith("$") or len(value) > 128:
+            raise ValueError("must be 1-128 characters without '+', '#' or '/', not starting with '$'")
         return value
 
     @field_validator("stdout_sink", mode="before")

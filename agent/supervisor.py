@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -130,6 +131,12 @@ class Supervisor:
             self.sinks.append(StdoutSink())
         self.router = ResultRouter(agent.agent_id, self.sinks)
 
+    def _model_status(self, message: str) -> None:
+        """Called from the loading thread: downloads and engine builds show in `systemctl status`."""
+        log.info("%s", message)
+        self.notifier.status(message)
+        self.notifier.extend_timeout(900)
+
     async def _load_models(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
@@ -140,7 +147,9 @@ class Supervisor:
             # A first download or a TensorRT engine build can take minutes: keep systemd patient.
             self.notifier.extend_timeout(900)
             started = time.monotonic()
-            loaded[model_id] = await loop.run_in_executor(None, manager.get, model_id, api_key)
+            loaded[model_id] = await loop.run_in_executor(
+                None, functools.partial(manager.get, model_id, api_key, status=self._model_status)
+            )
             log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
         return loaded
 

@@ -42,7 +42,8 @@ def rows() -> list[tuple[str, str, str]]:
             default = info.default if info.default_factory is None else None
             if name == "agent_id":
                 default = "host name"
-            out.append((" / ".join(f"`{n}`" for n in env_names(model, name)), _default(default), info.description or ""))
+            names = " / ".join(f"`{n}`" for n in env_names(model, name))
+            out.append((names, _default(default), info.description or ""))
     for key, text in STREAM_KEYS.items():
         out.append((f"`STREAM_<NAME>_{key}`", "", text))
     return out

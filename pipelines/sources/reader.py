@@ -339,10 +339,12 @@ class FrameReader:
         """Pace, cap, convert and hand over one decoded frame; False when told to stop."""
         status = self.status
         now = time.monotonic()
+        if status.first_frame_mono is None:
+            # the decoded picture is the truth (a V4L2 driver may not grant the size asked for)
+            status.width, status.height = frame.width, frame.height
+            status.first_frame_mono = now
         status.frames_decoded += 1
         status.last_frame_mono = now
-        if status.first_frame_mono is None:
-            status.first_frame_mono = now
         pts = frame.time  # seconds, None without a timestamp
         if pace:
             delay = self._pacer.delay(pts)
@@ -357,16 +359,17 @@ class FrameReader:
         if self._cap is not None and not self._cap.accept(pts if pts is not None else now):
             status.skipped_by_fps_cap += 1
             return True
+        wall, mono = time.time(), time.monotonic()
         image = frame.to_ndarray(format="bgr24")
         if self.stop_event.is_set():
             return False
         handed = Frame(
             stream=self.name,
             frame_id=self.counter.next_id,
-            capture_time=time.time(),
+            capture_time=wall,
             pts=pts,
             image=image,
-            monotonic=time.monotonic(),
+            monotonic=mono,
         )
         if self.slot.wait_for_consumer:
             status.waiting = True

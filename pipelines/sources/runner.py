@@ -182,12 +182,12 @@ class StreamRunner:
             now = time.monotonic()
             self._sample_fps(now)
             self._prune_retiring(now)
-            if status.phase == "ended":
-                break
             if status.last_frame_mono is not None and self._state != "streaming":
                 self._size = (status.width, status.height)
                 self._note_streaming()
                 self._set_state("streaming")
+            if status.phase == "ended":
+                break
             if status.waiting:
                 deadline = now + opts.stall_timeout
             elif status.phase == "opening":
