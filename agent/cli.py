@@ -30,7 +30,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
     from agent.settings import load_config
     from agent.supervisor import Supervisor
-
     from models.settings import set_model_settings
 
     config = load_config()

@@ -19,7 +19,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
+from models.errors import EdgeAgentError
 from models.settings import ModelSettings
+from pipelines.sinks.mqtt_config import MqttConfig
+from pipelines.sources.options import SourceOptions
 
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUILTIN_MODEL_ID = "builtin/shapes-v1"
@@ -318,7 +321,56 @@ def load_config() -> Config:
             f"RECONNECT_BACKOFF_INITIAL={agent.reconnect_backoff_initial} is larger than "
             f"RECONNECT_BACKOFF_MAX={agent.reconnect_backoff_max}"
         )
-    return Config(agent=agent, models=model_settings, streams=streams, using_sample=using_sample)
+    config = Config(agent=agent, models=model_settings, streams=streams, using_sample=using_sample)
+    if agent.mqtt_host:
+        try:
+            mqtt_config(config)
+        except EdgeAgentError as exc:
+            raise ConfigError(f"MQTT settings: {exc}") from None
+    return config
+
+
+def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
+    agent = config.agent
+    return SourceOptions(
+        mode=stream.mode,
+        loop=stream.loop,
+        max_fps=stream.max_fps,
+        stall_timeout=agent.stream_stall_timeout,
+        open_timeout=agent.stream_open_timeout,
+        read_timeout=agent.stream_read_timeout,
+        backoff_initial=agent.reconnect_backoff_initial,
+        backoff_max=agent.reconnect_backoff_max,
+        rtsp_transport=stream.rtsp_transport,
+        video_size=stream.video_size,
+        framerate=stream.framerate,
+        input_format=stream.input_format,
+    )
+
+
+def mqtt_config(config: Config) -> MqttConfig:
+    agent = config.agent
+    assert agent.mqtt_host is not None
+    return MqttConfig(
+        host=agent.mqtt_host,
+        port=agent.mqtt_port,
+        username=agent.mqtt_username,
+        password=agent.mqtt_password.get_secret_value() if agent.mqtt_password else None,
+        password_file=agent.mqtt_password_file,
+        tls=agent.mqtt_tls,
+        tls_ca=agent.mqtt_tls_ca,
+        tls_cert=agent.mqtt_tls_cert,
+        tls_key=agent.mqtt_tls_key,
+        tls_insecure=agent.mqtt_tls_insecure,
+        qos=agent.mqtt_qos,
+        topic_prefix=agent.mqtt_topic_prefix,
+        agent_id=agent.agent_id,
+        keepalive=agent.mqtt_keepalive,
+        protocol=agent.mqtt_protocol,
+        message_expiry_s=agent.mqtt_message_expiry or None,
+        queue_size=agent.mqtt_queue_size,
+        ha_discovery=agent.mqtt_ha_discovery,
+    )
 
 
 def redacted(config: Config) -> dict[str, Any]:
@@ -329,6 +381,8 @@ def redacted(config: Config) -> dict[str, Any]:
         for name, value in settings.model_dump().items():
             if isinstance(value, SecretStr) or (value is not None and ("password" in name or "api_key" in name)):
                 value = "***" if value else value
+            if name == "streams" and isinstance(value, str):
+                value = _redact_url(value)
             out[name.upper()] = value
         return out
 

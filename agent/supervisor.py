@@ -20,14 +20,14 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.settings import Config, StreamConfig
+from agent.settings import Config, StreamConfig, mqtt_config, source_options
 from agent.systemd_notify import SystemdNotifier
 from models import ModelManager
 from models.errors import EdgeAgentError
 from pipelines.inference import InferenceStage, StreamBinding
 from pipelines.results import ResultRouter
 from pipelines.sinks.base import Sink
-from pipelines.sinks.mqtt import MqttConfig, MqttSink
+from pipelines.sinks.mqtt import MqttSink
 from pipelines.sinks.stdout import StdoutSink
 from pipelines.slot import LatestFrameSlot
 from pipelines.sources.options import SourceOptions
@@ -35,49 +35,6 @@ from pipelines.sources.runner import StreamRunner
 from pipelines.sources.spec import SourceSpec
 
 log = logging.getLogger("edge_agent.supervisor")
-
-
-def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
-    agent = config.agent
-    return SourceOptions(
-        mode=stream.mode,
-        loop=stream.loop,
-        max_fps=stream.max_fps,
-        stall_timeout=agent.stream_stall_timeout,
-        open_timeout=agent.stream_open_timeout,
-        read_timeout=agent.stream_read_timeout,
-        backoff_initial=agent.reconnect_backoff_initial,
-        backoff_max=agent.reconnect_backoff_max,
-        rtsp_transport=stream.rtsp_transport,
-        video_size=stream.video_size,
-        framerate=stream.framerate,
-        input_format=stream.input_format,
-    )
-
-
-def mqtt_config(config: Config) -> MqttConfig:
-    agent = config.agent
-    assert agent.mqtt_host is not None
-    return MqttConfig(
-        host=agent.mqtt_host,
-        port=agent.mqtt_port,
-        username=agent.mqtt_username,
-        password=agent.mqtt_password.get_secret_value() if agent.mqtt_password else None,
-        password_file=agent.mqtt_password_file,
-        tls=agent.mqtt_tls,
-        tls_ca=agent.mqtt_tls_ca,
-        tls_cert=agent.mqtt_tls_cert,
-        tls_key=agent.mqtt_tls_key,
-        tls_insecure=agent.mqtt_tls_insecure,
-        qos=agent.mqtt_qos,
-        topic_prefix=agent.mqtt_topic_prefix,
-        agent_id=agent.agent_id,
-        keepalive=agent.mqtt_keepalive,
-        protocol=agent.mqtt_protocol,
-        message_expiry_s=agent.mqtt_message_expiry or None,
-        queue_size=agent.mqtt_queue_size,
-        ha_discovery=agent.mqtt_ha_discovery,
-    )
 
 
 def _plain(stats: Any) -> dict[str, Any]:

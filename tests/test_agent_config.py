@@ -79,7 +79,7 @@ def test_per_stream_overrides(clean_env: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "needles"),
     [
-        ({"MQTT_QOS": "3"}, ["MQTT_QOS", "'3'", "0, 1 or 2"]),
+        ({"MQTT_QOS": "3"}, ["MQTT_QOS=3", "0, 1 or 2"]),
         ({"MQTT_TLS": "maybe"}, ["MQTT_TLS", "'maybe'", "true/false"]),
         ({"LOG_LEVEL": "loud"}, ["LOG_LEVEL", "DEBUG", "INFO"]),
         ({"STREAMS": "a=rtsp://x", "STREAM_A_MODE": "fast"}, ["STREAM_A_MODE", "'fast'", "live, every"]),
