@@ -111,9 +111,8 @@ class LoopingFeeder:
         if delay > 0:
             time.sleep(delay)
         buf = Gst.Buffer.new_wrapped(data)
-        # Stamp with the pipeline's running time: buffers stamped from 0 would count as late
-        # for the RTP sinks (the media started running at DESCRIBE, before the client's PLAY)
-        # and get dropped, which corrupts every P-frame after them.
+        # A live source stamps what it pushes with the pipeline's running time, like a camera: a
+        # buffer pushed late (a loaded CI box) is then never "late" for the sinks downstream.
         clock = src.get_clock()
         running = clock.get_time() - src.get_base_time() if clock is not None else dts
         buf.dts = running
@@ -131,6 +130,8 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         self.clip = clip
         self.feeders: list[LoopingFeeder] = []
         self.set_shared(False)
+        # No config-interval on the payloader: the AUs already carry SPS/PPS before every IDR,
+        # and rtph264pay config-interval=-1 (GStreamer 1.22) garbles multi-slice frames.
         self.set_launch(
             "( appsrc name=src is-live=true format=time max-bytes=2000000 "
             "! rtph264pay name=pay0 pt=96 )"
