@@ -71,8 +71,7 @@ class Supervisor:
             try:
                 spec = SourceSpec.parse(stream.url)
                 options = source_options(stream, self.config)
-                if hasattr(options, "validate_for"):
-                    options.validate_for(spec)
+                options.validate_for(spec)
             except EdgeAgentError as exc:
                 raise ConfigError(f"stream {stream.name!r}: {exc}") from None
             built.append((stream, spec, options))
