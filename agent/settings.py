@@ -39,6 +39,8 @@ STREAM_KEYS: dict[str, str] = {
     "VIDEO_SIZE": "V4L2: WIDTHxHEIGHT, e.g. 1280x720",
     "FRAMERATE": "V4L2: frames per second asked of the camera",
     "INPUT_FORMAT": "V4L2: pixel format asked of the camera, e.g. mjpeg, yuyv422",
+    "TLS_VERIFY": "rtsps/https: check the server certificate (true/false; off by default: cameras are self-signed)",
+    "TLS_CA_FILE": "rtsps/https: PEM file of trusted certificates for TLS_VERIFY",
 }
 
 
@@ -138,6 +140,8 @@ class StreamConfig:
     video_size: str | None = None
     framerate: float | None = None
     input_format: str | None = None
+    tls_verify: bool = False
+    tls_ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,12 @@ def _stream_config(name: str, url: str, default_model: str, environ: Mapping[str
             values["video_size"] = raw
         elif key == "INPUT_FORMAT":
             values["input_format"] = raw
+        elif key == "TLS_VERIFY":
+            values["tls_verify"] = _parse_bool(var, raw)
+        elif key == "TLS_CA_FILE":
+            if not Path(raw).is_file():
+                raise ConfigError(f"{var}={raw!r} is not a readable file")
+            values["tls_ca_file"] = raw
     return StreamConfig(name=name, url=url, model_id=values.pop("model_id", default_model), **values)
 
 
@@ -345,6 +355,8 @@ def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
         video_size=stream.video_size,
         framerate=stream.framerate,
         input_format=stream.input_format,
+        tls_verify=stream.tls_verify,
+        tls_ca_file=stream.tls_ca_file,
     )
 
 
