@@ -23,7 +23,15 @@ from agent.errors import ConfigError
 from agent.settings import Config, StreamConfig, mqtt_config, source_options
 from agent.systemd_notify import SystemdNotifier
 from models import ModelManager
-from models.errors import EdgeAgentError
+from models.errors import (
+    ApiAuthError,
+    EdgeAgentError,
+    InvalidModelIdError,
+    ModelDisabledError,
+    ModelNotCachedError,
+    ModelNotFoundError,
+    UnsupportedModelTypeError,
+)
 from pipelines.inference import InferenceStage, StreamBinding
 from pipelines.results import ResultRouter
 from pipelines.sinks.base import Sink
@@ -35,6 +43,17 @@ from pipelines.sources.runner import StreamRunner
 from pipelines.sources.spec import SourceSpec
 
 log = logging.getLogger("edge_agent.supervisor")
+
+# Model errors that no retry or restart can fix: wrong id, wrong key, disabled family, not cached
+# while offline. Network trouble is not among them: systemd restarts the agent for that.
+PERMANENT_MODEL_ERRORS = (
+    InvalidModelIdError,
+    ModelNotFoundError,
+    UnsupportedModelTypeError,
+    ModelDisabledError,
+    ApiAuthError,
+    ModelNotCachedError,
+)
 
 
 def _plain(stats: Any) -> dict[str, Any]:
@@ -103,9 +122,14 @@ class Supervisor:
             # A first download or a TensorRT engine build can take minutes: keep systemd patient.
             self.notifier.extend_timeout(900)
             started = time.monotonic()
-            loaded[model_id] = await loop.run_in_executor(
-                None, functools.partial(manager.get, model_id, api_key, status=self._model_status)
-            )
+            try:
+                loaded[model_id] = await loop.run_in_executor(
+                    None, functools.partial(manager.get, model_id, api_key, status=self._model_status)
+                )
+            except PERMANENT_MODEL_ERRORS as exc:
+                # Restarting cannot fix these; exit 2 tells systemd (RestartPreventExitStatus=2).
+                users = ", ".join(s.name for s in self.config.streams if s.model_id == model_id)
+                raise ConfigError(f"model {model_id!r} (streams: {users}): {exc}") from None
             log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
         return loaded
 

@@ -115,3 +115,22 @@ def test_config_prints_resolved_values_with_secrets_redacted(tmp_path) -> None:
     assert data["agent"]["MQTT_PASSWORD"] == "***"
     assert data["streams"][0]["url"] == "rtsp://admin:***@127.0.0.1:8554/live"
     assert data["sinks"] == ["mqtt"]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "needle"),
+    [
+        ("../../etc/passwd", "relative path component"),
+        ("someproj/3", "not in the model cache"),
+    ],
+)
+def test_run_with_an_unusable_model_exits_2_naming_model_and_stream(tmp_path, model_id: str, needle: str) -> None:
+    env = {
+        "STREAMS": "door=rtsp://127.0.0.1:9/x",
+        "MODEL_ID": model_id,
+        "OFFLINE_MODE": "true",
+        "MODEL_CACHE_DIR": str(tmp_path),
+    }
+    result = run_cli("run", "--seconds", "5", env=env)
+    assert result.returncode == 2, result.stderr
+    assert model_id in result.stderr and "door" in result.stderr and needle in result.stderr
