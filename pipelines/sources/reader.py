@@ -364,15 +364,21 @@ class FrameReader:
         wall, mono = time.time(), time.monotonic()
         if self.stop_event.is_set():
             return False
-        # Pixels are converted by whoever looks at them (see Frame): a frame replaced in its slot
-        # before inference takes it never pays for the colour conversion.
+        # Live: pixels are converted by whoever looks at them (see Frame), so a frame replaced in
+        # its slot before inference takes it never pays for the colour conversion. Every-frame
+        # mode drops nothing, so convert here, in parallel with the inference of the last frame.
+        if self.slot.wait_for_consumer:
+            image, decoded = frame.to_ndarray(format="bgr24"), None
+        else:
+            image, decoded = None, frame
         handed = Frame(
             stream=self.name,
             frame_id=self.counter.next_id,
             capture_time=wall,
             pts=pts,
+            image=image,
             monotonic=mono,
-            decoded=frame,
+            decoded=decoded,
         )
         if self.slot.wait_for_consumer:
             status.waiting = True
