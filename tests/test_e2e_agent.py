@@ -100,7 +100,12 @@ def test_three_streams_to_mqtt_then_sigterm(
     with AgentProcess(env, tmp_path) as agent:
         ok = sub.wait_for(lambda _: all(len(by_stream(sub)[s]) >= 8 for s in static_clips), timeout=120)
         assert ok, f"not every stream published: { {k: len(v) for k, v in by_stream(sub).items()} }\n{agent.stderr()}"
-        assert sub.wait_for(lambda _: any(m.topic.endswith("/stats") for m in sub.messages), timeout=10)
+
+        def all_streaming(_: object) -> bool:
+            stats = [m.json() for m in list(sub.messages) if m.topic.endswith("/stats")]
+            return bool(stats) and all(s["state"] == "streaming" for s in stats[-1]["streams"].values())
+
+        assert sub.wait_for(all_streaming, timeout=15), agent.stderr()
 
         messages = by_stream(sub)
         for name, (_, gts, (w, h)) in static_clips.items():
@@ -121,10 +126,11 @@ def test_three_streams_to_mqtt_then_sigterm(
             assert matched >= 0.9 * npred, f"{name}: precision {matched}/{npred}"
 
         status = [m for m in sub.messages if m.topic == f"edge-agent/{AGENT}/status"]
-        assert status and status[0].text() == "online"
+        assert status and status[0].text == "online"
         stats = [m.json() for m in sub.messages if m.topic.endswith("/stats")][-1]
         assert set(stats["streams"]) == set(static_clips)
-        assert all(s["state"] == "streaming" for s in stats["streams"].values()), stats["streams"]
+        for entry in stats["streams"].values():
+            assert entry["fps_in"] > 0 and entry["processed"] > 0 and entry["latency_ms"]["p50"] > 0
 
         rc = agent.terminate(timeout=30)
         assert rc == 0, agent.stderr()
@@ -137,7 +143,7 @@ def test_live_stream_with_slow_model_keeps_frames_fresh_and_memory_flat(
     clip = tmp_path / "live.mp4"
     write_clip(clip, seconds=4, width=1280, height=720, seed=7, max_speed=6.0, noise_sigma=2.0)
     rtsp = rtsp_server_factory({"live": clip})
-    model_dir = write_slow_model(tmp_path / "slow", layers=6)  # well under 30 fps on these machines
+    model_dir = write_slow_model(tmp_path / "slow", layers=14)  # well under 30 fps on these machines
     env = {"STREAMS": f"live={rtsp.url('live')}", "MODEL_ID": str(model_dir), "STDOUT_SINK": "true",
            "MODEL_CACHE_DIR": str(tmp_path / "cache")}
     with AgentProcess(env, tmp_path) as agent:
