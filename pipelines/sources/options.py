@@ -42,8 +42,8 @@ class SourceOptions:
     analyze_duration: seconds FFmpeg may spend probing a live stream before the first frame
                     (None = 1 s for live sources, FFmpeg's default for files). Lower connects
                     faster; too low may miss stream parameters on odd cameras.
-    decoder_threads: 0 lets FFmpeg pick (one per core); files use frame+slice threads ("AUTO"),
-                    live sources slice threads only (frame threads add latency).
+    decoder_threads: 0 lets FFmpeg pick (one per core); slice threads only (frame threads add
+                    latency and, when the model keeps the cores busy, cost throughput).
     thread_join_timeout: how long a stopping reader thread may take before it is abandoned.
     ffmpeg_options: extra FFmpeg options passed verbatim; they win over the computed ones.
     """
