@@ -47,32 +47,24 @@ class StreamBinding:
 
 
 def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
-    """How long to wait for fresher frames before starting a batch, in seconds.
+    """How long to wait for a fresher frame before starting a batch, in seconds.
 
     ``ready`` holds (age of the waiting frame, frame interval of its live stream or None) for
-    every stream with a frame ready. When the model comes free at a random phase of the camera's
-    frame clock, the waiting frame is on average half an interval old; if every ready frame is
-    older than half its interval, the next one is less than half an interval away, so waiting for
-    it cuts the age that ends up in the end-to-end latency at a small cost in model idle time.
-    A stream that is not live, or whose rate is unknown or slow, is never waited for.
+    every stream with a frame ready. When the model comes free at a random phase of a camera's
+    frame clock, the waiting frame is on average half an interval old; if it is older than half
+    its interval, the next one is less than half an interval away, so waiting for it cuts the age
+    that ends up in the end-to-end latency, at the cost of that much model idle time.
+
+    Only a lone ready stream is waited for: with several streams ready the model has work for
+    every millisecond, and waiting would trade their throughput for one stream's freshness. A
+    stream that is not live, or whose rate is unknown or slow, is never waited for.
     """
-    if not ready:
+    if len(ready) != 1:
         return 0.0
-    delay = float("inf")
-    for age, interval in ready:
-        if interval is None or interval > FRESHNESS_MAX_INTERVAL_S or age <= interval / 2:
-            return 0.0
-        delay = min(delay, interval - age)
-    return max(0.0, delay) + FRESHNESS_SLACK_S if delay < float("inf") else 0.0
-
-
-def filter_predictions(response: dict[str, Any], confidence: float) -> dict[str, Any]:
-    """Drop predictions under ``confidence`` (a batch runs at the lowest threshold of its streams)."""
-    predictions = response.get("predictions", [])
-    kept = [p for p in predictions if p.get("confidence", 0.0) >= confidence]
-    if len(kept) == len(predictions):
-        return response
-    return {**response, "predictions": kept}
+    age, interval = ready[0]
+    if interval is None or interval > FRESHNESS_MAX_INTERVAL_S or age <= interval / 2:
+        return 0.0
+    return max(0.0, interval - age) + FRESHNESS_SLACK_S
 
 
 class InferenceStage:
