@@ -67,6 +67,15 @@ def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
     return max(0.0, interval - age) + FRESHNESS_SLACK_S
 
 
+def filter_predictions(response: dict[str, Any], confidence: float) -> dict[str, Any]:
+    """Drop predictions under ``confidence`` (a batch runs at the lowest threshold of its streams)."""
+    predictions = response.get("predictions", [])
+    kept = [p for p in predictions if p.get("confidence", 0.0) >= confidence]
+    if len(kept) == len(predictions):
+        return response
+    return {**response, "predictions": kept}
+
+
 class InferenceStage:
     """Batches frames across the streams bound to one model."""
 
