@@ -121,7 +121,3 @@ def agent(env: dict[str, str], workdir: Path):  # type: ignore[no-untyped-def]
     workdir.mkdir(parents=True, exist_ok=True)
     base = {"MODEL_CACHE_DIR": str(workdir / "cache"), "LOG_LEVEL": "WARNING"}
     return AgentProcess({**base, **env}, workdir)
-
-
-def ratio_line(label: str, value: float, baseline: float, unit: str, target: str) -> str:
-    return f"{label}: {value:.2f} {unit} vs baseline {baseline:.2f} {unit} = {value / baseline:.3f}x (target {target})"

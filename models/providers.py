@@ -119,6 +119,9 @@ def session_options(settings: ModelSettings) -> ort.SessionOptions:
         options.intra_op_num_threads = settings.ort_intra_op_threads
     if settings.ort_inter_op_threads > 0:
         options.inter_op_num_threads = settings.ort_inter_op_threads
+    if not settings.ort_allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 

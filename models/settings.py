@@ -117,6 +117,11 @@ class ModelSettings(BaseSettings):
     ort_inter_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime inter-op threads per model (0 = onnxruntime's default)."
     )
+    ort_allow_spinning: bool = Field(
+        default=True,
+        description="Let onnxruntime's worker threads spin between operators (its default). Spinning "
+        "lowers model latency on an idle box but burns cores that decoders and other models could use.",
+    )
     confidence: float = Field(default=0.4, description="Default minimum class score a detection must exceed (0..1).")
     iou_threshold: float = Field(
         default=0.3,
