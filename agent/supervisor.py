@@ -108,7 +108,9 @@ class Supervisor:
             await sink.start()
             self.sinks.append(sink)
         if self.config.stdout_enabled:
-            self.sinks.append(StdoutSink())
+            stdout = StdoutSink()
+            await stdout.start()
+            self.sinks.append(stdout)
         self.router = ResultRouter(agent.agent_id, self.sinks)
 
     def _model_status(self, message: str) -> None:
