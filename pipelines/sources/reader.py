@@ -336,6 +336,12 @@ class FrameReader:
                 container.close()
             if self.stop_event.is_set():
                 return "stopped"
+            silent = time.monotonic() - (status.io_mono or status.started_mono)
+            if not status.finite and silent >= 0.9 * options.read_timeout:
+                # FFmpeg sometimes ends a timed-out live read as a plain end of stream: a camera
+                # that went quiet and then "ended" is a stall, not a clean disconnect.
+                status.error = f"no data for {options.read_timeout:g} s (read timeout)"
+                return "timeout"
             if status.finite and options.loop:
                 self._log.debug("%s: end of video, looping", self.name)
                 continue

@@ -208,10 +208,13 @@ class StreamRunner:
                 self._last_error = f"no frame for {opts.stall_timeout:g} s"
                 self._set_state("stalled")
                 return "stalled"
+            # Not asyncio.wait_for: before Python 3.12 it can swallow a cancellation that lands
+            # as the wait completes, and the runner would then never stop.
+            tick = loop.call_later(max(0.0, min(_TICK_S, deadline - now)), wake.set)
             try:
-                await asyncio.wait_for(wake.wait(), timeout=min(_TICK_S, deadline - now))
-            except asyncio.TimeoutError:
-                pass
+                await wake.wait()
+            finally:
+                tick.cancel()
 
         self._retire(reader)
         reason = status.end_reason
