@@ -61,6 +61,10 @@ async def start_health_server(supervisor: Supervisor, host: str, port: int) -> w
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    if supervisor.config.agent.control_api:
+        from agent.control_api import add_control_routes
+
+        add_control_routes(app, supervisor)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

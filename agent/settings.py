@@ -77,6 +77,11 @@ class AgentSettings(BaseSettings):
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format (stderr).")
     health_port: int = Field(default=0, ge=0, le=65535, description="HTTP /healthz and /metrics port; 0 = off.")
     health_host: str = Field(default="127.0.0.1", description="Address the health server binds.")
+    control_api: bool = Field(
+        default=False,
+        description="Also serve GET/PUT/DELETE /streams[/NAME] on HEALTH_PORT to list, add and remove "
+        "streams at run time (not persisted: STREAMS is what a restart runs).",
+    )
 
     mqtt_host: str | None = Field(default=None, description="MQTT broker host; unset = no MQTT.")
     mqtt_port: int | None = Field(
@@ -326,6 +331,8 @@ def load_config() -> Config:
         raise ConfigError("MQTT_PASSWORD and MQTT_PASSWORD_FILE are both set; set only one")
     if agent.mqtt_password_file and not Path(agent.mqtt_password_file).is_file():
         raise ConfigError(f"MQTT_PASSWORD_FILE={agent.mqtt_password_file!r} is not a readable file")
+    if agent.control_api and not agent.health_port:
+        raise ConfigError("CONTROL_API=true needs HEALTH_PORT (the port it is served on); set HEALTH_PORT=8090, say")
     if agent.reconnect_backoff_initial > agent.reconnect_backoff_max:
         raise ConfigError(
             f"RECONNECT_BACKOFF_INITIAL={agent.reconnect_backoff_initial} is larger than "

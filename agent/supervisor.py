@@ -20,7 +20,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.settings import Config, StreamConfig, mqtt_config, source_options
+from agent.settings import Config, StreamConfig, env_name, mqtt_config, source_options
 from agent.systemd_notify import SystemdNotifier
 from models import ModelManager
 from models.errors import (
@@ -81,25 +81,27 @@ class Supervisor:
         self.runners: dict[str, StreamRunner] = {}
         self.stream_models: dict[str, str] = {}
         self.slots: dict[str, LatestFrameSlot] = {}
+        self.runner_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.stage_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._manager: ModelManager | None = None
         self._executors: list[ThreadPoolExecutor] = []
         self._stop = asyncio.Event()
+        # Set whenever streams are added or removed at run time, so _wait watches the new set.
+        self._changed = asyncio.Event()
 
     def request_stop(self) -> None:
         self._stop.set()
 
     # -- start-up ------------------------------------------------------------------------------
 
-    def _build_sources(self) -> list[tuple[StreamConfig, SourceSpec, SourceOptions]]:
-        built = []
-        for stream in self.config.streams:
-            try:
-                spec = SourceSpec.parse(stream.url)
-                options = source_options(stream, self.config)
-                options.validate_for(spec)
-            except EdgeAgentError as exc:
-                raise ConfigError(f"stream {stream.name!r}: {exc}") from None
-            built.append((stream, spec, options))
-        return built
+    def _build_source(self, stream: StreamConfig) -> tuple[StreamConfig, SourceSpec, SourceOptions]:
+        try:
+            spec = SourceSpec.parse(stream.url)
+            options = source_options(stream, self.config)
+            options.validate_for(spec)
+        except EdgeAgentError as exc:
+            raise ConfigError(f"stream {stream.name!r}: {exc}") from None
+        return stream, spec, options
 
     async def _start_sinks(self) -> None:
         agent = self.config.agent
@@ -119,26 +121,38 @@ class Supervisor:
         self.notifier.status(message)
         self.notifier.extend_timeout(900)
 
-    async def _load_models(self) -> dict[str, Any]:
+    async def _load_model(self, model_id: str) -> Any:
         loop = asyncio.get_running_loop()
-        manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
-        api_key = self.config.models.api_key
-        loaded: dict[str, Any] = {}
-        for model_id in dict.fromkeys(s.model_id for s in self.config.streams):
-            self.notifier.status(f"loading model {model_id}")
-            # A first download or a TensorRT engine build can take minutes: keep systemd patient.
-            self.notifier.extend_timeout(900)
-            started = time.monotonic()
-            try:
-                loaded[model_id] = await loop.run_in_executor(
-                    None, functools.partial(manager.get, model_id, api_key, status=self._model_status)
-                )
-            except PERMANENT_MODEL_ERRORS as exc:
-                # Restarting cannot fix these; exit 2 tells systemd (RestartPreventExitStatus=2).
-                users = ", ".join(s.name for s in self.config.streams if s.model_id == model_id)
-                raise ConfigError(f"model {model_id!r} (streams: {users}): {exc}") from None
-            log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
-        return loaded
+        if self._manager is None:
+            self._manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
+        self.notifier.status(f"loading model {model_id}")
+        # A first download or a TensorRT engine build can take minutes: keep systemd patient.
+        self.notifier.extend_timeout(900)
+        started = time.monotonic()
+        try:
+            model = await loop.run_in_executor(
+                None,
+                functools.partial(self._manager.get, model_id, self.config.models.api_key, status=self._model_status),
+            )
+        except PERMANENT_MODEL_ERRORS as exc:
+            # Restarting cannot fix these; exit 2 tells systemd (RestartPreventExitStatus=2).
+            users = ", ".join(s.name for s in self.config.streams if s.model_id == model_id)
+            raise ConfigError(f"model {model_id!r} (streams: {users or 'none yet'}): {exc}") from None
+        log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
+        return model
+
+    async def _ensure_stage(self, model_id: str) -> InferenceStage:
+        """The stage of ``model_id``, loading the model and starting the stage on first use."""
+        stage = self.stages.get(model_id)
+        if stage is None:
+            model = await self._load_model(model_id)
+            stage = self.stages.get(model_id)  # another add_stream may have won the race
+            if stage is None:
+                stage = self._make_stage(model_id, model)
+                self.stages[model_id] = stage
+                self.stage_tasks[model_id] = asyncio.create_task(stage.run(), name=f"stage:{model_id}")
+                self._changed.set()
+        return stage
 
     def _batch_size(self, model: Any) -> int:
         settings = self.config.models
@@ -148,22 +162,61 @@ class Supervisor:
             return min(CPU_BATCH_SIZE, settings.max_batch_size)
         return settings.max_batch_size
 
-    def _start_stages(self, models: dict[str, Any]) -> None:
+    def _make_stage(self, model_id: str, model: Any) -> InferenceStage:
         assert self.router is not None
-        for model_id, model in models.items():
-            # One worker per model: two batches of the same model in parallel only fight over
-            # the same cores, and a single worker keeps per-model ordering simple.
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
-            self._executors.append(executor)
-            self.stages[model_id] = InferenceStage(
-                model,
-                model_id=model_id,
-                executor=executor,
-                on_result=self.router,
-                on_error=self.router.record_error,
-                default_confidence=self.config.models.confidence,
-                max_batch_size=self._batch_size(model),
-            )
+        # One worker per model: two batches of the same model in parallel only fight over the
+        # same cores, and a single worker keeps per-model ordering simple.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
+        self._executors.append(executor)
+        return InferenceStage(
+            model,
+            model_id=model_id,
+            executor=executor,
+            on_result=self.router,
+            on_error=self.router.record_error,
+            default_confidence=self.config.models.confidence,
+            max_batch_size=self._batch_size(model),
+        )
+
+    def _start_stream(self, stream: StreamConfig, spec: SourceSpec, options: SourceOptions) -> None:
+        loop = asyncio.get_running_loop()
+        slot = LatestFrameSlot(loop, wait_for_consumer=options.mode == "every")
+        runner = StreamRunner(stream.name, spec, options, slot)
+        self.runners[stream.name] = runner
+        self.slots[stream.name] = slot
+        self.stream_models[stream.name] = stream.model_id
+        self.stages[stream.model_id].attach(
+            StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live")
+        )
+        self.runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
+        self._changed.set()
+
+    # -- streams at run time (control API) --------------------------------------------------------
+
+    async def add_stream(self, stream: StreamConfig) -> None:
+        """Start a new stream; ConfigError for a taken name, a bad URL or an unusable model."""
+        if stream.name in self.runners or env_name(stream.name) in {env_name(n) for n in self.runners}:
+            raise ConfigError(f"stream {stream.name!r} exists already; remove it first")
+        built = self._build_source(stream)
+        await self._ensure_stage(stream.model_id)
+        if stream.name in self.runners:  # added meanwhile by a concurrent request
+            raise ConfigError(f"stream {stream.name!r} exists already; remove it first")
+        self._start_stream(*built)
+        log.info("stream %s added (%s, model %s)", stream.name, built[1].display, stream.model_id)
+
+    async def remove_stream(self, name: str) -> None:
+        """Stop a stream and forget it; KeyError when there is no such stream."""
+        task = self.runner_tasks.pop(name)
+        task.cancel()
+        await asyncio.wait([task], timeout=5.0)
+        model_id = self.stream_models.pop(name)
+        self.stages[model_id].detach(name)
+        self.slots.pop(name).close()
+        self.runners.pop(name)
+        if self.router is not None:
+            self.router.metrics.pop(name, None)
+        self._changed.set()
+        log.info("stream %s removed", name)
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -213,7 +266,7 @@ class Supervisor:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
 
-        sources = self._build_sources()
+        sources = [self._build_source(stream) for stream in self.config.streams]
         if self.config.using_sample:
             log.info(
                 "no STREAMS set: playing the bundled sample clip through %s. Point the agent at cameras with "
@@ -223,41 +276,29 @@ class Supervisor:
             )
         await self._start_sinks()
         background: list[asyncio.Task[Any]] = []
+        health = None
         try:
-            models = await self._load_models()
-            self._start_stages(models)
-            stage_tasks = {
-                model_id: asyncio.create_task(stage.run(), name=f"stage:{model_id}")
-                for model_id, stage in self.stages.items()
-            }
-            runner_tasks: dict[str, asyncio.Task[Any]] = {}
-            for stream, spec, options in sources:
-                slot = LatestFrameSlot(loop, wait_for_consumer=options.mode == "every")
-                runner = StreamRunner(stream.name, spec, options, slot)
-                self.runners[stream.name] = runner
-                self.slots[stream.name] = slot
-                self.stream_models[stream.name] = stream.model_id
-                self.stages[stream.model_id].attach(
-                    StreamBinding(
-                        name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live"
-                    )
-                )
-                runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
+            for model_id in dict.fromkeys(stream.model_id for stream, _, _ in sources):
+                await self._ensure_stage(model_id)
+            for built in sources:
+                self._start_stream(*built)
             background.append(asyncio.create_task(self._stats_loop(), name="stats"))
             background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
             health = await self._start_health()
             self.notifier.ready(f"running {len(self.runners)} stream(s) on {len(self.stages)} model(s)")
             log.info("agent %s running %d stream(s)", self.config.agent.agent_id, len(self.runners))
 
-            exit_code = await self._wait(runner_tasks, stage_tasks)
+            exit_code = await self._wait()
         except BaseException:
             for task in background:
                 task.cancel()
+            if health is not None:
+                await health.cleanup()
             await self._close_sinks(self.config.agent.shutdown_timeout)
             raise
         self.notifier.stopping()
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
-        await self._shutdown(runner_tasks, stage_tasks, deadline)
+        await self._shutdown(deadline)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -269,27 +310,36 @@ class Supervisor:
         log.info("agent stopped")
         return exit_code
 
-    async def _wait(self, runner_tasks: dict[str, asyncio.Task[Any]], stage_tasks: dict[str, asyncio.Task[Any]]) -> int:
-        """Block until a stop reason; a crashed stage or runner is a bug, so it stops the agent."""
+    async def _wait(self) -> int:
+        """Block until a stop reason; a crashed stage or runner is a bug, so it stops the agent.
+
+        With the control API on, the agent keeps running when every stream has finished or been
+        removed (more may be added); without it, a finished set of file streams ends the run.
+        """
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         timer = asyncio.create_task(asyncio.sleep(self.run_seconds), name="run-timer") if self.run_seconds else None
-        watched: set[asyncio.Task[Any]] = {stop_task, *runner_tasks.values(), *stage_tasks.values()}
-        if timer is not None:
-            watched.add(timer)
         exit_code = 0
+        reported: set[asyncio.Task[Any]] = set()
         try:
             while True:
+                self._changed.clear()
+                changed = asyncio.create_task(self._changed.wait(), name="streams-changed")
+                watched = {stop_task, changed, *self.runner_tasks.values(), *self.stage_tasks.values()} - reported
+                if timer is not None:
+                    watched.add(timer)
                 done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
                 if stop_task in done or (timer is not None and timer in done):
                     break
-                crashed = [t for t in done if not t.cancelled() and t.exception() is not None]
+                crashed = [t for t in done if t is not changed and not t.cancelled() and t.exception() is not None]
                 if crashed:
                     for task in crashed:
                         log.error("task %s crashed", task.get_name(), exc_info=task.exception())
                     exit_code = 1
                     break
-                watched -= done
-                if all(t.done() for t in runner_tasks.values()):
+                reported |= done - {changed}
+                runners = list(self.runner_tasks.values())
+                if runners and all(t.done() for t in runners) and not self.config.agent.control_api:
                     log.info("every stream has finished")
                     # Let the stages drain the last frames before shutting down.
                     await self._drain_slots()
@@ -309,17 +359,15 @@ class Supervisor:
                 return
             await asyncio.sleep(0.02)
 
-    async def _shutdown(
-        self, runner_tasks: dict[str, asyncio.Task[Any]], stage_tasks: dict[str, asyncio.Task[Any]], deadline: float
-    ) -> None:
-        for task in runner_tasks.values():
+    async def _shutdown(self, deadline: float) -> None:
+        for task in self.runner_tasks.values():
             task.cancel()
-        if runner_tasks:
-            await asyncio.wait(runner_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
+        if self.runner_tasks:
+            await asyncio.wait(self.runner_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
         for stage in self.stages.values():
             stage.stop()
-        if stage_tasks:
-            _, pending = await asyncio.wait(stage_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
+        if self.stage_tasks:
+            _, pending = await asyncio.wait(self.stage_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
             for task in pending:
                 task.cancel()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -66,3 +67,59 @@ def test_notify_watchdog_health_and_metrics(tmp_path: Path) -> None:
         assert 'edge_agent_stream_up{stream="dead"} 0' in metrics
         assert agent.terminate(30) == 0, agent.stderr()
     notify.close()
+
+
+def _request(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_control_api_adds_and_removes_streams_at_run_time(tmp_path: Path, rtsp_server_factory) -> None:  # type: ignore[no-untyped-def]
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, seconds=2, width=640, height=360, seed=11, max_speed=4.0, noise_sigma=2.0)
+    rtsp = rtsp_server_factory({"cam": clip})
+    model_dir = write_slow_model(tmp_path / "m", layers=1)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "STREAMS": f"first={clip}",
+        "STREAM_FIRST_LOOP": "true",
+        "MODEL_ID": str(model_dir),
+        "STDOUT_SINK": "true",
+        "HEALTH_PORT": str(port),
+        "CONTROL_API": "true",
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    with AgentProcess(env, tmp_path) as agent:
+        assert agent.wait_for(lambda p: any(m["stream"] == "first" for m in p), timeout=60), agent.stderr()
+
+        status, body = _request("PUT", f"{base}/streams/cam", {"url": rtsp.url("cam"), "max_fps": 10})
+        assert status == 201, body
+        assert body["name"] == "cam" and body["model_id"] == str(model_dir)
+        assert agent.wait_for(lambda p: any(m["stream"] == "cam" for m in p), timeout=30), agent.stderr()
+        status, listing = _request("GET", f"{base}/streams")
+        assert status == 200 and set(listing) == {"first", "cam"}
+
+        # clear errors, nothing changed
+        assert _request("PUT", f"{base}/streams/cam", {"url": rtsp.url("cam")})[0] == 409
+        status, body = _request("PUT", f"{base}/streams/bad", {"url": "gopher://x/y"})
+        assert status == 400 and "accepted forms" in body["error"], body
+        status, body = _request("PUT", f"{base}/streams/bad", {"url": str(clip), "mode": "fast"})
+        assert status == 400 and "mode" in body["error"], body
+        assert _request("DELETE", f"{base}/streams/nope")[0] == 404
+
+        status, _ = _request("DELETE", f"{base}/streams/first")
+        assert status == 200
+        time.sleep(0.5)
+        seen = len([m for m in agent.predictions() if m["stream"] == "first"])
+        time.sleep(2.0)
+        assert len([m for m in agent.predictions() if m["stream"] == "first"]) == seen, "removed stream still runs"
+        cam_before = len([m for m in agent.predictions() if m["stream"] == "cam"])
+        assert agent.wait_for(lambda p: len([m for m in p if m["stream"] == "cam"]) > cam_before + 5, timeout=15)
+        assert set(_request("GET", f"{base}/streams")[1]) == {"cam"}
+        assert agent.terminate(30) == 0, agent.stderr()
