@@ -60,6 +60,11 @@ def test_online_retained_on_connect_offline_on_close(
 ) -> None:
     runner = mqtt_sink_factory(mosquitto)
     runner.wait(lambda c: c["connected"])
+    # "connected" comes before "online" reaches the broker; a subscriber that is already there
+    # gets it as a live message (retain flag cleared), so only one that comes after can show
+    # that it was retained.
+    first = mqtt_subscriber_factory(mosquitto, STATUS)
+    assert first.wait_for(lambda ms: any(m.payload == b"online" for m in ms), 5)
     late = mqtt_subscriber_factory(mosquitto, STATUS)
     assert late.wait_for(lambda ms: any(m.payload == b"online" and m.retain for m in ms), 5)
 
@@ -92,6 +97,8 @@ def test_online_is_republished_on_every_reconnect(
     mosquitto.restart()  # no persistence: the retained "online" is gone with the old broker
     runner.wait(lambda c: c["connects"] == 2 and c["connected"])
     assert runner.sink.counters()["disconnects"] == 1
+    first = mqtt_subscriber_factory(mosquitto, STATUS)  # see the availability test: why two
+    assert first.wait_for(lambda ms: any(m.payload == b"online" for m in ms), 5)
     sub = mqtt_subscriber_factory(mosquitto, STATUS)
     assert sub.wait_for(lambda ms: any(m.payload == b"online" and m.retain for m in ms), 5)
 

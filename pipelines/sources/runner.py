@@ -235,8 +235,8 @@ class StreamRunner:
         return "retry"
 
     def _retire(self, reader: FrameReader, *, background: bool = False) -> None:
-        """Fold a reader's counters into the runner's totals and let it go; with ``background``
-        the (still running) thread is told to stop and watched until its deadline."""
+        """Fold a reader's counters into the runner's totals and let it go; a thread still alive
+        is watched until its deadline (and, with ``background``, told to stop first)."""
         if self._reader is not reader:
             return
         status = reader.status
@@ -246,8 +246,12 @@ class StreamRunner:
             self._last_frame_mono = status.last_frame_mono
             self._backoff.record_session(status.last_frame_mono - (status.first_frame_mono or status.last_frame_mono))
         self._reader = None
-        if background:
-            reader.stop()
+        thread = reader.thread
+        # A reader that has said "ended" can still be alive for a moment, closing its container;
+        # it is watched too, so that stopping the runner waits for it like for any other.
+        if background or (thread is not None and thread.is_alive()):
+            if background:
+                reader.stop()
             opts = self.options
             # a blocked read or open returns by its own timeout; past that, the thread is stuck
             grace = max(opts.open_timeout, opts.read_timeout) + opts.thread_join_timeout
