@@ -200,15 +200,9 @@ def _class_names(ref: ModelRef, ort: dict[str, Any], environment: dict[str, Any]
     classes = ort.get("classes")
     if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
         return list(classes)
-    class_map = environment.get("CLASS_MAP")
-    if isinstance(class_map, str):
-        with contextlib.suppress(ValueError):
-            class_map = json.loads(class_map)
-    if isinstance(class_map, dict):
-        try:
-            return [str(class_map[k]) for k in sorted(class_map, key=lambda k: int(k))]
-        except (TypeError, ValueError):
-            pass
+    names = cache.class_map_names(environment)
+    if names is not None:
+        return names
     raise ModelDownloadError(f"the Roboflow API gave no class names for {ref.model_id}")
 
 

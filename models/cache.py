@@ -157,6 +157,23 @@ def read_json_file(path: Path) -> Any | None:
         return None
 
 
+def class_map_names(environment: dict[str, Any]) -> list[str] | None:
+    """Class names from ``environment.json``'s ``CLASS_MAP`` (``{"0": "cat", ...}``, as an object
+    or as a JSON string of one), in class-id order; None when it is missing or malformed."""
+    class_map = environment.get("CLASS_MAP")
+    if isinstance(class_map, str):
+        try:
+            class_map = json.loads(class_map)
+        except ValueError:
+            return None
+    if not isinstance(class_map, dict):
+        return None
+    try:
+        return [str(class_map[k]) for k in sorted(class_map, key=lambda k: int(k))]
+    except (TypeError, ValueError):
+        return None
+
+
 def read_model_type(directory: Path) -> tuple[str, str] | None:
     """(task_type, model_type) from ``model_type.json``, or None when absent/malformed."""
     content = read_json_file(directory / MODEL_TYPE_FILE)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -66,17 +65,9 @@ def read_class_names(directory: Path, environment: dict[str, Any]) -> list[str]:
         names = [n for n in names if n]
         if names:
             return names
-    class_map = environment.get("CLASS_MAP")
-    if isinstance(class_map, str):
-        try:
-            class_map = json.loads(class_map)
-        except ValueError:
-            class_map = None
-    if isinstance(class_map, dict):
-        try:
-            return [str(class_map[k]) for k in sorted(class_map, key=lambda k: int(k))]
-        except (TypeError, ValueError):
-            pass
+    names = cache.class_map_names(environment)
+    if names is not None:
+        return names
     raise ModelError(f"{directory} has no class names (class_names.txt or CLASS_MAP in environment.json)")
 
 

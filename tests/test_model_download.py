@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from models import clear_cache, get_model, get_model_type, list_cached_models
-from models.cache import model_lock
+from models.cache import class_map_names, model_lock
 from models.errors import (
     ApiAuthError,
     CacheIntegrityError,
@@ -384,3 +384,18 @@ def test_unwritable_cache_is_a_clear_error(model_server, model_env, tmp_path):
     model_env.set(MODEL_CACHE_DIR=blocker / "cache")
     with pytest.raises(CacheWriteError, match="MODEL_CACHE_DIR to a writable directory"):
         get_model("someproj/1")
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({"CLASS_MAP": {"1": "car", "0": "person", "10": "bus"}}, ["person", "car", "bus"]),  # numeric order
+        ({"CLASS_MAP": '{"0": "door", "1": "gate"}'}, ["door", "gate"]),  # a JSON string, as Roboflow writes it
+        ({"CLASS_MAP": "{not json"}, None),
+        ({"CLASS_MAP": {"a": "door"}}, None),
+        ({"CLASS_MAP": ["door"]}, None),
+        ({}, None),
+    ],
+)
+def test_class_names_from_class_map(environment: dict, expected: list[str] | None) -> None:
+    assert class_map_names(environment) == expected
