@@ -3,6 +3,7 @@
     from models import get_model
     model = get_model("builtin/shapes-v1")
     responses = model.infer([frame_a, frame_b])          # one ObjectDetectionResponse per image
+    typed = model.predict([frame_a, frame_b])            # one Detections (numpy arrays) per image
 
 ``models`` knows nothing of asyncio, streams or MQTT; everything here is synchronous.
 """
@@ -18,7 +19,14 @@ _EXPORTS: dict[str, str] = {
     "MODEL_ALIASES": "models.aliases",
     "resolve_alias": "models.aliases",
     "Model": "models.base",
-    "OnnxModel": "models.base",
+    "Detections": "models.predictions",
+    "Prediction": "models.predictions",
+    "Engine": "models.engines.base",
+    "OnnxEngine": "models.engines.onnx",
+    "ModelArtifacts": "models.artifact_loader",
+    "load_artifacts": "models.artifact_loader",
+    "ModelFamily": "models.catalog",
+    "ObjectDetectionModel": "models.tasks.object_detection",
     "clear_cache": "models.cache",
     "list_cached_models": "models.cache",
     "ModelRef": "models.ids",
@@ -34,20 +42,23 @@ _EXPORTS: dict[str, str] = {
     "get_model_settings": "models.settings",
     "reload_model_settings": "models.settings",
     "set_model_settings": "models.settings",
-    "YOLOv8ObjectDetection": "models.yolov8",
+    "get_family": "models.registry",
     **{
         name: "models.errors"
         for name in (
             "ApiAuthError",
             "CacheIntegrityError",
             "CacheLockTimeoutError",
-    "CacheWriteError",
             "CacheWriteError",
             "EdgeAgentError",
             "ExecutionProviderError",
             "InvalidInputError",
             "InvalidModelIdError",
-            "ModelDisabledError",
+            "ModelArtifactsError",
+            "ModelLayoutError",
+            "ModelArtifacts",
+    "ModelArtifactsError",
+    "ModelDisabledError",
             "ModelDownloadError",
             "ModelError",
             "ModelNotCachedError",
@@ -75,8 +86,12 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from models.aliases import MODEL_ALIASES, resolve_alias
-    from models.base import Model, OnnxModel
+    from models.artifact_loader import ModelArtifacts, load_artifacts
+    from models.base import Model
     from models.cache import clear_cache, list_cached_models
+    from models.catalog import ModelFamily
+    from models.engines.base import Engine
+    from models.engines.onnx import OnnxEngine
     from models.errors import (
         ApiAuthError,
         CacheIntegrityError,
@@ -86,9 +101,11 @@ if TYPE_CHECKING:
         ExecutionProviderError,
         InvalidInputError,
         InvalidModelIdError,
+        ModelArtifactsError,
         ModelDisabledError,
         ModelDownloadError,
         ModelError,
+        ModelLayoutError,
         ModelNotCachedError,
         ModelNotFoundError,
         ModelRuntimeError,
@@ -97,10 +114,11 @@ if TYPE_CHECKING:
     )
     from models.ids import ModelRef, parse_model_id
     from models.manager import ModelManager
-    from models.registry import MODEL_REGISTRY, get_model, get_model_type
+    from models.predictions import Detections, Prediction
+    from models.registry import MODEL_REGISTRY, get_family, get_model, get_model_type
     from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
     from models.settings import ModelSettings, get_model_settings, reload_model_settings, set_model_settings
-    from models.yolov8 import YOLOv8ObjectDetection
+    from models.tasks.object_detection import ObjectDetectionModel
 
 __all__ = [
     "MODEL_ALIASES",
@@ -109,15 +127,21 @@ __all__ = [
     "CacheIntegrityError",
     "CacheLockTimeoutError",
     "CacheWriteError",
+    "Detections",
     "EdgeAgentError",
+    "Engine",
     "ExecutionProviderError",
     "ImageDimensions",
     "InvalidInputError",
     "InvalidModelIdError",
     "Model",
+    "ModelArtifacts",
+    "ModelArtifactsError",
     "ModelDisabledError",
     "ModelDownloadError",
     "ModelError",
+    "ModelFamily",
+    "ModelLayoutError",
     "ModelManager",
     "ModelNotCachedError",
     "ModelNotFoundError",
@@ -125,16 +149,19 @@ __all__ = [
     "ModelRuntimeError",
     "ModelSettings",
     "ModelSettingsError",
+    "ObjectDetectionModel",
     "ObjectDetectionPrediction",
     "ObjectDetectionResponse",
-    "OnnxModel",
+    "OnnxEngine",
+    "Prediction",
     "UnsupportedModelTypeError",
-    "YOLOv8ObjectDetection",
     "clear_cache",
+    "get_family",
     "get_model",
     "get_model_settings",
     "get_model_type",
     "list_cached_models",
+    "load_artifacts",
     "parse_model_id",
     "reload_model_settings",
     "resolve_alias",

@@ -99,16 +99,24 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_ROOT.iterdir() if (p / cache.WEIGHTS_FILE).is_file())
 
 
-def local_directory(ref: ModelRef) -> Path:
+def local_weights_file(directory: Path, weights_file: str) -> str:
+    """The weights name to use in a local directory: the family's own, else ``weights.onnx``."""
+    if (directory / weights_file).is_file() or not (directory / cache.WEIGHTS_FILE).is_file():
+        return weights_file
+    return cache.WEIGHTS_FILE
+
+
+def local_directory(ref: ModelRef, weights_file: str = cache.WEIGHTS_FILE) -> Path:
     """The directory of a local or built-in model, checked to hold weights."""
     assert ref.local_dir is not None
-    if not (ref.local_dir / cache.WEIGHTS_FILE).is_file():
+    if not (ref.local_dir / local_weights_file(ref.local_dir, weights_file)).is_file():
         if ref.kind == "builtin":
             names = ", ".join(f"builtin/{n}" for n in builtin_names()) or "none are installed"
             raise ModelNotFoundError(
                 f"no built-in model {ref.model_id} (looked in {ref.local_dir}); available: {names}"
             )
-        raise ModelNotFoundError(f"local model directory {ref.local_dir} has no {cache.WEIGHTS_FILE}")
+        names = weights_file if weights_file == cache.WEIGHTS_FILE else f"{weights_file} or {cache.WEIGHTS_FILE}"
+        raise ModelNotFoundError(f"local model directory {ref.local_dir} has no {names}")
     return ref.local_dir
 
 
@@ -120,6 +128,7 @@ def ensure_artifacts(
     progress: ProgressCallback | None = None,
     status: StatusCallback | None = None,
     refetch_if_unchanged: tuple[int, int] | None = None,
+    weights_file: str = cache.WEIGHTS_FILE,
 ) -> Path:
     """Directory holding ``ref``'s complete artifacts, downloading (or repairing) them if needed.
 
@@ -128,34 +137,34 @@ def ensure_artifacts(
     """
     settings = settings or get_model_settings()
     if ref.read_only:
-        return local_directory(ref)
+        return local_directory(ref, weights_file)
     if ref.kind == "generic":
         raise UnsupportedModelTypeError(
             f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent has no {ref.family} runtime"
         )
     api_key = api_key or settings.api_key
     directory = cache_dir_for(ref, settings.model_cache_dir)
-    weights = directory / cache.WEIGHTS_FILE
+    weights = directory / weights_file
 
     def wanted(state: cache.CacheState) -> bool:
         if not state.complete:
             return True
         return refetch_if_unchanged is not None and cache.file_fingerprint(weights) == refetch_if_unchanged
 
-    state = cache.inspect_cache_dir(directory)
+    state = cache.inspect_cache_dir(directory, weights_file)
     if not wanted(state):
         return directory
     if settings.offline_mode:
-        _raise_offline(ref, directory, state, refetch_if_unchanged is not None)
+        _raise_offline(ref, directory, state, refetch_if_unchanged is not None, weights_file)
     with cache.model_lock(ref, settings):
-        state = cache.inspect_cache_dir(directory)
+        state = cache.inspect_cache_dir(directory, weights_file)
         if not wanted(state):
             return directory  # another process finished the download while we waited
-        reason = _why(state, refetch_if_unchanged is not None)
+        reason = _why(state, refetch_if_unchanged is not None, weights_file)
         logger.info("fetching %s into %s (%s)", ref.model_id, directory, reason)
         cache.remove_stale_temps(directory)
         try:
-            _download(ref, directory, api_key, settings, progress, status)
+            _download(ref, directory, api_key, settings, progress, status, weights_file)
         except OSError as exc:
             raise CacheWriteError(f"cannot write {ref.model_id} into {directory}: {exc.strerror or exc}") from None
         except ModelDownloadError as exc:
@@ -168,17 +177,19 @@ def ensure_artifacts(
     return directory
 
 
-def _why(state: cache.CacheState, load_failed: bool) -> str:
+def _why(state: cache.CacheState, load_failed: bool, weights_file: str = cache.WEIGHTS_FILE) -> str:
     parts = []
     if state.missing:
         parts.append("missing " + ", ".join(state.missing))
     parts.extend(state.corrupt)
     if load_failed and not parts:
-        parts.append(f"{cache.WEIGHTS_FILE} could not be loaded by onnxruntime")
+        parts.append(f"{weights_file} could not be loaded by onnxruntime")
     return "; ".join(parts)
 
 
-def _raise_offline(ref: ModelRef, directory: Path, state: cache.CacheState, load_failed: bool) -> None:
+def _raise_offline(
+    ref: ModelRef, directory: Path, state: cache.CacheState, load_failed: bool, weights_file: str
+) -> None:
     if state.missing and len(state.missing) == len(cache.REQUIRED_FILES):
         raise ModelNotCachedError(
             f"OFFLINE_MODE is on and {ref.model_id} is not in the model cache ({directory}). Fetch it "
@@ -188,10 +199,10 @@ def _raise_offline(ref: ModelRef, directory: Path, state: cache.CacheState, load
     if state.missing:
         raise ModelNotCachedError(
             f"OFFLINE_MODE is on and the cached {ref.model_id} in {directory} is incomplete "
-            f"({_why(state, load_failed)}); turn OFFLINE_MODE off once to complete it"
+            f"({_why(state, load_failed, weights_file)}); turn OFFLINE_MODE off once to complete it"
         )
     raise CacheIntegrityError(
-        f"the cached {ref.model_id} in {directory} is damaged ({_why(state, load_failed)}) and "
+        f"the cached {ref.model_id} in {directory} is damaged ({_why(state, load_failed, weights_file)}) and "
         f"OFFLINE_MODE is on, so it cannot be fetched again; nothing was deleted"
     )
 
@@ -223,6 +234,7 @@ def _download(
     settings: ModelSettings,
     progress: ProgressCallback | None,
     status: StatusCallback | None,
+    weights_file: str = cache.WEIGHTS_FILE,
 ) -> None:
     api = RoboflowApi(settings)
     ort = describe(ref, api_key, settings)
@@ -240,10 +252,10 @@ def _download(
     if "colors" in ort:
         environment["COLORS"] = json.dumps(ort["colors"])
     names = _class_names(ref, ort, environment)
-    weights = api.download(model_url, directory, cache.WEIGHTS_FILE, f"weights of {ref.model_id}", progress)
+    weights = api.download(model_url, directory, weights_file, f"weights of {ref.model_id}", progress)
     try:
         # weights first: a crash before the manifest leaves a size mismatch that forces a refetch
-        cache.commit_temp(weights.path, directory / cache.WEIGHTS_FILE)
+        cache.commit_temp(weights.path, directory / weights_file)
     finally:
         with contextlib.suppress(OSError):
             weights.path.unlink()
@@ -257,7 +269,7 @@ def _download(
         {
             "model_id": ref.model_id,
             "downloaded_at": time.time(),
-            "files": {cache.WEIGHTS_FILE: {"size": weights.size, "md5": weights.md5}},
+            "files": {weights_file: {"size": weights.size, "md5": weights.md5}},
         },
     )
     logger.info("downloaded %s (%d bytes of weights, md5 %s)", ref.model_id, weights.size, weights.md5)

@@ -209,27 +209,32 @@ class CacheState:
         return not self.missing and not self.corrupt
 
 
-def inspect_cache_dir(directory: Path) -> CacheState:
-    """Cheap checks every load runs: files present, sizes as recorded, JSON parses, ONNX magic."""
-    missing = tuple(name for name in REQUIRED_FILES if not (directory / name).is_file())
+def inspect_cache_dir(directory: Path, weights_file: str = WEIGHTS_FILE) -> CacheState:
+    """Cheap checks every load runs: files present, sizes as recorded, JSON parses, ONNX magic.
+
+    ``weights_file`` is the family's weights name (``yolov5s_weights.onnx`` for YOLOv5, as
+    Roboflow Inference names it in its cache).
+    """
+    required = (weights_file, ENVIRONMENT_FILE, CLASS_NAMES_FILE)
+    missing = tuple(name for name in required if not (directory / name).is_file())
     corrupt: list[str] = []
-    weights = directory / WEIGHTS_FILE
-    if WEIGHTS_FILE not in missing:
+    weights = directory / weights_file
+    if weights_file not in missing:
         try:
             size = weights.stat().st_size
         except OSError:  # removed meanwhile (a concurrent clear)
-            return CacheState(missing=(*missing, WEIGHTS_FILE), corrupt=())
-        recorded = ((read_manifest(directory) or {}).get("files") or {}).get(WEIGHTS_FILE) or {}
+            return CacheState(missing=(*missing, weights_file), corrupt=())
+        recorded = ((read_manifest(directory) or {}).get("files") or {}).get(weights_file) or {}
         if size == 0:
-            corrupt.append(f"{WEIGHTS_FILE}: empty file")
+            corrupt.append(f"{weights_file}: empty file")
         elif isinstance(recorded.get("size"), int) and recorded["size"] != size:
-            corrupt.append(f"{WEIGHTS_FILE}: {size} bytes on disk, {recorded['size']} recorded at download")
+            corrupt.append(f"{weights_file}: {size} bytes on disk, {recorded['size']} recorded at download")
         else:
             with open(weights, "rb") as handle:
                 head = handle.read(1)
             # An ONNX ModelProto serialises ir_version (field 1, varint) first: tag byte 0x08.
             if head != b"\x08":
-                corrupt.append(f"{WEIGHTS_FILE}: not an ONNX protobuf (first byte {head!r})")
+                corrupt.append(f"{weights_file}: not an ONNX protobuf (first byte {head!r})")
     if ENVIRONMENT_FILE not in missing and not isinstance(read_json_file(directory / ENVIRONMENT_FILE), dict):
         corrupt.append(f"{ENVIRONMENT_FILE}: not a JSON object")
     return CacheState(missing=missing, corrupt=tuple(corrupt))
@@ -280,7 +285,9 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
             if version.name.startswith(".") or not version.is_dir() or version.is_symlink():
                 continue
             names = {p.name for p in version.iterdir()}
-            if not names & {WEIGHTS_FILE, MODEL_TYPE_FILE, ENVIRONMENT_FILE}:
+            if not names & {WEIGHTS_FILE, MODEL_TYPE_FILE, ENVIRONMENT_FILE} and not any(
+                n.endswith(".onnx") for n in names
+            ):
                 continue
             types = read_model_type(version)
             found.append(

@@ -70,3 +70,34 @@ class ModelSettingsError(ModelError):
 
 class CacheWriteError(ModelError):
     """MODEL_CACHE_DIR cannot be written (permissions, read-only file system, disk full)."""
+
+
+class ModelLayoutError(ModelError):
+    """The model's outputs do not have the shapes of the layout its (task, type) is registered as.
+
+    Raised when the model loads, never while frames run, so a wrong ``model_type`` is a start-up
+    error and not silently wrong detections.
+    """
+
+    def __init__(self, model_id: str, layout: str, expected: str, got: list[tuple[str, list[object]]], hint: str = ""):
+        self.model_id = model_id
+        self.layout = layout
+        self.expected = expected
+        self.got = got
+        shapes = ", ".join(f"{name} {shape}" for name, shape in got) or "no outputs"
+        message = (
+            f"{model_id} is registered as the {layout} layout, which expects {expected}, but the model's "
+            f"outputs are: {shapes}"
+        )
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)
+
+
+class ModelArtifactsError(ModelError):
+    """A model directory's metadata (environment.json, class names, keypoints) is missing or unusable."""
+
+    def __init__(self, path: object, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

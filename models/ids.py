@@ -132,8 +132,10 @@ def _parse_local(model_id: str, text: str) -> ModelRef:
             f"{path} is not a directory; a local model id names a directory holding weights.onnx, "
             f"environment.json and class_names.txt",
         )
-    if not (path / "weights.onnx").is_file():
-        raise _reject(model_id, f"directory {path} has no weights.onnx, so it is not a model directory")
+    if not (path / "weights.onnx").is_file() and not any(path.glob("*.onnx")):
+        raise _reject(
+            model_id, f"directory {path} has no weights.onnx (nor any .onnx file), so it is not a model directory"
+        )
     real = Path(os.path.realpath(path))
     return ModelRef(kind="local", model_id=str(real), requested_id=model_id, local_dir=real)
 

@@ -1,9 +1,14 @@
 """Roboflow ``PREPROCESSING`` steps and the resize into a batch tensor, as pure numpy/OpenCV code.
 
 Order per image (as Roboflow Inference): static crop -> contrast -> grayscale -> resize (stretch or
-centred letterbox) -> RGB, NCHW, float32 / 255. The batch is written with one ``cv2.resize`` per
-image straight into a preallocated uint8 NHWC buffer, then converted into a preallocated float
-NCHW buffer in one vectorised pass, so steady-state frames allocate almost nothing.
+centred letterbox) -> channel order (RGB unless the model says BGR), NCHW, float, then the model's
+normalisation (plain /255 for the YOLO families, ImageNet or 0.5 mean/std for others; see
+:class:`InputNormalization`). Normalising after the resize is the current Roboflow stack's order for
+every family, RF-DETR included (the legacy stack normalised RF-DETR before resizing).
+
+The batch is written with one ``cv2.resize`` per image straight into a preallocated uint8 NHWC
+buffer, then converted into a preallocated float NCHW buffer in one vectorised pass, so
+steady-state frames allocate almost nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +33,35 @@ LETTERBOX_FILLS: dict[str, int] = {
 }
 CONTRAST_TYPES = ("Adaptive Equalization", "Contrast Stretching", "Histogram Equalization")
 _SCALE = np.float32(1.0 / 255.0)
+
+
+@dataclass(frozen=True)
+class InputNormalization:
+    """How uint8 pixels become model input: ``(pixel * scale - mean) / std`` per channel.
+
+    ``mean``/``std`` are in the scaled units (0..1 for scale 1/255), per channel in the model's
+    channel order. ``channels`` is the order the model was trained on.
+    """
+
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = 1.0 / 255.0
+    channels: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if self.channels not in ("rgb", "bgr"):
+            raise ValueError(f"channels must be 'rgb' or 'bgr', got {self.channels!r}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}")
+
+    @property
+    def is_plain(self) -> bool:
+        return self.mean == (0.0, 0.0, 0.0) and self.std == (1.0, 1.0, 1.0) and self.scale == 1.0 / 255.0
+
+
+PLAIN = InputNormalization()
+IMAGENET = InputNormalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+HALF = InputNormalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 @dataclass(frozen=True)
@@ -231,9 +265,21 @@ def place_into(image: np.ndarray, pre: Preprocessing, slot: np.ndarray) -> Image
     )
 
 
-def to_model_input(batch_u8: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """NHWC BGR uint8 -> NCHW RGB float in [0, 1], written into ``out`` in one pass."""
-    np.multiply(batch_u8[..., ::-1].transpose(0, 3, 1, 2), _SCALE, out=out, casting="unsafe")
+def to_model_input(batch_u8: np.ndarray, out: np.ndarray, norm: InputNormalization = PLAIN) -> np.ndarray:
+    """NHWC BGR uint8 -> NCHW float in the model's channel order and normalisation, into ``out``.
+
+    The plain /255 case is one vectorised pass; mean/std add one in-place pass over the tensor.
+    """
+    source = batch_u8[..., ::-1] if norm.channels == "rgb" else batch_u8
+    chw = source.transpose(0, 3, 1, 2)
+    if norm.is_plain:
+        np.multiply(chw, _SCALE, out=out, casting="unsafe")
+        return out
+    std = np.asarray(norm.std, dtype=np.float64)
+    gain = (norm.scale / std).astype(out.dtype).reshape(1, 3, 1, 1)
+    offset = (np.asarray(norm.mean, dtype=np.float64) / std).astype(out.dtype).reshape(1, 3, 1, 1)
+    np.multiply(chw, gain, out=out, casting="unsafe")
+    np.subtract(out, offset, out=out)
     return out
 
 
@@ -244,6 +290,7 @@ def preprocess_batch(
     batch_u8: np.ndarray | None = None,
     out: np.ndarray | None = None,
     dtype: Any = np.float32,
+    norm: InputNormalization = PLAIN,
 ) -> tuple[np.ndarray, list[ImageMeta]]:
     """Build the model input for ``images`` (reusing the given buffers when their shape fits)."""
     width, height = input_size
@@ -253,4 +300,4 @@ def preprocess_batch(
     if out is None or out.shape[0] < n or out.shape[1:] != (3, height, width) or out.dtype != dtype:
         out = np.empty((n, 3, height, width), dtype=dtype)
     metas = [place_into(image, pre, batch_u8[i]) for i, image in enumerate(images)]
-    return to_model_input(batch_u8[:n], out[:n]), metas
+    return to_model_input(batch_u8[:n], out[:n], norm), metas

@@ -8,45 +8,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from models import artifacts, cache
 from models.api import ProgressCallback
+from models.artifact_loader import load_artifacts
 from models.base import Model
+from models.catalog import FAMILIES, ModelFamily, family_table
+from models.engines.onnx import OnnxEngine
 from models.errors import CacheIntegrityError, ModelNotCachedError, UnsupportedModelTypeError
 from models.families import GENERIC_FAMILIES, check_family_enabled
 from models.ids import ModelRef, cache_dir_for, parse_model_id
 from models.settings import ModelSettings, get_model_settings
-from models.yolov8 import YOLOv8ObjectDetection
+from models.tasks.base import ModelContext
 
 logger = logging.getLogger(__name__)
 
-_YOLOV8_LAYOUT_TYPES = (
-    "yolov8",
-    "yolov8n",
-    "yolov8s",
-    "yolov8m",
-    "yolov8l",
-    "yolov8x",
-    "yolov11",
-    "yolov11n",
-    "yolov11s",
-    "yolov11b",
-    "yolov11m",
-    "yolov11l",
-    "yolov11x",
-    "yolo11",
-    "yolo11n",
-    "yolo11s",
-    "yolo11b",
-    "yolo11m",
-    "yolo11l",
-    "yolo11x",
-)
-
-# (task_type, model_type) -> model class. One table; add rows to support more models.
-MODEL_REGISTRY: dict[tuple[str, str], type[Model]] = {
-    ("object-detection", model_type): YOLOv8ObjectDetection for model_type in _YOLOV8_LAYOUT_TYPES
-}
+# (task_type, model_type) -> the family that runs it. One table (models/catalog.py).
+MODEL_REGISTRY: dict[tuple[str, str], ModelFamily] = family_table(FAMILIES)
 
 
 def supported_types() -> str:
@@ -56,11 +35,11 @@ def supported_types() -> str:
     return "; ".join(f"{task}: {', '.join(types)}" for task, types in sorted(by_task.items()))
 
 
-def get_model_class(task_type: str, model_type: str, model_id: str = "") -> type[Model]:
+def get_family(task_type: str, model_type: str, model_id: str = "") -> ModelFamily:
     try:
         return MODEL_REGISTRY[(task_type, model_type)]
     except KeyError:
-        subject = f"{model_id} is a" if model_id else "no model class for a"
+        subject = f"{model_id} is a" if model_id else "no model family for a"
         raise UnsupportedModelTypeError(
             f"{subject} model of task {task_type!r} and type {model_type!r}, which this build of edge-agent "
             f"cannot run. Supported: {supported_types()}"
@@ -69,7 +48,8 @@ def get_model_class(task_type: str, model_type: str, model_id: str = "") -> type
 
 def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tuple[str, str]:
     if ref.read_only:
-        directory = artifacts.local_directory(ref)
+        directory = ref.local_dir
+        assert directory is not None
         found = cache.read_model_type(directory)
         if found is None:
             logger.info("%s has no model_type.json; assuming %s/%s", directory, *artifacts.LOCAL_DEFAULT_TYPE)
@@ -122,10 +102,19 @@ def get_model(
     ref = parse_model_id(model_id)
     api_key = api_key or settings.api_key
     task_type, model_type = _type_of(ref, api_key, settings)
-    model_class = get_model_class(task_type, model_type, ref.model_id)
-    directory = artifacts.ensure_artifacts(ref, api_key, settings=settings, progress=progress, status=status)
+    family = get_family(task_type, model_type, ref.model_id)
+    weights_file = family.weights_file
+
+    def fetch(**kwargs: object) -> Path:
+        return artifacts.ensure_artifacts(
+            ref, api_key, settings=settings, progress=progress, status=status, weights_file=weights_file, **kwargs
+        )
+
+    directory = fetch()
+    if ref.read_only:
+        weights_file = artifacts.local_weights_file(directory, weights_file)
     try:
-        return _build(model_class, ref, directory, task_type, model_type, settings, status)
+        return build_model(family, ref.model_id, directory, task_type, model_type, settings, status, weights_file)
     except CacheIntegrityError as exc:
         if ref.read_only or settings.offline_mode:
             raise CacheIntegrityError(
@@ -133,12 +122,10 @@ def get_model(
                 f"nothing was deleted"
             ) from exc
         logger.warning("cached weights of %s do not load (%s); fetching them again", ref.model_id, exc)
-        bad = cache.file_fingerprint(directory / cache.WEIGHTS_FILE)
-        directory = artifacts.ensure_artifacts(
-            ref, api_key, settings=settings, progress=progress, status=status, refetch_if_unchanged=bad
-        )
+        bad = cache.file_fingerprint(directory / weights_file)
+        directory = fetch(refetch_if_unchanged=bad)
         try:
-            return _build(model_class, ref, directory, task_type, model_type, settings, status)
+            return build_model(family, ref.model_id, directory, task_type, model_type, settings, status, weights_file)
         except CacheIntegrityError as again:
             raise CacheIntegrityError(
                 f"{ref.model_id}: the weights served by the API do not load even after fetching them again "
@@ -146,17 +133,20 @@ def get_model(
             ) from again
 
 
-def _build(
-    model_class: type[Model],
-    ref: ModelRef,
-    directory: object,
+def build_model(
+    family: ModelFamily,
+    model_id: str,
+    directory: Path,
     task_type: str,
     model_type: str,
     settings: ModelSettings,
-    status: Callable[[str], None] | None,
+    status: Callable[[str], None] | None = None,
+    weights_file: str | None = None,
 ) -> Model:
+    """A ready model of ``family`` from the artifacts in ``directory`` (no network)."""
     if status:
-        status(f"loading {ref.model_id}")
-    return model_class(  # type: ignore[call-arg]
-        ref.model_id, directory, task_type=task_type, model_type=model_type, settings=settings, status=status
-    )
+        status(f"loading {model_id}")
+    loaded = load_artifacts(directory, model_id, weights_file or family.weights_file)
+    engine = OnnxEngine(loaded.weights_path, model_id, settings, status)
+    context = ModelContext(model_id, task_type, model_type, loaded, engine, settings)
+    return family.build(context)

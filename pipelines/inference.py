@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from models.predictions import Prediction
 from pipelines.frames import Frame
 from pipelines.results import InferenceResult
 from pipelines.slot import LatestFrameSlot
@@ -29,11 +30,13 @@ FRESHNESS_MAX_INTERVAL_S = 0.25
 FRESHNESS_SLACK_S = 0.002
 
 
-class DetectionModel(Protocol):
+class StreamModel(Protocol):
+    """What the stage needs of a model: typed predictions for a batch of BGR frames."""
+
     model_id: str
     max_batch_size: int
 
-    def infer(self, images: list[Any], **kwargs: Any) -> list[Any]: ...
+    def predict(self, images: list[Any], **kwargs: Any) -> list[Prediction]: ...
 
 
 @dataclass(slots=True)
@@ -67,21 +70,12 @@ def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
     return max(0.0, interval - age) + FRESHNESS_SLACK_S
 
 
-def filter_predictions(response: dict[str, Any], confidence: float) -> dict[str, Any]:
-    """Drop predictions under ``confidence`` (a batch runs at the lowest threshold of its streams)."""
-    predictions = response.get("predictions", [])
-    kept = [p for p in predictions if p.get("confidence", 0.0) >= confidence]
-    if len(kept) == len(predictions):
-        return response
-    return {**response, "predictions": kept}
-
-
 class InferenceStage:
     """Batches frames across the streams bound to one model."""
 
     def __init__(
         self,
-        model: DetectionModel,
+        model: StreamModel,
         *,
         model_id: str,
         executor: Executor,
@@ -166,12 +160,11 @@ class InferenceStage:
                 ready.append((now - frame.monotonic, interval))
         return freshness_delay(ready)
 
-    def _run_batch(self, frames: list[Frame], confidence: float) -> tuple[list[dict[str, Any]], float]:
-        """Executor side: the model call and the conversion to plain dicts."""
+    def _run_batch(self, frames: list[Frame], confidence: float) -> tuple[list[Prediction], float]:
+        """Executor side: colour conversion (lazy, see Frame.image) and the model call."""
         started = time.perf_counter()
-        responses = self._model.infer([f.image for f in frames], confidence=confidence)
-        dumped = [r.model_dump() if hasattr(r, "model_dump") else dict(r) for r in responses]
-        return dumped, (time.perf_counter() - started) * 1000.0
+        predictions = self._model.predict([f.image for f in frames], confidence=confidence)
+        return predictions, (time.perf_counter() - started) * 1000.0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -191,7 +184,7 @@ class InferenceStage:
             started = time.monotonic()
             self.busy = True
             try:
-                responses, inference_ms = await loop.run_in_executor(
+                predictions, inference_ms = await loop.run_in_executor(
                     self._executor, self._run_batch, frames, min(thresholds)
                 )
             except asyncio.CancelledError:
@@ -207,13 +200,15 @@ class InferenceStage:
             self.busy = False
             self.batches += 1
             self.frames += len(frames)
-            for (_, frame), response, threshold in zip(batch, responses, thresholds, strict=True):
-                if threshold > min(thresholds):
-                    response = filter_predictions(response, threshold)
+            lowest = min(thresholds)
+            for (_, frame), prediction, threshold in zip(batch, predictions, thresholds, strict=True):
+                # The batch ran at the lowest threshold of its streams; each keeps its own.
+                if threshold > lowest:
+                    prediction = prediction.filter_confidence(threshold)
                 self._on_result(
                     InferenceResult(
                         frame=frame,
-                        response=response,
+                        prediction=prediction,
                         model_id=self._model_id,
                         inference_ms=inference_ms,
                         frame_age_ms=(started - frame.monotonic) * 1000.0,

@@ -1,4 +1,10 @@
-"""Where inference results become messages: per-stream sequence numbers, metrics, fan-out to sinks."""
+"""Where inference results become messages: processing steps, per-stream sequence numbers, metrics,
+fan-out to sinks.
+
+Typed predictions arrive from the inference stage, pass the processing steps
+(``pipelines/processing.py``: where tracking and zones go), and become JSON once, in
+``build_prediction_message``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,11 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from models.predictions import Prediction
 from pipelines.frames import Frame
 from pipelines.metrics import StreamMetrics
+from pipelines.processing import ProcessingChain, ProcessingStep
 from pipelines.sinks.base import Sink
 from pipelines.sinks.message import build_prediction_message
 
@@ -22,7 +29,7 @@ class InferenceResult:
     """One frame's outcome, as the inference stage hands it over."""
 
     frame: Frame
-    response: dict[str, Any]
+    prediction: Prediction
     model_id: str
     inference_ms: float
     frame_age_ms: float
@@ -35,19 +42,21 @@ class ResultRouter:
     Runs on the event loop; sinks must not block (the MQTT sink only enqueues).
     """
 
-    def __init__(self, agent_id: str, sinks: Sequence[Sink]) -> None:
+    def __init__(self, agent_id: str, sinks: Sequence[Sink], steps: Sequence[ProcessingStep] = ()) -> None:
         self._agent_id = agent_id
         self._sinks = list(sinks)
+        self.processing = ProcessingChain(steps)
         self._seq: dict[str, int] = defaultdict(int)
         self.metrics: dict[str, StreamMetrics] = defaultdict(StreamMetrics)
 
     def __call__(self, result: InferenceResult) -> None:
         frame = result.frame
+        prediction = self.processing(frame.stream, result.prediction)
         seq = self._seq[frame.stream]
         self._seq[frame.stream] = seq + 1
         latency_ms = (time.monotonic() - frame.monotonic) * 1000.0
         message = build_prediction_message(
-            response=result.response,
+            prediction=prediction,
             agent_id=self._agent_id,
             stream=frame.stream,
             seq=seq,

@@ -110,10 +110,11 @@ def write_model_dir(
     model_type: tuple[str, str] | None = ("object-detection", "yolov8n"),
     model_id: str | None = None,
     preprocessing_as_string: bool = False,
+    weights_file: str = "weights.onnx",
 ) -> Path:
     """A model directory in the Roboflow cache layout."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "weights.onnx").write_bytes(onnx_bytes)
+    (directory / weights_file).write_bytes(onnx_bytes)
     env = dict(environment if environment is not None else letterbox_env())
     if preprocessing_as_string and isinstance(env.get("PREPROCESSING"), dict):
         env["PREPROCESSING"] = json.dumps(env["PREPROCESSING"])
@@ -125,3 +126,29 @@ def write_model_dir(
             content["model_id"] = model_id
         (directory / "model_type.json").write_text(json.dumps(content))
     return directory
+
+
+def constant_outputs(
+    outputs: dict[str, np.ndarray], height: int = 320, width: int = 320, batch: int | None = None
+) -> bytes:
+    """Every image gets the same outputs: ``{name: (a, b) array}`` -> outputs of shape (B, a, b),
+    in the given order. For decoders of any layout (YOLOv5, end-to-end, YOLO-NAS, RF-DETR)."""
+    nodes, inits = _batch_zero_nodes()
+    b: Any = batch if batch is not None else "batch"
+    infos = []
+    for name, value in outputs.items():
+        value = np.asarray(value, dtype=np.float32)
+        nodes.append(helper.make_node("Add", ["zeros_b11", f"const_{name}"], [name]))
+        inits.append(numpy_helper.from_array(value[None], f"const_{name}"))
+        infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [b, *value.shape]))
+    graph = helper.make_graph(
+        nodes,
+        "constant_outputs",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [b, 3, height, width])],
+        infos,
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edge-agent-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

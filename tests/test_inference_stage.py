@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from models.predictions import Detections
 from pipelines.frames import Frame
-from pipelines.inference import InferenceStage, StreamBinding, filter_predictions
+from pipelines.inference import InferenceStage, StreamBinding
 from pipelines.results import InferenceResult
 from pipelines.slot import LatestFrameSlot
 
@@ -30,15 +31,18 @@ class CountingModel:
         self.delay_s = delay_s
         self.threads: set[str] = set()
 
-    def infer(self, images, confidence=None, **_):
+    def predict(self, images, confidence=None, **_):
         self.threads.add(threading.current_thread().name)
         self.batches.append(len(images))
         time.sleep(self.delay_s)
         return [
-            {
-                "predictions": [{"confidence": float(img[0, 0, 0]) / 255.0, "class": "a"}],
-                "image": {"width": img.shape[1], "height": img.shape[0]},
-            }
+            Detections(
+                boxes=np.array([[0.0, 0.0, 2.0, 2.0]]),
+                confidences=np.array([float(img[0, 0, 0]) / 255.0], np.float32),
+                class_ids=np.array([0]),
+                class_names=("a",),
+                image_size=(img.shape[1], img.shape[0]),
+            )
             for img in images
         ]
 
@@ -49,10 +53,19 @@ def frame(stream: str, i: int, value: int) -> Frame:
     return Frame(stream=stream, frame_id=i, capture_time=time.time(), pts=None, image=img, monotonic=now)
 
 
-def test_filter_predictions_keeps_at_or_above() -> None:
-    resp = {"predictions": [{"confidence": 0.3}, {"confidence": 0.5}], "image": {}}
-    assert filter_predictions(resp, 0.5)["predictions"] == [{"confidence": 0.5}]
-    assert filter_predictions(resp, 0.1) is resp
+def test_filter_confidence_keeps_at_or_above() -> None:
+    det = Detections(
+        boxes=np.array([[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 3.0, 3.0]]),
+        confidences=np.array([0.3, 0.5], np.float32),
+        class_ids=np.array([0, 1]),
+        class_names=("a", "b"),
+        image_size=(4, 4),
+        track_ids=np.array([7, 8]),
+    )
+    kept = det.filter_confidence(0.5)
+    assert kept.class_ids.tolist() == [1] and kept.track_ids.tolist() == [8]
+    assert kept.boxes.tolist() == [[1.0, 1.0, 3.0, 3.0]]
+    assert det.filter_confidence(0.1) is det
 
 
 def test_batches_across_streams_off_loop_with_per_stream_thresholds() -> None:
@@ -84,9 +97,9 @@ def test_batches_across_streams_off_loop_with_per_stream_thresholds() -> None:
     assert model.batches == [3]
     assert all(name.startswith("infer") for name in model.threads)
     by_stream = {r.frame.stream: r for r in results}
-    assert len(by_stream["a"].response["predictions"]) == 1
-    assert by_stream["b"].response["predictions"] == []
-    assert len(by_stream["c"].response["predictions"]) == 1  # 0.50 >= default 0.4
+    assert len(by_stream["a"].prediction) == 1
+    assert len(by_stream["b"].prediction) == 0
+    assert len(by_stream["c"].prediction) == 1  # 0.50 >= default 0.4
     assert all(r.batch_size == 3 and r.frame_age_ms >= 0 for r in results)
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from models import get_model
+from models.decoders import YOLOv8Decoder
 from models.errors import InvalidInputError, ModelError
-from models.postprocessing import decode_yolov8, non_max_suppression
+from models.nms import non_max_suppression
+from models.params import DetectionParams
 from models.preprocessing import (
     Preprocessing,
     _percentiles_u8,
@@ -231,11 +233,12 @@ def test_nms_keeps_iou_equal_to_threshold():
 
 def test_decode_filters_strictly_and_caps_candidates():
     pred = _pred(*[(10 * i + 5, 5, 4, 4, 0, s) for i, s in enumerate([0.5, 0.9, 0.4, 0.7, 0.8])])
-    boxes, scores, _ = decode_yolov8(pred, 3, confidence=0.4, max_candidates=3000)
-    assert scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.5])  # 0.4 is not above 0.4
-    assert boxes[0].tolist() == [13, 3, 17, 7]
-    boxes, scores, _ = decode_yolov8(pred, 3, confidence=0.1, max_candidates=2)
-    assert scores.tolist() == pytest.approx([0.9, 0.8])
+    decoder = YOLOv8Decoder(3, (320, 320))
+    raw = decoder.decode([pred[None]], 0, DetectionParams(0.4, 0.5, 300, 3000, False))
+    assert raw.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.5])  # 0.4 is not above 0.4
+    assert raw.boxes[0].tolist() == [13, 3, 17, 7]
+    raw = decoder.decode([pred[None]], 0, DetectionParams(0.1, 0.5, 300, 2, False))
+    assert raw.scores.tolist() == pytest.approx([0.9, 0.8])
 
 
 def test_nms_options_through_infer_and_env(model_env, tmp_path):
@@ -295,8 +298,8 @@ def test_batch_equals_one_by_one_dynamic_and_static(model_env, tmp_path):
     dynamic = _load(tmp_path, colour_detector(_BOXES, _W), env, name="dyn")
     static1 = _load(tmp_path, colour_detector(_BOXES, _W, batch=1), env, name="s1")
     static2 = _load(tmp_path, colour_detector(_BOXES, _W, batch=2), env, name="s2")
-    assert dynamic.dynamic_batch and dynamic.max_batch_size == 16
-    assert (static1.dynamic_batch, static1.max_batch_size, static2.max_batch_size) == (False, 1, 2)
+    assert dynamic.engine.dynamic_batch and dynamic.max_batch_size == 16
+    assert (static1.engine.dynamic_batch, static1.max_batch_size, static2.max_batch_size) == (False, 1, 2)
     one_by_one = _strip_ids([dynamic.infer(image)[0] for image in images])
     # one label per box (the best class): each image gives two boxes of its dominant colour
     assert [[p["class"] for p in r["predictions"]] for r in one_by_one] == [

@@ -195,13 +195,18 @@ def test_trickling_server_is_abandoned_and_retried(model_server, model_env):
 
 
 def test_missing_model_type_uses_task_default_and_unsupported_is_clear(model_server, model_env):
+    # No modelType: Roboflow's per-task default applies (yolov5v2s for detection).
     _serve(model_server, model_env, model_type=None)
-    with pytest.raises(UnsupportedModelTypeError, match=r"type 'yolov5v2s'.*Supported: object-detection: yolov8"):
-        get_model("someproj/1")
-    assert model_server.count(WEIGHTS_PATH) == 0  # nothing downloaded for a model we cannot run
-    _serve(model_server, model_env, project="cls", task_type="classification", model_type="vit")
-    with pytest.raises(UnsupportedModelTypeError, match="cls/1 is a model of task 'classification' and type 'vit'"):
-        get_model("cls/1")
+    assert get_model_type("someproj/1") == ("object-detection", "yolov5v2s")
+    _serve(model_server, model_env, project="seg", task_type="instance-segmentation", model_type=None)
+    with pytest.raises(UnsupportedModelTypeError, match=r"type 'yolact'.*Supported: .*object-detection: yolov5"):
+        get_model("seg/1")
+    assert model_server.count("/artifacts/seg/1/") == 0  # nothing downloaded for a model we cannot run
+    _serve(model_server, model_env, project="sem", task_type="semantic-segmentation", model_type="deeplabv3plus")
+    with pytest.raises(
+        UnsupportedModelTypeError, match="sem/1 is a model of task 'semantic-segmentation' and type 'deeplabv3plus'"
+    ):
+        get_model("sem/1")
 
 
 # --- model_type.json -----------------------------------------------------------------------------
@@ -226,8 +231,8 @@ def test_model_type_json_in_cache_wins_over_api(model_server, model_env):
 
 
 def test_local_directory_types(model_env, tmp_path):
-    typed = write_model_dir(tmp_path / "typed", WEIGHTS, ["a"], model_type=("object-detection", "yolov11s"))
-    untyped = write_model_dir(tmp_path / "untyped", WEIGHTS, ["a"], model_type=None)
+    typed = write_model_dir(tmp_path / "typed", WEIGHTS, ["a", "b", "c"], model_type=("object-detection", "yolov11s"))
+    untyped = write_model_dir(tmp_path / "untyped", WEIGHTS, ["a", "b", "c"], model_type=None)
     assert get_model_type(str(typed)) == ("object-detection", "yolov11s")
     assert get_model_type("file://" + str(untyped)) == ("object-detection", "yolov8")
     assert get_model(str(untyped)).model_type == "yolov8"

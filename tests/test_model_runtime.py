@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import MODEL_REGISTRY, ModelManager, YOLOv8ObjectDetection, get_model
+from models import MODEL_REGISTRY, ModelManager, get_model
 from models.errors import ExecutionProviderError, ModelNotFoundError, ModelSettingsError, UnsupportedModelTypeError
 from models.ids import BUILTIN_ROOT
 from models.providers import CPU, CUDA, TENSORRT, provider_options, resolve_providers
-from models.registry import get_model_class
+from models.registry import get_family
 from models.settings import ModelSettings, describe_settings, load_model_settings, parse_provider_list
 from tests.onnx_factory import constant_detector, write_model_dir
 
@@ -32,14 +32,14 @@ def _local(tmp_path: Path, name: str) -> str:
 
 @pytest.mark.parametrize("model_type", ["yolov8", "yolov8n", "yolov8x", "yolov11", "yolov11m", "yolo11", "yolo11n"])
 def test_yolov8_layout_types_map_to_the_detector(model_type):
-    assert MODEL_REGISTRY[("object-detection", model_type)] is YOLOv8ObjectDetection
+    assert MODEL_REGISTRY[("object-detection", model_type)].name == "yolov8"
 
 
 def test_unsupported_type_lists_what_is_supported():
     with pytest.raises(
-        UnsupportedModelTypeError, match=r"task 'instance-segmentation' and type 'yolov8n'.*Supported: object-detection"
+        UnsupportedModelTypeError, match=r"task 'depth-estimation' and type 'yolov8n'.*Supported: object-detection"
     ):
-        get_model_class("instance-segmentation", "yolov8n")
+        get_family("depth-estimation", "yolov8n")
 
 
 # --- execution providers -------------------------------------------------------------------------
@@ -88,8 +88,8 @@ def test_providers_from_env_reach_the_session(model_env, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="models.providers"):
         model = get_model(_local(tmp_path, "m"))
     assert model.providers == [CPU]
-    assert model.session.get_session_options().intra_op_num_threads == 1
-    assert model.session.get_session_options().inter_op_num_threads == 1
+    assert model.engine.session.get_session_options().intra_op_num_threads == 1
+    assert model.engine.session.get_session_options().inter_op_num_threads == 1
     logged = [r for r in caplog.records if "execution providers" in r.getMessage()]
     assert len(logged) == 1 and "CPUExecutionProvider" in logged[0].getMessage()
     model_env.set(ONNXRUNTIME_EXECUTION_PROVIDERS="NoSuchExecutionProvider")
@@ -162,7 +162,7 @@ def test_unknown_builtin_lists_available(model_env):
 def test_builtin_shapes_loads_without_network(model_env):
     model_env.set(OFFLINE_MODE="true")
     model = get_model("builtin/shapes-v1")
-    assert model.class_names == ["circle", "square", "triangle"]
+    assert model.class_names == ("circle", "square", "triangle")
     assert model.task_type == "object-detection"
     (response,) = model.infer(np.zeros((360, 640, 3), np.uint8))
     assert response.model_dump()["image"] == {"width": 640, "height": 360}

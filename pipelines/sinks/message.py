@@ -8,10 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from models.predictions import Prediction
+
 
 def build_prediction_message(
     *,
-    response: dict[str, Any],
+    prediction: Prediction,
     agent_id: str,
     stream: str,
     seq: int,
@@ -22,12 +24,12 @@ def build_prediction_message(
     frame_age_ms: float,
     latency_ms: float,
 ) -> dict[str, Any]:
-    """Merge a Roboflow-shaped ``response`` with the envelope fields.
+    """The prediction as Roboflow's JSON response, with the envelope fields added.
 
     The response keys stay at the top level so ``supervision.Detections.from_inference`` and other
     Roboflow consumers read the message unchanged.
     """
-    message = dict(response)
+    message = prediction.to_response()
     message.update(
         agent_id=agent_id,
         stream=stream,

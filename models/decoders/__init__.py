@@ -1,0 +1,24 @@
+"""One decoder per network output layout: raw tensors -> candidate boxes in model-input pixels.
+
+A decoder states the outputs it expects and checks them when the model loads (``check``), then
+turns one image's slice of the outputs into :class:`~models.decoders.base.RawDetections`. Tasks own
+everything around it (pre-processing, NMS when the layout needs it, mapping to source pixels,
+responses).
+"""
+
+from models.decoders.base import DetectionDecoder, RawDetections
+from models.decoders.end_to_end import EndToEndDecoder
+from models.decoders.rfdetr import RFDETRDecoder
+from models.decoders.yolo_nas import YOLONASDecoder
+from models.decoders.yolov5 import YOLOv5Decoder
+from models.decoders.yolov8 import YOLOv8Decoder
+
+__all__ = [
+    "DetectionDecoder",
+    "EndToEndDecoder",
+    "RFDETRDecoder",
+    "RawDetections",
+    "YOLONASDecoder",
+    "YOLOv5Decoder",
+    "YOLOv8Decoder",
+]

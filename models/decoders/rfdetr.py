@@ -1,0 +1,82 @@
+"""RF-DETR (and rfdetr-nas): boxes ``(B, Q, 4)`` normalised cx, cy, w, h and class logits ``(B, Q, K)``.
+
+As Roboflow's current stack: sigmoid of the logits, the best ``Q`` (number of queries) of the
+flattened Q x K scores, kept when ``> confidence``, query = index // K and label = index % K, sorted
+best first, no NMS. Labels outside the class list are dropped. Roboflow's exports may list a
+placeholder background class (``background_class83422``); when ``background_index`` is given its
+detections are dropped and higher labels move down by one, as the class names did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.coordinates import cxcywh_to_xyxy
+from models.decoders.base import DetectionDecoder, RawDetections
+from models.engines.base import TensorSpec
+from models.params import DetectionParams
+
+
+def stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x) without overflow for large |x|."""
+    out = np.empty_like(x, dtype=np.float32)
+    positive = x >= 0
+    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
+    e = np.exp(x[~positive])
+    out[~positive] = e / (1.0 + e)
+    return out
+
+
+class RFDETRDecoder(DetectionDecoder):
+    layout = "RF-DETR (boxes (B, Q, 4), logits (B, Q, K))"
+    expected = "two outputs: boxes (batch, queries, 4) as normalised cx, cy, w, h and logits (batch, queries, classes)"
+    needs_nms = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: tuple[int, int],
+        extra_width: int = 0,
+        background_index: int | None = None,
+    ) -> None:
+        super().__init__(num_classes, input_size, extra_width)
+        self.background_index = background_index
+        self._boxes, self._logits = 0, 1
+
+    def check(self, outputs: list[TensorSpec], model_id: str) -> None:
+        self.need_outputs(outputs, model_id, 2, (3, 3))
+        if outputs[0].dim(2) != 4 and outputs[1].dim(2) == 4:
+            self._boxes, self._logits = 1, 0
+        self.need_dim(outputs, model_id, self._boxes, 2, 4)
+        queries, logit_queries = outputs[self._boxes].dim(1), outputs[self._logits].dim(1)
+        if queries is not None and logit_queries is not None and queries != logit_queries:
+            raise self.mismatch(model_id, outputs, "box and logit outputs must have the same number of queries")
+        classes = outputs[self._logits].dim(2)
+        listed = self.num_classes + (1 if self.background_index is not None else 0)
+        if classes is not None and classes < listed:
+            raise self.mismatch(model_id, outputs, f"the logits have {classes} classes but {listed} names are listed")
+
+    def decode(self, outputs: list[np.ndarray], index: int, params: DetectionParams) -> RawDetections:
+        boxes_all = outputs[self._boxes][index]
+        logits = outputs[self._logits][index]
+        queries, classes = logits.shape
+        probs = stable_sigmoid(logits.reshape(-1))
+        k = min(queries, probs.size)
+        top = np.argpartition(-probs, k - 1)[:k] if k < probs.size else np.arange(probs.size)
+        top = top[probs[top] > params.confidence]
+        if top.size == 0:
+            return RawDetections.empty()
+        top = top[np.argsort(-probs[top], kind="stable")]
+        query, label = top // classes, (top % classes).astype(np.int64)
+        if self.background_index is not None:
+            keep = label != self.background_index
+            query, label, top = query[keep], label[keep], top[keep]
+            label = np.where(label > self.background_index, label - 1, label)
+        valid = label < self.num_classes
+        query, label, top = query[valid], label[valid], top[valid]
+        top = top[: params.max_detections]
+        query, label = query[: params.max_detections], label[: params.max_detections]
+        width, height = self.input_size
+        b = boxes_all[query]
+        boxes = cxcywh_to_xyxy(b[:, 0] * width, b[:, 1] * height, b[:, 2] * width, b[:, 3] * height)
+        return RawDetections(boxes, probs[top].astype(np.float32), label)

@@ -1,0 +1,62 @@
+"""The ONNX Runtime engine: one InferenceSession with the configured execution providers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from models.engines.base import Engine, TensorSpec, static_dim
+from models.errors import ModelRuntimeError
+from models.settings import ModelSettings
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(double)": "float64",
+}
+
+
+def _spec(arg: object) -> TensorSpec:
+    name = getattr(arg, "name")  # noqa: B009 - onnxruntime NodeArg
+    shape = tuple(static_dim(d) for d in (getattr(arg, "shape") or ()))  # noqa: B009
+    kind = getattr(arg, "type")  # noqa: B009
+    return TensorSpec(name=name, shape=shape, dtype=_ORT_DTYPES.get(kind, kind))
+
+
+class OnnxEngine(Engine):
+    """Owns the session; ``max_batch_size`` applies when the batch axis is dynamic."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        weights_path: Path,
+        model_id: str,
+        settings: ModelSettings,
+        status: Callable[[str], None] | None = None,
+    ) -> None:
+        from models.providers import create_session
+
+        self.weights_path = Path(weights_path)
+        self.session = create_session(self.weights_path, model_id, settings, settings.max_batch_size, status)
+        inputs = [_spec(a) for a in self.session.get_inputs()]
+        outputs = [_spec(a) for a in self.session.get_outputs()]
+        super().__init__(model_id, inputs, outputs, settings.max_batch_size)
+        self._input_name = inputs[0].name
+        self._output_names = [o.name for o in outputs]
+        self._providers: list[str] = list(self.session.get_providers())
+
+    @property
+    def providers(self) -> list[str]:
+        return self._providers
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            return list(self.session.run(self._output_names, {self._input_name: batch}))
+        except Exception as exc:
+            raise ModelRuntimeError(f"onnxruntime failed running {self.model_id}: {exc}") from exc

@@ -1,0 +1,110 @@
+"""What every image task shares: the context it is built from, and batched pre-processing.
+
+A task is constructed from a :class:`ModelContext` (id, types, artifacts, engine, settings): the
+one typed way the registry builds a model. Pre-processing writes into per-thread buffers, so
+steady-state frames allocate almost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.artifact_loader import ModelArtifacts
+from models.base import Model
+from models.engines.base import Engine
+from models.errors import ModelLayoutError
+from models.images import ImageInput, load_image
+from models.preprocessing import PLAIN, ImageMeta, InputNormalization, preprocess_batch
+from models.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
+
+# Roboflow's default when neither the network nor environment.json gives an input size.
+DEFAULT_INPUT_SIZE = 640
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """Everything a task needs to exist; the registry makes one per load."""
+
+    model_id: str
+    task_type: str
+    model_type: str
+    artifacts: ModelArtifacts
+    engine: Engine
+    settings: ModelSettings
+
+
+class VisionModel(Model):
+    """An image-in task on one engine: load -> letterbox/stretch -> normalise -> run -> decode."""
+
+    #: the task's pixel normalisation; families override it (ImageNet for RF-DETR, 0.5 for ViT...)
+    normalization: InputNormalization = PLAIN
+
+    def __init__(self, context: ModelContext, normalization: InputNormalization | None = None) -> None:
+        super().__init__(context.model_id, context.task_type, context.model_type)
+        self.context = context
+        self.engine = context.engine
+        self.artifacts = context.artifacts
+        self.settings = context.settings
+        self.preprocessing = context.artifacts.preprocessing
+        if normalization is not None:
+            self.normalization = normalization
+        self.max_batch_size = self.engine.max_batch_size
+        self.input_size = self._input_size()
+        self._local = threading.local()
+
+    @property
+    def providers(self) -> list[str]:
+        return self.engine.providers
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.artifacts.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _input_size(self) -> tuple[int, int]:
+        """(width, height): the network's fixed input, else environment.json's resize, else 640."""
+        spec = self.engine.input
+        if spec.rank != 4 or spec.dim(1) not in (3, None):
+            raise ModelLayoutError(
+                self.model_id, "image input", "input 0 of shape (batch, 3, height, width)", [spec.describe()]
+            )
+        height, width = self.engine.input_hw
+        if height is not None and width is not None:
+            return width, height
+        if self.preprocessing.resize_size is not None:
+            return self.preprocessing.resize_size
+        logger.info("%s: input size not fixed by the network or environment.json; using 640x640", self.model_id)
+        return DEFAULT_INPUT_SIZE, DEFAULT_INPUT_SIZE
+
+    def load_image(self, image: ImageInput) -> np.ndarray:
+        return load_image(image, auto_orient=self.preprocessing.auto_orient)
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[ImageMeta]]:
+        """Batch tensor (a view of a per-thread buffer, valid until this thread's next call)."""
+        n = len(images)
+        width, height = self.input_size
+        dtype = self.engine.input_dtype
+        local = self._local
+        staging = getattr(local, "staging", None)
+        if staging is None or staging.shape[0] < n:
+            staging = local.staging = np.empty((n, height, width, 3), dtype=np.uint8)
+        tensor = getattr(local, "tensor", None)
+        if tensor is None or tensor.shape[0] < n:
+            tensor = local.tensor = np.empty((n, 3, height, width), dtype=dtype)
+        return preprocess_batch(images, self.preprocessing, self.input_size, staging, tensor, dtype, self.normalization)
+
+    def run(self, inputs: Any) -> list[np.ndarray]:
+        return self.engine.run(inputs)
+
+    def close(self) -> None:
+        self.engine.close()
