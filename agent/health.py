@@ -1,51 +1,29 @@
-"""HTTP /healthz (JSON) and /metrics (Prometheus text) for monitoring and container health checks."""
+"""The agent's HTTP port: /healthz for probes, plus the pages of ``agent/web`` (live view, pictures,
+/readyz, /metrics) and the control API, behind HTTP_TOKEN when one is set."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from agent.web.errors import error_middleware
+from agent.web.metrics import add_metrics_route
+from agent.web.page import add_page_routes
+from agent.web.pictures import add_picture_routes
+from agent.web.readiness import add_readiness_route
 
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
 
 HEALTHY_STATES = {"streaming", "finished"}
+# Longest a stop waits for requests in progress (MJPEG viewers are told to end at once).
+SHUTDOWN_GRACE_S = 2.0
 
 
-def _metric_lines(stats: dict[str, Any]) -> list[str]:
-    lines = [
-        "# TYPE edge_agent_uptime_seconds gauge",
-        f"edge_agent_uptime_seconds {stats['uptime_s']}",
-    ]
-    gauges = {
-        "frames_decoded": "edge_agent_stream_frames_decoded_total",
-        "dropped": "edge_agent_stream_frames_dropped_total",
-        "reconnects": "edge_agent_stream_reconnects_total",
-        "processed": "edge_agent_stream_frames_processed_total",
-        "fps_in": "edge_agent_stream_fps_in",
-        "fps_processed": "edge_agent_stream_fps_processed",
-    }
-    for key, metric in gauges.items():
-        lines.append(f"# TYPE {metric} {'counter' if metric.endswith('_total') else 'gauge'}")
-        for name, entry in stats["streams"].items():
-            value = entry.get(key)
-            if isinstance(value, int | float):
-                lines.append(f'{metric}{{stream="{name}"}} {value}')
-    for key in ("latency_ms", "inference_ms", "frame_age_ms"):
-        metric = f"edge_agent_stream_{key}"
-        lines.append(f"# TYPE {metric} gauge")
-        for name, entry in stats["streams"].items():
-            summary = entry.get(key)
-            if summary:
-                for q in ("p50", "p95"):
-                    lines.append(f'{metric}{{stream="{name}",quantile="{q}"}} {summary[q]}')
-    lines.append("# TYPE edge_agent_stream_up gauge")
-    for name, entry in stats["streams"].items():
-        lines.append(f'edge_agent_stream_up{{stream="{name}"}} {int(entry.get("state") == "streaming")}')
-    return lines
-
-
-async def start_health_server(supervisor: Supervisor, host: str, port: int) -> web.AppRunner:
+async def start_health_server(
+    supervisor: Supervisor, host: str, port: int, token: str | None = None
+) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         stats = supervisor.stats()
         states = {name: entry.get("state") for name, entry in stats["streams"].items()}
@@ -54,18 +32,21 @@ async def start_health_server(supervisor: Supervisor, host: str, port: int) -> w
         ok = any(state in HEALTHY_STATES for state in states.values())
         return web.json_response({"ok": ok, "streams": states}, status=200 if ok else 503)
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = "\n".join(_metric_lines(supervisor.stats())) + "\n"
-        return web.Response(text=body, content_type="text/plain", charset="utf-8")
+    app = web.Application(middlewares=[error_middleware])
+    if token is not None:
+        from agent.web.auth import add_token_check
 
-    app = web.Application()
+        add_token_check(app, token)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    add_readiness_route(app, supervisor)
+    add_metrics_route(app, supervisor)
+    add_page_routes(app, supervisor)
+    add_picture_routes(app, supervisor)
     if supervisor.config.agent.control_api:
         from agent.control_api import add_control_routes
 
         add_control_routes(app, supervisor)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -19,8 +19,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
+from agent.web.access import check_token, is_loopback_host, read_token_file
 from models.errors import EdgeAgentError
 from models.settings import ModelSettings
+from pipelines.live import LiveViewOptions
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sources.options import SourceOptions
 
@@ -75,13 +77,30 @@ class AgentSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format (stderr).")
-    health_port: int = Field(default=0, ge=0, le=65535, description="HTTP /healthz and /metrics port; 0 = off.")
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="HTTP port of the live view (/), /healthz, /readyz, /metrics; 0 = off."
+    )
     health_host: str = Field(default="127.0.0.1", description="Address the health server binds.")
     control_api: bool = Field(
         default=False,
         description="Also serve GET/PUT/DELETE /streams[/NAME] on HEALTH_PORT to list, add and remove "
         "streams at run time (not persisted: STREAMS is what a restart runs).",
     )
+    http_token: SecretStr | None = Field(
+        default=None,
+        description="Token the HTTP port asks for (Authorization: Bearer TOKEN) on everything but /healthz and "
+        "/readyz: the live view, pictures, control API and metrics. Needed for a non-loopback HEALTH_HOST.",
+    )
+    http_token_file: str | None = Field(
+        default=None, description="File holding HTTP_TOKEN (e.g. a systemd credential)."
+    )
+    live_view_max_fps: float = Field(
+        default=5.0, gt=0, le=60, description="Most pictures per second the live view draws and encodes per stream."
+    )
+    live_view_max_viewers: int = Field(
+        default=4, ge=1, le=1000, description="Most MJPEG viewers (live.mjpg) at a time per stream."
+    )
+    live_view_jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of live pictures.")
 
     mqtt_host: str | None = Field(default=None, description="MQTT broker host; unset = no MQTT.")
     mqtt_port: int | None = Field(
@@ -294,7 +313,7 @@ def format_validation_error(exc: ValidationError, model: type[BaseSettings]) -> 
         if err["type"].startswith("bool"):
             msg += " (accepted: true/false, 1/0, yes/no, on/off)"
         hint = f" — {info.description}" if info is not None and info.description else ""
-        shown = "***" if "password" in field_name or "key" in field_name else repr(value)
+        shown = "***" if any(s in field_name for s in ("password", "key", "token")) else repr(value)
         lines.append(f"{var}={shown} is invalid: {msg}{hint}")
     return "\n".join(lines)
 
@@ -331,6 +350,13 @@ def load_config() -> Config:
         raise ConfigError("MQTT_PASSWORD and MQTT_PASSWORD_FILE are both set; set only one")
     if agent.mqtt_password_file and not Path(agent.mqtt_password_file).is_file():
         raise ConfigError(f"MQTT_PASSWORD_FILE={agent.mqtt_password_file!r} is not a readable file")
+    token = http_token(agent)
+    if agent.health_port and token is None and not is_loopback_host(agent.health_host):
+        raise ConfigError(
+            f"HEALTH_HOST={agent.health_host!r} is not a loopback address and HTTP_TOKEN is not set: the live view, "
+            "control API and metrics would be open to the network. Set HTTP_TOKEN (or HTTP_TOKEN_FILE), or bind "
+            "HEALTH_HOST=127.0.0.1"
+        )
     if agent.control_api and not agent.health_port:
         raise ConfigError("CONTROL_API=true needs HEALTH_PORT (the port it is served on); set HEALTH_PORT=8090, say")
     if agent.reconnect_backoff_initial > agent.reconnect_backoff_max:
@@ -345,6 +371,28 @@ def load_config() -> Config:
         except EdgeAgentError as exc:
             raise ConfigError(f"MQTT settings: {exc}") from None
     return config
+
+
+def http_token(agent: AgentSettings) -> str | None:
+    """HTTP_TOKEN, or the content of HTTP_TOKEN_FILE; None when neither is set."""
+    if agent.http_token is not None and agent.http_token_file:
+        raise ConfigError("HTTP_TOKEN and HTTP_TOKEN_FILE are both set; set only one")
+    try:
+        if agent.http_token_file:
+            return read_token_file(agent.http_token_file)
+        if agent.http_token is not None:
+            return check_token(agent.http_token.get_secret_value(), "HTTP_TOKEN")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return None
+
+
+def live_view_options(agent: AgentSettings) -> LiveViewOptions:
+    return LiveViewOptions(
+        max_fps=agent.live_view_max_fps,
+        max_viewers=agent.live_view_max_viewers,
+        jpeg_quality=agent.live_view_jpeg_quality,
+    )
 
 
 def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
@@ -398,7 +446,8 @@ def redacted(config: Config) -> dict[str, Any]:
     def dump(settings: BaseSettings) -> dict[str, Any]:
         out = {}
         for name, value in settings.model_dump().items():
-            if isinstance(value, SecretStr) or (value is not None and ("password" in name or "api_key" in name)):
+            secret = any(s in name for s in ("password", "api_key", "token"))
+            if isinstance(value, SecretStr) or (value is not None and secret):
                 value = "***" if value else value
             if name == "streams" and isinstance(value, str):
                 value = _redact_url(value)

@@ -20,7 +20,7 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.settings import Config, StreamConfig, env_name, mqtt_config, source_options
+from agent.settings import Config, StreamConfig, env_name, http_token, live_view_options, mqtt_config, source_options
 from agent.systemd_notify import SystemdNotifier
 from models import ModelManager
 from models.errors import (
@@ -33,6 +33,7 @@ from models.errors import (
     UnsupportedModelTypeError,
 )
 from pipelines.inference import InferenceStage, StreamBinding
+from pipelines.live import LiveView, model_colors
 from pipelines.results import ResultRouter
 from pipelines.sinks.base import Sink
 from pipelines.sinks.mqtt import MqttSink
@@ -83,6 +84,10 @@ class Supervisor:
         self.slots: dict[str, LatestFrameSlot] = {}
         self.runner_tasks: dict[str, asyncio.Task[Any]] = {}
         self.stage_tasks: dict[str, asyncio.Task[Any]] = {}
+        # Each stream's newest frame + prediction for the live page (pictures made only when watched).
+        self.live = LiveView(live_view_options(config.agent))
+        self.model_load_s: dict[str, float] = {}
+        self.ready = False  # every model loaded and every stream started (/readyz, READY=1)
         self._manager: ModelManager | None = None
         self._executors: list[ThreadPoolExecutor] = []
         self._stop = asyncio.Event()
@@ -113,7 +118,7 @@ class Supervisor:
             stdout = StdoutSink()
             await stdout.start()
             self.sinks.append(stdout)
-        self.router = ResultRouter(agent.agent_id, self.sinks)
+        self.router = ResultRouter(agent.agent_id, self.sinks, live=self.live)
 
     def _model_status(self, message: str) -> None:
         """Called from the loading thread: downloads and engine builds show in `systemctl status`."""
@@ -138,7 +143,8 @@ class Supervisor:
             # Restarting cannot fix these; exit 2 tells systemd (RestartPreventExitStatus=2).
             users = ", ".join(s.name for s in self.config.streams if s.model_id == model_id)
             raise ConfigError(f"model {model_id!r} (streams: {users or 'none yet'}): {exc}") from None
-        log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
+        self.model_load_s[model_id] = time.monotonic() - started
+        log.info("model %s ready in %.1f s", model_id, self.model_load_s[model_id])
         return model
 
     async def _ensure_stage(self, model_id: str) -> InferenceStage:
@@ -168,6 +174,7 @@ class Supervisor:
         # same cores, and a single worker keeps per-model ordering simple.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
         self._executors.append(executor)
+        self.live.set_colors(model_id, model_colors(model))
         return InferenceStage(
             model,
             model_id=model_id,
@@ -185,6 +192,7 @@ class Supervisor:
         self.runners[stream.name] = runner
         self.slots[stream.name] = slot
         self.stream_models[stream.name] = stream.model_id
+        self.live.track(stream.name)
         self.stages[stream.model_id].attach(
             StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live")
         )
@@ -213,6 +221,7 @@ class Supervisor:
         self.stages[model_id].detach(name)
         self.slots.pop(name).close()
         self.runners.pop(name)
+        self.live.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
         self._changed.set()
@@ -274,17 +283,19 @@ class Supervisor:
                 "MQTT_HOST=broker.local (see `edge-agent config` and the README)",
                 self.config.agent.model_id,
             )
-        await self._start_sinks()
         background: list[asyncio.Task[Any]] = []
         health = None
         try:
+            # Up before the models load, so /readyz can say what start-up still waits for.
+            health = await self._start_health()
+            await self._start_sinks()
             for model_id in dict.fromkeys(stream.model_id for stream, _, _ in sources):
                 await self._ensure_stage(model_id)
             for built in sources:
                 self._start_stream(*built)
             background.append(asyncio.create_task(self._stats_loop(), name="stats"))
             background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
-            health = await self._start_health()
+            self.ready = True
             self.notifier.ready(f"running {len(self.runners)} stream(s) on {len(self.stages)} model(s)")
             log.info("agent %s running %d stream(s)", self.config.agent.agent_id, len(self.runners))
 
@@ -294,6 +305,7 @@ class Supervisor:
                 task.cancel()
             if health is not None:
                 await health.cleanup()
+            self.live.close()
             await self._close_sinks(self.config.agent.shutdown_timeout)
             raise
         self.notifier.stopping()
@@ -304,6 +316,7 @@ class Supervisor:
         await asyncio.gather(*background, return_exceptions=True)
         if health is not None:
             await health.cleanup()
+        self.live.close()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
@@ -384,4 +397,4 @@ class Supervisor:
             return None
         from agent.health import start_health_server
 
-        return await start_health_server(self, self.config.agent.health_host, port)
+        return await start_health_server(self, self.config.agent.health_host, port, http_token(self.config.agent))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from models.predictions import Prediction
 from pipelines.frames import Frame
+from pipelines.live import LiveView
 from pipelines.metrics import StreamMetrics
 from pipelines.processing import ProcessingChain, ProcessingStep
 from pipelines.sinks.base import Sink
@@ -42,8 +43,16 @@ class ResultRouter:
     Runs on the event loop; sinks must not block (the MQTT sink only enqueues).
     """
 
-    def __init__(self, agent_id: str, sinks: Sequence[Sink], steps: Sequence[ProcessingStep] = ()) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        sinks: Sequence[Sink],
+        steps: Sequence[ProcessingStep] = (),
+        live: LiveView | None = None,
+    ) -> None:
         self._agent_id = agent_id
+        # Keeps each stream's newest frame + prediction for the live view (a reference, no copy).
+        self.live = live
         self._sinks = list(sinks)
         self.processing = ProcessingChain(steps)
         self._seq: dict[str, int] = defaultdict(int)
@@ -70,6 +79,8 @@ class ResultRouter:
         self.metrics[frame.stream].record(
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms
         )
+        if self.live is not None:
+            self.live.update(frame.stream, result.model_id, frame, prediction)
         for sink in self._sinks:
             try:
                 sink.publish_prediction(frame.stream, message)

@@ -1,0 +1,272 @@
+"""The live view's pictures: each stream's newest frame and prediction, drawn only when watched.
+
+The result router hands every result to :meth:`LiveView.update`, which keeps a reference to the
+frame and its typed prediction (latest only, per stream) and nothing else: no copy, no drawing,
+no encoding. Work starts when someone asks for a picture, and is shared: a stream's newest
+result is drawn and encoded at most once however many viewers there are, and at most
+``max_fps`` times per second (a viewer asking sooner gets the picture already made). Drawing and
+encoding run in one worker thread of the live view's own, started on the first picture, so
+viewers never touch the event loop's time or more than one core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.predictions import Prediction
+from pipelines.annotate import render_jpeg
+from pipelines.errors import StreamError
+from pipelines.frames import Frame
+
+Renderer = Callable[[Any, Any, Mapping[str, str] | None, int], bytes]
+
+
+def model_colors(model: Any) -> dict[str, str]:
+    """The model's class colours (Roboflow's COLORS, via ``ModelArtifacts``), or none."""
+    colors = getattr(getattr(model, "artifacts", None), "colors", None)
+    return dict(colors) if isinstance(colors, Mapping) else {}
+
+
+class LiveViewOptions(BaseModel):
+    """How much the live view may cost (LIVE_VIEW_* settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_fps: float = Field(default=5.0, gt=0, le=60)
+    max_viewers: int = Field(default=4, ge=1, le=1000)
+    jpeg_quality: int = Field(default=80, ge=10, le=100)
+
+
+class ViewerLimitError(StreamError):
+    """A stream already has as many MJPEG viewers as LIVE_VIEW_MAX_VIEWERS allows."""
+
+    def __init__(self, stream: str, limit: int) -> None:
+        super().__init__(f"stream {stream!r} already has {limit} live viewer(s) (LIVE_VIEW_MAX_VIEWERS={limit})")
+        self.stream = stream
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """One encoded picture: the JPEG and what it shows."""
+
+    seq: int  # pictures encoded for this stream so far, 1-based
+    version: int  # which result of the stream it shows (LivePicture.version when drawn)
+    frame_id: int
+    capture_time: float
+    detections: int
+    jpeg: bytes
+    made: float  # monotonic
+
+
+@dataclass(slots=True)
+class _Latest:
+    frame: Frame
+    prediction: Prediction
+    colors: Mapping[str, str] | None
+    version: int
+
+
+class LivePicture:
+    """One stream's newest result and the picture made from it. Loop-thread only."""
+
+    def __init__(self, stream: str, options: LiveViewOptions, submit: Callable[..., asyncio.Future[bytes]]) -> None:
+        self.stream = stream
+        self.options = options
+        self._submit = submit
+        self._latest: _Latest | None = None
+        self._picture: Picture | None = None
+        self._pending: asyncio.Future[Picture] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.version = 0
+        self.encodes = 0
+        self.viewers = 0
+        self.closed = False
+
+    @property
+    def min_interval(self) -> float:
+        return 1.0 / self.options.max_fps
+
+    def update(self, frame: Frame, prediction: Prediction, colors: Mapping[str, str] | None) -> None:
+        """Keep a reference to the newest result; wake MJPEG viewers waiting for one."""
+        self.version += 1
+        self._latest = _Latest(frame, prediction, colors, self.version)
+        self._wake()
+
+    @property
+    def has_result(self) -> bool:
+        return self._latest is not None
+
+    def close(self) -> None:
+        """The stream is gone or the server stops: viewers end, the frame is let go."""
+        self.closed = True
+        self._latest = None
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def latest(self) -> Picture | None:
+        """The newest picture, made now if the last one is older than the newest result and than
+        1/max_fps; ``None`` before the stream's first result."""
+        latest = self._latest
+        if latest is None:
+            return None
+        picture = self._picture
+        if picture is not None and (
+            picture.version >= latest.version or time.monotonic() - picture.made < self.min_interval
+        ):
+            return picture
+        return await self._make()
+
+    async def next_after(self, seq: int, timeout: float) -> Picture | None:
+        """A picture newer than ``seq`` (for an MJPEG viewer), waiting for a new result and for the
+        fps cap; ``None`` when none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            picture = self._picture
+            if picture is not None and picture.seq > seq:
+                return picture
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            latest = self._latest
+            if latest is not None and (picture is None or latest.version > picture.version):
+                due = (picture.made + self.min_interval) if picture is not None else 0.0
+                wait = due - time.monotonic()
+                if wait <= 0 or self._pending is not None:
+                    await self._make()
+                else:
+                    await asyncio.sleep(min(wait, remaining))
+                continue
+            if self._waiter is None or self._waiter.done():
+                self._waiter = asyncio.get_running_loop().create_future()
+            # asyncio.wait leaves the shared future alone on timeout or cancellation.
+            await asyncio.wait({self._waiter}, timeout=remaining)
+        return None
+
+    async def _make(self) -> Picture:
+        """Draw and encode the newest result once; concurrent callers share the same work."""
+        if self._pending is None:
+            latest = self._latest
+            assert latest is not None
+            self._pending = asyncio.ensure_future(self._render(latest))
+            self._pending.add_done_callback(self._clear_pending)
+        # shield: a viewer that goes away must not cancel the picture the others wait for.
+        return await asyncio.shield(self._pending)
+
+    def _clear_pending(self, _: asyncio.Future[Picture]) -> None:
+        self._pending = None
+
+    async def _render(self, latest: _Latest) -> Picture:
+        started = time.monotonic()
+        frame = latest.frame
+        jpeg = await self._submit(frame, latest.prediction, latest.colors, self.options.jpeg_quality)
+        self.encodes += 1
+        previous = self._picture
+        picture = Picture(
+            seq=(previous.seq if previous is not None else 0) + 1,
+            version=latest.version,
+            frame_id=frame.frame_id,
+            capture_time=frame.capture_time,
+            detections=len(latest.prediction),
+            jpeg=jpeg,
+            made=started,
+        )
+        self._picture = picture
+        return picture
+
+    @contextlib.contextmanager
+    def viewer(self) -> Iterator[None]:
+        """Count one MJPEG viewer for as long as the block runs; ViewerLimitError past the limit."""
+        if self.viewers >= self.options.max_viewers:
+            raise ViewerLimitError(self.stream, self.options.max_viewers)
+        self.viewers += 1
+        try:
+            yield
+        finally:
+            self.viewers -= 1
+
+
+class LiveView:
+    """Every stream's :class:`LivePicture`, the model colours, and the one drawing thread."""
+
+    def __init__(self, options: LiveViewOptions | None = None, *, renderer: Renderer = render_jpeg) -> None:
+        self.options = options or LiveViewOptions()
+        self._renderer = renderer
+        self._pictures: dict[str, LivePicture] = {}
+        self._colors: dict[str, Mapping[str, str]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+
+    def set_colors(self, model_id: str, colors: Mapping[str, str]) -> None:
+        self._colors[model_id] = dict(colors)
+
+    def track(self, stream: str) -> LivePicture:
+        """Start keeping results of ``stream`` (the supervisor calls it when a stream starts)."""
+        picture = self._pictures.get(stream)
+        if picture is None or picture.closed:
+            picture = self._pictures[stream] = LivePicture(stream, self.options, self._submit)
+        return picture
+
+    def update(self, stream: str, model_id: str, frame: Frame, prediction: Prediction) -> None:
+        """Called by the result router for every result; O(1), no pixels touched. Results of
+        streams not tracked (a late result of a removed stream) are not kept."""
+        picture = self._pictures.get(stream)
+        if picture is not None:
+            picture.update(frame, prediction, self._colors.get(model_id))
+
+    def picture(self, stream: str) -> LivePicture | None:
+        return self._pictures.get(stream)
+
+    def ensure(self, stream: str) -> LivePicture:
+        """The stream's picture holder (a viewer may connect before the first result)."""
+        return self.track(stream)
+
+    def forget(self, stream: str) -> None:
+        picture = self._pictures.pop(stream, None)
+        if picture is not None:
+            picture.close()
+
+    def close_viewers(self) -> None:
+        """End every viewer (the HTTP server stops); results keep being tracked."""
+        for name, picture in list(self._pictures.items()):
+            picture.close()
+            self._pictures[name] = LivePicture(name, self.options, self._submit)
+
+    def encodes(self) -> dict[str, int]:
+        return {name: p.encodes for name, p in self._pictures.items()}
+
+    def viewers(self) -> dict[str, int]:
+        return {name: p.viewers for name, p in self._pictures.items()}
+
+    def _submit(self, frame: Frame, prediction: Any, colors: Mapping[str, str] | None, quality: int) -> Any:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-view")
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, self._render, frame, prediction, colors, quality)
+
+    def _render(self, frame: Frame, prediction: Any, colors: Mapping[str, str] | None, quality: int) -> bytes:
+        # frame.image in this thread: inference has converted it already, but if not, the
+        # conversion must not run on the loop either.
+        return self._renderer(frame.image, prediction, colors, quality)
+
+    def close(self) -> None:
+        for picture in self._pictures.values():
+            picture.close()
+        self._pictures.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
+__all__ = ["LivePicture", "LiveView", "LiveViewOptions", "Picture", "ViewerLimitError"]
