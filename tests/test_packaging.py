@@ -30,6 +30,7 @@ def test_wheel_carries_builtin_model_sample_clip_and_schema(tmp_path: Path) -> N
         "models/builtin/sample.mp4",
         "pipelines/schemas/prediction.schema.json",
         "agent/cli.py",
+        "agent/web/index.html",
     ):
         assert required in names, f"{required} missing from the wheel"
     assert not any(n.startswith(("tests/", "tools/", "bench/")) for n in names)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -27,6 +28,7 @@ BOUNDARY = "edge-agent-frame"
 # With no new picture for this long (camera down), the last one is sent again: players and
 # proxies that time out quiet connections keep the stream, and a viewer that left is noticed.
 KEEPALIVE_S = 10.0
+CONNECTION_POLL_S = 0.25
 WRITE_TIMEOUT_S = 15.0
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate", "Pragma": "no-cache"}
 
@@ -113,14 +115,17 @@ def add_picture_routes(app: web.Application, supervisor: Supervisor) -> None:
 async def _serve_viewer(request: web.Request, holder: LivePicture, response: web.StreamResponse) -> None:
     seq = 0
     last: Picture | None = None
+    sent_at = time.monotonic()
     while not holder.closed:
-        picture = await holder.next_after(seq, KEEPALIVE_S)
+        # Short waits: a viewer that hung up is noticed (and its slot freed) within CONNECTION_POLL_S
+        # even while no new picture comes (aiohttp does not cancel handlers on disconnect).
+        picture = await holder.next_after(seq, CONNECTION_POLL_S)
         transport = request.transport
         if holder.closed or transport is None or transport.is_closing():
             return
         if picture is None:
-            picture = last
-            if picture is None:
+            if last is None or time.monotonic() - sent_at < KEEPALIVE_S:
                 continue
+            picture = last
         await write_bounded(response, mjpeg_part(picture), WRITE_TIMEOUT_S)
-        seq, last = picture.seq, picture
+        seq, last, sent_at = picture.seq, picture, time.monotonic()
