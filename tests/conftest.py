@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.mosquitto",
     "tests.fixtures.rtsp",
     "tests.fixtures.media",
+    "tests.fixtures.chromium",
 ]
