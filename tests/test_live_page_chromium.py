@@ -112,7 +112,7 @@ async def _check_page(
     await asyncio.sleep(0.3)  # let the scroll settle before the shot
     shown = await page.evaluate(PICTURE_BOX)
     png = await page.screenshot()
-    shot_path.write_bytes(png)  # kept with the test's files for a look after a failure
+    await asyncio.to_thread(shot_path.write_bytes, png)  # kept with the test files for a look after a failure
     shot = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     widget = _screen_rect(boxes["widget"], shown)
     gadget = _screen_rect(boxes["gadget"], shown)
