@@ -1,12 +1,14 @@
 """The live view's pictures: each stream's newest frame and prediction, drawn only when watched.
 
-The result router hands every result to :meth:`LiveView.update`, which keeps a reference to the
-frame and its typed prediction (latest only, per stream) and nothing else: no copy, no drawing,
-no encoding. Work starts when someone asks for a picture, and is shared: a stream's newest
-result is drawn and encoded at most once however many viewers there are, and at most
-``max_fps`` times per second (a viewer asking sooner gets the picture already made). Drawing and
-encoding run in one worker thread of the live view's own, started on the first picture, so
-viewers never touch the event loop's time or more than one core.
+The result router hands every result to :meth:`LiveView.update`. While a stream is watched (an
+MJPEG viewer, or a picture asked for in the last ``WATCH_LINGER_S``) it keeps a reference to the
+newest frame and its typed prediction, latest only: no copy, no drawing, no encoding. Unwatched,
+it keeps nothing, not even the frame's memory; the first request then waits for the next result.
+
+Drawing is shared: a stream's newest result is drawn and encoded at most once however many
+viewers there are, and at most ``max_fps`` times per second (a viewer asking sooner gets the
+picture already made). Drawing and encoding run in one worker thread of the live view's own,
+started on the first picture, so viewers never take the event loop's time or more than one core.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from pipelines.errors import StreamError
 from pipelines.frames import Frame
 
 Renderer = Callable[[Any, Any, Mapping[str, str] | None, int], bytes]
+
+# A stream counts as watched this long after its last picture request or MJPEG viewer: the page
+# asks every 1/max_fps, and a viewer that reconnects finds a frame ready.
+WATCH_LINGER_S = 30.0
+# How long a request for an unwatched stream waits for the stream's next result.
+FIRST_PICTURE_WAIT_S = 5.0
 
 
 def model_colors(model: Any) -> dict[str, str]:
@@ -86,24 +94,31 @@ class LivePicture:
         self._picture: Picture | None = None
         self._pending: asyncio.Future[Picture] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self.version = 0
+        self.version = 0  # results of the stream so far, kept or not
         self.encodes = 0
         self.viewers = 0
         self.closed = False
+        self._watched_until = 0.0
 
     @property
     def min_interval(self) -> float:
         return 1.0 / self.options.max_fps
 
+    @property
+    def watched(self) -> bool:
+        return self.viewers > 0 or time.monotonic() < self._watched_until
+
     def update(self, frame: Frame, prediction: Prediction, colors: Mapping[str, str] | None) -> None:
-        """Keep a reference to the newest result; wake MJPEG viewers waiting for one."""
+        """While watched, keep a reference to the newest result and wake whoever waits for one;
+        else let go of the previous one."""
         self.version += 1
-        self._latest = _Latest(frame, prediction, colors, self.version)
+        self._latest = _Latest(frame, prediction, colors, self.version) if self.watched else None
         self._wake()
 
     @property
     def has_result(self) -> bool:
-        return self._latest is not None
+        """The stream has had a result (a picture can be had, after at most one more result)."""
+        return self.version > 0
 
     def close(self) -> None:
         """The stream is gone or the server stops: viewers end, the frame is let go."""
@@ -118,10 +133,15 @@ class LivePicture:
 
     async def latest(self) -> Picture | None:
         """The newest picture, made now if the last one is older than the newest result and than
-        1/max_fps; ``None`` before the stream's first result."""
+        1/max_fps. Unwatched until now, the stream's next result is waited for (at most
+        FIRST_PICTURE_WAIT_S); ``None`` when there is none and no picture was made before."""
+        self._watched_until = time.monotonic() + WATCH_LINGER_S
         latest = self._latest
+        if latest is None and self.version > 0 and not self.closed:
+            await self._next_update(FIRST_PICTURE_WAIT_S)
+            latest = self._latest
         if latest is None:
-            return None
+            return self._picture
         picture = self._picture
         if picture is not None and (
             picture.version >= latest.version or time.monotonic() - picture.made < self.min_interval
@@ -149,11 +169,15 @@ class LivePicture:
                 else:
                     await asyncio.sleep(min(wait, remaining))
                 continue
-            if self._waiter is None or self._waiter.done():
-                self._waiter = asyncio.get_running_loop().create_future()
-            # asyncio.wait leaves the shared future alone on timeout or cancellation.
-            await asyncio.wait({self._waiter}, timeout=remaining)
+            await self._next_update(remaining)
         return None
+
+    async def _next_update(self, timeout: float) -> None:
+        """Until the next result (or close), at most ``timeout`` seconds."""
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+        # asyncio.wait leaves the shared future alone on timeout or cancellation.
+        await asyncio.wait({self._waiter}, timeout=timeout)
 
     async def _make(self) -> Picture:
         """Draw and encode the newest result once; concurrent callers share the same work."""
@@ -196,6 +220,7 @@ class LivePicture:
             yield
         finally:
             self.viewers -= 1
+            self._watched_until = time.monotonic() + WATCH_LINGER_S
 
 
 class LiveView:

@@ -154,8 +154,8 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
             assert family.type == "histogram"
             buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")
                        and s.labels["stream"] == "cam"}
-            count = sample(metrics, f"edge_agent_stream_{name}_seconds_count", stream="cam")
-            assert count > 10 and buckets["+Inf"] == count
+            (count,) = [s.value for s in family.samples if s.name.endswith("_count") and s.labels["stream"] == "cam"]
+            assert count > 10 and buckets["+Inf"] == count  # one scrape: +Inf bucket is the count
             values = [buckets[k] for k in sorted(buckets, key=lambda k: float(k))]
             assert values == sorted(values), f"{name}: buckets not cumulative"
         decoded = sample(metrics, "edge_agent_stream_frames_decoded_total", stream="cam")
@@ -173,7 +173,14 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         assert sample(metrics, "edge_agent_ready", agent_id="live-test") == 1
         assert "process_cpu_seconds_total" in metrics
 
+        # A viewer still watching does not hold up the stop, and its stream is ended cleanly.
+        lingering = MjpegReader("127.0.0.1", port, "/streams/cam/live.mjpg")
+        lingering.read_part()
+        stopping = time.monotonic()
         assert agent.terminate(30) == 0, agent.stderr()
+        assert time.monotonic() - stopping < 6, "a connected viewer held the stop up"
+        lingering.response.read()  # the rest of the stream up to its end (a timeout would raise)
+        lingering.close()
         log = agent.stderr_path.read_text(errors="replace")
         assert not _errors_in(log), "\n".join(_errors_in(log))
 

@@ -4,8 +4,10 @@ of viewers, the fps cap, the viewer limit, and the router keeping only the newes
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 from models.predictions import Detections
 from pipelines.annotate import render_jpeg
 from pipelines.frames import Frame
-from pipelines.live import LiveView, LiveViewOptions, ViewerLimitError
+from pipelines.live import LivePicture, LiveView, LiveViewOptions, ViewerLimitError
 from pipelines.results import InferenceResult, ResultRouter
 
 
@@ -45,17 +47,50 @@ def boxes() -> Detections:
     )
 
 
-def test_no_viewer_means_no_drawing_and_no_thread() -> None:
+def watch(holder: LivePicture) -> None:
+    """Mark a stream as watched, as a picture request does."""
+    holder._watched_until = time.monotonic() + 60
+
+
+def test_no_viewer_means_no_drawing_no_thread_and_no_frame_kept() -> None:
     async def main() -> None:
         renderer = CountingRenderer()
         live = LiveView(renderer=renderer)
-        live.track("cam")
+        holder = live.track("cam")
+        last = frame(0)
         for i in range(200):
-            live.update("cam", "m", frame(i), boxes())
+            last = frame(i)
+            live.update("cam", "m", last, boxes())
+        kept = weakref.ref(last.image)  # the pixels: what holding a frame would cost
+        del last
+        gc.collect()
+        assert kept() is None, "an unwatched stream's frame is still referenced"
         await asyncio.sleep(0.05)
         assert renderer.calls == 0
         assert not [t for t in threading.enumerate() if t.name.startswith("live-view")]
-        assert live.picture("cam").version == 200  # type: ignore[union-attr]
+        assert holder.version == 200 and holder.has_result and not holder.watched
+        live.close()
+
+    asyncio.run(main())
+
+
+def test_first_request_of_an_unwatched_stream_waits_for_its_next_result() -> None:
+    async def main() -> None:
+        renderer = CountingRenderer()
+        live = LiveView(renderer=renderer)
+        holder = live.track("cam")
+        live.update("cam", "m", frame(1), boxes())  # unwatched: not kept
+        request = asyncio.ensure_future(holder.latest())
+        await asyncio.sleep(0.05)
+        assert not request.done() and holder.watched
+        live.update("cam", "m", frame(2), boxes())  # watched now: kept and drawn
+        picture = await asyncio.wait_for(request, 2.0)
+        assert picture is not None and picture.frame_id == 2 and renderer.calls == 1
+        # Watched for a while after: the next result is kept without waiting.
+        live.update("cam", "m", frame(3), boxes())
+        await asyncio.sleep(1 / live.options.max_fps)
+        again = await asyncio.wait_for(holder.latest(), 0.5)
+        assert again is not None and again.frame_id == 3
         live.close()
 
     asyncio.run(main())
@@ -66,6 +101,7 @@ def test_concurrent_requests_share_one_encode_off_the_loop() -> None:
         renderer = CountingRenderer()
         live = LiveView(renderer=renderer)
         holder = live.track("cam")
+        watch(holder)
         live.update("cam", "m", frame(1), boxes())
         pictures = await asyncio.gather(*(holder.latest() for _ in range(5)))
         assert renderer.calls == 1
@@ -84,6 +120,7 @@ def test_latest_is_capped_to_max_fps() -> None:
         renderer = CountingRenderer()
         live = LiveView(LiveViewOptions(max_fps=2), renderer=renderer)
         holder = live.track("cam")
+        watch(holder)
         live.update("cam", "m", frame(1), boxes())
         first = await holder.latest()
         live.update("cam", "m", frame(2), boxes())
@@ -160,7 +197,7 @@ def test_router_keeps_only_the_newest_result_of_tracked_streams() -> None:
         live = LiveView(renderer=CountingRenderer())
         live.set_colors("m", {"cat": "#00ff00"})
         router = ResultRouter("agent", [], live=live)
-        live.track("cam")
+        watch(live.track("cam"))
         frames = [frame(i) for i in range(3)]
         for f in frames:
             router(InferenceResult(f, boxes(), "m", 1.0, 1.0, 1))
