@@ -116,6 +116,11 @@ class LivePicture:
         self._wake()
 
     @property
+    def holds_frame(self) -> bool:
+        """A frame is referenced (only while watched)."""
+        return self._latest is not None
+
+    @property
     def has_result(self) -> bool:
         """The stream has had a result (a picture can be had, after at most one more result)."""
         return self.version > 0

@@ -68,7 +68,7 @@ def test_no_viewer_means_no_drawing_no_thread_and_no_frame_kept() -> None:
         await asyncio.sleep(0.05)
         assert renderer.calls == 0
         assert not [t for t in threading.enumerate() if t.name.startswith("live-view")]
-        assert holder.version == 200 and holder.has_result and not holder.watched
+        assert holder.version == 200 and holder.has_result and not holder.watched and not holder.holds_frame
         live.close()
 
     asyncio.run(main())
