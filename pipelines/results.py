@@ -11,6 +11,7 @@ from typing import Any
 
 from pipelines.frames import Frame
 from pipelines.metrics import StreamMetrics
+from pipelines.sequence import SequenceStore
 from pipelines.sinks.base import Sink
 from pipelines.sinks.message import build_prediction_message
 
@@ -35,16 +36,24 @@ class ResultRouter:
     Runs on the event loop; sinks must not block (the MQTT sink only enqueues).
     """
 
-    def __init__(self, agent_id: str, sinks: Sequence[Sink]) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        sinks: Sequence[Sink],
+        *,
+        sequences: SequenceStore | None = None,
+        run_id: str | None = None,
+    ) -> None:
         self._agent_id = agent_id
         self._sinks = list(sinks)
-        self._seq: dict[str, int] = defaultdict(int)
+        # seq continues across restarts when the store is persistent (see pipelines/sequence.py)
+        self._seq = sequences if sequences is not None else SequenceStore(agent_id)
+        self._run_id = run_id
         self.metrics: dict[str, StreamMetrics] = defaultdict(StreamMetrics)
 
     def __call__(self, result: InferenceResult) -> None:
         frame = result.frame
-        seq = self._seq[frame.stream]
-        self._seq[frame.stream] = seq + 1
+        seq = self._seq.next(frame.stream)
         latency_ms = (time.monotonic() - frame.monotonic) * 1000.0
         message = build_prediction_message(
             response=result.response,
@@ -57,6 +66,7 @@ class ResultRouter:
             inference_ms=result.inference_ms,
             frame_age_ms=result.frame_age_ms,
             latency_ms=latency_ms,
+            run_id=self._run_id,
         )
         self.metrics[frame.stream].record(
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms
