@@ -43,6 +43,10 @@ _SIZE = "length(payload) + length(CAST(topic AS BLOB))"
 _LOAD_CHUNK = 256
 _ERROR_LOG_INTERVAL_S = 60.0
 _RETRY_S = 1.0
+# Deleting acknowledged rows is not urgent (a crash before it only means a resend): they wait for
+# the next insert, or this long, or this many, so a quiet stream costs one transaction a message.
+_ACK_DELAY_S = 0.25
+_ACK_BATCH = 512
 
 
 class DiskOutbox:
@@ -199,8 +203,7 @@ class DiskOutbox:
         try:
             while True:
                 with self._cond:
-                    while not (self._pending or self._acked or self._want_load or self._stopping):
-                        self._cond.wait()
+                    self._wait_for_work()
                     stopping = self._stopping
                 wait = last + self._interval - time.monotonic()
                 if wait > 0 and not stopping:
@@ -218,6 +221,20 @@ class DiskOutbox:
                 self._conn.close()
             except sqlite3.Error:
                 pass
+
+    def _wait_for_work(self) -> None:
+        # caller holds the lock
+        ack_deadline: float | None = None
+        while not (self._pending or self._want_load or self._stopping or len(self._acked) >= _ACK_BATCH):
+            if not self._acked:
+                self._cond.wait()
+                continue
+            now = time.monotonic()
+            if ack_deadline is None:
+                ack_deadline = now + _ACK_DELAY_S
+            if now >= ack_deadline:
+                return
+            self._cond.wait(ack_deadline - now)
 
     def _over(self, count: int, size: int) -> bool:
         return count > self.capacity or (self.max_bytes is not None and size > self.max_bytes and count > 1)
