@@ -450,9 +450,13 @@ class MqttSink:
         if now - self._overflow_logged_at >= _OVERFLOW_LOG_INTERVAL_S:
             self._overflow_logged_at = now
             log.warning(
-                "MQTT outbox full (%d messages waiting for %s): dropping the oldest; %d dropped so far",
-                self.config.queue_size,
+                "MQTT outbox full (%d messages, %.1f MiB waiting for %s; bounds MQTT_QUEUE_SIZE=%d, "
+                "MQTT_QUEUE_BYTES=%s): dropping the oldest; %d dropped so far (this line at most once a minute)",
+                len(self._outbox),
+                self._outbox.stored_bytes / 2**20,
                 self.config.describe(),
+                self.config.queue_size,
+                self.config.queue_bytes or "unbounded",
                 self._outbox.dropped,
             )
 
