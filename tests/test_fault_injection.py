@@ -137,6 +137,10 @@ def test_broker_killed_for_20_s_every_seq_arrives_and_publishing_resumes_quickly
     messages = received(sub)
     assert missing_seqs(messages) == {}, f"lost across the outage: {missing_seqs(messages)}"
     assert resumed_after <= reconnect_max + 1.0, f"publishing resumed {resumed_after:.1f} s after the broker"
+    print(
+        f"\n[1] {len(messages)} messages, none missing; {mqtt['queued']} queued at 20 s (oldest "
+        f"{mqtt['oldest_queued_age_s']:.1f} s); publishing resumed {resumed_after:.2f} s after the broker"
+    )
 
 
 # 2 and 3 -------------------------------------------------------------------------------------------
@@ -186,6 +190,7 @@ def test_agent_sigkilled_during_an_outage_loses_no_seq(
     two = [m["seq"] for m in messages if m["run_id"] == runs[1]]
     assert min(two) == max(one) + 1, "the restarted agent continues right above the last seq of the dead one"
     assert len(one) > 20 + 10, "the dead agent's outage backlog was replayed"
+    print(f"\n[2] run 1 seq 0..{max(one)} all delivered (backlog replayed by run 2), run 2 from {min(two)}")
 
 
 def test_sigterm_during_an_outage_keeps_the_outbox_and_exits_in_time(
@@ -203,6 +208,7 @@ def test_sigterm_during_an_outage_keeps_the_outbox_and_exits_in_time(
     one = [m["seq"] for m in messages if m["run_id"] == runs[0]]
     two = [m["seq"] for m in messages if m["run_id"] == runs[1]]
     assert min(two) == max(one) + 1
+    print(f"\n[3] SIGTERM -> exit 0 in {stopped_in:.2f} s; run 1 seq 0..{max(one)} delivered, run 2 from {min(two)}")
 
 
 # 4 -----------------------------------------------------------------------------------------------
@@ -323,6 +329,7 @@ def test_online_of_a_dead_agent_expires_on_a_restarted_persistent_broker(
         time.sleep(0.2)
     gone_after = time.monotonic() - died
     assert gone_after <= expiry + 1.0, f"online served {gone_after:.1f} s after the agent died (bound {expiry} s)"
+    print(f"\n[5] retained online gone {gone_after:.1f} s after the agent died (MQTT_ONLINE_EXPIRY={expiry})")
 
 
 # 6 -----------------------------------------------------------------------------------------------
@@ -348,6 +355,7 @@ def test_a_stalled_rtsp_camera_never_gets_a_fresh_frame_time_for_an_old_frame(
     # than that can be a real frame until the server runs again.
     liars = [m for m in received(sub) if stopped + 0.5 < m["frame_time"] < resumed]
     assert liars == [], [(round(m["frame_time"] - stopped, 2), m["frame_age_ms"]) for m in liars]
-    for m in received(sub):
-        age = m["_received_at"] - m["frame_time"]
-        assert age >= -0.05, "frame_time after the message arrived"
+    ages = [m["_received_at"] - m["frame_time"] for m in received(sub)]
+    assert min(ages) >= -0.05, "frame_time after the message arrived"
+    late = [a for a in ages if a > 1.0]
+    print(f"\n[6] {len(ages)} messages; {len(late)} published late, with their true age (max {max(ages):.1f} s)")
