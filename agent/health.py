@@ -11,6 +11,60 @@ if TYPE_CHECKING:
 
 HEALTHY_STATES = {"streaming", "finished"}
 
+# MQTT sink counters (MqttSink.counters()) -> Prometheus series; kept apart so they move easily.
+_MQTT_GAUGES = {
+    "queued": ("edge_agent_mqtt_queued", "messages waiting for the broker (not in flight)"),
+    "in_flight": ("edge_agent_mqtt_in_flight", "messages sent, not yet acknowledged"),
+    "outbox_bytes": ("edge_agent_mqtt_outbox_bytes", "bytes held in the outbox"),
+    "oldest_queued_age_s": ("edge_agent_mqtt_oldest_queued_age_seconds", "age of the oldest unacknowledged message"),
+}
+_MQTT_COUNTERS = {
+    "published": ("edge_agent_mqtt_published_total", "messages handed to the broker connection"),
+    "acked": ("edge_agent_mqtt_acked_total", "messages the broker acknowledged"),
+    "resent": ("edge_agent_mqtt_resent_total", "messages sent again after a connection dropped"),
+    "restored": ("edge_agent_mqtt_restored_total", "messages found in the outbox at start"),
+    "reconnects": ("edge_agent_mqtt_reconnects_total", "successful connections after the first"),
+    "connect_failures": ("edge_agent_mqtt_connect_failures_total", "failed connection attempts"),
+}
+_MQTT_DROP_CAUSES = {
+    "overflow": "dropped_overflow",
+    "rejected": "dropped_rejected",
+    "undeliverable": "dropped_undeliverable",
+    "closed": "dropped_closed",
+}
+
+
+def mqtt_health(counters: dict[str, Any]) -> dict[str, Any]:
+    """The MQTT part of /healthz: informative only, a broker outage never fails the probe."""
+    return {
+        "connected": counters.get("connected"),
+        "queued": counters.get("queued"),
+        "in_flight": counters.get("in_flight"),
+        "oldest_queued_age_s": counters.get("oldest_queued_age_s"),
+        "outbox": counters.get("outbox"),
+        "last_error": counters.get("last_error"),
+    }
+
+
+def mqtt_metric_lines(counters: dict[str, Any]) -> list[str]:
+    lines = [
+        "# HELP edge_agent_mqtt_connected 1 while connected to the broker",
+        "# TYPE edge_agent_mqtt_connected gauge",
+        f"edge_agent_mqtt_connected {int(bool(counters.get('connected')))}",
+    ]
+    for kind, table in (("gauge", _MQTT_GAUGES), ("counter", _MQTT_COUNTERS)):
+        for key, (metric, text) in table.items():
+            value = counters.get(key)
+            lines += [f"# HELP {metric} {text}", f"# TYPE {metric} {kind}"]
+            lines.append(f"{metric} {value if isinstance(value, int | float) else 0}")
+    lines += [
+        "# HELP edge_agent_mqtt_dropped_total messages given up, by cause",
+        "# TYPE edge_agent_mqtt_dropped_total counter",
+    ]
+    for cause, key in _MQTT_DROP_CAUSES.items():
+        lines.append(f'edge_agent_mqtt_dropped_total{{cause="{cause}"}} {int(counters.get(key) or 0)}')
+    return lines
+
 
 def _metric_lines(stats: dict[str, Any]) -> list[str]:
     lines = [
@@ -42,6 +96,9 @@ def _metric_lines(stats: dict[str, Any]) -> list[str]:
     lines.append("# TYPE edge_agent_stream_up gauge")
     for name, entry in stats["streams"].items():
         lines.append(f'edge_agent_stream_up{{stream="{name}"}} {int(entry.get("state") == "streaming")}')
+    mqtt = stats.get("sinks", {}).get("MqttSink")
+    if mqtt:
+        lines += mqtt_metric_lines(mqtt)
     return lines
 
 
@@ -52,7 +109,11 @@ async def start_health_server(supervisor: Supervisor, host: str, port: int) -> w
         # Healthy while at least one stream delivers: one dead camera must not get the whole
         # container restarted and take the working cameras down with it.
         ok = any(state in HEALTHY_STATES for state in states.values())
-        return web.json_response({"ok": ok, "streams": states}, status=200 if ok else 503)
+        body: dict[str, Any] = {"ok": ok, "streams": states}
+        mqtt = stats.get("sinks", {}).get("MqttSink")
+        if mqtt:
+            body["mqtt"] = mqtt_health(mqtt)
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body = "\n".join(_metric_lines(supervisor.stats())) + "\n"

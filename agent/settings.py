@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
 from models.errors import EdgeAgentError
 from models.settings import ModelSettings
+from pipelines import state
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sources.options import SourceOptions
 
@@ -82,6 +83,13 @@ class AgentSettings(BaseSettings):
         description="Also serve GET/PUT/DELETE /streams[/NAME] on HEALTH_PORT to list, add and remove "
         "streams at run time (not persisted: STREAMS is what a restart runs).",
     )
+    state_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STATE_DIR", "STATE_DIRECTORY"),
+        description="Directory of the persisted state (MQTT outbox, per-stream seq), one per agent. "
+        "Unset: systemd's STATE_DIRECTORY (StateDirectory=edge-agent: /var/lib/edge-agent), else "
+        "$XDG_STATE_HOME/edge-agent, else ~/.local/state/edge-agent.",
+    )
 
     mqtt_host: str | None = Field(default=None, description="MQTT broker host; unset = no MQTT.")
     mqtt_port: int | None = Field(
@@ -103,7 +111,35 @@ class AgentSettings(BaseSettings):
     mqtt_message_expiry: int = Field(
         default=300, ge=0, description="MQTT v5 expiry of prediction messages, seconds (0 = never)."
     )
-    mqtt_queue_size: int = Field(default=10000, ge=1, description="Messages kept while the broker is away.")
+    mqtt_queue_size: int = Field(
+        default=100000, ge=1, description="Messages kept while the broker is away; past it the oldest go, counted."
+    )
+    mqtt_queue_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=0, description="Bytes of messages kept while the broker is away (0 = no bound)."
+    )
+    mqtt_outbox: Literal["disk", "memory"] = Field(
+        default="disk",
+        description="Where QoS>=1 messages wait for the broker's acknowledgement: disk (SQLite in STATE_DIR, "
+        "survives crashes and restarts) or memory.",
+    )
+    mqtt_outbox_fsync: bool = Field(
+        default=False,
+        description="fsync every outbox commit: also survives a power cut, at the cost of a disk flush "
+        "every few ms under load (a crash of the agent loses nothing either way).",
+    )
+    mqtt_reconnect_min: float = Field(default=0.5, gt=0, description="First MQTT reconnect delay, seconds.")
+    mqtt_reconnect_max: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest MQTT reconnect delay, seconds (delays double up to it, with jitter): the agent "
+        "is back within this of the broker's return.",
+    )
+    mqtt_online_expiry: int = Field(
+        default=60,
+        ge=0,
+        description="MQTT v5 expiry of the retained 'online' status, refreshed every third of it, so a "
+        "broker stops serving 'online' for a dead agent within this many seconds (0 = never expires).",
+    )
     mqtt_keepalive: int = Field(default=30, ge=5, description="MQTT keepalive, seconds.")
     mqtt_ha_discovery: bool = Field(default=False, description="Publish Home Assistant discovery configs.")
 
@@ -333,6 +369,11 @@ def load_config() -> Config:
         raise ConfigError(f"MQTT_PASSWORD_FILE={agent.mqtt_password_file!r} is not a readable file")
     if agent.control_api and not agent.health_port:
         raise ConfigError("CONTROL_API=true needs HEALTH_PORT (the port it is served on); set HEALTH_PORT=8090, say")
+    if agent.mqtt_reconnect_min > agent.mqtt_reconnect_max:
+        raise ConfigError(
+            f"MQTT_RECONNECT_MIN={agent.mqtt_reconnect_min} is larger than "
+            f"MQTT_RECONNECT_MAX={agent.mqtt_reconnect_max}"
+        )
     if agent.reconnect_backoff_initial > agent.reconnect_backoff_max:
         raise ConfigError(
             f"RECONNECT_BACKOFF_INITIAL={agent.reconnect_backoff_initial} is larger than "
@@ -388,8 +429,20 @@ def mqtt_config(config: Config) -> MqttConfig:
         protocol=agent.mqtt_protocol,
         message_expiry_s=agent.mqtt_message_expiry or None,
         queue_size=agent.mqtt_queue_size,
+        queue_bytes=agent.mqtt_queue_bytes or None,
+        outbox_path=state_dir(config) / state.DB_NAME if agent.mqtt_outbox == "disk" else None,
+        outbox_fsync=agent.mqtt_outbox_fsync,
+        reconnect_min_s=agent.mqtt_reconnect_min,
+        reconnect_max_s=agent.mqtt_reconnect_max,
+        online_expiry_s=agent.mqtt_online_expiry or None,
         ha_discovery=agent.mqtt_ha_discovery,
     )
+
+
+def state_dir(config: Config) -> Path:
+    """STATE_DIR, else systemd's STATE_DIRECTORY, else the XDG default (see pipelines/state.py)."""
+    raw = config.agent.state_dir
+    return Path(raw.split(":")[0]).expanduser() if raw and raw.strip() else state.default_state_dir()
 
 
 def redacted(config: Config) -> dict[str, Any]:

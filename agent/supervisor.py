@@ -15,12 +15,13 @@ import functools
 import logging
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.settings import Config, StreamConfig, env_name, mqtt_config, source_options
+from agent.settings import Config, StreamConfig, env_name, mqtt_config, source_options, state_dir
 from agent.systemd_notify import SystemdNotifier
 from models import ModelManager
 from models.errors import (
@@ -32,8 +33,10 @@ from models.errors import (
     ModelNotFoundError,
     UnsupportedModelTypeError,
 )
+from pipelines.errors import StateError
 from pipelines.inference import InferenceStage, StreamBinding
 from pipelines.results import ResultRouter
+from pipelines.sequence import SequenceStore
 from pipelines.sinks.base import Sink
 from pipelines.sinks.mqtt import MqttSink
 from pipelines.sinks.stdout import StdoutSink
@@ -41,6 +44,7 @@ from pipelines.slot import LatestFrameSlot
 from pipelines.sources.options import SourceOptions
 from pipelines.sources.runner import StreamRunner
 from pipelines.sources.spec import SourceSpec
+from pipelines.state import StateDir
 
 log = logging.getLogger("edge_agent.supervisor")
 
@@ -75,6 +79,9 @@ class Supervisor:
         self.run_seconds = run_seconds
         self.notifier = SystemdNotifier()
         self.started_monotonic = time.monotonic()
+        self.run_id = uuid.uuid4().hex  # in every message: tells this run's frame_ids from the last's
+        self.sequences: SequenceStore | None = None
+        self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
         self.stages: dict[str, InferenceStage] = {}
@@ -103,17 +110,41 @@ class Supervisor:
             raise ConfigError(f"stream {stream.name!r}: {exc}") from None
         return stream, spec, options
 
+    def _open_state(self) -> None:
+        """Lock STATE_DIR and load the seq numbers; exit 2 (ConfigError) when it cannot be used."""
+        agent = self.config.agent
+        try:
+            self._state = StateDir(state_dir(self.config)).acquire()
+            # With the disk outbox the outbox records seq with each message (pipelines/sequence.py).
+            durable = bool(agent.mqtt_host) and agent.mqtt_qos > 0 and agent.mqtt_outbox == "disk"
+            self.sequences = SequenceStore(agent.agent_id, self._state.db_path, autosave=not durable)
+        except StateError as exc:
+            self._close_state()
+            raise ConfigError(str(exc)) from None
+        log.info("run %s, state in %s", self.run_id, self._state.path)
+
+    def _close_state(self) -> None:
+        if self.sequences is not None:
+            self.sequences.close()
+            self.sequences = None
+        if self._state is not None:
+            self._state.release()
+            self._state = None
+
     async def _start_sinks(self) -> None:
         agent = self.config.agent
         if agent.mqtt_host:
-            sink = MqttSink(mqtt_config(self.config))
+            try:
+                sink = MqttSink(mqtt_config(self.config))
+            except StateError as exc:
+                raise ConfigError(str(exc)) from None
             await sink.start()
             self.sinks.append(sink)
         if self.config.stdout_enabled:
             stdout = StdoutSink()
             await stdout.start()
             self.sinks.append(stdout)
-        self.router = ResultRouter(agent.agent_id, self.sinks)
+        self.router = ResultRouter(agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id)
 
     def _model_status(self, message: str) -> None:
         """Called from the loading thread: downloads and engine builds show in `systemctl status`."""
@@ -232,6 +263,7 @@ class Supervisor:
         return {
             "type": "stats",
             "agent_id": self.config.agent.agent_id,
+            "run_id": self.run_id,
             "time": time.time(),
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "streams": streams,
@@ -274,10 +306,11 @@ class Supervisor:
                 "MQTT_HOST=broker.local (see `edge-agent config` and the README)",
                 self.config.agent.model_id,
             )
-        await self._start_sinks()
+        self._open_state()
         background: list[asyncio.Task[Any]] = []
         health = None
         try:
+            await self._start_sinks()
             for model_id in dict.fromkeys(stream.model_id for stream, _, _ in sources):
                 await self._ensure_stage(model_id)
             for built in sources:
@@ -295,6 +328,7 @@ class Supervisor:
             if health is not None:
                 await health.cleanup()
             await self._close_sinks(self.config.agent.shutdown_timeout)
+            self._close_state()
             raise
         self.notifier.stopping()
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
@@ -305,6 +339,7 @@ class Supervisor:
         if health is not None:
             await health.cleanup()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
+        self._close_state()
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
         log.info("agent stopped")

@@ -21,3 +21,7 @@ class SourceStalledError(StreamError):
 
 class SourceEndedError(StreamError):
     """A live source ended its stream (a killed RTSP server ends PyAV's loop without an error)."""
+
+
+class StateError(EdgeAgentError):
+    """The state directory or its database cannot be used (not writable, locked, too new)."""

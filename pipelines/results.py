@@ -18,6 +18,7 @@ from models.predictions import Prediction
 from pipelines.frames import Frame
 from pipelines.metrics import StreamMetrics
 from pipelines.processing import ProcessingChain, ProcessingStep
+from pipelines.sequence import SequenceStore
 from pipelines.sinks.base import Sink
 from pipelines.sinks.message import build_prediction_message
 
@@ -42,18 +43,27 @@ class ResultRouter:
     Runs on the event loop; sinks must not block (the MQTT sink only enqueues).
     """
 
-    def __init__(self, agent_id: str, sinks: Sequence[Sink], steps: Sequence[ProcessingStep] = ()) -> None:
+    def __init__(
+        self,
+        agent_id: str,
+        sinks: Sequence[Sink],
+        *,
+        sequences: SequenceStore | None = None,
+        run_id: str | None = None,
+        steps: Sequence[ProcessingStep] = (),
+    ) -> None:
         self._agent_id = agent_id
         self._sinks = list(sinks)
         self.processing = ProcessingChain(steps)
-        self._seq: dict[str, int] = defaultdict(int)
+        # seq continues across restarts when the store is persistent (see pipelines/sequence.py)
+        self._seq = sequences if sequences is not None else SequenceStore(agent_id)
+        self._run_id = run_id
         self.metrics: dict[str, StreamMetrics] = defaultdict(StreamMetrics)
 
     def __call__(self, result: InferenceResult) -> None:
         frame = result.frame
         prediction = self.processing(frame.stream, result.prediction)
-        seq = self._seq[frame.stream]
-        self._seq[frame.stream] = seq + 1
+        seq = self._seq.next(frame.stream)
         latency_ms = (time.monotonic() - frame.monotonic) * 1000.0
         message = build_prediction_message(
             prediction=prediction,
@@ -66,6 +76,7 @@ class ResultRouter:
             inference_ms=result.inference_ms,
             frame_age_ms=result.frame_age_ms,
             latency_ms=latency_ms,
+            run_id=self._run_id,
         )
         self.metrics[frame.stream].record(
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms

@@ -56,9 +56,13 @@ class MqttConfig:
     protocol: str = "5"  # "5" or "3.1.1"
     message_expiry_s: int | None = 300  # MQTT v5 expiry of predictions and stats; None = never
     queue_size: int = 10000  # messages kept while the broker is away; the oldest go first
+    queue_bytes: int | None = None  # and at most this many bytes of them (None: no byte bound)
+    outbox_path: str | Path | None = None  # SQLite file of the durable outbox; None: in memory
+    outbox_fsync: bool = False  # fsync every outbox commit (survives power loss, costs writes)
+    online_expiry_s: int | None = 60  # v5: "online" expires unless refreshed (every third of this)
     max_inflight: int = 20  # unacknowledged QoS>=1 messages on the wire (capped by the broker's)
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 30.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 5.0
     connect_timeout_s: float = 10.0
     retain_predictions: bool = False
     ha_discovery: bool = False
@@ -92,6 +96,12 @@ class MqttConfig:
                 )
             if self.message_expiry_s == 0:
                 self.message_expiry_s = None  # 0 reads as "no expiry" in the settings
+        for name in ("online_expiry_s", "queue_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise MqttConfigError(f"MQTT {name}={value!r} must be a whole number >= 0 or None")
+            if value == 0:
+                setattr(self, name, None)
         for name in ("queue_size", "max_inflight"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -44,6 +44,10 @@ _RTSP_MAX_DELAY_US = 100_000
 # A paced file that falls this far behind its own clock (slow decode, machine suspended) re-anchors
 # instead of rushing through the backlog.
 _PACE_RESYNC_S = 1.0
+# A live frame whose stream timestamp says it is this much older than its arrival suggests (it
+# was held up: a stalled camera's last frame comes out of FFmpeg only at the read timeout) is
+# stamped with the time it was really captured.
+_LATE_S = 1.0
 
 
 def ffmpeg_options(spec: SourceSpec, options: SourceOptions) -> dict[str, str]:
@@ -163,6 +167,33 @@ class Pacer:
         self._anchor = None
 
 
+class CaptureClock:
+    """Capture times of live frames: now, unless the stream's own clock shows the frame is late.
+
+    Each frame is compared with the previous one: when more wall time than stream time passed
+    between them (by over ``late_s``), the frame sat somewhere (a stalled connection, a burst
+    after a network hiccup) and gets the previous frame's time plus the stream time between
+    them, its true capture time. Re-anchored on every frame, so camera clock drift never
+    accumulates; a camera that pauses and resumes advances its timestamps and stays fresh.
+    """
+
+    def __init__(self, late_s: float = _LATE_S) -> None:
+        self.late_s = late_s
+        self._anchor: tuple[float, float, float] | None = None  # (wall, monotonic, pts)
+
+    def stamp(self, pts: float | None, wall: float, mono: float) -> tuple[float, float]:
+        if pts is None:
+            self._anchor = None
+            return wall, mono
+        if self._anchor is not None:
+            wall0, mono0, pts0 = self._anchor
+            elapsed = pts - pts0
+            if elapsed >= 0 and (mono - mono0) - elapsed > self.late_s:
+                wall, mono = wall0 + elapsed, mono0 + elapsed
+        self._anchor = (wall, mono, pts)
+        return wall, mono
+
+
 class FrameCounter:
     """Hands out per-stream frame ids that keep counting across reconnects."""
 
@@ -231,6 +262,7 @@ class FrameReader:
         self._log = logger or logging.getLogger(f"edge_agent.stream.{name}")
         self._cap = FpsCap(options.max_fps) if options.max_fps else None
         self._pacer = Pacer()
+        self._clock = CaptureClock()
         self.thread: threading.Thread | None = None
 
     # -- thread control (any thread) -------------------------------------------------------------
@@ -372,6 +404,8 @@ class FrameReader:
             status.skipped_by_fps_cap += 1
             return True
         wall, mono = time.time(), time.monotonic()
+        if not status.finite:
+            wall, mono = self._clock.stamp(pts, wall, mono)
         if self.stop_event.is_set():
             return False
         # Live: pixels are converted by whoever looks at them (see Frame), so a frame replaced in
