@@ -17,5 +17,9 @@ class MqttConfigError(SinkError):
     """
 
 
-class MqttPayloadError(SinkError):
-    """A payload cannot be encoded as JSON (a caller bug, not a broker problem)."""
+class PayloadError(SinkError):
+    """A payload cannot be encoded as JSON (a caller bug, not a broker or pipe problem)."""
+
+
+# The MQTT sink's name for it, kept for callers that catch it by that name.
+MqttPayloadError = PayloadError

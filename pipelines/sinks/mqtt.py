@@ -55,7 +55,6 @@ Availability: Last Will ``offline`` (retained, QoS 1) on ``{prefix}/{agent_id}/s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import socket
@@ -71,6 +70,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pipelines.sinks.encoding import encode_json
 from pipelines.sinks.errors import MqttConfigError, MqttPayloadError
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sinks.mqtt_discovery import agent_discovery, stream_discovery
@@ -89,43 +89,6 @@ _SHORT_SESSION_S = 5.0
 _PUBLISH_OVERHEAD = 128  # fixed header, topic length, packet id, our properties: an upper bound
 _OVERFLOW_LOG_INTERVAL_S = 60.0
 _FLAP_QUIET_S = 60.0  # after a "connection lost" warning, further drops within this time log at DEBUG
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays (without importing numpy), sets, datetimes.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def encode_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN/Infinity (not JSON) become ``null`` instead of breaking consumers."""
-    try:
-        try:
-            text = json.dumps(
-                payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-            )
-        except ValueError:
-            text = json.dumps(
-                _finite(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-            )
-        return text.encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise MqttPayloadError(f"cannot encode the MQTT payload as JSON: {exc}") from None
 
 
 def _connect_hint(exc: BaseException) -> str:
