@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds them to the main parser; every handler is stored as ``handler`` on the
 parsed namespace and returns an exit code. EdgeAgentError becomes ``error: <message>`` on stderr
-and exit status 1.
+and exit status 2 when it is permanent (a bad id, a missing model offline), else 1.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _guarded(fn: Handler) -> Handler:
             return fn(args)
         except EdgeAgentError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return 2 if exc.permanent else 1
 
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__

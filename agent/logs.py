@@ -1,11 +1,19 @@
-"""Logging set-up: human lines by default, JSON lines for log shippers."""
+"""Logging set-up: human lines by default, JSON lines for log shippers; secrets scrubbed.
+
+Every line passes through ``models.redaction.redact_text`` with the secrets of the configuration
+(stream passwords, the MQTT password, the API key), whatever logger wrote it (ours, PyAV's,
+paho's, aiohttp's): a secret that reaches a log call by some path nobody thought of is still masked.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
+
+from models.redaction import redact_text
+from pipelines.sinks.encoding import to_json
 
 
 class JsonFormatter(logging.Formatter):
@@ -18,17 +26,30 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
-        return json.dumps(payload)
+        return to_json(payload)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+class ScrubbingFormatter(logging.Formatter):
+    """Formats with ``inner``, then masks every URL credential and every known secret."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets = [s for s in secrets if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.inner.format(record), self.secrets)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    inner: logging.Formatter
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        inner = JsonFormatter()
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
+        inner = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        inner.converter = time.gmtime
+    handler.setFormatter(ScrubbingFormatter(inner, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
