@@ -69,3 +69,14 @@ class StopRequested(EdgeAgentError):
     def __init__(self, what: str) -> None:
         self.what = what
         super().__init__(f"the agent is stopping ({what} was interrupted)")
+
+
+class NoStreamLeftError(EdgeAgentError):
+    """Every stream has ended and every one of them failed: nothing can produce frames."""
+
+    permanent = True  # files that cannot be read do not heal by a restart
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = failed
+        details = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        super().__init__(f"no stream can produce frames: every stream failed ({details})")

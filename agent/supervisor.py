@@ -25,9 +25,9 @@ from typing import Any
 
 from agent.errors import (
     EXIT_OK,
-    EXIT_PERMANENT,
     EXIT_TRANSIENT,
     ModelLoadError,
+    NoStreamLeftError,
     StopRequested,
     StreamExistsError,
     UnknownStreamError,
@@ -106,6 +106,7 @@ class Supervisor:
         # Set whenever streams are added or removed at run time, so _wait watches the new set.
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._all_failed: dict[str, str] = {}
 
     def request_stop(self, reason: str = "stop requested") -> None:
         if not self._stop.is_set():
@@ -375,8 +376,9 @@ class Supervisor:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT, ``run_seconds``, or no stream can produce frames any more.
 
-        Returns the exit code (0, or 2 when every stream failed); raises ConfigError or
-        ModelLoadError for what stops the start-up (the CLI maps them to 2 or 1).
+        Returns the exit code (0; 1 when a task crashed). Raises ConfigError or ModelLoadError for
+        what stops the start-up, and NoStreamLeftError (after an orderly shutdown) when every
+        stream failed; the CLI maps them to 2 or 1 by type.
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -389,7 +391,7 @@ class Supervisor:
         if self.config.using_sample:
             log.info(
                 "no STREAMS set: playing the bundled sample clip through %s. Point the agent at cameras with "
-                'STREAMS="door=rtsp://user:pass@10.0.0.5/live;yard=/dev/video0" and at a broker with '
+                'STREAMS="door=rtsp://10.0.0.5/live;yard=/dev/video0" and at a broker with '
                 "MQTT_HOST=broker.local (see `edge-agent config` and the README)",
                 self.config.agent.model_id,
             )
@@ -439,6 +441,8 @@ class Supervisor:
         for record in self.models.values():
             record.executor.shutdown(wait=False, cancel_futures=True)
         log.info("agent stopped")
+        if self._all_failed:
+            raise NoStreamLeftError(self._all_failed)
         return exit_code
 
     def _bind_health(self) -> socket.socket | None:
@@ -459,9 +463,8 @@ class Supervisor:
             log.info("no stream can produce frames any more; waiting for new ones on the control API")
             return None
         if failed and len(failed) == len(records):
-            details = "; ".join(f"{name}: {why}" for name, why in failed.items())
-            log.error("no stream can produce frames: every stream failed (%s)", details)
-            return EXIT_PERMANENT
+            self._all_failed = failed  # raised once everything is shut down
+            return EXIT_OK
         if failed:
             log.warning("every stream has ended; failed: %s", ", ".join(failed))
         else:

@@ -38,8 +38,8 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+[^\s'\"<>]+")
 MIN_SCRUB_LENGTH = 3
 
 
-def _spans(url: str) -> list[tuple[int, int]]:
-    """The (start, end) ranges of ``url`` that may hold a secret, merged and sorted."""
+def _raw_spans(url: str) -> list[tuple[int, int]]:
+    """The (start, end) ranges of ``url`` that may hold a secret, as each rule finds them."""
     spans: list[tuple[int, int]] = []
     match = _SCHEME.match(url)
     start = match.end() if match else 0
@@ -63,8 +63,13 @@ def _spans(url: str) -> list[tuple[int, int]]:
         if _SECRET_KEY.search(param.group(1)):
             spans.append((param.end(), len(url)))
             break
+    return spans
+
+
+def _spans(url: str) -> list[tuple[int, int]]:
+    """:func:`_raw_spans` merged and sorted: what :func:`redact_url` masks."""
     merged: list[tuple[int, int]] = []
-    for lo, hi in sorted(spans):
+    for lo, hi in sorted(_raw_spans(url)):
         if merged and lo <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
         else:
@@ -94,7 +99,7 @@ def url_secrets(url: str) -> list[str]:
     """The secret parts of ``url`` as they may be quoted elsewhere (raw, percent-decoded and
     percent-encoded), longest first, for :func:`redact_text`."""
     found: set[str] = set()
-    for lo, hi in _spans(url):
+    for lo, hi in _raw_spans(url) + _spans(url):
         raw = url[lo:hi]
         for variant in (raw, unquote(raw), quote(raw, safe="")):
             if len(variant) >= MIN_SCRUB_LENGTH:
