@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 
 def _error(status: int, message: str, secrets: list[str] | None = None) -> web.Response:
-    return json_response({"error": redact_text(message, secrets or [])}, status=status)
+    # the messages redact their URLs where they are written; this catches a secret quoted otherwise
+    return json_response({"error": redact_text(message, secrets or [], urls=False)}, status=status)
 
 
 def describe_request_errors(exc: ValidationError) -> str:

@@ -107,14 +107,18 @@ def url_secrets(url: str) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """``text`` with every URL in it redacted and every known secret replaced by ``***``."""
+def redact_text(text: str, secrets: list[str] | tuple[str, ...] = (), *, urls: bool = True) -> str:
+    """``text`` with every known secret replaced by ``***`` and (``urls``) every URL in it redacted.
+
+    ``urls=False`` for messages whose URLs were redacted where they were written: the URL scan
+    would also mask example text such as ``rtsp://[user:pass@]host``.
+    """
     if not text:
         return text
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= MIN_SCRUB_LENGTH:
             text = text.replace(secret, MASK)
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text) if urls else text
 
 
 __all__ = ["MASK", "redact_text", "redact_url", "url_secrets"]

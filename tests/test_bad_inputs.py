@@ -7,6 +7,7 @@ tests/test_stopping.py.)
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 from pathlib import Path
@@ -89,8 +90,8 @@ def test_local_directory_without_class_names_exit_2(tmp_path: Path) -> None:
     environment = json.loads((directory / "environment.json").read_text())
     environment.pop("CLASS_MAP", None)
     (directory / "environment.json").write_text(json.dumps(environment))
-    line = assert_refused(run_cli("run", "--seconds", "20", env=_env(tmp_path, MODEL_ID=str(directory))), str(directory))
-    assert "class" in line
+    result = run_cli("run", "--seconds", "20", env=_env(tmp_path, MODEL_ID=str(directory)))
+    assert "class" in assert_refused(result, str(directory))
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this box has CUDA")
@@ -159,7 +160,7 @@ def test_sample_stream_takes_its_overrides(tmp_path: Path) -> None:
     # 30 fps capped at 2: about two frames a second, half a second apart
     times = [m["frame_time"] for m in messages]
     assert 2 <= len(times) <= 12, len(times)
-    assert all(b - a >= 0.35 for a, b in zip(times, times[1:], strict=False)), times
+    assert all(b - a >= 0.35 for a, b in itertools.pairwise(times)), times
     assert all(p["confidence"] >= 0.9 for m in messages for p in m["predictions"])
     # and a typo in its overrides is refused like for any stream
     assert_refused(run_cli("config", env=_env(tmp_path, STREAM_SAMPLE_MAXFPS="2")), "STREAM_SAMPLE_MAXFPS")
