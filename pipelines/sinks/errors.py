@@ -16,6 +16,8 @@ class MqttConfigError(SinkError):
     setting, not later in the network thread.
     """
 
+    permanent = True
+
 
 class PayloadError(SinkError):
     """A payload cannot be encoded as JSON (a caller bug, not a broker or pipe problem)."""
