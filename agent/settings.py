@@ -74,14 +74,20 @@ class AgentSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format (stderr).")
     health_port: int = Field(default=0, ge=0, le=65535, description="HTTP /healthz and /metrics port; 0 = off.")
-    health_host: str = Field(default="127.0.0.1", description="Address the health server binds.")
+    health_host: str = Field(
+        default="127.0.0.1", description="Address of this machine the health server binds (0.0.0.0: every interface)."
+    )
     control_api: bool = Field(
         default=False,
         description="Also serve GET/PUT/DELETE /streams[/NAME] on HEALTH_PORT to list, add and remove "
         "streams at run time (not persisted: STREAMS is what a restart runs).",
     )
 
-    mqtt_host: str | None = Field(default=None, description="MQTT broker host; unset = no MQTT.")
+    mqtt_host: str | None = Field(
+        default=None,
+        description="MQTT broker: host, host:port, mqtt://host[:port] or mqtts://host[:port] (with MQTT_TLS); "
+        "unset = no MQTT.",
+    )
     mqtt_port: int | None = Field(
         default=None, ge=1, le=65535, description="MQTT broker port; unset = 1883, or 8883 with MQTT_TLS."
     )
