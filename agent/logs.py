@@ -17,15 +17,22 @@ from pipelines.sinks.encoding import to_json
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; texts are scrubbed before encoding (a secret holding '"' looks
+    different once JSON-escaped)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
     def format(self, record: logging.LogRecord) -> str:
         payload = {
             "time": round(record.created, 3),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage(), self.secrets),
         }
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
+            payload["exception"] = redact_text(self.formatException(record.exc_info), self.secrets)
         return to_json(payload)
 
 
@@ -43,13 +50,12 @@ class ScrubbingFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    inner: logging.Formatter
     if fmt == "json":
-        inner = JsonFormatter()
+        handler.setFormatter(JsonFormatter(secrets))
     else:
-        inner = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        inner.converter = time.gmtime
-    handler.setFormatter(ScrubbingFormatter(inner, secrets))
+        text = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        text.converter = time.gmtime
+        handler.setFormatter(ScrubbingFormatter(text, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

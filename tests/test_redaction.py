@@ -89,3 +89,29 @@ def test_free_text_quoting_the_url_or_the_password_is_scrubbed(template: str, pw
     assert pw not in out
     assert quote(pw, safe="") not in out
     assert MASK in out
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_lines_are_scrubbed_in_both_formats(fmt: str) -> None:
+    import io
+    import logging
+
+    from agent.logs import JsonFormatter, ScrubbingFormatter
+
+    secret = 'Qq"7\\\\x@Zz'
+    formatter: logging.Formatter = JsonFormatter([secret])
+    if fmt == "text":
+        formatter = ScrubbingFormatter(logging.Formatter("%(message)s"), [secret])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"test.scrub.{fmt}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.error("opening rtsp://admin:%s@h/x failed; password %s", secret, secret)
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "Qq" not in out and "Zz" not in out, out
+    assert "rtsp://admin:***@h/x" in out
