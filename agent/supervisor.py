@@ -165,6 +165,8 @@ class Supervisor:
         so a SIGTERM during a download or an engine build would wait for it to finish. A daemon
         thread that is still loading when the agent stops is simply left behind.
         """
+        if self._stop.is_set():
+            raise StopRequested(name)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
 
