@@ -7,6 +7,8 @@ refused; ``edge-agent run | head -3`` ends when head does.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -71,10 +73,17 @@ def test_run_piped_into_head_ends_with_head(tmp_path: Path) -> None:
     env = clean_environment(MODEL_CACHE_DIR=str(tmp_path / "cache"))
     command = f"{sys.executable} -m agent.cli run | head -3; echo \"agent=${{PIPESTATUS[0]}}\" >&2"
     started = time.monotonic()
-    result = subprocess.run(
-        ["bash", "-c", command], env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=90
+    # its own process group: if the agent does not end, the whole pipeline is killed, not orphaned
+    shell = subprocess.Popen(
+        ["bash", "-c", command], env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
     )
+    try:
+        stdout, stderr = shell.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
     assert time.monotonic() - started < 60
-    assert len(result.stdout.splitlines()) == 3
-    assert result.stderr.strip().endswith("agent=0"), result.stderr
-    assert "BrokenPipeError" not in result.stderr and "Traceback" not in result.stderr
+    assert len(stdout.splitlines()) == 3
+    assert stderr.strip().endswith("agent=0"), stderr
+    assert "BrokenPipeError" not in stderr and "Traceback" not in stderr
