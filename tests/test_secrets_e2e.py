@@ -170,7 +170,12 @@ def test_no_part_of_any_secret_is_ever_emitted(tmp_path: Path, mosquitto_factory
             outputs["http"] = "\n".join(answers)
         finally:
             proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(30)
+            try:
+                rc = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+                raise
     assert rc == 0, stderr_path.read_text()[-3000:]
     outputs["run stdout"] = stdout_path.read_text()
     outputs["run stderr (DEBUG)"] = stderr_path.read_text()
