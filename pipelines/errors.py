@@ -14,6 +14,8 @@ class StreamError(EdgeAgentError):
 class SourceConfigError(StreamError):
     """A stream URL or its options cannot work (unsupported scheme, missing file, bad value)."""
 
+    permanent = True
+
 
 class SourceStalledError(StreamError):
     """The source delivered no frame for longer than its stall timeout."""

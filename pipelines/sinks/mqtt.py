@@ -65,7 +65,6 @@ of life. MQTT 3.1.1 has no expiry: there the will and the ``offline`` on close a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import socket
@@ -83,6 +82,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from pipelines.backoff import Backoff
+from pipelines.sinks.encoding import encode_json
 from pipelines.sinks.errors import MqttConfigError, MqttPayloadError
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sinks.mqtt_discovery import agent_discovery, stream_discovery
@@ -109,43 +109,6 @@ _STOP_STATES = tuple(
     for name in ("MQTT_CS_DISCONNECTING", "MQTT_CS_DISCONNECTED")
     if hasattr(getattr(paho, "_ConnectionState", None), name)
 )
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays (without importing numpy), sets, datetimes.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def encode_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN/Infinity (not JSON) become ``null`` instead of breaking consumers."""
-    try:
-        try:
-            text = json.dumps(
-                payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-            )
-        except ValueError:
-            text = json.dumps(
-                _finite(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-            )
-        return text.encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise MqttPayloadError(f"cannot encode the MQTT payload as JSON: {exc}") from None
 
 
 def _connect_hint(exc: BaseException) -> str:

@@ -219,7 +219,9 @@ class ReaderStatus:
     wait_ended_mono: float = 0.0
     io_mono: float = 0.0  # last time the source gave us something (open started, packet read)
     frames_decoded: int = 0
+    frames_delivered: int = 0  # handed to the slot by this connection
     skipped_by_fps_cap: int = 0
+    corrupt_packets: int = 0  # packets of a file the decoder refused (skipped)
     end_reason: EndReason | None = None
     error: str | None = None
     finite: bool = False  # the source has an end (file, HTTP video with a duration)
@@ -327,7 +329,9 @@ class FrameReader:
     def _read(self) -> EndReason:
         spec, options, status = self.spec, self.options, self.status
         kwargs = open_kwargs(spec, options)
+        is_file = spec.kind == "file"
         while True:
+            decoded_before = status.frames_decoded
             if self.stop_event.is_set():
                 return "stopped"
             status.io_mono = time.monotonic()
@@ -355,11 +359,40 @@ class FrameReader:
                 self._pacer.reset()
                 if self._cap is not None:
                     self._cap.reset()
-                for packet in container.demux(stream):
+                packets = container.demux(stream)
+                while True:
+                    try:
+                        packet = next(packets)
+                    except StopIteration:
+                        break
+                    except av.error.FFmpegError as exc:
+                        if not is_file or status.frames_decoded == decoded_before:
+                            raise
+                        # A truncated or damaged recording: what could be decoded has been
+                        # played; the rest is not there. That is the file's end, not a reason
+                        # to start it again from the top.
+                        self._log.warning(
+                            "%s: the file is damaged or truncated after %d frame(s) (%s); treating that as its end",
+                            self.name,
+                            status.frames_decoded - decoded_before,
+                            self.spec.redact(_describe(exc)),
+                        )
+                        break
                     status.io_mono = time.monotonic()
                     if self.stop_event.is_set():
                         return "stopped"
-                    for frame in packet.decode():
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError as exc:
+                        if not is_file:
+                            raise
+                        # one bad packet of a file (the cut-off last one of a truncated recording)
+                        status.corrupt_packets += 1
+                        if status.corrupt_packets == 1:
+                            why = self.spec.redact(_describe(exc))
+                            self._log.warning("%s: skipping a packet the decoder refused (%s)", self.name, why)
+                        continue
+                    for frame in frames:
                         if not self._handle(frame, pace):
                             return "stopped"
                     # the read timeout runs from here, not from before a long wait for the consumer
@@ -375,6 +408,9 @@ class FrameReader:
                 status.error = f"no data for {options.read_timeout:g} s (read timeout)"
                 return "timeout"
             if status.finite and options.loop:
+                if status.frames_decoded == decoded_before:
+                    # looping a video without a single decodable frame would spin forever
+                    raise ValueError("the video has no decodable frame")
                 self._log.debug("%s: end of video, looping", self.name)
                 continue
             return "eof"
@@ -435,6 +471,7 @@ class FrameReader:
             ok = self.slot.put(handed, cancel=self.stop_event)
         if ok:
             self.counter.next_id += 1
+            status.frames_delivered += 1
             return True
         return not (self.stop_event.is_set() or self.slot.closed)
 
