@@ -1,20 +1,24 @@
-"""``edge-agent`` command line: run, config, infer, models."""
+"""``edge-agent`` command line: run, config, infer, models.
+
+Exit codes (``agent.errors``): 0 clean stop, 2 configuration or permanent model error (systemd
+does not restart: ``RestartPreventExitStatus=2``), 1 transient failure (systemd restarts). Every
+error is one line on stderr naming the culprit.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Sequence
 
-from agent.errors import ConfigError
+from agent.errors import EXIT_OK, EXIT_PERMANENT, ConfigError, exit_code_for
 from models.errors import EdgeAgentError
 
 log = logging.getLogger("edge_agent.cli")
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = EXIT_PERMANENT
 
 
 def _version() -> str:
@@ -28,24 +32,25 @@ def _version() -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
-    from agent.settings import load_config
+    from agent.settings import load_config, secrets_of
     from agent.supervisor import Supervisor
     from models.settings import set_model_settings
 
     config = load_config()
     # The model layer must see the very settings that were validated and printed, not re-read them.
     set_model_settings(config.models)
-    setup_logging(config.agent.log_level, config.agent.log_format)
+    setup_logging(config.agent.log_level, config.agent.log_format, secrets=secrets_of(config))
     supervisor = Supervisor(config, run_seconds=args.seconds)
     return asyncio.run(supervisor.run())
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
     from agent.settings import load_config, redacted
+    from pipelines.sinks.encoding import to_json
 
     config = load_config()
-    print(json.dumps(redacted(config), indent=2, default=str))
-    return 0
+    print(to_json(redacted(config), indent=2))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,13 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except ConfigError as exc:
-        print(f"configuration error:\n{exc}", file=sys.stderr)
+        print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except EdgeAgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        return exit_code_for(exc)
+    except KeyboardInterrupt:  # Ctrl-C before the agent's own handler was installed: a clean stop
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -2,19 +2,19 @@
 
 ``register(subparsers)`` adds them to the main parser; every handler is stored as ``handler`` on the
 parsed namespace and returns an exit code. EdgeAgentError becomes ``error: <message>`` on stderr
-and exit status 1.
+and exit status 2 when it is permanent (a bad id, a missing model offline), else 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from models.errors import EdgeAgentError
+from pipelines.sinks.encoding import to_json
 
 DEFAULT_MODEL = "builtin/shapes-v1"
 PROGRESS_MIN_BYTES = 1 << 20  # smaller downloads finish before a bar would help
@@ -28,7 +28,7 @@ def _guarded(fn: Handler) -> Handler:
             return fn(args)
         except EdgeAgentError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return 2 if exc.permanent else 1
 
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
@@ -95,7 +95,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     step = max(1, model.max_batch_size)
     for start in range(0, len(args.images), step):
         for response in model.infer(list(args.images[start : start + step]), **options):
-            sys.stdout.write(json.dumps(response.model_dump()) + "\n")
+            sys.stdout.write(to_json(response.model_dump()) + "\n")
         sys.stdout.flush()
     return 0
 
@@ -140,7 +140,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 "complete": entry.complete,
                 "path": str(entry.path),
             }
-            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.write(to_json(row) + "\n")
         return 0
     if not entries:
         print(f"no models cached in {get_model_settings().model_cache_dir}", file=sys.stderr)

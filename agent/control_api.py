@@ -1,97 +1,106 @@
-"""Streams at run time: GET /streams, PUT /streams/{name}, DELETE /streams/{name}.
+"""Streams at run time: GET /streams[/{name}], PUT /streams/{name}, DELETE /streams/{name}.
 
 Served beside /healthz when CONTROL_API=true. Added streams live until the agent stops; the
-environment (STREAMS) stays the source of truth for a restart. The body of a PUT uses the same
-names as the STREAM_<NAME>_* variables, in lower case, e.g.
+environment (STREAMS) stays the source of truth for a restart. The body of a PUT is the same
+stream model the environment fills (``pipelines.stream_config.StreamConfig``: the names of the
+STREAM_<NAME>_* variables in lower case, unknown keys refused), e.g.
 ``{"url": "rtsp://10.0.0.5/live", "model_id": "yolov8n-640", "max_fps": 5}``.
+
+Status codes come from the error's type: 400 for a bad request or a permanent model error, 404
+for an unknown stream, 409 for a name in use, 503 for a model that cannot be loaded right now.
+No answer ever quotes a URL unredacted.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from agent.errors import ConfigError
-from agent.settings import STREAM_NAME_RE, StreamConfig
+from agent.errors import ConfigError, StopRequested, StreamExistsError, UnknownStreamError
+from agent.health import json_response
+from agent.validation import check_model_id
 from models.errors import EdgeAgentError
+from models.redaction import redact_text, url_secrets
+from pipelines.stream_config import StreamConfig
 
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
 
 
-class StreamRequest(BaseModel):
-    """A stream as the control API takes it; unknown keys are refused, not ignored."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    url: str = Field(min_length=1)
-    model_id: str | None = None
-    mode: Literal["live", "every"] = "live"
-    max_fps: float | None = Field(default=None, gt=0)
-    confidence: float | None = Field(default=None, gt=0, le=1)
-    loop: bool = False
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    video_size: str | None = Field(default=None, pattern=r"^\d{2,5}x\d{2,5}$")
-    framerate: float | None = Field(default=None, gt=0)
-    input_format: str | None = None
-    tls_verify: bool = False
-    tls_ca_file: str | None = None
+def _error(status: int, message: str, secrets: list[str] | None = None) -> web.Response:
+    # the messages redact their URLs where they are written; this catches a secret quoted otherwise
+    return json_response({"error": redact_text(message, secrets or [], urls=False)}, status=status)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def describe_request_errors(exc: ValidationError) -> str:
+    """``field: problem; ...`` with inputs never echoed (a URL may carry a password)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-
-
-def _stats_of(supervisor: Supervisor, name: str) -> dict[str, Any]:
-    stats = supervisor.runners[name].stats
-    entry = asdict(stats) if is_dataclass(stats) and not isinstance(stats, type) else dict(stats)
-    entry["model_id"] = supervisor.stream_models.get(name)
-    return entry
+def status_for(exc: EdgeAgentError) -> int:
+    if isinstance(exc, StreamExistsError):
+        return 409
+    if isinstance(exc, UnknownStreamError):
+        return 404
+    if isinstance(exc, StopRequested):
+        return 503
+    if isinstance(exc, ConfigError) or exc.permanent:
+        return 400
+    return 503  # the model could not be loaded right now (network, lock): try again later
 
 
 def add_control_routes(app: web.Application, supervisor: Supervisor) -> None:
     async def list_streams(_: web.Request) -> web.Response:
-        return web.json_response({name: _stats_of(supervisor, name) for name in list(supervisor.runners)})
+        return json_response({name: supervisor.stream_stats(name) for name in list(supervisor.streams)})
+
+    async def get_stream(request: web.Request) -> web.Response:
+        try:
+            return json_response(supervisor.stream_stats(request.match_info["name"]))
+        except UnknownStreamError as exc:
+            return _error(404, str(exc))
 
     async def put_stream(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if not STREAM_NAME_RE.match(name):
-            return _error(400, f"stream name {name!r} is invalid; accepted: 1-63 letters, digits, '_' and '-'")
         try:
-            body = StreamRequest.model_validate(await request.json())
-        except ValueError as exc:  # bad JSON, or a ValidationError
-            text = _describe(exc) if isinstance(exc, ValidationError) else f"body is not JSON: {exc}"
-            return _error(400, text)
-        fields = body.model_dump()
-        fields["model_id"] = fields["model_id"] or supervisor.config.agent.model_id
-        stream = StreamConfig(name=name, **fields)
+            body: Any = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict):
+            return _error(400, "body must be a JSON object, e.g. {\"url\": \"rtsp://10.0.0.5/live\"}")
+        url = body.get("url")
+        secrets = url_secrets(url) if isinstance(url, str) else []
+        if "name" in body:
+            return _error(400, "name: comes from the path (/streams/NAME), not from the body")
         try:
+            stream = StreamConfig.model_validate({**body, "name": name})
+        except ValidationError as exc:
+            return _error(400, describe_request_errors(exc), secrets)
+        try:
+            if stream.model_id:
+                check_model_id(stream.model_id, "model_id")
             await supervisor.add_stream(stream)
-        except ConfigError as exc:
-            status = 409 if "exists already" in str(exc) else 400
-            return _error(status, str(exc))
-        except EdgeAgentError as exc:  # the model could not be loaded right now (network...)
-            return _error(503, str(exc))
-        return web.json_response(_stats_of(supervisor, name), status=201)
+        except EdgeAgentError as exc:
+            return _error(status_for(exc), str(exc), secrets)
+        return json_response(supervisor.stream_stats(name), status=201)
 
     async def delete_stream(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
             await supervisor.remove_stream(name)
-        except KeyError:
-            return _error(404, f"no stream named {name!r}; streams: {', '.join(supervisor.runners) or 'none'}")
-        return web.json_response({"removed": name})
+        except UnknownStreamError as exc:
+            return _error(404, str(exc))
+        return json_response({"removed": name})
 
     app.router.add_get("/streams", list_streams)
+    app.router.add_get(r"/streams/{name}", get_stream)
     app.router.add_put(r"/streams/{name}", put_stream)
     app.router.add_delete(r"/streams/{name}", delete_stream)
 
 
-__all__ = ["StreamRequest", "add_control_routes"]
+__all__ = ["add_control_routes", "describe_request_errors", "status_for"]

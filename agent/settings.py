@@ -1,8 +1,10 @@
 """Every environment variable of the service, in one typed place.
 
 ``models.settings.ModelSettings`` holds the model-side variables (cache, API, thresholds,
-providers); this module holds the service's own and the per-stream ones, and turns both into the
-plain config objects ``pipelines`` takes. Nothing else in the code reads ``os.environ``.
+providers); this module holds the service's own and the per-stream ones (parsed into the one
+stream model, ``pipelines.stream_config.StreamConfig``). Nothing else in the code reads
+``os.environ``. :func:`load_config` is the one validation step that ``edge-agent config`` and
+``edge-agent run`` share (it ends in ``agent.validation.validate_config``).
 """
 
 from __future__ import annotations
@@ -15,46 +17,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
-from agent.web.access import check_token, is_loopback_host, read_token_file
+from agent.web.access import check_token, read_token_file
 from models.errors import EdgeAgentError
+from models.redaction import MASK, redact_url
 from models.settings import ModelSettings
+from pipelines import state
 from pipelines.live import LiveViewOptions
-from pipelines.sinks.mqtt_config import MqttConfig
-from pipelines.sources.options import SourceOptions
+from pipelines.sinks.mqtt_config import MqttConfig, parse_broker
+from pipelines.stream_config import STREAM_KEYS, STREAM_NAME_RE, STREAM_NAME_RULE, StreamConfig, env_name
 
-STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 BUILTIN_MODEL_ID = "builtin/shapes-v1"
 SAMPLE_CLIP = Path(__file__).resolve().parent.parent / "models" / "builtin" / "sample.mp4"
+SAMPLE_STREAM = "sample"
+# Settings that are secrets whatever their value looks like.
+_SECRET_FIELD = re.compile(r"password|api_key|secret|token", re.IGNORECASE)
 
-# Per-stream overrides: STREAM_<NAME>_<KEY>. Key -> (description, accepted values for the error text).
-STREAM_KEYS: dict[str, str] = {
-    "MODEL_ID": "model for this stream (default: MODEL_ID)",
-    "MODE": "live | every (every: files only, every frame processed)",
-    "MAX_FPS": "cap on frames per second taken from the stream (positive number)",
-    "CONFIDENCE": "confidence threshold for this stream (0..1)",
-    "LOOP": "files: start again at the end (true/false)",
-    "RTSP_TRANSPORT": "tcp | udp",
-    "VIDEO_SIZE": "V4L2: WIDTHxHEIGHT, e.g. 1280x720",
-    "FRAMERATE": "V4L2: frames per second asked of the camera",
-    "INPUT_FORMAT": "V4L2: pixel format asked of the camera, e.g. mjpeg, yuyv422",
-    "TLS_VERIFY": "rtsps/https: check the server certificate (true/false; off by default: cameras are self-signed)",
-    "TLS_CA_FILE": "rtsps/https: PEM file of trusted certificates for TLS_VERIFY",
-}
-
-
-def env_name(stream: str) -> str:
-    """How a stream name appears inside STREAM_<NAME>_... variables."""
-    return stream.upper().replace("-", "_")
+__all__ = [
+    "STREAM_KEYS",
+    "STREAM_NAME_RE",
+    "AgentSettings",
+    "Config",
+    "StreamConfig",
+    "env_name",
+    "load_config",
+    "mqtt_config",
+    "parse_streams",
+    "redacted",
+]
 
 
 class AgentSettings(BaseSettings):
     """The service's own variables (see README's table)."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", allow_inf_nan=False)
 
     streams: str | None = Field(
         default=None,
@@ -80,7 +79,9 @@ class AgentSettings(BaseSettings):
     health_port: int = Field(
         default=0, ge=0, le=65535, description="HTTP port of the live view (/), /healthz, /readyz, /metrics; 0 = off."
     )
-    health_host: str = Field(default="127.0.0.1", description="Address the health server binds.")
+    health_host: str = Field(
+        default="127.0.0.1", description="Address of this machine the health server binds (0.0.0.0: every interface)."
+    )
     control_api: bool = Field(
         default=False,
         description="Also serve GET/PUT/DELETE /streams[/NAME] on HEALTH_PORT to list, add and remove "
@@ -101,8 +102,19 @@ class AgentSettings(BaseSettings):
         default=4, ge=1, le=1000, description="Most MJPEG viewers (live.mjpg) at a time per stream."
     )
     live_view_jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of live pictures.")
+    state_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STATE_DIR", "STATE_DIRECTORY"),
+        description="Directory of the persisted state (MQTT outbox, per-stream seq), one per agent. "
+        "Unset: systemd's STATE_DIRECTORY (StateDirectory=edge-agent: /var/lib/edge-agent), else "
+        "$XDG_STATE_HOME/edge-agent, else ~/.local/state/edge-agent.",
+    )
 
-    mqtt_host: str | None = Field(default=None, description="MQTT broker host; unset = no MQTT.")
+    mqtt_host: str | None = Field(
+        default=None,
+        description="MQTT broker: host, host:port, mqtt://host[:port] or mqtts://host[:port] (with MQTT_TLS); "
+        "unset = no MQTT.",
+    )
     mqtt_port: int | None = Field(
         default=None, ge=1, le=65535, description="MQTT broker port; unset = 1883, or 8883 with MQTT_TLS."
     )
@@ -122,7 +134,35 @@ class AgentSettings(BaseSettings):
     mqtt_message_expiry: int = Field(
         default=300, ge=0, description="MQTT v5 expiry of prediction messages, seconds (0 = never)."
     )
-    mqtt_queue_size: int = Field(default=10000, ge=1, description="Messages kept while the broker is away.")
+    mqtt_queue_size: int = Field(
+        default=100000, ge=1, description="Messages kept while the broker is away; past it the oldest go, counted."
+    )
+    mqtt_queue_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=0, description="Bytes of messages kept while the broker is away (0 = no bound)."
+    )
+    mqtt_outbox: Literal["disk", "memory"] = Field(
+        default="disk",
+        description="Where QoS>=1 messages wait for the broker's acknowledgement: disk (SQLite in STATE_DIR, "
+        "survives crashes and restarts) or memory.",
+    )
+    mqtt_outbox_fsync: bool = Field(
+        default=False,
+        description="fsync every outbox commit: also survives a power cut, at the cost of a disk flush "
+        "every few ms under load (a crash of the agent loses nothing either way).",
+    )
+    mqtt_reconnect_min: float = Field(default=0.5, gt=0, description="First MQTT reconnect delay, seconds.")
+    mqtt_reconnect_max: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest MQTT reconnect delay, seconds (delays double up to it, with jitter): the agent "
+        "is back within this of the broker's return.",
+    )
+    mqtt_online_expiry: int = Field(
+        default=60,
+        ge=0,
+        description="MQTT v5 expiry of the retained 'online' status, refreshed every third of it, so a "
+        "broker stops serving 'online' for a dead agent within this many seconds (0 = never expires).",
+    )
     mqtt_keepalive: int = Field(default=30, ge=5, description="MQTT keepalive, seconds.")
     mqtt_ha_discovery: bool = Field(default=False, description="Publish Home Assistant discovery configs.")
 
@@ -148,24 +188,24 @@ class AgentSettings(BaseSettings):
     def _qos_int(cls, value: Any) -> Any:
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
+    @field_validator("mqtt_host", mode="after")
+    @classmethod
+    def _broker(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            parse_broker(value)
+        except EdgeAgentError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
 
-@dataclass(frozen=True)
-class StreamConfig:
-    """One configured stream, with its overrides applied."""
-
-    name: str
-    url: str
-    model_id: str
-    mode: Literal["live", "every"] = "live"
-    max_fps: float | None = None
-    confidence: float | None = None
-    loop: bool = False
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-    video_size: str | None = None
-    framerate: float | None = None
-    input_format: str | None = None
-    tls_verify: bool = False
-    tls_ca_file: str | None = None
+    @field_validator("health_host", mode="after")
+    @classmethod
+    def _health_host(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty; give an address of this machine, e.g. 127.0.0.1 or 0.0.0.0")
+        return value
 
 
 @dataclass(frozen=True)
@@ -183,56 +223,69 @@ class Config:
             return not self.agent.mqtt_host
         return self.agent.stdout_sink == "true"
 
+    def model_of(self, stream: StreamConfig) -> str:
+        """The model a stream runs: its own, else MODEL_ID."""
+        return stream.model_id or self.agent.model_id
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _parse_bool(var: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{var}={raw!r} is not a boolean; accepted: true/false, 1/0, yes/no, on/off")
+    def with_default_model(self, stream: StreamConfig) -> StreamConfig:
+        return stream if stream.model_id else stream.model_copy(update={"model_id": self.agent.model_id})
 
 
-def _parse_positive(var: str, raw: str, *, upper: float | None = None) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{var}={raw!r} is not a number") from None
-    if not value > 0 or (upper is not None and value > upper):
-        bound = f"in (0, {upper:g}]" if upper is not None else "greater than 0"
-        raise ConfigError(f"{var}={raw!r} is out of range; accepted: a number {bound}")
-    return value
+# -- STREAMS ---------------------------------------------------------------------------------------
+
+
+def _opens_secret(url: str) -> bool:
+    """Does ``url`` end inside a secret (``rtsp://admin:pa`` or ``...?password=x``)? Then a ';'
+    right after it was part of the password, not the end of the entry."""
+    return redact_url(url).endswith(MASK)
 
 
 def parse_streams(raw: str) -> list[tuple[str, str]]:
     """``"door=rtsp://cam/live;yard=/dev/video0"`` -> [(name, url), ...].
 
-    Entries are separated by ``;`` or new lines; names must be unique and topic-safe.
+    Entries are separated by ``;`` or new lines; names must be unique and topic-safe. A ``;``
+    inside a password (best written ``%3B``) is kept with its URL when the text after it cannot
+    start an entry of its own. Error messages never quote an entry unredacted.
     """
+    pieces = re.split(r"([;\n])", raw)
+    entries: list[str] = []
+    for index in range(0, len(pieces), 2):
+        piece = pieces[index]
+        separator = pieces[index - 1] if index else ""
+        if entries and separator == ";" and piece.strip():
+            url = entries[-1].partition("=")[2].strip()
+            starts_entry = re.match(r"^\s*[A-Za-z0-9][A-Za-z0-9_-]{0,62}\s*=", piece) is not None
+            if starts_entry:
+                # "pa;b=c@host": the entry's URL has an unfinished userinfo that this piece ends
+                join = _opens_secret(url) and "@" not in url and "@" in piece
+            else:
+                join = "@" in piece or _opens_secret(url)
+            if join:
+                entries[-1] += separator + piece
+                continue
+        entries.append(piece)
     pairs: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for index, entry in enumerate(re.split(r"[;\n]", raw)):
+    number = 0
+    for entry in entries:
         entry = entry.strip()
         if not entry:
             continue
+        number += 1
         name, sep, url = entry.partition("=")
         name, url = name.strip(), url.strip()
         if not sep or "://" in name or name.startswith("/"):
+            # not quoted: a piece without a name may be the tail of a password
             raise ConfigError(
-                f"STREAMS entry {index + 1} ({entry!r}) has no name; write it as name=url, "
-                'e.g. STREAMS="door=rtsp://10.0.0.5/live;yard=/dev/video0"'
+                f"STREAMS entry {number} has no name; write it as name=url, "
+                'e.g. STREAMS="door=rtsp://10.0.0.5/live;yard=/dev/video0" (a \';\' inside a password: %3B)'
             )
         if not STREAM_NAME_RE.match(name):
             raise ConfigError(
-                f"STREAMS entry {index + 1}: stream name {name!r} is invalid; accepted: 1-63 characters "
-                "of letters, digits, '_' and '-', starting with a letter or digit"
+                f"STREAMS entry {number}: stream name {redact_url(name)!r} is invalid; accepted: {STREAM_NAME_RULE}"
             )
         if not url:
-            raise ConfigError(f"STREAMS entry {index + 1}: stream {name!r} has no URL after '='")
+            raise ConfigError(f"STREAMS entry {number}: stream {name!r} has no URL after '='")
         key = env_name(name)
         if key in seen:
             raise ConfigError(f"STREAMS: stream name {name!r} is used twice (names are compared case-insensitively)")
@@ -243,46 +296,35 @@ def parse_streams(raw: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _stream_config(name: str, url: str, default_model: str, environ: Mapping[str, str]) -> StreamConfig:
+def _shown(value: Any) -> str:
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
+
+
+def stream_from_env(
+    name: str, url: str, environ: Mapping[str, str], defaults: Mapping[str, Any] | None = None
+) -> StreamConfig:
+    """One stream from its URL and its STREAM_<NAME>_<KEY> variables (``environ``: upper-case keys)."""
     prefix = f"STREAM_{env_name(name)}_"
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     for key in STREAM_KEYS:
-        var = prefix + key
-        raw = environ.get(var)
-        if raw is None or raw.strip() == "":
-            continue
-        raw = raw.strip()
-        if key == "MODEL_ID":
-            values["model_id"] = raw
-        elif key == "MODE":
-            if raw.lower() not in ("live", "every"):
-                raise ConfigError(f"{var}={raw!r} is invalid; accepted: live, every")
-            values["mode"] = raw.lower()
-        elif key == "MAX_FPS":
-            values["max_fps"] = _parse_positive(var, raw)
-        elif key == "FRAMERATE":
-            values["framerate"] = _parse_positive(var, raw)
-        elif key == "CONFIDENCE":
-            values["confidence"] = _parse_positive(var, raw, upper=1.0)
-        elif key == "LOOP":
-            values["loop"] = _parse_bool(var, raw)
-        elif key == "RTSP_TRANSPORT":
-            if raw.lower() not in ("tcp", "udp"):
-                raise ConfigError(f"{var}={raw!r} is invalid; accepted: tcp, udp")
-            values["rtsp_transport"] = raw.lower()
-        elif key == "VIDEO_SIZE":
-            if not re.fullmatch(r"\d{2,5}x\d{2,5}", raw):
-                raise ConfigError(f"{var}={raw!r} is invalid; accepted: WIDTHxHEIGHT, e.g. 1280x720")
-            values["video_size"] = raw
-        elif key == "INPUT_FORMAT":
-            values["input_format"] = raw
-        elif key == "TLS_VERIFY":
-            values["tls_verify"] = _parse_bool(var, raw)
-        elif key == "TLS_CA_FILE":
-            if not Path(raw).is_file():
-                raise ConfigError(f"{var}={raw!r} is not a readable file")
-            values["tls_ca_file"] = raw
-    return StreamConfig(name=name, url=url, model_id=values.pop("model_id", default_model), **values)
+        raw = environ.get(prefix + key)
+        if raw is not None and raw.strip():
+            values[key.lower()] = raw.strip()
+    try:
+        return StreamConfig(name=name, url=url, **values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = str(err["loc"][0]) if err["loc"] else ""
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if where == "url":
+                lines.append(f"STREAMS: the URL of stream {name!r} is invalid: {message}")
+            elif where == "name":
+                lines.append(f"STREAMS: {message}")
+            else:
+                var, hint = prefix + where.upper(), STREAM_KEYS.get(where.upper(), "")
+                lines.append(f"{var}={_shown(err.get('input'))} is invalid: {message} — {hint}")
+        raise ConfigError("\n".join(lines)) from None
 
 
 def _unknown_stream_vars(names: list[str], environ: Mapping[str, str]) -> list[str]:
@@ -297,8 +339,11 @@ def _unknown_stream_vars(names: list[str], environ: Mapping[str, str]) -> list[s
     return sorted(unknown)
 
 
+# -- the whole configuration -------------------------------------------------------------------------
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseSettings]) -> str:
-    """One line per bad variable: name, value, problem (pydantic's text lists accepted literals)."""
+    """One line per bad variable: name, value (redacted), problem, and what the variable is for."""
     lines = []
     for err in exc.errors():
         field_name = str(err["loc"][0]) if err["loc"] else "?"
@@ -309,17 +354,23 @@ def format_validation_error(exc: ValidationError, model: type[BaseSettings]) -> 
             choices = getattr(alias, "choices", None)
             var = " / ".join(str(c).upper() for c in choices) if choices else str(alias).upper()
         value = err.get("input")
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"].startswith("bool"):
             msg += " (accepted: true/false, 1/0, yes/no, on/off)"
         hint = f" — {info.description}" if info is not None and info.description else ""
-        shown = "***" if any(s in field_name for s in ("password", "key", "token")) else repr(value)
+        shown = MASK if _SECRET_FIELD.search(field_name) or "key" in field_name else _shown(value)
         lines.append(f"{var}={shown} is invalid: {msg}{hint}")
     return "\n".join(lines)
 
 
 def load_config() -> Config:
-    """Read and validate every variable; raise :class:`ConfigError` naming the bad ones."""
+    """Read and validate every variable; raise :class:`ConfigError` naming the bad ones.
+
+    This is the whole check ``edge-agent config`` runs, and the one ``run`` runs before it starts
+    anything: a configuration ``config`` accepts is one ``run`` starts with.
+    """
+    from agent.validation import validate_config
+
     env = dict(os.environ)
     try:
         agent = AgentSettings()
@@ -333,43 +384,23 @@ def load_config() -> Config:
     upper_env = {k.upper(): v for k, v in env.items()}
     using_sample = not (agent.streams and agent.streams.strip())
     if using_sample:
-        streams = [
-            StreamConfig(name="sample", url=str(SAMPLE_CLIP), model_id=agent.model_id, mode="live", loop=True)
-        ]
+        # The sample is a stream like any other: STREAM_SAMPLE_* overrides apply to it.
+        pairs = [(SAMPLE_STREAM, str(SAMPLE_CLIP))]
+        streams = [stream_from_env(SAMPLE_STREAM, str(SAMPLE_CLIP), upper_env, defaults={"loop": True})]
     else:
         pairs = parse_streams(agent.streams or "")
-        streams = [_stream_config(n, u, agent.model_id, upper_env) for n, u in pairs]
-        unknown = _unknown_stream_vars([n for n, _ in pairs], upper_env)
-        if unknown:
-            names = ", ".join(n for n, _ in pairs)
-            raise ConfigError(
-                f"{unknown[0]} does not match any stream in STREAMS ({names}) or any known key; "
-                f"accepted: STREAM_<NAME>_<KEY> with KEY one of {', '.join(STREAM_KEYS)}"
-            )
-    if agent.mqtt_password is not None and agent.mqtt_password_file:
-        raise ConfigError("MQTT_PASSWORD and MQTT_PASSWORD_FILE are both set; set only one")
-    if agent.mqtt_password_file and not Path(agent.mqtt_password_file).is_file():
-        raise ConfigError(f"MQTT_PASSWORD_FILE={agent.mqtt_password_file!r} is not a readable file")
-    token = http_token(agent)
-    if agent.health_port and token is None and not is_loopback_host(agent.health_host):
+        streams = [stream_from_env(n, u, upper_env) for n, u in pairs]
+    unknown = _unknown_stream_vars([n for n, _ in pairs], upper_env)
+    if unknown:
+        names = ", ".join(n for n, _ in pairs)
+        where = "the bundled sample (STREAMS is unset)" if using_sample else f"STREAMS ({names})"
         raise ConfigError(
-            f"HEALTH_HOST={agent.health_host!r} is not a loopback address and HTTP_TOKEN is not set: the live view, "
-            "control API and metrics would be open to the network. Set HTTP_TOKEN (or HTTP_TOKEN_FILE), or bind "
-            "HEALTH_HOST=127.0.0.1"
+            f"{unknown[0]} does not match any stream in {where} or any known key; "
+            f"accepted: STREAM_<NAME>_<KEY> with KEY one of {', '.join(STREAM_KEYS)}"
         )
-    if agent.control_api and not agent.health_port:
-        raise ConfigError("CONTROL_API=true needs HEALTH_PORT (the port it is served on); set HEALTH_PORT=8090, say")
-    if agent.reconnect_backoff_initial > agent.reconnect_backoff_max:
-        raise ConfigError(
-            f"RECONNECT_BACKOFF_INITIAL={agent.reconnect_backoff_initial} is larger than "
-            f"RECONNECT_BACKOFF_MAX={agent.reconnect_backoff_max}"
-        )
+    streams = [s if s.model_id else s.model_copy(update={"model_id": agent.model_id}) for s in streams]
     config = Config(agent=agent, models=model_settings, streams=streams, using_sample=using_sample)
-    if agent.mqtt_host:
-        try:
-            mqtt_config(config)
-        except EdgeAgentError as exc:
-            raise ConfigError(f"MQTT settings: {exc}") from None
+    validate_config(config)
     return config
 
 
@@ -395,26 +426,6 @@ def live_view_options(agent: AgentSettings) -> LiveViewOptions:
     )
 
 
-def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
-    agent = config.agent
-    return SourceOptions(
-        mode=stream.mode,
-        loop=stream.loop,
-        max_fps=stream.max_fps,
-        stall_timeout=agent.stream_stall_timeout,
-        open_timeout=agent.stream_open_timeout,
-        read_timeout=agent.stream_read_timeout,
-        backoff_initial=agent.reconnect_backoff_initial,
-        backoff_max=agent.reconnect_backoff_max,
-        rtsp_transport=stream.rtsp_transport,
-        video_size=stream.video_size,
-        framerate=stream.framerate,
-        input_format=stream.input_format,
-        tls_verify=stream.tls_verify,
-        tls_ca_file=stream.tls_ca_file,
-    )
-
-
 def mqtt_config(config: Config) -> MqttConfig:
     agent = config.agent
     assert agent.mqtt_host is not None
@@ -436,8 +447,37 @@ def mqtt_config(config: Config) -> MqttConfig:
         protocol=agent.mqtt_protocol,
         message_expiry_s=agent.mqtt_message_expiry or None,
         queue_size=agent.mqtt_queue_size,
+        queue_bytes=agent.mqtt_queue_bytes or None,
+        outbox_path=state_dir(config) / state.DB_NAME if agent.mqtt_outbox == "disk" else None,
+        outbox_fsync=agent.mqtt_outbox_fsync,
+        reconnect_min_s=agent.mqtt_reconnect_min,
+        reconnect_max_s=agent.mqtt_reconnect_max,
+        online_expiry_s=agent.mqtt_online_expiry or None,
         ha_discovery=agent.mqtt_ha_discovery,
     )
+
+
+def state_dir(config: Config) -> Path:
+    """STATE_DIR, else systemd's STATE_DIRECTORY, else the XDG default (see pipelines/state.py)."""
+    raw = config.agent.state_dir
+    return Path(raw.split(":")[0]).expanduser() if raw and raw.strip() else state.default_state_dir()
+
+
+def secrets_of(config: Config) -> list[str]:
+    """Every secret the configuration holds, for the log scrubber (``agent.logs``)."""
+    from models.redaction import url_secrets
+
+    found: list[str] = []
+    for stream in config.streams:
+        found.extend(url_secrets(stream.url))
+    if config.agent.streams:
+        found.extend(url_secrets(config.agent.streams))
+    if config.agent.mqtt_password is not None:
+        found.append(config.agent.mqtt_password.get_secret_value())
+    if config.models.api_key:
+        found.append(config.models.api_key)
+    found.extend(url_secrets(config.models.api_base_url))
+    return [s for s in dict.fromkeys(found) if s]
 
 
 def redacted(config: Config) -> dict[str, Any]:
@@ -446,24 +486,22 @@ def redacted(config: Config) -> dict[str, Any]:
     def dump(settings: BaseSettings) -> dict[str, Any]:
         out = {}
         for name, value in settings.model_dump().items():
-            secret = any(s in name for s in ("password", "api_key", "token"))
-            if isinstance(value, SecretStr) or (value is not None and secret):
-                value = "***" if value else value
-            if name == "streams" and isinstance(value, str):
-                value = _redact_url(value)
+            if value is not None and (isinstance(value, SecretStr) or _SECRET_FIELD.search(name)):
+                value = MASK
+            elif isinstance(value, str):
+                value = redact_url(value)
             out[name.upper()] = value
         return out
 
-    return {
-        "agent": dump(config.agent),
+    agent = dump(config.agent)
+    if config.agent.streams:
+        agent["STREAMS"] = ";".join(f"{s.name}={s.display_url}" for s in config.streams)
+    result: dict[str, Any] = {
+        "agent": agent,
         "models": dump(config.models),
-        "streams": [
-            {k: v for k, v in s.__dict__.items()} | {"url": _redact_url(s.url)} for s in config.streams
-        ],
+        "streams": [config.with_default_model(s).public() for s in config.streams],
         "sinks": (["mqtt"] if config.agent.mqtt_host else []) + (["stdout"] if config.stdout_enabled else []),
     }
-
-
-def _redact_url(url: str) -> str:
-    """rtsp://user:secret@host/ -> rtsp://user:***@host/"""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    if config.agent.mqtt_host:
+        result["mqtt_broker"] = mqtt_config(config).describe()
+    return result

@@ -1,40 +1,50 @@
 """The supervisor: owns every task of a running agent and tears them down in order.
 
-Start-up order: sinks (so ``online`` is out early), models (in an executor: a download or a
-TensorRT build must not freeze the loop), then one stage per model and one runner per stream.
-Shutdown order is the reverse of the data flow: stop sources, let each stage finish its batch in
-flight, flush the sinks, publish ``offline``. Python 3.10 has no ``asyncio.TaskGroup``, so the
-task bookkeeping is done by hand here, in one place.
+Start-up order: the health socket is bound (a port in use fails at once) and served (``/readyz``
+says what is still missing), sinks start (so ``online`` is out early), models load (each in a
+thread of its own: a download or a TensorRT build must neither freeze the loop nor hold up
+SIGTERM), then one stage per model and one runner per stream. Shutdown order is the reverse of
+the data flow: stop sources, let each stage finish its batch in flight, flush the sinks, publish
+``offline``. Python 3.10 has no ``asyncio.TaskGroup``, so the task bookkeeping is done by hand
+here, in one place: one :class:`StreamRecord` per stream and one :class:`ModelRecord` per model,
+retired with its last stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
+import socket
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
-from agent.errors import ConfigError
-from agent.settings import Config, StreamConfig, env_name, http_token, live_view_options, mqtt_config, source_options
-from agent.systemd_notify import SystemdNotifier
-from models import ModelManager
-from models.errors import (
-    ApiAuthError,
-    EdgeAgentError,
-    InvalidModelIdError,
-    ModelDisabledError,
-    ModelNotCachedError,
-    ModelNotFoundError,
-    UnsupportedModelTypeError,
+from agent.errors import (
+    EXIT_OK,
+    EXIT_TRANSIENT,
+    ConfigError,
+    ModelLoadError,
+    NoStreamLeftError,
+    StopRequested,
+    StreamExistsError,
+    UnknownStreamError,
 )
+from agent.settings import Config, StreamConfig, env_name, http_token, live_view_options, mqtt_config, state_dir
+from agent.systemd_notify import SystemdNotifier
+from agent.validation import prepare_source
+from models import ModelManager
+from models.errors import EdgeAgentError
+from pipelines.errors import StateError
 from pipelines.inference import InferenceStage, StreamBinding
 from pipelines.live import LiveView, model_colors
 from pipelines.results import ResultRouter
+from pipelines.sequence import SequenceStore
 from pipelines.sinks.base import Sink
 from pipelines.sinks.mqtt import MqttSink
 from pipelines.sinks.stdout import StdoutSink
@@ -42,6 +52,7 @@ from pipelines.slot import LatestFrameSlot
 from pipelines.sources.options import SourceOptions
 from pipelines.sources.runner import StreamRunner
 from pipelines.sources.spec import SourceSpec
+from pipelines.state import StateDir
 
 log = logging.getLogger("edge_agent.supervisor")
 
@@ -49,23 +60,39 @@ log = logging.getLogger("edge_agent.supervisor")
 # few images a CPU batch only spills the caches (YOLOv8n-sized at 640 on 2 cores: 49 ms/image at
 # batch 2-4, 57 at batch 8). Accelerators keep the model layer's larger default.
 CPU_BATCH_SIZE = 4
-
-# Model errors that no retry or restart can fix: wrong id, wrong key, disabled family, not cached
-# while offline. Network trouble is not among them: systemd restarts the agent for that.
-PERMANENT_MODEL_ERRORS = (
-    InvalidModelIdError,
-    ModelNotFoundError,
-    UnsupportedModelTypeError,
-    ModelDisabledError,
-    ApiAuthError,
-    ModelNotCachedError,
-)
+# How long a removed stream's runner, or a retired model's stage, may take to stop.
+RETIRE_TIMEOUT_S = 5.0
 
 
 def _plain(stats: Any) -> dict[str, Any]:
     if is_dataclass(stats) and not isinstance(stats, type):
         return asdict(stats)
     return dict(stats)
+
+
+@dataclass
+class StreamRecord:
+    """Everything the supervisor holds for one running stream."""
+
+    config: StreamConfig
+    model_id: str
+    spec: SourceSpec
+    options: SourceOptions
+    slot: LatestFrameSlot
+    runner: StreamRunner
+    task: asyncio.Task[Any]
+
+
+@dataclass
+class ModelRecord:
+    """One loaded model: its stage, the stage's task and executor, and the streams it serves."""
+
+    model_id: str
+    model: Any
+    stage: InferenceStage
+    task: asyncio.Task[Any]
+    executor: ThreadPoolExecutor
+    streams: set[str] = field(default_factory=set)
 
 
 class Supervisor:
@@ -76,49 +103,91 @@ class Supervisor:
         self.run_seconds = run_seconds
         self.notifier = SystemdNotifier()
         self.started_monotonic = time.monotonic()
+        self.run_id = uuid.uuid4().hex  # in every message: tells this run's frame_ids from the last's
+        self.sequences: SequenceStore | None = None
+        self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
-        self.stages: dict[str, InferenceStage] = {}
-        self.runners: dict[str, StreamRunner] = {}
-        self.stream_models: dict[str, str] = {}
-        self.slots: dict[str, LatestFrameSlot] = {}
-        self.runner_tasks: dict[str, asyncio.Task[Any]] = {}
-        self.stage_tasks: dict[str, asyncio.Task[Any]] = {}
-        # Each stream's newest frame + prediction for the live page (pictures made only when watched).
+        self.streams: dict[str, StreamRecord] = {}
+        self.models: dict[str, ModelRecord] = {}
+        # Each stream's newest frame + prediction for the live page (kept and drawn only when watched).
         self.live = LiveView(live_view_options(config.agent))
         self.model_load_s: dict[str, float] = {}
         self.ready = False  # every model loaded and every stream started (/readyz, READY=1)
         self._manager: ModelManager | None = None
-        self._executors: list[ThreadPoolExecutor] = []
         self._stop = asyncio.Event()
+        self._stop_reason = "stop requested"
         # Set whenever streams are added or removed at run time, so _wait watches the new set.
         self._changed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._all_failed: dict[str, str] = {}
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
         self._stop.set()
 
-    # -- start-up ------------------------------------------------------------------------------
+    @property
+    def manager(self) -> ModelManager:
+        if self._manager is None:
+            self._manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
+        return self._manager
 
-    def _build_source(self, stream: StreamConfig) -> tuple[StreamConfig, SourceSpec, SourceOptions]:
+    # -- sinks ---------------------------------------------------------------------------------
+
+    def _open_state(self) -> None:
+        """Lock STATE_DIR and load the seq numbers; exit 2 (ConfigError) when it cannot be used."""
+        agent = self.config.agent
         try:
-            spec = SourceSpec.parse(stream.url)
-            options = source_options(stream, self.config)
-            options.validate_for(spec)
-        except EdgeAgentError as exc:
-            raise ConfigError(f"stream {stream.name!r}: {exc}") from None
-        return stream, spec, options
+            self._state = StateDir(state_dir(self.config)).acquire()
+            # With the disk outbox the outbox records seq with each message (pipelines/sequence.py).
+            durable = bool(agent.mqtt_host) and agent.mqtt_qos > 0 and agent.mqtt_outbox == "disk"
+            self.sequences = SequenceStore(agent.agent_id, self._state.db_path, autosave=not durable)
+        except StateError as exc:
+            self._close_state()
+            raise ConfigError(str(exc)) from None
+        log.info("run %s, state in %s", self.run_id, self._state.path)
+
+    def _close_state(self) -> None:
+        if self.sequences is not None:
+            self.sequences.close()
+            self.sequences = None
+        if self._state is not None:
+            self._state.release()
+            self._state = None
 
     async def _start_sinks(self) -> None:
         agent = self.config.agent
         if agent.mqtt_host:
-            sink = MqttSink(mqtt_config(self.config))
+            try:
+                sink = MqttSink(mqtt_config(self.config))
+            except StateError as exc:
+                raise ConfigError(str(exc)) from None
             await sink.start()
             self.sinks.append(sink)
         if self.config.stdout_enabled:
-            stdout = StdoutSink()
+            stdout = StdoutSink(on_closed=self._stdout_closed_threadsafe)
             await stdout.start()
             self.sinks.append(stdout)
-        self.router = ResultRouter(agent.agent_id, self.sinks, live=self.live)
+        self.router = ResultRouter(
+            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
+        )
+
+    def _stdout_closed_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stdout_closed)
+
+    def _stdout_closed(self) -> None:
+        """stdout's reader went away (``edge-agent run | head -3``)."""
+        others = [s for s in self.sinks if not isinstance(s, StdoutSink)]
+        if others:
+            log.warning("stdout was closed by its reader; predictions still go to the other sink(s)")
+            return
+        log.info("stdout was closed by its reader and no other sink takes predictions: stopping")
+        self.request_stop("stdout closed")
+
+    # -- models --------------------------------------------------------------------------------
 
     def _model_status(self, message: str) -> None:
         """Called from the loading thread: downloads and engine builds show in `systemctl status`."""
@@ -126,39 +195,78 @@ class Supervisor:
         self.notifier.status(message)
         self.notifier.extend_timeout(900)
 
-    async def _load_model(self, model_id: str) -> Any:
+    def _users_of(self, model_id: str) -> list[str]:
+        return [s.name for s in self.config.streams if self.config.model_of(s) == model_id]
+
+    async def _in_thread(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` in a daemon thread; raise :class:`StopRequested` as soon as a stop arrives.
+
+        Not the loop's default executor: asyncio.run() joins that pool's threads on the way out,
+        so a SIGTERM during a download or an engine build would wait for it to finish. A daemon
+        thread that is still loading when the agent stops is simply left behind.
+        """
+        if self._stop.is_set():
+            raise StopRequested(name)
         loop = asyncio.get_running_loop()
-        if self._manager is None:
-            self._manager = ModelManager(max_active=max(self.config.models.max_active_models, 1))
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        def work() -> None:
+            try:
+                outcome = (True, fn())
+            except BaseException as exc:  # handed to the loop, which decides
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent has stopped
+                loop.call_soon_threadsafe(settle, *outcome)
+
+        threading.Thread(target=work, name=name, daemon=True).start()
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({future, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if not future.done():
+            future.cancel()
+            raise StopRequested(name)
+        return future.result()
+
+    async def _load_model(self, model_id: str) -> Any:
         self.notifier.status(f"loading model {model_id}")
         # A first download or a TensorRT engine build can take minutes: keep systemd patient.
         self.notifier.extend_timeout(900)
         started = time.monotonic()
+        manager = self.manager
+        api_key = self.config.models.api_key
         try:
-            model = await loop.run_in_executor(
-                None,
-                functools.partial(self._manager.get, model_id, self.config.models.api_key, status=self._model_status),
+            model = await self._in_thread(
+                f"load:{model_id}"[:60], lambda: manager.get(model_id, api_key, status=self._model_status)
             )
-        except PERMANENT_MODEL_ERRORS as exc:
-            # Restarting cannot fix these; exit 2 tells systemd (RestartPreventExitStatus=2).
-            users = ", ".join(s.name for s in self.config.streams if s.model_id == model_id)
-            raise ConfigError(f"model {model_id!r} (streams: {users or 'none yet'}): {exc}") from None
+        except StopRequested:
+            raise
+        except EdgeAgentError as exc:
+            # permanent (wrong id, unusable files, a provider this box lacks) or not, as the cause is
+            raise ModelLoadError(model_id, self._users_of(model_id), exc) from exc
         self.model_load_s[model_id] = time.monotonic() - started
         log.info("model %s ready in %.1f s", model_id, self.model_load_s[model_id])
         return model
 
-    async def _ensure_stage(self, model_id: str) -> InferenceStage:
-        """The stage of ``model_id``, loading the model and starting the stage on first use."""
-        stage = self.stages.get(model_id)
-        if stage is None:
+    async def _ensure_model(self, model_id: str) -> ModelRecord:
+        """The record of ``model_id``, loading the model and starting its stage on first use."""
+        record = self.models.get(model_id)
+        if record is None:
             model = await self._load_model(model_id)
-            stage = self.stages.get(model_id)  # another add_stream may have won the race
-            if stage is None:
-                stage = self._make_stage(model_id, model)
-                self.stages[model_id] = stage
-                self.stage_tasks[model_id] = asyncio.create_task(stage.run(), name=f"stage:{model_id}")
+            record = self.models.get(model_id)  # another add_stream may have won the race
+            if record is None:
+                record = self._make_model_record(model_id, model)
+                self.models[model_id] = record
                 self._changed.set()
-        return stage
+        return record
 
     def _batch_size(self, model: Any) -> int:
         settings = self.config.models
@@ -168,14 +276,13 @@ class Supervisor:
             return min(CPU_BATCH_SIZE, settings.max_batch_size)
         return settings.max_batch_size
 
-    def _make_stage(self, model_id: str, model: Any) -> InferenceStage:
+    def _make_model_record(self, model_id: str, model: Any) -> ModelRecord:
         assert self.router is not None
         # One worker per model: two batches of the same model in parallel only fight over the
         # same cores, and a single worker keeps per-model ordering simple.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}")
-        self._executors.append(executor)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}"[:40])
         self.live.set_colors(model_id, model_colors(model))
-        return InferenceStage(
+        stage = InferenceStage(
             model,
             model_id=model_id,
             executor=executor,
@@ -184,66 +291,107 @@ class Supervisor:
             default_confidence=self.config.models.confidence,
             max_batch_size=self._batch_size(model),
         )
+        task = asyncio.create_task(stage.run(), name=f"stage:{model_id}")
+        return ModelRecord(model_id=model_id, model=model, stage=stage, task=task, executor=executor)
 
-    def _start_stream(self, stream: StreamConfig, spec: SourceSpec, options: SourceOptions) -> None:
+    async def _retire_model(self, record: ModelRecord) -> None:
+        """Stop a model nobody uses any more: its stage, its executor, and the loaded model."""
+        if self.models.get(record.model_id) is record:
+            del self.models[record.model_id]  # first, so a concurrent add_stream starts afresh
+        record.stage.stop()
+        _, pending = await asyncio.wait([record.task], timeout=RETIRE_TIMEOUT_S)
+        for task in pending:
+            task.cancel()
+        record.executor.shutdown(wait=False, cancel_futures=True)
+        self.model_load_s.pop(record.model_id, None)
+        if self._manager is not None and not any(r.model is record.model for r in self.models.values()):
+            with contextlib.suppress(EdgeAgentError):
+                self._manager.remove(record.model_id)
+        self._changed.set()
+        log.info("model %s unloaded: no stream uses it any more", record.model_id)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _start_stream(self, stream: StreamConfig, spec: SourceSpec, options: SourceOptions, model: ModelRecord) -> None:
         loop = asyncio.get_running_loop()
         slot = LatestFrameSlot(loop, wait_for_consumer=options.mode == "every")
         runner = StreamRunner(stream.name, spec, options, slot)
-        self.runners[stream.name] = runner
-        self.slots[stream.name] = slot
-        self.stream_models[stream.name] = stream.model_id
-        self.live.track(stream.name)
-        self.stages[stream.model_id].attach(
+        model.stage.attach(
             StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live")
         )
-        self.runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
+        model.streams.add(stream.name)
+        self.live.track(stream.name)
+        task = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
+        self.streams[stream.name] = StreamRecord(
+            config=stream, model_id=model.model_id, spec=spec, options=options, slot=slot, runner=runner, task=task
+        )
         self._changed.set()
 
-    # -- streams at run time (control API) --------------------------------------------------------
+    def _check_free(self, name: str) -> None:
+        if name in self.streams or env_name(name) in {env_name(n) for n in self.streams}:
+            raise StreamExistsError(name)
 
     async def add_stream(self, stream: StreamConfig) -> None:
-        """Start a new stream; ConfigError for a taken name, a bad URL or an unusable model."""
-        if stream.name in self.runners or env_name(stream.name) in {env_name(n) for n in self.runners}:
-            raise ConfigError(f"stream {stream.name!r} exists already; remove it first")
-        built = self._build_source(stream)
-        await self._ensure_stage(stream.model_id)
-        if stream.name in self.runners:  # added meanwhile by a concurrent request
-            raise ConfigError(f"stream {stream.name!r} exists already; remove it first")
-        self._start_stream(*built)
-        log.info("stream %s added (%s, model %s)", stream.name, built[1].display, stream.model_id)
+        """Start a new stream. StreamExistsError for a taken name, ConfigError for a bad URL or
+        options, ModelLoadError when its model cannot be loaded."""
+        self._check_free(stream.name)
+        stream = self.config.with_default_model(stream)
+        spec, options = prepare_source(stream, self.config)
+        model_id = self.config.model_of(stream)
+        record = await self._ensure_model(model_id)
+        self._check_free(stream.name)  # added meanwhile by a concurrent request
+        if self.models.get(model_id) is not record:  # retired while we waited for it
+            record = await self._ensure_model(model_id)
+            self._check_free(stream.name)
+        self._start_stream(stream, spec, options, record)
+        log.info("stream %s added (%s, model %s)", stream.name, spec.display, model_id)
 
     async def remove_stream(self, name: str) -> None:
-        """Stop a stream and forget it; KeyError when there is no such stream."""
-        task = self.runner_tasks.pop(name)
-        task.cancel()
-        await asyncio.wait([task], timeout=5.0)
-        model_id = self.stream_models.pop(name)
-        self.stages[model_id].detach(name)
-        self.slots.pop(name).close()
-        self.runners.pop(name)
+        """Stop a stream and forget it (its model too, when no other stream uses it);
+        UnknownStreamError when there is no such stream."""
+        record = self.streams.pop(name, None)
+        if record is None:
+            raise UnknownStreamError(name, list(self.streams))
+        record.task.cancel()
+        await asyncio.wait([record.task], timeout=RETIRE_TIMEOUT_S)
+        record.slot.close()
         self.live.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
+        model = self.models.get(record.model_id)
+        if model is not None:
+            model.stage.detach(name)
+            model.streams.discard(name)
+            if not model.streams:
+                await self._retire_model(model)
         self._changed.set()
         log.info("stream %s removed", name)
 
     # -- stats -------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        streams: dict[str, Any] = {}
+    def stream_stats(self, name: str) -> dict[str, Any]:
+        record = self.streams.get(name)
+        if record is None:
+            raise UnknownStreamError(name, list(self.streams))
+        entry = _plain(record.runner.stats)
+        entry["model_id"] = record.model_id
         metrics = self.router.metrics if self.router else {}
-        for name, runner in self.runners.items():
-            entry = _plain(runner.stats)
-            entry["model_id"] = self.stream_models.get(name)
-            if name in metrics:
-                entry.update(metrics[name].snapshot())
-            streams[name] = entry
+        if name in metrics:
+            entry.update(metrics[name].snapshot())
+        return entry
+
+    def stats(self) -> dict[str, Any]:
         return {
             "type": "stats",
             "agent_id": self.config.agent.agent_id,
+            "run_id": self.run_id,
             "time": time.time(),
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
-            "streams": streams,
+            "streams": {name: self.stream_stats(name) for name in list(self.streams)},
+            "models": {
+                model_id: {"streams": sorted(r.streams), "batches": r.stage.batches, "frames": r.stage.frames}
+                for model_id, r in self.models.items()
+            },
             "sinks": {type(s).__name__: s.counters() for s in self.sinks},
         }
 
@@ -268,46 +416,72 @@ class Supervisor:
 
     # -- run -----------------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Run until SIGTERM/SIGINT, ``run_seconds``, or every stream finished. Returns the exit code."""
-        loop = asyncio.get_running_loop()
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._stop.set)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
 
-        sources = [self._build_source(stream) for stream in self.config.streams]
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT, ``run_seconds``, or no stream can produce frames any more.
+
+        Returns the exit code (0; 1 when a task crashed). Raises ConfigError or ModelLoadError for
+        what stops the start-up, and NoStreamLeftError (after an orderly shutdown) when every
+        stream failed; the CLI maps them to 2 or 1 by type.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._install_signal_handlers(loop)
+        sources = [
+            (self.config.with_default_model(s), *prepare_source(s, self.config)) for s in self.config.streams
+        ]
+        # Before anything slow: a port in use is a configuration error, not a traceback later.
+        health_sock = self._bind_health()
         if self.config.using_sample:
             log.info(
                 "no STREAMS set: playing the bundled sample clip through %s. Point the agent at cameras with "
-                'STREAMS="door=rtsp://user:pass@10.0.0.5/live;yard=/dev/video0" and at a broker with '
+                'STREAMS="door=rtsp://10.0.0.5/live;yard=/dev/video0" and at a broker with '
                 "MQTT_HOST=broker.local (see `edge-agent config` and the README)",
                 self.config.agent.model_id,
             )
         background: list[asyncio.Task[Any]] = []
         health = None
         try:
-            # Up before the models load, so /readyz can say what start-up still waits for.
-            health = await self._start_health()
-            await self._start_sinks()
-            for model_id in dict.fromkeys(stream.model_id for stream, _, _ in sources):
-                await self._ensure_stage(model_id)
-            for built in sources:
-                self._start_stream(*built)
-            background.append(asyncio.create_task(self._stats_loop(), name="stats"))
-            background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
-            self.ready = True
-            self.notifier.ready(f"running {len(self.runners)} stream(s) on {len(self.stages)} model(s)")
-            log.info("agent %s running %d stream(s)", self.config.agent.agent_id, len(self.runners))
+            if health_sock is not None:
+                # Served from the start, so /readyz can say what start-up still waits for.
+                from agent.health import start_health_server
 
-            exit_code = await self._wait()
+                health = await start_health_server(self, health_sock, http_token(self.config.agent))
+                health_sock = None
+            self._open_state()
+            await self._start_sinks()
+            try:
+                for model_id in dict.fromkeys(self.config.model_of(stream) for stream, _, _ in sources):
+                    await self._ensure_model(model_id)
+            except StopRequested:
+                log.info("%s while starting: stopping before any stream started", self._stop_reason)
+                exit_code = EXIT_OK
+            else:
+                for stream, spec, options in sources:
+                    self._start_stream(stream, spec, options, self.models[self.config.model_of(stream)])
+                background.append(asyncio.create_task(self._stats_loop(), name="stats"))
+                background.append(asyncio.create_task(self._watchdog_loop(), name="watchdog"))
+                self.ready = True
+                self.notifier.ready(f"running {len(self.streams)} stream(s) on {len(self.models)} model(s)")
+                log.info("agent %s running %d stream(s)", self.config.agent.agent_id, len(self.streams))
+                exit_code = await self._wait()
         except BaseException:
             for task in background:
                 task.cancel()
+            await self._abort()
             if health is not None:
                 await health.cleanup()
             self.live.close()
             await self._close_sinks(self.config.agent.shutdown_timeout)
+            self._close_state()
             raise
+        finally:
+            if health_sock is not None:
+                health_sock.close()
         self.notifier.stopping()
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
         await self._shutdown(deadline)
@@ -318,45 +492,80 @@ class Supervisor:
             await health.cleanup()
         self.live.close()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
-        for executor in self._executors:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self._close_state()
+        for record in self.models.values():
+            record.executor.shutdown(wait=False, cancel_futures=True)
         log.info("agent stopped")
+        if self._all_failed:
+            raise NoStreamLeftError(self._all_failed)
         return exit_code
+
+    def _bind_health(self) -> socket.socket | None:
+        agent = self.config.agent
+        if not agent.health_port:
+            return None
+        from agent.health import bind_health_socket
+
+        return bind_health_socket(agent.health_host, agent.health_port)
+
+    def _ended_result(self) -> int | None:
+        """With every stream ended: say so and give the exit code; None while one still runs."""
+        records = list(self.streams.values())
+        if not records or not all(r.task.done() for r in records):
+            return None
+        failed = {r.config.name: r.runner.stats.last_error or "failed" for r in records if r.runner.state == "failed"}
+        if self.config.agent.control_api:
+            log.info("no stream can produce frames any more; waiting for new ones on the control API")
+            return None
+        if failed and len(failed) == len(records):
+            self._all_failed = failed  # raised once everything is shut down
+            return EXIT_OK
+        if failed:
+            log.warning("every stream has ended; failed: %s", ", ".join(failed))
+        else:
+            log.info("every stream has finished")
+        return EXIT_OK
 
     async def _wait(self) -> int:
         """Block until a stop reason; a crashed stage or runner is a bug, so it stops the agent.
 
-        With the control API on, the agent keeps running when every stream has finished or been
-        removed (more may be added); without it, a finished set of file streams ends the run.
+        With the control API on, the agent keeps running when every stream has ended or been
+        removed (more may be added); without it, a set of ended streams ends the run.
         """
         stop_task = asyncio.create_task(self._stop.wait(), name="stop-signal")
         timer = asyncio.create_task(asyncio.sleep(self.run_seconds), name="run-timer") if self.run_seconds else None
-        exit_code = 0
+        exit_code = EXIT_OK
         reported: set[asyncio.Task[Any]] = set()
         try:
             while True:
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait(), name="streams-changed")
-                watched = {stop_task, changed, *self.runner_tasks.values(), *self.stage_tasks.values()} - reported
+                tasks = [r.task for r in self.streams.values()] + [r.task for r in self.models.values()]
+                watched = {stop_task, changed, *tasks} - reported
                 if timer is not None:
                     watched.add(timer)
                 done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 changed.cancel()
-                if stop_task in done or (timer is not None and timer in done):
+                if stop_task in done:
+                    log.info("%s: stopping", self._stop_reason)
+                    break
+                if timer is not None and timer in done:
                     break
                 crashed = [t for t in done if t is not changed and not t.cancelled() and t.exception() is not None]
                 if crashed:
                     for task in crashed:
                         log.error("task %s crashed", task.get_name(), exc_info=task.exception())
-                    exit_code = 1
+                    exit_code = EXIT_TRANSIENT
                     break
-                reported |= done - {changed}
-                runners = list(self.runner_tasks.values())
-                if runners and all(t.done() for t in runners) and not self.config.agent.control_api:
-                    log.info("every stream has finished")
-                    # Let the stages drain the last frames before shutting down.
-                    await self._drain_slots()
-                    break
+                newly_ended = done - {changed}
+                reported |= newly_ended
+                if newly_ended:
+                    result = self._ended_result()
+                    if result is not None:
+                        # Let the stages drain the last frames before shutting down.
+                        await self._drain_slots()
+                        exit_code = result
+                        break
         finally:
             stop_task.cancel()
             if timer is not None:
@@ -365,24 +574,36 @@ class Supervisor:
 
     async def _drain_slots(self) -> None:
         deadline = time.monotonic() + self.config.agent.shutdown_timeout
-        while time.monotonic() < deadline:
-            pending = any(slot.has_frame for slot in self.slots.values())
-            busy = any(stage.busy for stage in self.stages.values())
+        while time.monotonic() < deadline and not self._stop.is_set():
+            pending = any(r.slot.has_frame for r in self.streams.values())
+            busy = any(r.stage.busy for r in self.models.values())
             if not pending and not busy:
                 return
             await asyncio.sleep(0.02)
 
     async def _shutdown(self, deadline: float) -> None:
-        for task in self.runner_tasks.values():
+        tasks = [r.task for r in self.streams.values()]
+        for task in tasks:
             task.cancel()
-        if self.runner_tasks:
-            await asyncio.wait(self.runner_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
-        for stage in self.stages.values():
-            stage.stop()
-        if self.stage_tasks:
-            _, pending = await asyncio.wait(self.stage_tasks.values(), timeout=max(deadline - time.monotonic(), 0.1))
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.1))
+        for record in self.models.values():
+            record.stage.stop()
+        stage_tasks = [r.task for r in self.models.values()]
+        if stage_tasks:
+            _, pending = await asyncio.wait(stage_tasks, timeout=max(deadline - time.monotonic(), 0.1))
             for task in pending:
                 task.cancel()
+
+    async def _abort(self) -> None:
+        """Cancel whatever started before a start-up failure (bounded, never raises)."""
+        tasks = [r.task for r in self.streams.values()] + [r.task for r in self.models.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=RETIRE_TIMEOUT_S)
+        for record in self.models.values():
+            record.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _close_sinks(self, timeout: float) -> None:
         for sink in self.sinks:
@@ -390,11 +611,3 @@ class Supervisor:
                 await sink.close(timeout)
             except Exception:
                 log.exception("closing sink %s failed", type(sink).__name__)
-
-    async def _start_health(self) -> Any:
-        port = self.config.agent.health_port
-        if not port:
-            return None
-        from agent.health import start_health_server
-
-        return await start_health_server(self, self.config.agent.health_host, port, http_token(self.config.agent))

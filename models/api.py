@@ -18,7 +18,6 @@ import http.client
 import json
 import logging
 import random
-import re
 import socket
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from models.errors import ApiAuthError, ModelDownloadError, ModelNotFoundError
+from models.redaction import redact_url
 from models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -46,11 +46,9 @@ CHUNK = 1 << 16
 # A server that sends less than this within one MODEL_DOWNLOAD_TIMEOUT window counts as stalled.
 STALL_MIN_BYTES = 1024
 
-_SECRET_RE = re.compile(r"(api_key=)[^&#\s]*", re.IGNORECASE)
-
-
 def redact(url: str) -> str:
-    return _SECRET_RE.sub(r"\1***", url)
+    """The one URL redactor (models/redaction.py): user info and secret query values, api_key too."""
+    return redact_url(url)
 
 
 class _Transient(Exception):

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 
 class EdgeAgentError(Exception):
-    """Base of every error edge-agent raises on purpose."""
+    """Base of every error edge-agent raises on purpose.
+
+    ``permanent`` says whether a retry or a restart could help: True for a bad value, a wrong id,
+    unusable files (the agent exits 2 and systemd does not restart it), False for network trouble
+    or a busy lock (exit 1: systemd restarts). A subclass sets it; a raise site may override it on
+    the instance when the same type is permanent in one place and transient in another.
+    """
+
+    permanent: bool = False
 
 
 class ModelError(EdgeAgentError):
@@ -19,21 +27,31 @@ class ModelError(EdgeAgentError):
 class InvalidModelIdError(ModelError):
     """The model id is malformed or would escape the cache directory."""
 
+    permanent = True
+
 
 class ModelNotFoundError(ModelError):
     """The id is well formed but no such model exists (API 404, missing local dir, ...)."""
+
+    permanent = True
 
 
 class ModelDisabledError(ModelError):
     """The model family is switched off by an env flag; the message names the flag."""
 
+    permanent = True
+
 
 class UnsupportedModelTypeError(ModelError):
     """No model class is registered for the (task_type, model_type) pair."""
 
+    permanent = True
+
 
 class ApiAuthError(ModelError):
     """The API refused the key (401/403) or a key is needed and none was given."""
+
+    permanent = True
 
 
 class ModelDownloadError(ModelError):
@@ -42,6 +60,8 @@ class ModelDownloadError(ModelError):
 
 class ModelNotCachedError(ModelError):
     """OFFLINE_MODE is on and the model is not (completely) in the cache."""
+
+    permanent = True
 
 
 class CacheIntegrityError(ModelError):
@@ -55,9 +75,13 @@ class ModelRuntimeError(ModelError):
 class InvalidInputError(ModelError):
     """An image or an inference parameter handed to a model cannot be used."""
 
+    permanent = True
+
 
 class ExecutionProviderError(ModelRuntimeError):
     """ONNXRUNTIME_EXECUTION_PROVIDERS names a provider this onnxruntime build does not know/offer."""
+
+    permanent = True
 
 
 class CacheLockTimeoutError(ModelError):
@@ -66,6 +90,8 @@ class CacheLockTimeoutError(ModelError):
 
 class ModelSettingsError(ModelError):
     """An environment variable of the model layer has a value that cannot be used."""
+
+    permanent = True
 
 
 class CacheWriteError(ModelError):
@@ -78,6 +104,8 @@ class ModelLayoutError(ModelError):
     Raised when the model loads, never while frames run, so a wrong ``model_type`` is a start-up
     error and not silently wrong detections.
     """
+
+    permanent = True
 
     def __init__(self, model_id: str, layout: str, expected: str, got: list[tuple[str, list[object]]], hint: str = ""):
         self.model_id = model_id
@@ -96,6 +124,8 @@ class ModelLayoutError(ModelError):
 
 class ModelArtifactsError(ModelError):
     """A model directory's metadata (environment.json, class names, keypoints) is missing or unusable."""
+
+    permanent = True
 
     def __init__(self, path: object, problem: str):
         self.path = path

@@ -42,6 +42,13 @@ def resolve_providers(
     GPU and CPU boxes alike).
     """
     if requested is None:
+        if tensorrt_enabled and TENSORRT not in available:
+            # Asked for explicitly (it is opt-in): running without it would be a silent surprise.
+            raise ExecutionProviderError(
+                f"TENSORRT_ENABLED=true but this onnxruntime has no {TENSORRT} (it offers "
+                f"{', '.join(available)}); install an onnxruntime-gpu build with TensorRT, or set "
+                "TENSORRT_ENABLED=false"
+            )
         chosen = [p for p in PRIORITY if p in available and (p != TENSORRT or tensorrt_enabled)]
         if not chosen:
             chosen = [p for p in available if p != "AzureExecutionProvider"] or [CPU]
@@ -57,17 +64,17 @@ def resolve_providers(
     for name in requested:
         if name in available and name not in chosen:
             chosen.append(name)
+    if not chosen:
+        raise ExecutionProviderError(
+            f"none of the providers in ONNXRUNTIME_EXECUTION_PROVIDERS ({', '.join(requested)}) is "
+            f"available; this onnxruntime offers {', '.join(available)}"
+        )
     skipped = [p for p in requested if p not in available]
     if skipped:
         logger.warning(
             "execution provider(s) %s are not available in this onnxruntime build (it offers %s); skipping them",
             ", ".join(skipped),
             ", ".join(available),
-        )
-    if not chosen:
-        raise ExecutionProviderError(
-            f"none of the providers in ONNXRUNTIME_EXECUTION_PROVIDERS ({', '.join(requested)}) is "
-            f"available; this onnxruntime offers {', '.join(available)}"
         )
     return chosen
 

@@ -117,10 +117,13 @@ def get_model(
         return build_model(family, ref.model_id, directory, task_type, model_type, settings, status, weights_file)
     except CacheIntegrityError as exc:
         if ref.read_only or settings.offline_mode:
-            raise CacheIntegrityError(
+            final = CacheIntegrityError(
                 f"{exc}. {'OFFLINE_MODE is on, so it is not fetched again; ' if not ref.read_only else ''}"
                 f"nothing was deleted"
-            ) from exc
+            )
+            # Nothing will replace a local directory's weights by itself: a restart cannot help.
+            final.permanent = ref.read_only
+            raise final from exc
         logger.warning("cached weights of %s do not load (%s); fetching them again", ref.model_id, exc)
         bad = cache.file_fingerprint(directory / weights_file)
         directory = fetch(refetch_if_unchanged=bad)

@@ -11,9 +11,9 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import ModelSettingsError
@@ -63,11 +63,36 @@ def parse_provider_list(value: str) -> list[str]:
     return out
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # JSON true is not 1.0
+        raise ValueError(f"must be a number between 0 and 1 (e.g. 0.4), got {value!r}")
+    return value
+
+
+def _unit_interval(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a number between 0 and 1 (e.g. 0.4), got {value}")
+    return value
+
+
+# A threshold in [0, 1], 0 and 1 included: the one definition that CONFIDENCE, IOU_THRESHOLD and
+# the per-stream STREAM_<NAME>_CONFIDENCE share, so that they accept the same values.
+UnitInterval = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_unit_interval)]
+
+# onnxruntime starts this many threads per model when asked: more than a few per core only
+# costs memory and start-up time (a huge value took minutes and could not be interrupted).
+THREADS_PER_CORE_LIMIT = 4
+
+
+def max_ort_threads() -> int:
+    return THREADS_PER_CORE_LIMIT * (os.cpu_count() or 1)
+
+
 class ModelSettings(BaseSettings):
     """Settings of the model layer, one environment variable per field (names are upper case)."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=False, extra="ignore", populate_by_name=True, protected_namespaces=()
+        case_sensitive=False, extra="ignore", populate_by_name=True, protected_namespaces=(), allow_inf_nan=False
     )
 
     model_cache_dir: Path = Field(
@@ -112,18 +137,24 @@ class ModelSettings(BaseSettings):
         description="Let TensorRT build FP16 engines (faster on Jetson/Tensor cores, tiny accuracy change).",
     )
     ort_intra_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime intra-op threads per model (0 = onnxruntime's default)."
+        default=0,
+        ge=0,
+        description="onnxruntime intra-op threads per model (0 = onnxruntime's default; at most 4 per core).",
     )
     ort_inter_op_threads: int = Field(
-        default=0, ge=0, description="onnxruntime inter-op threads per model (0 = onnxruntime's default)."
+        default=0,
+        ge=0,
+        description="onnxruntime inter-op threads per model (0 = onnxruntime's default; at most 4 per core).",
     )
     ort_allow_spinning: bool = Field(
         default=True,
         description="Let onnxruntime's worker threads spin between operators (its default). Spinning "
         "lowers model latency on an idle box but burns cores that decoders and other models could use.",
     )
-    confidence: float = Field(default=0.4, description="Default minimum class score a detection must exceed (0..1).")
-    iou_threshold: float = Field(
+    confidence: UnitInterval = Field(
+        default=0.4, description="Default minimum class score a detection must exceed (0..1)."
+    )
+    iou_threshold: UnitInterval = Field(
         default=0.3,
         description="Default IoU above which non-max suppression drops the lower-scored box (0..1).",
     )
@@ -190,6 +221,14 @@ class ModelSettings(BaseSettings):
     smolvlm2_enabled: bool = Field(default=True, description="Allow smolvlm2/* (also needs LMM_ENABLED).")
     moondream2_enabled: bool = Field(default=True, description="Allow moondream2/* (also needs LMM_ENABLED).")
 
+    @field_validator("model_cache_dir", mode="before")
+    @classmethod
+    def _cache_dir_given(cls, value: Any) -> Any:
+        # Path("") is ".", so an empty MODEL_CACHE_DIR= would quietly fill the working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty; give a directory path, e.g. /var/lib/edge-agent/models, or unset it")
+        return value
+
     @field_validator("model_cache_dir", mode="after")
     @classmethod
     def _expand_cache_dir(cls, value: Path) -> Path:
@@ -229,11 +268,15 @@ class ModelSettings(BaseSettings):
             raise ValueError(f"ONNXRUNTIME_EXECUTION_PROVIDERS: {exc}") from None
         return value
 
-    @field_validator("confidence", "iou_threshold", mode="after")
+    @field_validator("ort_intra_op_threads", "ort_inter_op_threads", mode="after")
     @classmethod
-    def _unit_interval(cls, value: float) -> float:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"must be a number between 0 and 1 (e.g. 0.4), got {value}")
+    def _bounded_threads(cls, value: int) -> int:
+        limit = max_ort_threads()
+        if value > limit:
+            raise ValueError(
+                f"must be 0 (onnxruntime's default) or at most {limit} ({THREADS_PER_CORE_LIMIT} per core of "
+                f"this machine's {os.cpu_count() or 1}); onnxruntime starts that many threads per model"
+            )
         return value
 
     @property

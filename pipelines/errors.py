@@ -14,6 +14,8 @@ class StreamError(EdgeAgentError):
 class SourceConfigError(StreamError):
     """A stream URL or its options cannot work (unsupported scheme, missing file, bad value)."""
 
+    permanent = True
+
 
 class SourceStalledError(StreamError):
     """The source delivered no frame for longer than its stall timeout."""
@@ -21,3 +23,7 @@ class SourceStalledError(StreamError):
 
 class SourceEndedError(StreamError):
     """A live source ended its stream (a killed RTSP server ends PyAV's loop without an error)."""
+
+
+class StateError(EdgeAgentError):
+    """The state directory or its database cannot be used (not writable, locked, too new)."""

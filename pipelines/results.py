@@ -19,6 +19,7 @@ from pipelines.frames import Frame
 from pipelines.live import LiveView
 from pipelines.metrics import StreamMetrics
 from pipelines.processing import ProcessingChain, ProcessingStep
+from pipelines.sequence import SequenceStore
 from pipelines.sinks.base import Sink
 from pipelines.sinks.message import build_prediction_message
 
@@ -47,6 +48,9 @@ class ResultRouter:
         self,
         agent_id: str,
         sinks: Sequence[Sink],
+        *,
+        sequences: SequenceStore | None = None,
+        run_id: str | None = None,
         steps: Sequence[ProcessingStep] = (),
         live: LiveView | None = None,
     ) -> None:
@@ -55,14 +59,15 @@ class ResultRouter:
         self.live = live
         self._sinks = list(sinks)
         self.processing = ProcessingChain(steps)
-        self._seq: dict[str, int] = defaultdict(int)
+        # seq continues across restarts when the store is persistent (see pipelines/sequence.py)
+        self._seq = sequences if sequences is not None else SequenceStore(agent_id)
+        self._run_id = run_id
         self.metrics: dict[str, StreamMetrics] = defaultdict(StreamMetrics)
 
     def __call__(self, result: InferenceResult) -> None:
         frame = result.frame
         prediction = self.processing(frame.stream, result.prediction)
-        seq = self._seq[frame.stream]
-        self._seq[frame.stream] = seq + 1
+        seq = self._seq.next(frame.stream)
         latency_ms = (time.monotonic() - frame.monotonic) * 1000.0
         message = build_prediction_message(
             prediction=prediction,
@@ -75,6 +80,7 @@ class ResultRouter:
             inference_ms=result.inference_ms,
             frame_age_ms=result.frame_age_ms,
             latency_ms=latency_ms,
+            run_id=self._run_id,
         )
         self.metrics[frame.stream].record(
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms

@@ -13,15 +13,30 @@ from pathlib import Path
 from typing import Any
 
 # Variables of the agent that must not leak from the developer's shell into a test.
-_CONFIG_PREFIXES = ("STREAM", "MQTT_", "MODEL_ID", "AGENT_ID", "STDOUT_SINK", "OFFLINE_MODE", "MODEL_CACHE_DIR")
+_CONFIG_PREFIXES = (
+    "STREAM",
+    "MQTT_",
+    "MODEL_ID",
+    "AGENT_ID",
+    "STDOUT_SINK",
+    "OFFLINE_MODE",
+    "MODEL_CACHE_DIR",
+    "STATE_DIR",
+    "XDG_STATE_HOME",
+)
 
 
 class AgentProcess:
-    """``python -m agent.cli run`` with a given environment; stdout JSON lines are collected."""
+    """``python -m agent.cli run`` with a given environment; stdout JSON lines are collected.
+
+    The agent's state (outbox, seq numbers) goes to ``workdir/state`` unless ``env`` names a
+    STATE_DIR: pass the same one to a second process to restart "the same" agent.
+    """
 
     def __init__(self, env: dict[str, str], workdir: Path, args: tuple[str, ...] = ()) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(_CONFIG_PREFIXES)}
-        self.env = {**base, "PYTHONUNBUFFERED": "1", **env}
+        self.env = {**base, "PYTHONUNBUFFERED": "1", "STATE_DIR": str(workdir / "state"), **env}
+        self.started = time.monotonic()
         self.workdir = workdir
         self.stderr_path = workdir / "agent.stderr.log"
         self.lines: list[tuple[float, dict[str, Any]]] = []

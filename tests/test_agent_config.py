@@ -60,8 +60,10 @@ def test_defaults_play_the_sample(clean_env: pytest.MonkeyPatch) -> None:
     assert config.stdout_enabled
 
 
-def test_per_stream_overrides(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("STREAMS", "front-door=rtsp://cam/a;clip=/tmp/x.mp4")
+def test_per_stream_overrides(clean_env: pytest.MonkeyPatch, tmp_path) -> None:
+    clip_file = tmp_path / "x.mp4"
+    clip_file.write_bytes(b"x")
+    clean_env.setenv("STREAMS", f"front-door=rtsp://cam/a;clip={clip_file}")
     clean_env.setenv("MODEL_ID", "yolov8n-640")
     clean_env.setenv("STREAM_FRONT_DOOR_MAX_FPS", "5")
     clean_env.setenv("STREAM_FRONT_DOOR_RTSP_TRANSPORT", "UDP")
@@ -82,8 +84,8 @@ def test_per_stream_overrides(clean_env: pytest.MonkeyPatch) -> None:
         ({"MQTT_QOS": "3"}, ["MQTT_QOS=3", "0, 1 or 2"]),
         ({"MQTT_TLS": "maybe"}, ["MQTT_TLS", "'maybe'", "true/false"]),
         ({"LOG_LEVEL": "loud"}, ["LOG_LEVEL", "DEBUG", "INFO"]),
-        ({"STREAMS": "a=rtsp://x", "STREAM_A_MODE": "fast"}, ["STREAM_A_MODE", "'fast'", "live, every"]),
-        ({"STREAMS": "a=rtsp://x", "STREAM_A_CONFIDENCE": "2"}, ["STREAM_A_CONFIDENCE", "(0, 1]"]),
+        ({"STREAMS": "a=rtsp://x", "STREAM_A_MODE": "fast"}, ["STREAM_A_MODE", "'fast'", "'live' or 'every'"]),
+        ({"STREAMS": "a=rtsp://x", "STREAM_A_CONFIDENCE": "2"}, ["STREAM_A_CONFIDENCE", "between 0 and 1"]),
         ({"STREAMS": "a=rtsp://x", "STREAM_B_MODE": "live"}, ["STREAM_B_MODE", "does not match any stream"]),
         ({"MQTT_PORT": "http"}, ["MQTT_PORT", "'http'", "integer"]),
         ({"STREAM_STALL_TIMEOUT": "-1"}, ["STREAM_STALL_TIMEOUT", "greater than 0"]),

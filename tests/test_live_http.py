@@ -139,7 +139,7 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         # -- /metrics through prometheus_client's parser ---------------------------------------------
         wait_for(lambda: sample(scrape(base), "edge_agent_stream_reconnects_total", stream="dead") >= 1, 20,
                  "a reconnect of the dead camera")
-        wait_for(lambda: sample(scrape(base), "edge_agent_mqtt_messages_acked_total", sink="mqtt") > 0, 20,
+        wait_for(lambda: sample(scrape(base), "edge_agent_mqtt_acked_total") > 0, 20,
                  "MQTT acknowledgements")
         status, headers, body = request(f"{base}/metrics")
         assert headers["Content-Type"].startswith("text/plain")
@@ -166,10 +166,10 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         assert sample(metrics, "edge_agent_stream_state", stream="cam", state="streaming") == 1
         assert sample(metrics, "edge_agent_stream_state", stream="dead", state="streaming") == 0
         assert sample(metrics, "edge_agent_stream_slot_frames", stream="cam") in (0, 1)
-        assert sample(metrics, "edge_agent_mqtt_connected", sink="mqtt") == 1
-        assert sample(metrics, "edge_agent_mqtt_messages_published_total", sink="mqtt") >= processed * 0.5
-        assert sample(metrics, "edge_agent_mqtt_queued_messages", sink="mqtt") >= 0
-        assert sample(metrics, "edge_agent_mqtt_messages_dropped_total", sink="mqtt", reason="overflow") == 0
+        assert sample(metrics, "edge_agent_mqtt_connected") == 1
+        assert sample(metrics, "edge_agent_mqtt_published_total") >= processed * 0.5
+        assert sample(metrics, "edge_agent_mqtt_queued") >= 0
+        assert sample(metrics, "edge_agent_mqtt_dropped_total", cause="overflow") == 0
         assert sample(metrics, "edge_agent_ready", agent_id="live-test") == 1
         assert "process_cpu_seconds_total" in metrics
 

@@ -40,7 +40,7 @@ class _Fixed(Collector):
         self.counters = counters
 
     def collect(self):  # type: ignore[no-untyped-def]
-        yield from mqtt_families(self.counters, {"sink": "mqtt"})
+        yield from mqtt_families(self.counters)
 
 
 def _parse(counters: dict) -> dict[str, dict[tuple, float]]:  # type: ignore[type-arg]
@@ -54,7 +54,7 @@ def _parse(counters: dict) -> dict[str, dict[tuple, float]]:  # type: ignore[typ
 
 
 def test_mqtt_series_from_the_sinks_counters() -> None:
-    # The keys MqttSink.counters() has on main, plus issue 10's outbox_bytes / oldest_queued_age_s / reconnects.
+    # The keys MqttSink.counters() has (issue 10's durable outbox included).
     counters = {
         "connected": True,
         "queued": 12,
@@ -73,25 +73,25 @@ def test_mqtt_series_from_the_sinks_counters() -> None:
         "last_error": "timed out",
     }
     got = _parse(counters)
-    sink = (("sink", "mqtt"),)
-    assert got["edge_agent_mqtt_connected"][sink] == 1
-    assert got["edge_agent_mqtt_queued_messages"][sink] == 12
-    assert got["edge_agent_mqtt_in_flight_messages"][sink] == 3
-    assert got["edge_agent_mqtt_outbox_bytes"][sink] == 4096
-    assert got["edge_agent_mqtt_oldest_queued_age_seconds"][sink] == 1.5
-    assert got["edge_agent_mqtt_messages_published_total"][sink] == 100
-    assert got["edge_agent_mqtt_messages_acked_total"][sink] == 97
-    assert got["edge_agent_mqtt_reconnects_total"][sink] == 2
-    dropped = got["edge_agent_mqtt_messages_dropped_total"]
-    assert {dict(k)["reason"]: v for k, v in dropped.items()} == {
+    one = ()  # no labels: one MQTT sink per agent
+    assert got["edge_agent_mqtt_connected"][one] == 1
+    assert got["edge_agent_mqtt_queued"][one] == 12
+    assert got["edge_agent_mqtt_in_flight"][one] == 3
+    assert got["edge_agent_mqtt_outbox_bytes"][one] == 4096
+    assert got["edge_agent_mqtt_oldest_queued_age_seconds"][one] == 1.5
+    assert got["edge_agent_mqtt_published_total"][one] == 100
+    assert got["edge_agent_mqtt_acked_total"][one] == 97
+    assert got["edge_agent_mqtt_resent_total"][one] == 2
+    assert got["edge_agent_mqtt_reconnects_total"][one] == 2
+    dropped = got["edge_agent_mqtt_dropped_total"]
+    assert {dict(k)["cause"]: v for k, v in dropped.items()} == {
         "overflow": 5, "rejected": 0, "undeliverable": 1, "closed": 0
     }
 
 
 def test_mqtt_series_tolerate_missing_keys_and_fall_back_to_connects() -> None:
     got = _parse({"connected": False, "connects": 4, "published": 1, "oldest_queued_age_s": None})
-    sink = (("sink", "mqtt"),)
-    assert got["edge_agent_mqtt_connected"][sink] == 0
-    assert got["edge_agent_mqtt_reconnects_total"][sink] == 3
+    assert got["edge_agent_mqtt_connected"][()] == 0
+    assert got["edge_agent_mqtt_reconnects_total"][()] == 3
     assert "edge_agent_mqtt_oldest_queued_age_seconds" not in got
     assert "edge_agent_mqtt_messages_dropped_total" not in got

@@ -47,9 +47,9 @@ def test_infer_prints_one_json_line_per_image(model_env, tmp_path):
     assert [p["class"] for p in json.loads(filtered.stdout)["predictions"]] == ["door"]
 
 
-def test_errors_are_one_line_and_exit_1(model_env, tmp_path):
+def test_errors_are_one_line_and_permanent_ones_exit_2(model_env, tmp_path):
     result = _cli("infer", str(tmp_path / "x.jpg"), "--model", "../../etc/passwd")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad id: no retry can fix it
     assert result.stderr.startswith("error: invalid model id '../../etc/passwd'")
     assert "Traceback" not in result.stderr
 
@@ -83,4 +83,4 @@ def test_pull_list_clear(model_server, model_env):
 
     model_env.set(OFFLINE_MODE="true")
     offline = _cli("models", "pull", "someproj/1")
-    assert offline.returncode == 1 and "OFFLINE_MODE is on" in offline.stderr
+    assert offline.returncode == 2 and "OFFLINE_MODE is on" in offline.stderr

@@ -104,6 +104,20 @@ def test_control_api_adds_and_removes_streams_at_run_time(tmp_path: Path, rtsp_s
         assert agent.wait_for(lambda p: any(m["stream"] == "cam" for m in p), timeout=30), agent.stderr()
         status, listing = _request("GET", f"{base}/streams")
         assert status == 200 and set(listing) == {"first", "cam"}
+        status, one = _request("GET", f"{base}/streams/cam")
+        assert status == 200 and one["name"] == "cam" and one["kind"] == "rtsp", one
+        status, body = _request("GET", f"{base}/streams/nope")
+        assert status == 404 and "cam" in body["error"], body
+
+        # a stream with a model of its own: the model goes when its last stream goes
+        other_model = write_slow_model(tmp_path / "m2", layers=1)
+        request = {"url": str(clip), "loop": True, "model_id": str(other_model)}
+        status, body = _request("PUT", f"{base}/streams/other", request)
+        assert status == 201 and body["model_id"] == str(other_model), body
+        health = _request("GET", f"{base}/healthz")[1]
+        assert health["models"] == sorted([str(model_dir), str(other_model)]), health
+        assert _request("DELETE", f"{base}/streams/other")[0] == 200
+        assert _request("GET", f"{base}/healthz")[1]["models"] == [str(model_dir)]
 
         # clear errors, nothing changed
         assert _request("PUT", f"{base}/streams/cam", {"url": rtsp.url("cam")})[0] == 409

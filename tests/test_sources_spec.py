@@ -115,7 +115,7 @@ def test_defaults_match_the_contract() -> None:
     ("kwargs", "fragment"),
     [
         ({"mode": "fast"}, "mode must be"),
-        ({"loop": "yes"}, "loop must be"),
+        ({"loop": "maybe"}, "loop must be"),
         ({"max_fps": 0}, "max_fps must be a positive number of frames per second"),
         ({"max_fps": float("nan")}, "max_fps"),
         ({"stall_timeout": -1}, "stall_timeout"),

@@ -46,3 +46,27 @@ def test_a_stuck_reader_drops_oldest_instead_of_blocking() -> None:
     elapsed, counters = asyncio.run(scenario())
     assert elapsed < 5, f"publishing blocked for {elapsed:.1f} s"
     assert counters["dropped"] > 10_000
+
+
+def test_a_reader_that_goes_away_is_reported_once_and_nothing_else_breaks() -> None:
+    read_fd, write_fd = os.pipe()
+    calls: list[float] = []
+
+    async def scenario() -> dict:
+        writer = os.fdopen(write_fd, "w")
+        sink = StdoutSink(writer, on_closed=lambda: calls.append(time.monotonic()))
+        await sink.start()
+        sink.publish_prediction("s", {"seq": 0})
+        os.close(read_fd)  # `| head -1` has read what it wanted and exited
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            sink.publish_prediction("s", {"seq": 1})
+            await asyncio.sleep(0.01)
+        for i in range(100):  # after that, publishing is a no-op, never an exception
+            sink.publish_prediction("s", {"seq": i})
+        await sink.close(5)
+        return sink.counters()
+
+    counters = asyncio.run(scenario())
+    assert len(calls) == 1
+    assert counters["closed_by_reader"] is True

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from agent.errors import UnknownStreamError
 from models.errors import EdgeAgentError
 from pipelines.live import ViewerLimitError
+from pipelines.sinks.encoding import to_json
 
 
 class HttpError(EdgeAgentError):
@@ -26,14 +28,6 @@ class TokenRequiredError(HttpError):
         )
         self.path = path
         self.presented = presented
-
-
-class UnknownStreamError(HttpError):
-    def __init__(self, name: str, streams: Iterable[str]) -> None:
-        known = sorted(streams)
-        super().__init__(f"no stream named {name!r}; streams: {', '.join(known) or 'none'}")
-        self.name = name
-        self.streams = known
 
 
 class NoPictureYetError(HttpError):
@@ -67,7 +61,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except (HttpError, ViewerLimitError) as exc:
+    except (HttpError, UnknownStreamError, ViewerLimitError) as exc:
         return error_response(exc)
 
 
@@ -81,4 +75,4 @@ def error_response(exc: Exception) -> web.Response:
         # Basic too: VLC and Home Assistant's MJPEG camera send user:TOKEN@ only when asked.
         headers.add("WWW-Authenticate", 'Bearer realm="edge-agent"')
         headers.add("WWW-Authenticate", 'Basic realm="edge-agent", charset="UTF-8"')
-    return web.json_response({"error": str(exc)}, status=status, headers=headers)
+    return web.json_response({"error": str(exc)}, status=status, headers=headers, dumps=to_json)

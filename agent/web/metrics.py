@@ -5,10 +5,10 @@ Nothing is counted twice: at scrape time a collector reads the counters the pipe
 ``counters()``) and hands them to the library's metric families, which also escape label values.
 Each server has its own registry, so several agents in one process (tests) never share series.
 
-MQTT series come from every MQTT sink's ``counters()``; the keys read are ``connected``,
-``queued``, ``in_flight``, ``outbox_bytes``, ``oldest_queued_age_s``, ``published``, ``acked``,
-``resent``, ``reconnects`` (else ``connects`` - 1) and every ``dropped_<reason>``; missing keys
-are left out.
+MQTT series come from the MQTT sink's ``counters()``: ``connected``, ``queued``, ``in_flight``,
+``outbox_bytes``, ``oldest_queued_age_s``, ``published``, ``acked``, ``resent``, ``restored``,
+``reconnects`` (else ``connects`` - 1), ``connect_failures`` and every ``dropped_<cause>``; keys
+it lacks are left out.
 """
 
 from __future__ import annotations
@@ -52,50 +52,45 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], counts: BucketC
     family.add_metric(labels, buckets=counts.cumulative(), sum_value=counts.total)
 
 
-def mqtt_families(counters: Mapping[str, Any], labels: dict[str, str]) -> Iterator[Metric]:
-    """Families for one MQTT sink's ``counters()``; keys it lacks are skipped."""
-    names, values = list(labels), list(labels.values())
+# MqttSink.counters() key -> (series, help); the names are those /metrics had before (issue 10).
+MQTT_GAUGES = {
+    "queued": ("mqtt_queued", "Messages waiting for the broker (not in flight)."),
+    "in_flight": ("mqtt_in_flight", "Messages sent, not yet acknowledged."),
+    "outbox_bytes": ("mqtt_outbox_bytes", "Bytes held in the outbox."),
+    "oldest_queued_age_s": ("mqtt_oldest_queued_age_seconds", "Age of the oldest unacknowledged message."),
+}
+MQTT_COUNTERS = {
+    "published": ("mqtt_published", "Messages handed to the broker connection."),
+    "acked": ("mqtt_acked", "Messages the broker acknowledged."),
+    "resent": ("mqtt_resent", "Messages sent again after a connection dropped."),
+    "restored": ("mqtt_restored", "Messages found in the outbox at start."),
+    "reconnects": ("mqtt_reconnects", "Successful connections after the first."),
+    "connect_failures": ("mqtt_connect_failures", "Failed connection attempts."),
+}
+
+
+def mqtt_families(counters: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> Iterator[Metric]:
+    """Families for one MQTT sink's ``counters()``; keys it lacks are left out, every
+    ``dropped_<cause>`` key becomes ``edge_agent_mqtt_dropped_total{cause="<cause>"}``."""
+    names, values = list(labels or {}), list((labels or {}).values())
 
     def number(key: str) -> float | None:
         value = counters.get(key)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
-    connected = counters.get("connected")
-    if isinstance(connected, bool):
-        g = _gauge("mqtt_connected", "1 while the broker connection is up.", names)
-        g.add_metric(values, float(connected))
-        yield g
-    gauges = {
-        "queued": ("mqtt_queued_messages", "Messages waiting in the outbox for the broker."),
-        "in_flight": ("mqtt_in_flight_messages", "Messages sent and not yet acknowledged."),
-        "outbox_bytes": ("mqtt_outbox_bytes", "Bytes held by the outbox."),
-        "oldest_queued_age_s": ("mqtt_oldest_queued_age_seconds", "Age of the oldest message not yet acknowledged."),
-    }
-    for key, (name, doc) in gauges.items():
-        value = number(key)
-        if value is not None:
-            g = _gauge(name, doc, names)
-            g.add_metric(values, value)
-            yield g
-    counts = {
-        "published": ("mqtt_messages_published", "Prediction and stats messages handed to the broker."),
-        "acked": ("mqtt_messages_acked", "Messages the broker acknowledged (QoS >= 1)."),
-        "resent": ("mqtt_messages_resent", "Messages sent again after a reconnect."),
-    }
-    for key, (name, doc) in counts.items():
-        value = number(key)
-        if value is not None:
-            c = _counter(name, doc, names)
-            c.add_metric(values, value)
-            yield c
-    reconnects = number("reconnects")
-    if reconnects is None and number("connects") is not None:
-        reconnects = max((number("connects") or 0.0) - 1.0, 0.0)
-    if reconnects is not None:
-        c = _counter("mqtt_reconnects", "Broker connections after the first one.", names)
-        c.add_metric(values, reconnects)
-        yield c
-    dropped = _counter("mqtt_messages_dropped", "Messages given up, by reason.", [*names, "reason"])
+    connected = _gauge("mqtt_connected", "1 while connected to the broker.", names)
+    connected.add_metric(values, float(bool(counters.get("connected"))))
+    yield connected
+    for table, make in ((MQTT_GAUGES, _gauge), (MQTT_COUNTERS, _counter)):
+        for key, (name, doc) in table.items():
+            value = number(key)
+            if key == "reconnects" and value is None and number("connects") is not None:
+                value = max((number("connects") or 0.0) - 1.0, 0.0)
+            if value is not None:
+                family = make(name, doc, names)
+                family.add_metric(values, value)
+                yield family
+    dropped = _counter("mqtt_dropped", "Messages given up, by cause.", [*names, "cause"])
     for key in sorted(counters):
         value = number(key)
         if key.startswith("dropped_") and value is not None:
@@ -121,9 +116,9 @@ class AgentCollector(Collector):
         yield ready
         yield from self._streams()
         yield from self._models()
-        for index, sink in enumerate(sup.sinks):
-            if isinstance(sink, MqttSink):
-                yield from mqtt_families(sink.counters(), {"sink": f"mqtt{index or ''}"})
+        mqtt = [sink for sink in sup.sinks if isinstance(sink, MqttSink)]
+        if mqtt:  # one MQTT sink per agent
+            yield from mqtt_families(mqtt[0].counters())
 
     def _streams(self) -> Iterator[Metric]:
         sup = self._supervisor
@@ -157,10 +152,10 @@ class AgentCollector(Collector):
         frame_age = HistogramMetricFamily(
             f"{PREFIX}_stream_frame_age_seconds", "Age of a frame when the model took it.", labels=s
         )
-        for name, runner in list(sup.runners.items()):
-            stats = runner.stats
+        for name, record in list(sup.streams.items()):
+            stats = record.runner.stats
             label = [name]
-            info.add_metric([name, sup.stream_models.get(name, ""), stats.kind], 1.0)
+            info.add_metric([name, record.model_id, stats.kind], 1.0)
             decoded.add_metric(label, stats.frames_decoded)
             dropped.add_metric([name, "replaced"], stats.dropped)
             dropped.add_metric([name, "fps_cap"], stats.skipped_by_fps_cap)
@@ -170,7 +165,7 @@ class AgentCollector(Collector):
                 state.add_metric([name, known], float(known == stats.state))
             up.add_metric(label, float(stats.state == "streaming"))
             fps_in.add_metric(label, stats.fps_in)
-            queued.add_metric(label, float(runner.slot.has_frame))
+            queued.add_metric(label, float(record.slot.has_frame))
             if stats.last_frame_age_s is not None:
                 age.add_metric(label, stats.last_frame_age_s)
             picture = sup.live.picture(name)
@@ -198,10 +193,10 @@ class AgentCollector(Collector):
         batches = _counter("model_batches", "Batches the model ran.", ["model"])
         frames = _counter("model_frames", "Frames the model ran on.", ["model"])
         busy = _gauge("model_busy", "1 while the model runs a batch.", ["model"])
-        for model_id, stage in list(sup.stages.items()):
-            batches.add_metric([model_id], stage.batches)
-            frames.add_metric([model_id], stage.frames)
-            busy.add_metric([model_id], float(stage.busy))
+        for model_id, model in list(sup.models.items()):
+            batches.add_metric([model_id], model.stage.batches)
+            frames.add_metric([model_id], model.stage.frames)
+            busy.add_metric([model_id], float(model.stage.busy))
         yield from (load, batches, frames, busy)
 
 

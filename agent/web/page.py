@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from pipelines.sinks.encoding import to_json
+
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
 
@@ -87,7 +89,7 @@ def add_page_routes(app: web.Application, supervisor: Supervisor) -> None:
         )
 
     async def status(_: web.Request) -> web.Response:
-        return web.json_response(live_status(supervisor), headers={"Cache-Control": "no-store"})
+        return web.json_response(live_status(supervisor), headers={"Cache-Control": "no-store"}, dumps=to_json)
 
     app.router.add_get("/", index)
     app.router.add_get("/live.json", status)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from agent.web.errors import NoPictureYetError, UnknownStreamError
+from agent.errors import UnknownStreamError
+from agent.web.errors import NoPictureYetError
 from pipelines.live import LivePicture, Picture
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def add_picture_routes(app: web.Application, supervisor: Supervisor) -> None:
 
     def stream_of(request: web.Request) -> str:
         name = request.match_info["name"]
-        if name not in supervisor.runners:
-            raise UnknownStreamError(name, list(supervisor.runners))
+        if name not in supervisor.streams:
+            raise UnknownStreamError(name, list(supervisor.streams))
         return name
 
     async def latest_jpg(request: web.Request) -> web.Response:
@@ -79,7 +80,7 @@ def add_picture_routes(app: web.Application, supervisor: Supervisor) -> None:
         holder = live.picture(name)
         picture = await holder.latest() if holder is not None else None
         if picture is None:
-            raise NoPictureYetError(name, supervisor.runners[name].state)
+            raise NoPictureYetError(name, supervisor.streams[name].runner.state)
         return web.Response(
             body=picture.jpeg, content_type="image/jpeg", headers={**NO_CACHE, **picture_headers(picture)}
         )

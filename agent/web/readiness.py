@@ -11,26 +11,29 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from pipelines.sinks.encoding import to_json
+
 if TYPE_CHECKING:
     from agent.supervisor import Supervisor
 
 
 def readiness(supervisor: Supervisor) -> dict[str, Any]:
-    streams = supervisor.config.streams
-    wanted_models = list(dict.fromkeys(stream.model_id for stream in streams))
-    missing_models = [] if supervisor.ready else [m for m in wanted_models if m not in supervisor.stages]
-    missing_streams = [] if supervisor.ready else [s.name for s in streams if s.name not in supervisor.runners]
+    config = supervisor.config
+    wanted_models = list(dict.fromkeys(config.model_of(stream) for stream in config.streams))
+    missing_models = [] if supervisor.ready else [m for m in wanted_models if m not in supervisor.models]
+    missing_streams = [] if supervisor.ready else [s.name for s in config.streams if s.name not in supervisor.streams]
     return {
         "ready": supervisor.ready,
         "missing": {"models": missing_models, "streams": missing_streams},
-        "models": sorted(supervisor.stages),
-        "streams": {name: runner.state for name, runner in list(supervisor.runners.items())},
+        "models": sorted(supervisor.models),
+        "streams": {name: record.runner.state for name, record in list(supervisor.streams.items())},
     }
 
 
 def add_readiness_route(app: web.Application, supervisor: Supervisor) -> None:
     async def readyz(_: web.Request) -> web.Response:
         body = readiness(supervisor)
-        return web.json_response(body, status=200 if body["ready"] else 503, headers={"Cache-Control": "no-store"})
+        status = 200 if body["ready"] else 503
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"}, dumps=to_json)
 
     app.router.add_get("/readyz", readyz)

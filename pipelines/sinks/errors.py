@@ -16,6 +16,12 @@ class MqttConfigError(SinkError):
     setting, not later in the network thread.
     """
 
+    permanent = True
 
-class MqttPayloadError(SinkError):
-    """A payload cannot be encoded as JSON (a caller bug, not a broker problem)."""
+
+class PayloadError(SinkError):
+    """A payload cannot be encoded as JSON (a caller bug, not a broker or pipe problem)."""
+
+
+# The MQTT sink's name for it, kept for callers that catch it by that name.
+MqttPayloadError = PayloadError

@@ -23,6 +23,7 @@ def build_prediction_message(
     inference_ms: float,
     frame_age_ms: float,
     latency_ms: float,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The prediction as Roboflow's JSON response, with the envelope fields added.
 
@@ -42,4 +43,6 @@ def build_prediction_message(
         latency_ms=round(latency_ms, 3),
         message_id=uuid.uuid4().hex,
     )
+    if run_id is not None:
+        message["run_id"] = run_id  # new per process start: tells two runs' frame_ids apart
     return message

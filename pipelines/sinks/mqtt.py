@@ -5,8 +5,14 @@ Threads and who does what
 * Producers (the event loop, inference threads) call :meth:`MqttSink.publish_prediction` /
   :meth:`~MqttSink.publish_stats`: JSON-encode, append to the bounded :class:`Outbox`, set an
   event. They take no lock but the outbox's, and only for a deque operation.
-* paho's network thread (``loop_start``) connects, reconnects with exponential back-off
-  (``reconnect_min_s`` doubling up to ``reconnect_max_s``), reads acknowledgements, keeps alive.
+* paho's network thread (``loop_start``) connects, reconnects with exponential back-off and
+  jitter (``reconnect_min_s`` doubling up to ``reconnect_max_s``, each delay 50-100 % of that,
+  so an agent is back within ``reconnect_max_s`` of the broker's return however long it was
+  away, and a fleet does not reconnect in lockstep), reads acknowledgements, keeps alive.
+* With ``outbox_path`` set, the outbox of QoS>=1 messages is on disk
+  (:class:`~pipelines.sinks.mqtt_disk_outbox.DiskOutbox`, its own writer thread): a message
+  reaches paho only once it is committed, its row goes when the broker acknowledges it, and what
+  is left at exit or after a crash is sent first by the next start.
 * The *feeder* thread moves messages from the outbox to paho while connected, keeping at most
   ``window`` of them unacknowledged (``max_inflight``, capped by the broker's v5 Receive
   Maximum), and books acknowledgements.
@@ -49,13 +55,16 @@ and consumers de-duplicate on ``message_id``. QoS 2 is accepted but gets the sam
 
 Availability: Last Will ``offline`` (retained, QoS 1) on ``{prefix}/{agent_id}/status``,
 ``online`` (retained) as the first message of every connection, and ``offline`` published by
-:meth:`close` itself because a clean DISCONNECT discards the will.
+:meth:`close` itself because a clean DISCONNECT discards the will. With MQTT v5 ``online``
+carries a message expiry of ``online_expiry_s`` and is published again every third of it, so a
+broker that lost the will (it crashed, or restarted from its persistence file while the agent
+died) stops serving ``online`` for a dead agent at most ``online_expiry_s`` after its last sign
+of life. MQTT 3.1.1 has no expiry: there the will and the ``offline`` on close are all there is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import socket
@@ -64,6 +73,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -71,9 +81,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from pipelines.backoff import Backoff
+from pipelines.sinks.encoding import encode_json
 from pipelines.sinks.errors import MqttConfigError, MqttPayloadError
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sinks.mqtt_discovery import agent_discovery, stream_discovery
+from pipelines.sinks.mqtt_disk_outbox import DiskOutbox
 from pipelines.sinks.mqtt_outbox import Outbox, OutMessage
 from pipelines.sinks.mqtt_topics import Topics
 
@@ -89,43 +102,13 @@ _SHORT_SESSION_S = 5.0
 _PUBLISH_OVERHEAD = 128  # fixed header, topic length, packet id, our properties: an upper bound
 _OVERFLOW_LOG_INTERVAL_S = 60.0
 _FLAP_QUIET_S = 60.0  # after a "connection lost" warning, further drops within this time log at DEBUG
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars and arrays (without importing numpy), sets, datetimes.
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def encode_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; NaN/Infinity (not JSON) become ``null`` instead of breaking consumers."""
-    try:
-        try:
-            text = json.dumps(
-                payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-            )
-        except ValueError:
-            text = json.dumps(
-                _finite(payload), separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
-            )
-        return text.encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        raise MqttPayloadError(f"cannot encode the MQTT payload as JSON: {exc}") from None
+_RECONNECT_JITTER = 0.5  # each reconnect delay is 50-100 % of the doubling schedule's
+# paho's states in which its network loop must stop waiting (private names, hence the getattr)
+_STOP_STATES = tuple(
+    getattr(getattr(paho, "_ConnectionState", None), name)
+    for name in ("MQTT_CS_DISCONNECTING", "MQTT_CS_DISCONNECTED")
+    if hasattr(getattr(paho, "_ConnectionState", None), name)
+)
 
 
 def _connect_hint(exc: BaseException) -> str:
@@ -165,6 +148,20 @@ class _Client(paho.Client):
 
     on_attempt: Callable[[], None] | None = None
     on_connect_error: Callable[[BaseException], None] | None = None
+    backoff: Backoff | None = None
+
+    def _reconnect_wait(self) -> None:
+        # paho doubles its delay without jitter and waits in 1 s steps; this keeps its loop but
+        # takes the delay from our backoff (reset on every successful connection).
+        if self.backoff is None:
+            super()._reconnect_wait()
+            return
+        deadline = time.monotonic() + self.backoff.next_delay()
+        while not self._thread_terminate and self._state not in _STOP_STATES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, 0.05))
 
     def reconnect(self) -> MQTTErrorCode:
         if self.on_attempt is not None:
@@ -186,13 +183,31 @@ class MqttSink:
         self._password = config.resolve_password()
         self._ssl_context = config.ssl_context()
         self._v5 = config.protocol == "5"
-        self._outbox = Outbox(config.queue_size)
+        self._wake = threading.Event()
+        self._outbox: Outbox | DiskOutbox
+        if config.outbox_path is not None and config.qos > 0:
+            self._outbox = DiskOutbox(
+                Path(config.outbox_path),
+                agent_id=config.agent_id,
+                capacity=config.queue_size,
+                max_bytes=config.queue_bytes,
+                fsync=config.outbox_fsync,
+                on_drop=self._note_overflow,
+                on_ready=self._wake.set,
+            )
+            if self._outbox.restored:
+                log.info(
+                    "MQTT outbox %s: %d message(s) from an earlier run, sent before new ones",
+                    config.outbox_path,
+                    self._outbox.restored,
+                )
+        else:
+            self._outbox = Outbox(config.queue_size, config.queue_bytes, on_drop=self._note_overflow)
         self._control: deque[OutMessage] = deque()  # status + discovery: sent first, never dropped
         self._acks: deque[tuple[int, bool, str]] = deque()
         self._inflight: dict[int, OutMessage] = {}
         self._net_lock = threading.Lock()  # inflight map, connection state, every client.publish
         self._count_lock = threading.Lock()
-        self._wake = threading.Event()
         self._connected = False
         self._window = config.max_inflight
         # After a connection died with messages in flight, send one at a time until one is
@@ -206,6 +221,14 @@ class MqttSink:
         self._stream_topics: dict[str, str] = {}
         self._props_expiring = self._publish_properties(config.message_expiry_s)
         self._props_plain = self._publish_properties(None)
+        self._props_online: Properties | None = None
+        self._online_refresh_s: float | None = None
+        if self._v5 and config.online_expiry_s:
+            self._props_online = Properties(PacketTypes.PUBLISH)
+            self._props_online.MessageExpiryInterval = config.online_expiry_s
+            self._online_refresh_s = config.online_expiry_s / 3.0
+        self._next_online_at = math.inf
+        self._kept = 0
         # error reporting: log a problem once, then quietly count until it changes or clears
         self._last_logged: str | None = None
         self._attempt_reported = False
@@ -227,6 +250,7 @@ class MqttSink:
         self._disconnects = 0
         self._connect_failures = 0
         self._last_error: str | None = None
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s, jitter=_RECONNECT_JITTER)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -264,8 +288,17 @@ class MqttSink:
             self._stream_topics[stream] = topic
             if self.config.ha_discovery and self._connected:
                 self._queue_control(stream_discovery(self.config, stream))
+        seq = payload.get("seq")
         self._enqueue(
-            OutMessage(topic, encode_json(payload), self.config.qos, self.config.retain_predictions, expires=True)
+            OutMessage(
+                topic,
+                encode_json(payload),
+                self.config.qos,
+                self.config.retain_predictions,
+                expires=True,
+                stream=stream,
+                stream_seq=seq if isinstance(seq, int) else None,
+            )
         )
 
     def publish_stats(self, payload: dict[str, Any]) -> None:
@@ -284,12 +317,18 @@ class MqttSink:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         client = self._client
+        reserve = min(1.0, max(timeout, 0.0) * 0.2)
         if client is None:
+            await self._close_outbox(deadline)
             self._report_lost()
             return
         self._wake.set()
-        reserve = min(1.0, max(timeout, 0.0) * 0.2)
-        await _wait_until(lambda: not self._pending(), deadline - reserve)
+        # A durable outbox keeps what the broker has not taken for the next start: waiting for a
+        # broker that is away would only hold up the shutdown.
+        if self._connected or not self._outbox.durable:
+            await _wait_until(
+                lambda: not self._pending() or (self._outbox.durable and not self._connected), deadline - reserve
+            )
         self._stop_feeder = True
         self._wake.set()
         feeder = self._feeder
@@ -312,14 +351,39 @@ class MqttSink:
             log.debug("MQTT network thread still stopping after close(); left to finish in the background")
         with self._net_lock:
             self._process_acks()
+        await self._close_outbox(deadline)
         self._report_lost()
+
+    async def _close_outbox(self, deadline: float) -> None:
+        # The disk outbox's last commit runs on its writer thread; joined from a helper thread
+        # so the loop never blocks on the disk.
+        result: list[int] = []
+        loop = asyncio.get_running_loop()
+        budget = max(deadline - loop.time(), 0.5)
+        closer = threading.Thread(
+            target=lambda: result.append(self._outbox.close(budget)), name="mqtt-outbox-close", daemon=True
+        )
+        closer.start()
+        await _wait_until(lambda: not closer.is_alive(), loop.time() + budget + 0.1)
+        self._kept = result[0] if result else len(self._outbox)
 
     def counters(self) -> dict[str, Any]:
         """A snapshot for stats and health; plain JSON types only."""
+        inflight = [m for m in list(self._inflight.values()) if not m.control]
+        oldest = [m.created for m in inflight]
+        head = self._outbox.oldest_created()
+        if head is not None:
+            oldest.append(head)
+        outbox = self._outbox
         return {
             "connected": self._connected,
-            "queued": len(self._outbox),
-            "in_flight": sum(1 for m in list(self._inflight.values()) if not m.control),
+            "outbox": "disk" if outbox.durable else "memory",
+            "queued": len(outbox),
+            "in_flight": len(inflight),
+            "outbox_bytes": outbox.stored_bytes,
+            "oldest_queued_age_s": round(max(time.time() - min(oldest), 0.0), 3) if oldest else None,
+            "restored": outbox.restored,
+            "outbox_write_errors": getattr(outbox, "write_errors", 0),
             "published": self._published,
             "acked": self._acked,
             "resent": self._resent,
@@ -328,6 +392,7 @@ class MqttSink:
             "dropped_undeliverable": self._undeliverable,
             "dropped_closed": self._dropped_closed,
             "connects": self._connects,
+            "reconnects": max(self._connects - 1, 0),
             "disconnects": self._disconnects,
             "connect_failures": self._connect_failures,
             "last_error": self._last_error,
@@ -340,18 +405,21 @@ class MqttSink:
             with self._count_lock:
                 self._dropped_closed += 1
             return
-        if self._outbox.put(message):
-            self._note_overflow()
+        self._outbox.put(message)  # overflow is reported through _note_overflow
         self._wake.set()
 
-    def _note_overflow(self) -> None:
+    def _note_overflow(self, dropped: int) -> None:
         now = time.monotonic()
         if now - self._overflow_logged_at >= _OVERFLOW_LOG_INTERVAL_S:
             self._overflow_logged_at = now
             log.warning(
-                "MQTT outbox full (%d messages waiting for %s): dropping the oldest; %d dropped so far",
-                self.config.queue_size,
+                "MQTT outbox full (%d messages, %.1f MiB waiting for %s; bounds MQTT_QUEUE_SIZE=%d, "
+                "MQTT_QUEUE_BYTES=%s): dropping the oldest; %d dropped so far (this line at most once a minute)",
+                len(self._outbox),
+                self._outbox.stored_bytes / 2**20,
                 self.config.describe(),
+                self.config.queue_size,
+                self.config.queue_bytes or "unbounded",
                 self._outbox.dropped,
             )
 
@@ -371,10 +439,22 @@ class MqttSink:
                     self._process_acks()
                 if self._stop_feeder:
                     return
+                self._refresh_online()
                 self._feed()
             except Exception:  # the feeder must outlive any surprise, or the queue silently stalls
                 log.exception("MQTT feeder error (continuing)")
                 time.sleep(0.1)
+
+    def _refresh_online(self) -> None:
+        if self._online_refresh_s is None or time.monotonic() < self._next_online_at:
+            return
+        with self._net_lock:
+            if self._connected and not self._closing:
+                self._control.append(self._online_message())
+                self._next_online_at = time.monotonic() + self._online_refresh_s
+
+    def _online_message(self) -> OutMessage:
+        return OutMessage(self.topics.status, b"online", 1, True, expires=False, control=True)
 
     def _feed(self) -> None:
         client = self._client
@@ -430,12 +510,16 @@ class MqttSink:
     def _give_up(self, message: OutMessage, why: str) -> None:
         if message.control:
             return
+        self._outbox.ack(message)  # nothing will ever take it: off the disk too
         self._undeliverable += 1
         log.error("MQTT: dropped a message to %s: %s", message.topic, why)
 
     def _properties(self, message: OutMessage) -> Properties | None:
-        if not self._v5 or message.control:
+        if not self._v5:
             return None
+        if message.control:
+            online = message.topic == self.topics.status and message.payload == b"online"
+            return self._props_online if online else None
         return self._props_expiring if message.expires else self._props_plain
 
     @staticmethod
@@ -454,6 +538,7 @@ class MqttSink:
             message = self._inflight.pop(mid, None)
             if message is None or message.control:
                 continue
+            self._outbox.ack(message)  # acknowledged or refused for good: either way done
             if failed:
                 self._rejected += 1
                 text = f"the broker rejected a message to {message.topic}: {reason}"
@@ -501,6 +586,7 @@ class MqttSink:
         client.max_inflight_messages_set(0)  # no limit in paho: the feeder's window is the limit
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client.backoff = self._backoff
         client.connect_timeout = cfg.connect_timeout_s
         if cfg.username:
             client.username_pw_set(cfg.username, self._password)
@@ -556,7 +642,10 @@ class MqttSink:
             max_packet = getattr(properties, "MaximumPacketSize", None)
             self._max_packet = int(max_packet) if max_packet else None
             self._control.clear()
-            self._control.append(OutMessage(self.topics.status, b"online", 1, True, expires=False, control=True))
+            self._control.append(self._online_message())
+            if self._online_refresh_s is not None:
+                self._next_online_at = time.monotonic() + self._online_refresh_s
+            self._backoff.reset()
             if self.config.ha_discovery:
                 docs = agent_discovery(self.config)
                 for stream in list(self._stream_topics):
@@ -685,6 +774,17 @@ class MqttSink:
             return True  # not queued at all: nothing to wait for
 
     def _report_lost(self) -> None:
+        if self._outbox.durable:
+            if self._kept:
+                log.warning(
+                    "MQTT: %d message(s) not acknowledged by %s (%s) are kept in the outbox %s and will be "
+                    "sent first by the next start",
+                    self._kept,
+                    self.config.describe(),
+                    self._last_error or "broker too slow or away",
+                    self.config.outbox_path,
+                )
+            return
         lost = len(self._outbox) + sum(1 for m in list(self._inflight.values()) if not m.control)
         if lost:
             log.warning(

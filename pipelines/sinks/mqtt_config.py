@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+from models.redaction import redact_url
 from pipelines.sinks.errors import MqttConfigError
 from pipelines.sinks.mqtt_topics import Topics, validate_level, validate_prefix
 
@@ -21,6 +24,73 @@ _PROTOCOLS = {
     "mqttv311": "3.1.1",
     "3": "3.1.1",
 }
+
+
+_BROKER_SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True, "tls": True}
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*\.?$")
+
+
+class BrokerAddress(NamedTuple):
+    """What MQTT_HOST says: the host, and the port and TLS when it is written as a URL."""
+
+    host: str
+    port: int | None = None
+    tls: bool | None = None  # None: the text did not say (a plain host name)
+
+
+def parse_broker(text: str) -> BrokerAddress:
+    """``broker.local``, ``10.0.0.2:1883``, ``[::1]:1883``, ``mqtt://host:1883``, ``mqtts://host``.
+
+    Raises :class:`MqttConfigError` (credentials in the text are never echoed) for anything else:
+    another scheme, a path, credentials (use MQTT_USERNAME/MQTT_PASSWORD), a bad port.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise MqttConfigError("is empty; give a host name or address, e.g. broker.local or 10.0.0.2")
+    raw = text.strip()
+    shown = repr(redact_url(raw))
+    tls: bool | None = None
+    rest = raw
+    scheme_match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", raw)
+    if scheme_match:
+        scheme = scheme_match.group(1).lower()
+        if scheme not in _BROKER_SCHEMES:
+            raise MqttConfigError(
+                f"{shown} has the scheme {scheme}://; accepted: a host name or address, or mqtt://host[:port] "
+                "(mqtts://host[:port] for TLS); WebSockets are not supported"
+            )
+        tls = _BROKER_SCHEMES[scheme]
+        rest = raw[scheme_match.end() :]
+    if "@" in rest:
+        raise MqttConfigError(f"{shown} holds credentials; set MQTT_USERNAME and MQTT_PASSWORD instead")
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if any(c in rest for c in "/?#"):
+        raise MqttConfigError(f"{shown} has a path or query; give only host[:port]")
+    host, port_text = rest, ""
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            raise MqttConfigError(f"{shown}: unclosed '[' around an IPv6 address")
+        host, after = rest[1:close], rest[close + 1 :]
+        if after:
+            if not after.startswith(":"):
+                raise MqttConfigError(f"{shown}: expected ':port' after ']'")
+            port_text = after[1:]
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+    elif rest.count(":") > 1 and scheme_match:
+        raise MqttConfigError(f"{shown}: write an IPv6 address in brackets, e.g. mqtt://[::1]:1883")
+    port: int | None = None
+    if port_text or rest.endswith(":"):
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise MqttConfigError(f"{shown} has a bad port; accepted: host[:port] with a port from 1 to 65535")
+        port = int(port_text)
+    if not host:
+        raise MqttConfigError(f"{shown} names no host")
+    if ":" not in host and not _HOST_NAME.match(host):
+        raise MqttConfigError(f"{shown} is not a host name or address (letters, digits, '-' and '.')")
+    return BrokerAddress(host, port, tls)
 
 
 def _check_file(path: str | None, what: str) -> None:
@@ -56,18 +126,37 @@ class MqttConfig:
     protocol: str = "5"  # "5" or "3.1.1"
     message_expiry_s: int | None = 300  # MQTT v5 expiry of predictions and stats; None = never
     queue_size: int = 10000  # messages kept while the broker is away; the oldest go first
+    queue_bytes: int | None = None  # and at most this many bytes of them (None: no byte bound)
+    outbox_path: str | Path | None = None  # SQLite file of the durable outbox; None: in memory
+    outbox_fsync: bool = False  # fsync every outbox commit (survives power loss, costs writes)
+    online_expiry_s: int | None = 60  # v5: "online" expires unless refreshed (every third of this)
     max_inflight: int = 20  # unacknowledged QoS>=1 messages on the wire (capped by the broker's)
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 30.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 5.0
     connect_timeout_s: float = 10.0
     retain_predictions: bool = False
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host.strip():
-            raise MqttConfigError("MQTT host must be a non-empty host name or address")
-        self.host = self.host.strip()
+        try:
+            broker = parse_broker(self.host)
+        except MqttConfigError as exc:
+            raise MqttConfigError(f"MQTT_HOST {exc}") from None
+        if broker.port is not None:
+            if self.port is not None and self.port != broker.port:
+                raise MqttConfigError(
+                    f"MQTT_HOST names port {broker.port} but MQTT_PORT is {self.port}; set the port in one place"
+                )
+            self.port = broker.port
+        if broker.tls is not None and broker.tls != self.tls:
+            wanted = "mqtts://" if self.tls else "mqtt://"
+            raise MqttConfigError(
+                f"MQTT_HOST starts with {'mqtts' if broker.tls else 'mqtt'}:// but MQTT_TLS is "
+                f"{'off' if broker.tls else 'on'}; set MQTT_TLS={'true' if broker.tls else 'false'} "
+                f"or write {wanted}{broker.host}"
+            )
+        self.host = broker.host
         validate_level(self.agent_id, "agent_id")
         validate_prefix(self.topic_prefix, "topic_prefix")
         validate_prefix(self.ha_prefix, "ha_prefix")
@@ -92,6 +181,12 @@ class MqttConfig:
                 )
             if self.message_expiry_s == 0:
                 self.message_expiry_s = None  # 0 reads as "no expiry" in the settings
+        for name in ("online_expiry_s", "queue_bytes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise MqttConfigError(f"MQTT {name}={value!r} must be a whole number >= 0 or None")
+            if value == 0:
+                setattr(self, name, None)
         for name in ("queue_size", "max_inflight"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import errno
+import logging
+import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
+
+from pipelines.sinks.encoding import to_json
+
+log = logging.getLogger("edge_agent.stdout")
 
 # Lines kept while the reader of stdout (a pipe, journald) is slower than the agent.
 DEFAULT_BACKLOG = 1000
@@ -19,12 +27,23 @@ class StdoutSink:
     A write to a pipe blocks when its reader falls behind (``edge-agent run | slow-consumer``, a
     busy journald); on the event loop that would stall every stream. So the loop only enqueues,
     and a full backlog drops the oldest line and counts it, like the MQTT outbox.
+
+    When the reader goes away for good (``edge-agent run | head -3``: a broken pipe), the sink
+    stops writing and calls ``on_closed`` (from its thread) so the agent can stop when nothing
+    else reads its output; other sinks are never taken down by it.
     """
 
     def __init__(
-        self, stream: TextIO | None = None, *, include_stats: bool = False, backlog: int = DEFAULT_BACKLOG
+        self,
+        stream: TextIO | None = None,
+        *,
+        include_stats: bool = False,
+        backlog: int = DEFAULT_BACKLOG,
+        on_closed: Callable[[], None] | None = None,
     ) -> None:
         self._out = stream if stream is not None else sys.stdout
+        self._on_closed = on_closed
+        self.closed_by_reader = False
         self._include_stats = include_stats
         self._queue: queue.Queue[str | None] = queue.Queue(maxsize=backlog)
         self._thread: threading.Thread | None = None
@@ -42,17 +61,38 @@ class StdoutSink:
             line = self._queue.get()
             if line is None:
                 break
+            if self.closed_by_reader:
+                continue  # keep draining so close() returns at once
             try:
                 self._out.write(line)
                 if self._queue.empty():
                     self._out.flush()
                 self._written += 1
-            except (BrokenPipeError, ValueError, OSError):
-                # A closed pipe (``edge-agent run | head``) must not take the other sinks down.
+            except (BrokenPipeError, ValueError, OSError) as exc:
                 self._errors += 1
+                if isinstance(exc, BrokenPipeError) or getattr(exc, "errno", None) == errno.EPIPE:
+                    self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.closed_by_reader = True
+        log.info("stdout was closed by its reader (broken pipe); no more predictions are printed")
+        if self._out is sys.stdout:
+            # Python flushes sys.stdout once more at exit; into a closed pipe that prints
+            # "Exception ignored ... BrokenPipeError". Point the descriptor at /dev/null instead.
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+        if self._on_closed is not None:
+            try:
+                self._on_closed()
+            except Exception:  # the loop may be closing; nothing is left to tell
+                log.debug("on_closed callback failed", exc_info=True)
 
     def _put(self, payload: dict[str, Any]) -> None:
-        line = json.dumps(payload, separators=(",", ":")) + "\n"
+        if self.closed_by_reader:
+            return
+        line = to_json(payload) + "\n"
         with self._lock:
             while True:
                 try:
@@ -89,4 +129,9 @@ class StdoutSink:
             pass
 
     def counters(self) -> dict[str, Any]:
-        return {"written": self._written, "dropped": self._dropped, "errors": self._errors}
+        return {
+            "written": self._written,
+            "dropped": self._dropped,
+            "errors": self._errors,
+            "closed_by_reader": self.closed_by_reader,
+        }

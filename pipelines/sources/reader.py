@@ -44,6 +44,10 @@ _RTSP_MAX_DELAY_US = 100_000
 # A paced file that falls this far behind its own clock (slow decode, machine suspended) re-anchors
 # instead of rushing through the backlog.
 _PACE_RESYNC_S = 1.0
+# A live frame whose stream timestamp says it is this much older than its arrival suggests (it
+# was held up: a stalled camera's last frame comes out of FFmpeg only at the read timeout) is
+# stamped with the time it was really captured.
+_LATE_S = 1.0
 
 
 def ffmpeg_options(spec: SourceSpec, options: SourceOptions) -> dict[str, str]:
@@ -163,6 +167,33 @@ class Pacer:
         self._anchor = None
 
 
+class CaptureClock:
+    """Capture times of live frames: now, unless the stream's own clock shows the frame is late.
+
+    Each frame is compared with the previous one: when more wall time than stream time passed
+    between them (by over ``late_s``), the frame sat somewhere (a stalled connection, a burst
+    after a network hiccup) and gets the previous frame's time plus the stream time between
+    them, its true capture time. Re-anchored on every frame, so camera clock drift never
+    accumulates; a camera that pauses and resumes advances its timestamps and stays fresh.
+    """
+
+    def __init__(self, late_s: float = _LATE_S) -> None:
+        self.late_s = late_s
+        self._anchor: tuple[float, float, float] | None = None  # (wall, monotonic, pts)
+
+    def stamp(self, pts: float | None, wall: float, mono: float) -> tuple[float, float]:
+        if pts is None:
+            self._anchor = None
+            return wall, mono
+        if self._anchor is not None:
+            wall0, mono0, pts0 = self._anchor
+            elapsed = pts - pts0
+            if elapsed >= 0 and (mono - mono0) - elapsed > self.late_s:
+                wall, mono = wall0 + elapsed, mono0 + elapsed
+        self._anchor = (wall, mono, pts)
+        return wall, mono
+
+
 class FrameCounter:
     """Hands out per-stream frame ids that keep counting across reconnects."""
 
@@ -188,7 +219,9 @@ class ReaderStatus:
     wait_ended_mono: float = 0.0
     io_mono: float = 0.0  # last time the source gave us something (open started, packet read)
     frames_decoded: int = 0
+    frames_delivered: int = 0  # handed to the slot by this connection
     skipped_by_fps_cap: int = 0
+    corrupt_packets: int = 0  # packets of a file the decoder refused (skipped)
     end_reason: EndReason | None = None
     error: str | None = None
     finite: bool = False  # the source has an end (file, HTTP video with a duration)
@@ -231,6 +264,7 @@ class FrameReader:
         self._log = logger or logging.getLogger(f"edge_agent.stream.{name}")
         self._cap = FpsCap(options.max_fps) if options.max_fps else None
         self._pacer = Pacer()
+        self._clock = CaptureClock()
         self.thread: threading.Thread | None = None
 
     # -- thread control (any thread) -------------------------------------------------------------
@@ -295,7 +329,9 @@ class FrameReader:
     def _read(self) -> EndReason:
         spec, options, status = self.spec, self.options, self.status
         kwargs = open_kwargs(spec, options)
+        is_file = spec.kind == "file"
         while True:
+            decoded_before = status.frames_decoded
             if self.stop_event.is_set():
                 return "stopped"
             status.io_mono = time.monotonic()
@@ -323,11 +359,40 @@ class FrameReader:
                 self._pacer.reset()
                 if self._cap is not None:
                     self._cap.reset()
-                for packet in container.demux(stream):
+                packets = container.demux(stream)
+                while True:
+                    try:
+                        packet = next(packets)
+                    except StopIteration:
+                        break
+                    except av.error.FFmpegError as exc:
+                        if not is_file or status.frames_decoded == decoded_before:
+                            raise
+                        # A truncated or damaged recording: what could be decoded has been
+                        # played; the rest is not there. That is the file's end, not a reason
+                        # to start it again from the top.
+                        self._log.warning(
+                            "%s: the file is damaged or truncated after %d frame(s) (%s); treating that as its end",
+                            self.name,
+                            status.frames_decoded - decoded_before,
+                            self.spec.redact(_describe(exc)),
+                        )
+                        break
                     status.io_mono = time.monotonic()
                     if self.stop_event.is_set():
                         return "stopped"
-                    for frame in packet.decode():
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError as exc:
+                        if not is_file:
+                            raise
+                        # one bad packet of a file (the cut-off last one of a truncated recording)
+                        status.corrupt_packets += 1
+                        if status.corrupt_packets == 1:
+                            why = self.spec.redact(_describe(exc))
+                            self._log.warning("%s: skipping a packet the decoder refused (%s)", self.name, why)
+                        continue
+                    for frame in frames:
                         if not self._handle(frame, pace):
                             return "stopped"
                     # the read timeout runs from here, not from before a long wait for the consumer
@@ -343,6 +408,9 @@ class FrameReader:
                 status.error = f"no data for {options.read_timeout:g} s (read timeout)"
                 return "timeout"
             if status.finite and options.loop:
+                if status.frames_decoded == decoded_before:
+                    # looping a video without a single decodable frame would spin forever
+                    raise ValueError("the video has no decodable frame")
                 self._log.debug("%s: end of video, looping", self.name)
                 continue
             return "eof"
@@ -372,6 +440,8 @@ class FrameReader:
             status.skipped_by_fps_cap += 1
             return True
         wall, mono = time.time(), time.monotonic()
+        if not status.finite:
+            wall, mono = self._clock.stamp(pts, wall, mono)
         if self.stop_event.is_set():
             return False
         # Live: pixels are converted by whoever looks at them (see Frame), so a frame replaced in
@@ -401,6 +471,7 @@ class FrameReader:
             ok = self.slot.put(handed, cancel=self.stop_event)
         if ok:
             self.counter.next_id += 1
+            status.frames_delivered += 1
             return True
         return not (self.stop_event.is_set() or self.slot.closed)
 

@@ -7,6 +7,11 @@ Camera trouble never escapes ``run()``; it shows in :attr:`StreamRunner.stats` a
 (one line per state change, not one per retry). A file that ends without ``loop`` finishes the
 runner normally.
 
+Files are not cameras: a file that cannot be opened or decoded is tried
+``options.file_attempts`` times and then the runner ends in state ``failed`` (it will not heal
+by itself); a damaged or truncated file plays what can be decoded once (or loops it, with
+``frame_id`` still counting up) and finishes, instead of being "reconnected" from the top.
+
 Each attempt gets a fresh thread. A thread that does not stop within ``thread_join_timeout``
 (stuck in a C call PyAV cannot interrupt, e.g. a wedged V4L2 driver) is abandoned: it is a
 daemon, its stop flag stays set so it can never hand over another frame, and it is counted in
@@ -26,10 +31,12 @@ from typing import Literal
 from pipelines.backoff import Backoff
 from pipelines.slot import LatestFrameSlot
 from pipelines.sources.options import SourceOptions
-from pipelines.sources.reader import FrameCounter, FrameReader
+from pipelines.sources.reader import FrameCounter, FrameReader, ReaderStatus
 from pipelines.sources.spec import SourceSpec
 
-State = Literal["connecting", "streaming", "backoff", "stalled", "finished"]
+State = Literal["connecting", "streaming", "backoff", "stalled", "finished", "failed"]
+# States of a runner that has ended and will produce no more frames.
+ENDED_STATES: frozenset[str] = frozenset({"finished", "failed"})
 
 _TICK_S = 0.25  # longest the monitor sleeps: bounds stall-detection lag and fps sampling
 _FPS_WINDOW_S = 5.0
@@ -95,6 +102,7 @@ class StreamRunner:
         self._past_skipped = 0
         self._last_frame_mono: float | None = None
         self._reconnects = 0
+        self._file_failures = 0  # consecutive attempts at a file that yielded no frame
         self._stalls = 0
         self._abandoned = 0
         self._last_error: str | None = None
@@ -112,6 +120,11 @@ class StreamRunner:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def ended(self) -> bool:
+        """True once the runner has finished or failed: it will produce no more frames."""
+        return self._state in ENDED_STATES
 
     @property
     def stats(self) -> StreamStats:
@@ -151,6 +164,14 @@ class StreamRunner:
                     self._set_state("finished")
                     self.log.info("finished: end of %s", "file" if self.spec.kind == "file" else "stream")
                     return
+                if outcome == "failed":
+                    self._set_state("failed")
+                    self.log.error(
+                        "failed: %s (%d attempt(s)); a file that cannot be read is not tried again",
+                        self._last_error,
+                        self._file_failures,
+                    )
+                    return
                 delay = self._backoff.next_delay()
                 self._note_failure(delay, stalled=outcome == "stalled")
                 self._set_state("stalled" if outcome == "stalled" else "backoff")
@@ -162,7 +183,7 @@ class StreamRunner:
 
     # -- one connection ----------------------------------------------------------------------------
 
-    async def _session(self, loop: asyncio.AbstractEventLoop) -> Literal["finished", "retry", "stalled"]:
+    async def _session(self, loop: asyncio.AbstractEventLoop) -> Literal["finished", "failed", "retry", "stalled"]:
         wake = self._wake
         assert wake is not None
 
@@ -218,6 +239,8 @@ class StreamRunner:
 
         self._retire(reader)
         reason = status.end_reason
+        if self.spec.kind == "file" and reason != "stopped":
+            return self._file_outcome(status)
         if reason == "eof":
             if status.finite:
                 return "finished"
@@ -233,6 +256,20 @@ class StreamRunner:
             return "stalled"
         self._last_error = status.error or "the reader stopped without saying why"
         return "retry"
+
+    def _file_outcome(self, status: ReaderStatus) -> Literal["finished", "failed", "retry"]:
+        """How a file session ended: played (finished), unreadable (retry, then failed)."""
+        if status.frames_decoded == 0:
+            self._file_failures += 1
+            self._last_error = status.error or "the file has no decodable video frame"
+            return "failed" if self._file_failures >= self.options.file_attempts else "retry"
+        self._file_failures = 0
+        if status.end_reason == "eof":
+            return "finished"
+        # It played for a while, then broke off: starting it again would replay the same frames.
+        self._last_error = status.error or "the reader stopped without saying why"
+        self.log.warning("the file broke off after %d frame(s): %s", status.frames_decoded, self._last_error)
+        return "retry" if self.options.loop else "finished"
 
     def _retire(self, reader: FrameReader, *, background: bool = False) -> None:
         """Fold a reader's counters into the runner's totals and let it go; a thread still alive

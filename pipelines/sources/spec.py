@@ -8,17 +8,23 @@ Accepted forms::
     /path/clip.mp4, file:///path/clip.mp4   local video file (relative paths too)
 
 A missing camera is not an error here (it may be plugged in later, the runner keeps retrying),
-but a missing file is: it will not appear by itself.
+but a missing file is: it will not appear by itself. A device node that exists but is not a
+video capture device (``/dev/null``, a disk) is refused: it is not a camera.
+
+Every URL in an error message or a display goes through ``models.redaction``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
+from models.redaction import redact_text, redact_url, url_secrets
 from pipelines.errors import SourceConfigError
 
 SourceKind = Literal["rtsp", "v4l2", "http", "file"]
@@ -31,6 +37,8 @@ ACCEPTED_FORMS = (
 )
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Linux's character-device major number of V4L2 (videodev) nodes.
+V4L2_MAJOR = 81
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,13 @@ class SourceSpec:
         return redact_url(self.url)
 
     def redact(self, text: str) -> str:
-        """``text`` with this source's credentials masked (FFmpeg errors quote the full URL)."""
+        """``text`` with this source's credentials masked (FFmpeg errors quote the full URL, or
+        parts of it, percent-decoded or not)."""
         if self.display != self.url:
             text = text.replace(self.url, self.display)
             if self.target != self.url:
                 text = text.replace(self.target, redact_url(self.target))
-        return text
+        return redact_text(text, url_secrets(self.url) + url_secrets(self.target))
 
     @classmethod
     def parse(cls, url: str) -> SourceSpec:
@@ -116,7 +125,7 @@ class SourceSpec:
             parts = urlsplit(text)
             if parts.netloc not in ("", "localhost"):
                 raise SourceConfigError(
-                    f"file URL {text!r} names host {parts.netloc!r}; only local files work (file:///path)"
+                    f"file URL {redact_url(text)!r} names a host; only local files work (file:///path)"
                 )
             return _from_path(unquote(parts.path), text)
         raise SourceConfigError(
@@ -124,44 +133,62 @@ class SourceSpec:
         )
 
 
-def _check_port(text: str, parts) -> None:  # type: ignore[no-untyped-def]
+def _check_port(text: str, parts: SplitResult) -> None:
+    _check_userinfo(text, parts)
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise SourceConfigError(f"bad port in {redact_url(text)!r}") from None
 
 
+def _check_userinfo(text: str, parts: SplitResult) -> None:
+    """A '/', '?' or '#' in a password ends the host part for FFmpeg as for every URL parser:
+    the camera would get a wrong password and a wrong host. Say so instead of trying."""
+    if "@" in parts.netloc:
+        return
+    port = parts.netloc.rpartition("]")[2].rpartition(":")[2] if ":" in parts.netloc else ""
+    # '@' in the path, or in the query of a URL whose "port" is not a number (admin:pa?ss@host):
+    # an '@' in the query of a well-formed URL is a query value (?password=a@b), not userinfo.
+    if "@" in parts.path or ("@" in parts.query + parts.fragment and port and not port.isdigit()):
+        raise SourceConfigError(
+            f"stream URL {redact_url(text)!r}: the user name or password seems to contain '/', '?' or '#', "
+            "which end the host part of a URL; percent-encode them (/ as %2F, ? as %3F, # as %23, @ as %40)"
+        )
+
+
 def _from_path(path: str, url: str) -> SourceSpec:
     if not path:
-        raise SourceConfigError(f"empty file path in {url!r}; accepted forms: {ACCEPTED_FORMS}")
+        raise SourceConfigError(f"empty file path in {redact_url(url)!r}; accepted forms: {ACCEPTED_FORMS}")
     if path.startswith("/dev/"):
+        _check_video_device(path)
         # Device nodes (and their /dev/v4l/by-id/... links) are cameras; they may be unplugged now.
         return SourceSpec(url=url, kind="v4l2", target=path, av_format="v4l2")
     resolved = Path(path).expanduser()
     if not resolved.exists():
         raise SourceConfigError(
-            f"video file {str(resolved)!r} does not exist; accepted forms: {ACCEPTED_FORMS}"
+            f"video file {redact_url(str(resolved))!r} does not exist; accepted forms: {ACCEPTED_FORMS}"
         )
     if resolved.is_dir():
-        raise SourceConfigError(f"{str(resolved)!r} is a directory, not a video file")
+        raise SourceConfigError(f"{redact_url(str(resolved))!r} is a directory, not a video file")
+    if not resolved.is_file():
+        raise SourceConfigError(
+            f"{redact_url(str(resolved))!r} is not a regular file (a device, pipe or socket); "
+            f"accepted forms: {ACCEPTED_FORMS}"
+        )
     return SourceSpec(url=url, kind="file", target=str(resolved))
 
 
-def redact_url(url: str) -> str:
-    """``url`` with the password (if any) replaced by ``***``."""
+def _check_video_device(path: str) -> None:
+    """A /dev path that exists must be a V4L2 node; one that does not may be plugged in later
+    (or be a udev link such as /dev/cam-door that appears with its camera)."""
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{user}:***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        info = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SourceConfigError(f"cannot access the device {path!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISCHR(info.st_mode) or os.major(info.st_rdev) != V4L2_MAJOR:
+        raise SourceConfigError(
+            f"{path!r} is not a video capture device (V4L2 nodes are /dev/videoN or links to them under "
+            f"/dev/v4l/); accepted forms: {ACCEPTED_FORMS}"
+        )
