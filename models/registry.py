@@ -105,9 +105,15 @@ def get_model(
     family = get_family(task_type, model_type, ref.model_id)
     weights_file = family.weights_file
 
-    def fetch(**kwargs: object) -> Path:
+    def fetch(refetch_if_unchanged: tuple[int, int] | None = None) -> Path:
         return artifacts.ensure_artifacts(
-            ref, api_key, settings=settings, progress=progress, status=status, weights_file=weights_file, **kwargs
+            ref,
+            api_key,
+            settings=settings,
+            progress=progress,
+            status=status,
+            weights_file=weights_file,
+            refetch_if_unchanged=refetch_if_unchanged,
         )
 
     directory = fetch()
