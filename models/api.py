@@ -192,6 +192,14 @@ class RoboflowApi:
     def fetch_json(self, url: str, what: str) -> Any:
         return self._with_retries(f"downloading {what}", lambda: self._fetch_json_once(url, what))
 
+    def fetch_api_json(self, url: str, what: str, api_key: str | None) -> Any:
+        """GET an API URL that takes the key as ``Authorization: Bearer`` (the package registry)."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        return self._with_retries(
+            f"asking the Roboflow API about {what}",
+            lambda: self._fetch_json_once(url, what, api=True, api_key_given=bool(api_key), headers=headers),
+        )
+
     def download(
         self,
         url: str,
@@ -243,8 +251,10 @@ class RoboflowApi:
             f"retry policy"
         )
 
-    def _open(self, url: str, what: str, api: bool = False, api_key_given: bool = False) -> Any:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
+    def _open(
+        self, url: str, what: str, api: bool = False, api_key_given: bool = False, headers: dict[str, str] | None = None
+    ) -> Any:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*", **(headers or {})})
         try:
             return self._opener.open(request, timeout=self.settings.model_download_connect_timeout)
         except urllib.error.HTTPError as exc:
@@ -338,9 +348,11 @@ class RoboflowApi:
             return None
         return int(value)
 
-    def _fetch_json_once(self, url: str, what: str, api: bool = False, api_key_given: bool = False) -> Any:
+    def _fetch_json_once(
+        self, url: str, what: str, api: bool = False, api_key_given: bool = False, headers: dict[str, str] | None = None
+    ) -> Any:
         deadline = time.monotonic() + self.settings.model_download_timeout
-        with self._open(url, what, api=api, api_key_given=api_key_given) as response:
+        with self._open(url, what, api=api, api_key_given=api_key_given, headers=headers) as response:
             parts: list[bytes] = []
             total = self._content_length(response)
             received = self._stream(response, url, parts.append, None, total, MAX_JSON_BYTES, deadline)

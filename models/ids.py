@@ -43,6 +43,9 @@ _ID_FORMS = (
 
 Kind = Literal["roboflow", "generic", "builtin", "local"]
 
+# Directories of Roboflow's inference-models layout in MODEL_CACHE_DIR (models/packages/layout.py).
+_RESERVED_PROJECTS = frozenset({"models-cache", "shared-blobs", "offline-weights-registry", "auto-resolution-cache"})
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -132,9 +135,11 @@ def _parse_local(model_id: str, text: str) -> ModelRef:
             f"{path} is not a directory; a local model id names a directory holding weights.onnx, "
             f"environment.json and class_names.txt",
         )
-    if not (path / "weights.onnx").is_file() and not any(path.glob("*.onnx")):
+    has_weights = (path / "weights.onnx").is_file() or any(path.glob("*.onnx")) or any(path.glob("*.torchscript"))
+    if not has_weights:
         raise _reject(
-            model_id, f"directory {path} has no weights.onnx (nor any .onnx file), so it is not a model directory"
+            model_id,
+            f"directory {path} has no weights.onnx (nor any .onnx or .torchscript file): not a model directory",
         )
     real = Path(os.path.realpath(path))
     return ModelRef(kind="local", model_id=str(real), requested_id=model_id, local_dir=real)
@@ -189,6 +194,8 @@ def parse_model_id(model_id: object) -> ModelRef:
                 family=found[0],
             )
     project, version = parts[-2], parts[-1]
+    if project in _RESERVED_PROJECTS:
+        raise _reject(model_id, f"{project!r} is a directory the model cache reserves, not a project name")
     return ModelRef(
         kind="roboflow",
         model_id=f"{project}/{version}",
