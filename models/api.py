@@ -189,6 +189,26 @@ class RoboflowApi:
             )
         return ort
 
+    def describe_core_model(self, family: str, variant: str, api_key: str | None) -> dict[str, str]:
+        """GET /core_model/{family}/{variant}: ``{file key: URL}`` of a foundation model's weights."""
+        model_id = f"{family}/{variant}"
+        params = {"nocache": "true", "device": self.settings.device_id or socket.gethostname(), "dynamic": "true"}
+        if api_key:
+            params["api_key"] = api_key
+        url = f"{self.settings.api_base_url}/core_model/{quote(family, safe='')}/{quote(variant, safe='')}"
+        url += "?" + urlencode(params)
+        answer = self._with_retries(
+            f"asking the Roboflow API about {model_id}",
+            lambda: self._fetch_json_once(url, model_id, api=True, api_key_given=bool(api_key)),
+        )
+        weights = answer.get("weights") if isinstance(answer, dict) else None
+        if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
+            raise ModelDownloadError(
+                f"the Roboflow API answer for {model_id} has no 'weights' object of URLs; is "
+                f"{self.settings.api_base_url} the Roboflow API (API_BASE_URL)?"
+            )
+        return dict(weights)
+
     def fetch_json(self, url: str, what: str) -> Any:
         return self._with_retries(f"downloading {what}", lambda: self._fetch_json_once(url, what))
 

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from models.aliases import resolve_alias
 from models.errors import InvalidModelIdError
-from models.families import find_family
+from models.families import BARE_FAMILIES, canonical_variant, find_family
 
 BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
 BUILTIN_PREFIX = "builtin"
@@ -164,7 +164,11 @@ def parse_model_id(model_id: object) -> ModelRef:
     parts = resolved.split("/")
     if len(parts) == 1:
         _check_part(model_id, parts[0], "id")
-        raise _reject(model_id, f"not a known alias and has no '/'; {_ID_FORMS}")
+        if parts[0] in BARE_FAMILIES:
+            parts = [parts[0], BARE_FAMILIES[parts[0]]]
+            resolved = "/".join(parts)
+        else:
+            raise _reject(model_id, f"not a known alias and has no '/'; {_ID_FORMS}")
     names = ("workspace", "project", "version") if len(parts) == 3 else ("project", "version")
     for index, part in enumerate(parts):
         # every part is checked first, so a traversal attempt is reported as such whatever its length
@@ -185,12 +189,16 @@ def parse_model_id(model_id: object) -> ModelRef:
     if len(parts) == 2:
         found = find_family(resolved)
         if found is not None:
+            try:
+                variant = canonical_variant(found[0], parts[1])
+            except ValueError as exc:
+                raise _reject(model_id, str(exc)) from None
             return ModelRef(
                 kind="generic",
-                model_id=resolved,
+                model_id=f"{parts[0]}/{variant}",
                 requested_id=model_id,
                 project=parts[0],
-                version=parts[1],
+                version=variant,
                 family=found[0],
             )
     project, version = parts[-2], parts[-1]

@@ -245,3 +245,53 @@ def load_package_model(
         except (CacheIntegrityError, ModelRuntimeError) as exc:
             failures.append(f"{package.package_id}: {exc}")
     raise ModelRuntimeError(f"no package of {ref.model_id} loads here: {'; '.join(failures)}")
+
+
+def package_directory(
+    model_id: str,
+    api_key: str | None,
+    settings: ModelSettings,
+    *,
+    backends: tuple[str, ...] = ("onnx",),
+    progress: ProgressCallback | None = None,
+    status: StatusCallback | None = None,
+) -> Path:
+    """The directory of the best cached-or-downloaded package of ``model_id`` among ``backends``.
+
+    For the parts foundation models are made of (PP-OCR's detection and recognition packages):
+    no model is built here, and MODEL_PACKAGE_ID/MODEL_PACKAGE_BACKENDS (meant for the stream's
+    model) do not apply.
+    """
+    import dataclasses
+
+    from models.cache import model_lock
+    from models.ids import parse_model_id
+
+    ref = parse_model_id(model_id)
+    store = PackageStore(settings)
+    prefs = dataclasses.replace(preferences(settings), package_id=None, backends=backends)
+    cached = [c for c in store.cached_packages(ref.model_id) if c.package.backend in backends]
+    if cached:
+        box = probe_box(settings, need_torch=any(c.package.backend in _TORCH_BACKENDS for c in cached))
+        selection = choose(ref.model_id, [c.package for c in cached], box, prefs)
+        by_id = {c.package.package_id: c for c in cached}
+        for package in selection.ranked:
+            problems = store.problems(by_id[package.package_id])
+            if not problems:
+                _log_choice(ref.model_id, selection, box.describe(), "from the cache")
+                return by_id[package.package_id].directory
+            if settings.offline_mode:
+                raise CacheIntegrityError(
+                    f"the cached package {package.package_id} of {ref.model_id} is damaged ({'; '.join(problems)}) "
+                    f"and OFFLINE_MODE is on, so it cannot be fetched again; nothing was deleted"
+                )
+    if settings.offline_mode:
+        raise _not_cached(ref, settings)
+    metadata = PackageRegistry(settings).weights(ref.model_id, api_key)
+    if metadata.model_id != ref.model_id:
+        metadata = dataclasses.replace(metadata, model_id=ref.model_id)
+    box = probe_box(settings, need_torch=any(p.backend in _TORCH_BACKENDS for p in metadata.packages))
+    selection = choose(ref.model_id, metadata.packages, box, prefs)
+    _log_choice(ref.model_id, selection, box.describe(), "from the registry")
+    with model_lock(ref, settings):
+        return store.materialize(metadata, selection.chosen, progress, status)
