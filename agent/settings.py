@@ -7,6 +7,7 @@ plain config objects ``pipelines`` takes. Nothing else in the code reads ``os.en
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -41,6 +42,8 @@ STREAM_KEYS: dict[str, str] = {
     "INPUT_FORMAT": "V4L2: pixel format asked of the camera, e.g. mjpeg, yuyv422",
     "TLS_VERIFY": "rtsps/https: check the server certificate (true/false; off by default: cameras are self-signed)",
     "TLS_CA_FILE": "rtsps/https: PEM file of trusted certificates for TLS_VERIFY",
+    "PROMPTS": 'CLIP models: zero-shot text prompts, a JSON list or separated by "|" ("a person|an empty room")',
+    "ROI": "OCR models: regions to read, x1,y1,x2,y2 in source pixels, several separated by ';' (or a JSON list)",
 }
 
 
@@ -147,6 +150,57 @@ class StreamConfig:
     input_format: str | None = None
     tls_verify: bool = False
     tls_ca_file: str | None = None
+    prompts: tuple[str, ...] = ()
+    roi: tuple[tuple[float, float, float, float], ...] = ()
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """Per-image options this stream hands its model (CLIP prompts, OCR regions)."""
+        options: dict[str, Any] = {}
+        if self.prompts:
+            options["prompts"] = list(self.prompts)
+        if self.roi:
+            options["regions"] = [list(r) for r in self.roi]
+        return options
+
+
+def parse_prompts(var: str, raw: str) -> tuple[str, ...]:
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r} starts like a JSON list but is not valid JSON") from None
+    else:
+        items = text.split("|")
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"{var}={raw!r}: accepted: a JSON list of strings, or prompts separated by '|'")
+    prompts = tuple(i.strip() for i in items if i.strip())
+    if not prompts:
+        raise ConfigError(f"{var} names no prompt; accepted: \"a person|an empty room\" or a JSON list")
+    if len(set(prompts)) != len(prompts):
+        raise ConfigError(f"{var}={raw!r} repeats a prompt")
+    return prompts
+
+
+def parse_roi(var: str, raw: str) -> tuple[tuple[float, float, float, float], ...]:
+    text = raw.strip()
+    try:
+        if text.startswith("["):
+            items = json.loads(text)
+            if items and all(isinstance(v, (int, float)) for v in items):
+                items = [items]
+        else:
+            items = [[float(v) for v in part.split(",")] for part in text.split(";") if part.strip()]
+        regions = tuple(tuple(float(v) for v in item) for item in items)
+    except (ValueError, TypeError):
+        regions = ()
+    if not regions or any(len(r) != 4 or not (0 <= r[0] < r[2] and 0 <= r[1] < r[3]) for r in regions):
+        raise ConfigError(
+            f"{var}={raw!r} is invalid; accepted: x1,y1,x2,y2 in source pixels with x1 < x2 and y1 < y2, "
+            f"several separated by ';' (e.g. 0,0,640,120;0,600,640,720) or a JSON list of such lists"
+        )
+    return regions  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -263,6 +317,10 @@ def _stream_config(name: str, url: str, default_model: str, environ: Mapping[str
             if not Path(raw).is_file():
                 raise ConfigError(f"{var}={raw!r} is not a readable file")
             values["tls_ca_file"] = raw
+        elif key == "PROMPTS":
+            values["prompts"] = parse_prompts(var, raw)
+        elif key == "ROI":
+            values["roi"] = parse_roi(var, raw)
     return StreamConfig(name=name, url=url, model_id=values.pop("model_id", default_model), **values)
 
 

@@ -141,6 +141,22 @@ class Supervisor:
         log.info("model %s ready in %.1f s", model_id, time.monotonic() - started)
         return model
 
+    def _check_model_options(self, stream: StreamConfig) -> None:
+        """A stream's PROMPTS/ROI must be options its model takes (exit 2 otherwise: no restart helps)."""
+        wanted = stream.model_options
+        if not wanted:
+            return
+        model = self.stages[stream.model_id].model
+        accepted = tuple(getattr(model, "stream_options", ()))
+        names = {"prompts": "PROMPTS", "regions": "ROI"}
+        for key in wanted:
+            if key not in accepted:
+                raise ConfigError(
+                    f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
+                    f"{stream.model_id!r} ({getattr(model, 'task_type', '?')}) does not take it; "
+                    f"PROMPTS needs a CLIP model (clip/ViT-B-16), ROI an OCR model (pp_ocr)"
+                )
+
     async def _ensure_stage(self, model_id: str) -> InferenceStage:
         """The stage of ``model_id``, loading the model and starting the stage on first use."""
         stage = self.stages.get(model_id)
@@ -186,7 +202,13 @@ class Supervisor:
         self.slots[stream.name] = slot
         self.stream_models[stream.name] = stream.model_id
         self.stages[stream.model_id].attach(
-            StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live")
+            StreamBinding(
+                name=stream.name,
+                slot=slot,
+                confidence=stream.confidence,
+                live=options.mode == "live",
+                options=stream.model_options or None,
+            )
         )
         self.runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
         self._changed.set()
@@ -199,6 +221,7 @@ class Supervisor:
             raise ConfigError(f"stream {stream.name!r} exists already; remove it first")
         built = self._build_source(stream)
         await self._ensure_stage(stream.model_id)
+        self._check_model_options(stream)
         if stream.name in self.runners:  # added meanwhile by a concurrent request
             raise ConfigError(f"stream {stream.name!r} exists already; remove it first")
         self._start_stream(*built)
@@ -280,6 +303,8 @@ class Supervisor:
         try:
             for model_id in dict.fromkeys(stream.model_id for stream, _, _ in sources):
                 await self._ensure_stage(model_id)
+            for stream, _, _ in sources:
+                self._check_model_options(stream)
             for built in sources:
                 self._start_stream(*built)
             background.append(asyncio.create_task(self._stats_loop(), name="stats"))
