@@ -10,7 +10,9 @@ from models.packages.manifest import ModelPackage, PackageFile, TrtDetails, pars
 from models.packages.selection import Box, Gpu, Preferences, choose, max_opset, rank
 
 FILES = (PackageFile("weights.onnx", "http://x/w", "0" * 32),)
-CPU = Box(device="cpu", engines=frozenset({"onnx", "torch-script"}), onnxruntime_version="1.20.1", torch_version="2.13.0")
+CPU = Box(
+    device="cpu", engines=frozenset({"onnx", "torch-script"}), onnxruntime_version="1.20.1", torch_version="2.13.0"
+)
 H200 = Box(
     device="cuda",
     engines=frozenset({"onnx", "torch-script", "trt"}),
@@ -45,20 +47,28 @@ def pkg(package_id: str, backend: str = "onnx", quantization: str = "fp32", **fi
 
 def trt(package_id: str, **details) -> ModelPackage:
     values = dict(
-        cuda_device_type="nvidia-h200", cuda_device_cc="9.0", cuda_version="12.4", trt_version="10.3.0",
+        cuda_device_type="nvidia-h200",
+        cuda_device_cc="9.0",
+        cuda_version="12.4",
+        trt_version="10.3.0",
         machine_type="gpu-server",
     )
     values.update(details)
     return pkg(package_id, "trt", "fp16", trt=TrtDetails(**values))
 
 
-def reasons(packages, box, prefs=Preferences()):
-    return dict(rank(packages, box, prefs)[1])
+def reasons(packages, box, prefs=None):
+    return dict(rank(packages, box, prefs or Preferences())[1])
 
 
 def test_cpu_box_takes_fp32_onnx_and_says_why_not_the_others():
-    packages = [pkg("fp16onnx", quantization="fp16"), pkg("int8onnx", quantization="int8"), pkg("fp32onnx"),
-                pkg("script", "torch-script"), trt("plan")]
+    packages = [
+        pkg("fp16onnx", quantization="fp16"),
+        pkg("int8onnx", quantization="int8"),
+        pkg("fp32onnx"),
+        pkg("script", "torch-script"),
+        trt("plan"),
+    ]
     selection = choose("m/1", packages, CPU, Preferences())
     assert selection.chosen.package_id == "fp32onnx"
     assert [p.package_id for p in selection.ranked] == ["fp32onnx", "script"]  # ONNX 6 > TorchScript 3
@@ -80,7 +90,7 @@ def test_overrides_package_id_backends_and_quantization():
     assert choose("m/1", packages, CPU, Preferences(backends=("torch-script", "onnx"))).chosen.package_id == "script"
     assert choose("m/1", packages, CPU, Preferences(package_id="script")).chosen.package_id == "script"
     assert choose("m/1", packages, CPU, Preferences(quantizations=("int8", "fp32"))).chosen.package_id == "int8onnx"
-    with pytest.raises(NoSuitablePackageError, match="MODEL_PACKAGE_ID names no package .*fp32onnx, script"):
+    with pytest.raises(NoSuitablePackageError, match=r"MODEL_PACKAGE_ID names no package .*fp32onnx, script"):
         choose("m/1", packages, CPU, Preferences(package_id="nosuch"))
 
 
@@ -104,14 +114,22 @@ def test_untrusted_batch_opset_and_provider_filters():
 
 def test_opset_limits_follow_the_onnxruntime_version():
     assert [max_opset(v) for v in ("1.16.3", "1.17.0", "1.20.1", "1.21.0", "1.22.0", "1.32.0", None)] == [
-        19, 20, 21, 22, 23, 23, 19,
+        19,
+        20,
+        21,
+        22,
+        23,
+        23,
+        19,
     ]
 
 
 def test_torchscript_device_and_torch_version():
-    packages = [pkg("cudaonly", "torch-script", supported_device_types=("cuda",)),
-                pkg("newtorch", "torch-script", torch_version="3.0"),
-                pkg("tv", "torch-script", torchvision_version="0.20")]
+    packages = [
+        pkg("cudaonly", "torch-script", supported_device_types=("cuda",)),
+        pkg("newtorch", "torch-script", torch_version="3.0"),
+        pkg("tv", "torch-script", torchvision_version="0.20"),
+    ]
     why = reasons(packages, CPU)
     assert why == {
         "cudaonly": "built for cuda, not cpu",
@@ -136,10 +154,24 @@ def test_tensorrt_matches_gpu_compute_capability_versions_and_jetson():
     assert "a jetson" in why["jetsonpkg"]
     ranked = [p.package_id for p in rank(packages, H200, Preferences())[0]]
     assert ranked[0] == "exact"  # not forward-compatible and not same-CC first
-    orin = [trt("l4t36", cuda_device_type="orin", cuda_device_cc="8.7", trt_version="8.6.2", machine_type="jetson",
-                l4t_version="36.4.3"),
-            trt("l4t35", cuda_device_type="orin", cuda_device_cc="8.7", trt_version="8.6.2", machine_type="jetson",
-                l4t_version="35.4.1")]
+    orin = [
+        trt(
+            "l4t36",
+            cuda_device_type="orin",
+            cuda_device_cc="8.7",
+            trt_version="8.6.2",
+            machine_type="jetson",
+            l4t_version="36.4.3",
+        ),
+        trt(
+            "l4t35",
+            cuda_device_type="orin",
+            cuda_device_cc="8.7",
+            trt_version="8.6.2",
+            machine_type="jetson",
+            l4t_version="35.4.1",
+        ),
+    ]
     assert reasons(orin, ORIN) == {"l4t35": "built for L4T 35.4.1, this box has 36.4.0"}
     assert reasons([trt("exact")], CPU)["exact"] == "no trt runtime installed here"
     cpu_with_trt = Box(**{**CPU.__dict__, "engines": frozenset({"onnx", "trt"})})
@@ -158,9 +190,17 @@ def test_no_engine_for_other_backends_and_an_error_listing_every_reason():
 
 def test_manifests_are_parsed_and_bad_ones_dropped(caplog):
     good = {
-        "type": "external-model-package-v1", "packageId": "abc123", "trustedSource": True,
-        "packageManifest": {"type": "onnx-model-package-v1", "backendType": "onnx", "quantization": "fp32",
-                            "opset": 17, "dynamicBatchSize": False, "staticBatchSize": 1},
+        "type": "external-model-package-v1",
+        "packageId": "abc123",
+        "trustedSource": True,
+        "packageManifest": {
+            "type": "onnx-model-package-v1",
+            "backendType": "onnx",
+            "quantization": "fp32",
+            "opset": 17,
+            "dynamicBatchSize": False,
+            "staticBatchSize": 1,
+        },
         "packageFiles": [{"fileHandle": "weights.onnx", "downloadUrl": "https://x/w", "md5Hash": "a" * 32}],
         "someFutureKey": 1,
     }

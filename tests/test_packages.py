@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from models import clear_cache, get_model, get_model_type, list_cached_models
-from models.errors import ApiAuthError, CacheIntegrityError, ChecksumMismatchError, ModelNotCachedError, ModelNotFoundError
+from models.errors import (
+    ApiAuthError,
+    CacheIntegrityError,
+    ChecksumMismatchError,
+    ModelNotCachedError,
+    ModelNotFoundError,
+)
 from models.packages.layout import slug
 from tests.fixtures.model_server import ServedPackage, onnx_package, torchscript_package
 from tests.onnx_factory import constant_detector
@@ -95,16 +101,24 @@ def test_pages_are_merged_and_the_best_package_wins(model_server, model_env):
     model_env.set(MODEL_REGISTRY="packages")
     _check(get_model(MODEL))
     pages = [r.query for r in model_server.requests if r.path == "/models/v1/external/weights"]
-    assert pages == [{"modelId": [MODEL]}, {"modelId": [MODEL], "startAfter": ["1"]}, {"modelId": [MODEL], "startAfter": ["2"]}]
+    assert pages == [
+        {"modelId": [MODEL]},
+        {"modelId": [MODEL], "startAfter": ["1"]},
+        {"modelId": [MODEL], "startAfter": ["2"]},
+    ]
     assert "/ort/pkgproj/1" not in model_server.paths()  # MODEL_REGISTRY=packages never asks /ort
-    assert sorted(p.name for p in (model_env.cache_dir / "models-cache" / SLUG).iterdir() if not p.name.startswith(".")) == ["fp32pkg"]
+    assert sorted(
+        p.name for p in (model_env.cache_dir / "models-cache" / SLUG).iterdir() if not p.name.startswith(".")
+    ) == ["fp32pkg"]
 
 
 def test_a_wrong_md5_is_refused_and_nothing_of_it_is_kept(model_server, model_env):
     bad = onnx_package("badpkg", FILES)
     bad.wrong_md5 = frozenset({"weights.onnx"})
     _serve(model_server, model_env, [bad])
-    with pytest.raises(ChecksumMismatchError, match=r"weights.onnx of pkgproj/1: md5 .* does not match the registry's .* refused"):
+    with pytest.raises(
+        ChecksumMismatchError, match=r"weights.onnx of pkgproj/1: md5 .* does not match the registry's .* refused"
+    ):
         get_model(MODEL)
     root = model_env.cache_dir
     leftovers = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
@@ -144,8 +158,12 @@ def _hand_made(root: Path, symlinks: bool) -> Path:
         "model": {"model_architecture": "yolov8", "model_variant": "yolov8n", "task_type": "object-detection"},
         "packages": [
             {
-                "package_id": "handmade1", "backend": "onnx", "quantization": "fp32",
-                "dynamic_batch_size_supported": True, "static_batch_size": None, "trusted_source": True,
+                "package_id": "handmade1",
+                "backend": "onnx",
+                "quantization": "fp32",
+                "dynamic_batch_size_supported": True,
+                "static_batch_size": None,
+                "trusted_source": True,
                 "onnx_package_details": {"opset": 17, "incompatible_providers": None},
                 "artifacts": [{"file_handle": n, "md5_hash": _md5(d)} for n, d in FILES.items()],
             }
@@ -173,7 +191,7 @@ def test_damaged_blob_offline_is_reported_and_kept_online_it_is_fetched_again(mo
     blob = model_env.cache_dir / "shared-blobs" / _md5(WEIGHTS)
     blob.write_bytes(b"\x08" + b"\x00" * (len(WEIGHTS) - 1))
     model_env.set(OFFLINE_MODE="true")
-    with pytest.raises(CacheIntegrityError, match="md5 differs.*nothing was deleted"):
+    with pytest.raises(CacheIntegrityError, match=r"md5 differs.*nothing was deleted"):
         get_model(MODEL)
     assert blob.exists()
     model_env.set(OFFLINE_MODE="false")
