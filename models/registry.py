@@ -73,6 +73,7 @@ def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tup
         return family.task_type, family.model_type
     from models.packages.loader import package_model_type, use_packages
 
+    api_key = api_key or settings.api_key
     if use_packages(ref, api_key, settings):
         return package_model_type(ref, api_key, settings)
     directory = cache_dir_for(ref, settings.model_cache_dir)

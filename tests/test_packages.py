@@ -254,3 +254,34 @@ def test_clear_and_list_cover_both_layouts_and_keep_shared_blobs(model_server, m
     assert [e.model_id for e in list_cached_models()] == ["legacyproj/1"]
     assert not clear_cache(MODEL)
     shutil.rmtree(legacy)
+
+
+def test_model_type_comes_from_stat_without_fetching_weights(model_server, model_env):
+    _serve(model_server, model_env, variant="yolov8s")
+    model_server.require_api_key = "k2"
+    model_env.set(MODEL_REGISTRY="packages", ROBOFLOW_API_KEY="k2")
+    assert get_model_type(MODEL) == ("object-detection", "yolov8s")
+    (stat,) = model_server.requests
+    assert stat.path == "/models/v1/external/stat" and stat.headers == {"Authorization": "Bearer k2"}
+
+
+def test_cli_pull_list_clear_a_package_model(model_server, model_env):
+    from tests.test_model_cli import _cli
+
+    _serve(model_server, model_env)
+    pulled = _cli("models", "pull", MODEL)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"{MODEL}: object-detection/yolov8 ready in {model_env.cache_dir / 'models-cache' / SLUG}" in pulled.stderr
+    listed = _cli("models", "list")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[0] == MODEL
+    assert listed.stdout.splitlines()[1].split()[-1] == "inference-models"
+    row = json.loads(_cli("models", "list", "--json").stdout)
+    assert (row["layout"], row["complete"], row["size_bytes"]) == (
+        "inference-models",
+        True,
+        sum(map(len, FILES.values())),
+    )
+    cleared = _cli("models", "clear", MODEL)
+    assert cleared.returncode == 0 and f"cleared {MODEL}" in cleared.stderr
+    assert _cli("models", "list", "--json").stdout == ""
+    assert [p for p in (model_env.cache_dir / "shared-blobs").iterdir() if not p.name.endswith(".lock")] == []
