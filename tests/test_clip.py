@@ -143,3 +143,22 @@ def test_missing_tokenizer_names_the_extra(model_env):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "pip install 'edge-agent[clip]'" in result.stderr and "instant-clip-tokenizer" in result.stderr
+
+
+def test_a_damaged_core_file_is_kept_offline_and_fetched_again_online(clip_server, model_env):
+    from models.errors import CacheIntegrityError
+
+    server, _ = clip_server
+    get_model("clip/ViT-B-16")
+    visual = model_env.cache_dir / SLUG_DIR / "visual.onnx"
+    good = visual.read_bytes()
+    visual.write_bytes(good[: len(good) // 2])
+    model_env.set(OFFLINE_MODE="true")
+    with pytest.raises(
+        CacheIntegrityError, match=r"visual.onnx: .* bytes on disk, .* recorded at download.*nothing was deleted"
+    ):
+        get_model("clip/ViT-B-16")
+    assert visual.stat().st_size == len(good) // 2
+    model_env.set(OFFLINE_MODE="false")
+    get_model("clip/ViT-B-16")
+    assert visual.read_bytes() == good and server.count("/core-files/clip/ViT-B-16/visual.onnx") == 2

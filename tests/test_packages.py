@@ -285,3 +285,15 @@ def test_cli_pull_list_clear_a_package_model(model_server, model_env):
     assert cleared.returncode == 0 and f"cleared {MODEL}" in cleared.stderr
     assert _cli("models", "list", "--json").stdout == ""
     assert [p for p in (model_env.cache_dir / "shared-blobs").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_link_out_of_the_cache_is_refused_offline(model_env, tmp_path):
+    package_dir = _hand_made(model_env.cache_dir, symlinks=False)
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(WEIGHTS)
+    (package_dir / "weights.onnx").unlink()
+    (package_dir / "weights.onnx").symlink_to(outside)
+    model_env.set(OFFLINE_MODE="true")
+    with pytest.raises(CacheIntegrityError, match=r"weights\.onnx: points outside the cache"):
+        get_model(MODEL)
+    assert outside.exists() and (package_dir / "weights.onnx").is_symlink()  # nothing deleted

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -516,9 +515,3 @@ def files_size(cached: CachedPackage) -> int:
             total += (cached.directory / f.handle).stat().st_size
     return total
 
-
-def age_s(path: Path) -> float:
-    try:
-        return time.time() - path.stat().st_mtime
-    except OSError:
-        return 0.0
