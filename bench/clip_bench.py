@@ -82,10 +82,33 @@ def clip_dir(layers: int) -> Path:
     if not (directory / "visual.onnx").is_file():
         export_visual(directory / "visual.onnx", layers)
     if not (directory / "textual.onnx").is_file():
-        from tests.clip_factory import colour_tokens, text_table, textual_model
-
-        (directory / "textual.onnx").write_bytes(textual_model(text_table(colour_tokens())))
+        (directory / "textual.onnx").write_bytes(small_textual())
     return directory
+
+
+def small_textual(width: int = 16, dim: int = 512) -> bytes:
+    """Token lookup -> mean -> projection to the image encoder's 512 dims (text runs once per prompt set)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("Gather", ["table", "tokens"], ["looked_up"], axis=0),
+        helper.make_node("ReduceMean", ["looked_up"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "proj"], ["embeddings"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "clip_textual_bench",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", 77])],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", dim])],
+        initializer=[
+            numpy_helper.from_array(rng.normal(0, 0.02, (49408, width)).astype(np.float32), "table"),
+            numpy_helper.from_array(rng.normal(0, 0.2, (width, dim)).astype(np.float32), "proj"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
 
 
 def per_frame_ms(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]

@@ -113,6 +113,15 @@ class ClipModel(FoundationModel):
                 [text_spec.describe()],
             )
         self._token_dtype = np.int32 if text_spec.dtype == "int32" else np.int64
+        image_dim, text_dim = self.visual.outputs[0].shape[-1], self.textual.outputs[0].shape[-1]
+        if image_dim is not None and text_dim is not None and image_dim != text_dim:
+            raise ModelLayoutError(
+                model_id,
+                "CLIP",
+                "image and text embeddings of one size",
+                [self.visual.outputs[0].describe(), self.textual.outputs[0].describe()],
+                "visual.onnx and textual.onnx come from different CLIP variants",
+            )
         self.max_batch_size = self.visual.max_batch_size
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._text_lock = threading.Lock()
