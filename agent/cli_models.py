@@ -124,9 +124,13 @@ def _human_size(n: int) -> str:
     return f"{n} B"
 
 
+def _layout_note(layout: str) -> str:
+    return "" if layout == "legacy" else layout
+
+
 @_guarded
 def cmd_models_list(args: argparse.Namespace) -> int:
-    """List what is in MODEL_CACHE_DIR: id, size, task, type."""
+    """List what is in MODEL_CACHE_DIR (both layouts): id, size, task, type."""
     from models import get_model_settings, list_cached_models
 
     entries = list_cached_models()
@@ -139,6 +143,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 "model_type": entry.model_type,
                 "complete": entry.complete,
                 "path": str(entry.path),
+                "layout": entry.layout,
             }
             sys.stdout.write(to_json(row) + "\n")
         return 0
@@ -153,7 +158,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 _human_size(entry.size_bytes),
                 entry.task_type or "?",
                 entry.model_type or "?",
-                "" if entry.complete else "incomplete",
+                " ".join(n for n in ("" if entry.complete else "incomplete", _layout_note(entry.layout)) if n),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

@@ -256,6 +256,22 @@ class Supervisor:
         log.info("model %s ready in %.1f s", model_id, self.model_load_s[model_id])
         return model
 
+    def _check_model_options(self, stream: StreamConfig) -> None:
+        """A stream's PROMPTS/ROI must be options its model takes (exit 2 otherwise: no restart helps)."""
+        wanted = stream.model_options
+        if not wanted:
+            return
+        model = self.models[self.config.model_of(stream)].model
+        accepted = tuple(getattr(model, "stream_options", ()))
+        names = {"prompts": "PROMPTS", "regions": "ROI"}
+        for key in wanted:
+            if key not in accepted:
+                raise ConfigError(
+                    f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
+                    f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
+                    f"PROMPTS needs a CLIP model (clip/ViT-B-16), ROI an OCR model (pp_ocr)"
+                )
+
     async def _ensure_model(self, model_id: str) -> ModelRecord:
         """The record of ``model_id``, loading the model and starting its stage on first use."""
         record = self.models.get(model_id)
@@ -317,7 +333,13 @@ class Supervisor:
         slot = LatestFrameSlot(loop, wait_for_consumer=options.mode == "every")
         runner = StreamRunner(stream.name, spec, options, slot)
         model.stage.attach(
-            StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live")
+            StreamBinding(
+                name=stream.name,
+                slot=slot,
+                confidence=stream.confidence,
+                live=options.mode == "live",
+                options=stream.model_options or None,
+            )
         )
         model.streams.add(stream.name)
         self.live.track(stream.name)
@@ -343,6 +365,7 @@ class Supervisor:
         if self.models.get(model_id) is not record:  # retired while we waited for it
             record = await self._ensure_model(model_id)
             self._check_free(stream.name)
+        self._check_model_options(stream)
         self._start_stream(stream, spec, options, record)
         log.info("stream %s added (%s, model %s)", stream.name, spec.display, model_id)
 
@@ -461,6 +484,8 @@ class Supervisor:
                 log.info("%s while starting: stopping before any stream started", self._stop_reason)
                 exit_code = EXIT_OK
             else:
+                for stream, _, _ in sources:
+                    self._check_model_options(stream)
                 for stream, spec, options in sources:
                     self._start_stream(stream, spec, options, self.models[self.config.model_of(stream)])
                 background.append(asyncio.create_task(self._stats_loop(), name="stats"))

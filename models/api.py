@@ -187,8 +187,36 @@ class RoboflowApi:
             )
         return ort
 
+    def describe_core_model(self, family: str, variant: str, api_key: str | None) -> dict[str, str]:
+        """GET /core_model/{family}/{variant}: ``{file key: URL}`` of a foundation model's weights."""
+        model_id = f"{family}/{variant}"
+        params = {"nocache": "true", "device": self.settings.device_id or socket.gethostname(), "dynamic": "true"}
+        if api_key:
+            params["api_key"] = api_key
+        url = f"{self.settings.api_base_url}/core_model/{quote(family, safe='')}/{quote(variant, safe='')}"
+        url += "?" + urlencode(params)
+        answer = self._with_retries(
+            f"asking the Roboflow API about {model_id}",
+            lambda: self._fetch_json_once(url, model_id, api=True, api_key_given=bool(api_key)),
+        )
+        weights = answer.get("weights") if isinstance(answer, dict) else None
+        if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
+            raise ModelDownloadError(
+                f"the Roboflow API answer for {model_id} has no 'weights' object of URLs; is "
+                f"{self.settings.api_base_url} the Roboflow API (API_BASE_URL)?"
+            )
+        return dict(weights)
+
     def fetch_json(self, url: str, what: str) -> Any:
         return self._with_retries(f"downloading {what}", lambda: self._fetch_json_once(url, what))
+
+    def fetch_api_json(self, url: str, what: str, api_key: str | None) -> Any:
+        """GET an API URL that takes the key as ``Authorization: Bearer`` (the package registry)."""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        return self._with_retries(
+            f"asking the Roboflow API about {what}",
+            lambda: self._fetch_json_once(url, what, api=True, api_key_given=bool(api_key), headers=headers),
+        )
 
     def download(
         self,
@@ -241,8 +269,10 @@ class RoboflowApi:
             f"retry policy"
         )
 
-    def _open(self, url: str, what: str, api: bool = False, api_key_given: bool = False) -> Any:
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
+    def _open(
+        self, url: str, what: str, api: bool = False, api_key_given: bool = False, headers: dict[str, str] | None = None
+    ) -> Any:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "*/*", **(headers or {})})
         try:
             return self._opener.open(request, timeout=self.settings.model_download_connect_timeout)
         except urllib.error.HTTPError as exc:
@@ -336,9 +366,11 @@ class RoboflowApi:
             return None
         return int(value)
 
-    def _fetch_json_once(self, url: str, what: str, api: bool = False, api_key_given: bool = False) -> Any:
+    def _fetch_json_once(
+        self, url: str, what: str, api: bool = False, api_key_given: bool = False, headers: dict[str, str] | None = None
+    ) -> Any:
         deadline = time.monotonic() + self.settings.model_download_timeout
-        with self._open(url, what, api=api, api_key_given=api_key_given) as response:
+        with self._open(url, what, api=api, api_key_given=api_key_given, headers=headers) as response:
             parts: list[bytes] = []
             total = self._content_length(response)
             received = self._stream(response, url, parts.append, None, total, MAX_JSON_BYTES, deadline)

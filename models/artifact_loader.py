@@ -16,7 +16,7 @@ from typing import Any
 
 from models import cache
 from models.errors import ModelArtifactsError, ModelError
-from models.preprocessing import Preprocessing, parse_preprocessing
+from models.preprocessing import InputNormalization, Preprocessing, parse_preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ class ModelArtifacts:
     multiclass: bool = False
     resolution: int | None = None
     keypoints: dict[int, tuple[str, ...]] = field(default_factory=dict)  # class id -> keypoint names
+    #: pixel normalisation the files prescribe (a package's inference_config.json); None: the task's own
+    normalization: InputNormalization | None = None
+    #: the network's fixed batch size when the files say so (inference_config forward_pass)
+    static_batch_size: int | None = None
 
     def color_of(self, class_name: str) -> str | None:
         return self.colors.get(class_name)
@@ -95,7 +99,7 @@ def _colors(raw: Any, where: Path) -> dict[str, str]:
     return out
 
 
-def _keypoints(directory: Path) -> dict[int, tuple[str, ...]]:
+def read_keypoints(directory: Path) -> dict[int, tuple[str, ...]]:
     """``keypoints_metadata.json``: ``[{object_class_id, keypoints: {"0": "nose", ...}}]``."""
     path = directory / cache.KEYPOINTS_FILE
     if not path.is_file():
@@ -165,5 +169,5 @@ def load_artifacts(
         colors=_colors(environment.get("COLORS"), env_path),
         multiclass=_multiclass(environment.get("MULTICLASS", False)),
         resolution=_resolution(environment.get("RESOLUTION"), env_path),
-        keypoints=_keypoints(directory),
+        keypoints=read_keypoints(directory),
     )

@@ -99,11 +99,20 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_ROOT.iterdir() if (p / cache.WEIGHTS_FILE).is_file())
 
 
+TORCHSCRIPT_WEIGHTS = "weights.torchscript"
+
+
 def local_weights_file(directory: Path, weights_file: str) -> str:
-    """The weights name to use in a local directory: the family's own, else ``weights.onnx``."""
-    if (directory / weights_file).is_file() or not (directory / cache.WEIGHTS_FILE).is_file():
+    """The weights name to use in a local directory: the family's own, else ``weights.onnx``, else a
+    TorchScript export (``weights.torchscript`` or the only ``*.torchscript``) for the torch engine."""
+    if (directory / weights_file).is_file():
         return weights_file
-    return cache.WEIGHTS_FILE
+    if (directory / cache.WEIGHTS_FILE).is_file():
+        return cache.WEIGHTS_FILE
+    if (directory / TORCHSCRIPT_WEIGHTS).is_file():
+        return TORCHSCRIPT_WEIGHTS
+    scripts = sorted(p.name for p in directory.glob("*.torchscript"))
+    return scripts[0] if len(scripts) == 1 else weights_file
 
 
 def local_directory(ref: ModelRef, weights_file: str = cache.WEIGHTS_FILE) -> Path:
@@ -116,7 +125,7 @@ def local_directory(ref: ModelRef, weights_file: str = cache.WEIGHTS_FILE) -> Pa
                 f"no built-in model {ref.model_id} (looked in {ref.local_dir}); available: {names}"
             )
         names = weights_file if weights_file == cache.WEIGHTS_FILE else f"{weights_file} or {cache.WEIGHTS_FILE}"
-        raise ModelNotFoundError(f"local model directory {ref.local_dir} has no {names}")
+        raise ModelNotFoundError(f"local model directory {ref.local_dir} has no {names} (nor {TORCHSCRIPT_WEIGHTS})")
     return ref.local_dir
 
 

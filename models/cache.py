@@ -260,6 +260,8 @@ class CachedModel:
     task_type: str | None
     model_type: str | None
     complete: bool
+    #: "legacy" (<project>/<version>/) or "inference-models" (models-cache/<slug>/<package>/)
+    layout: str = "legacy"
 
 
 def _dir_size(path: Path) -> int:
@@ -278,8 +280,27 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
     found: list[CachedModel] = []
     if not root.is_dir():
         return found
+    from models.packages.layout import RESERVED_SEGMENTS
+
     for project in sorted(root.iterdir()):
         if project.name.startswith(".") or not project.is_dir() or project.is_symlink():
+            continue
+        if project.name in RESERVED_SEGMENTS:
+            continue
+        if project.name.startswith("~"):  # a foundation model under Roboflow's slugged name
+            content = read_json_file(project / MODEL_TYPE_FILE)
+            if isinstance(content, dict) and isinstance(content.get("model_id"), str):
+                types = read_model_type(project)
+                found.append(
+                    CachedModel(
+                        model_id=content["model_id"],
+                        path=project,
+                        size_bytes=_dir_size(project),
+                        task_type=types[0] if types else None,
+                        model_type=types[1] if types else None,
+                        complete=(read_manifest(project) or {}).get("files") is not None,
+                    )
+                )
             continue
         for version in sorted(project.iterdir()):
             if version.name.startswith(".") or not version.is_dir() or version.is_symlink():
@@ -300,7 +321,33 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
                     complete=inspect_cache_dir(version).complete,
                 )
             )
+    found.extend(_package_models(settings))
     return found
+
+
+def _package_models(settings: ModelSettings) -> list[CachedModel]:
+    """Models in the inference-models layout (models-cache/<slug>/<package>/)."""
+    from models.packages.loader import package_types
+    from models.packages.store import PackageStore, files_size
+
+    store = PackageStore(settings)
+    out = []
+    for model_id, model_dir in store.model_ids():
+        packages = store.cached_packages(model_id)
+        first = packages[0] if packages else None
+        types = package_types(first.architecture, first.task_type, first.variant) if first else (None, None)
+        out.append(
+            CachedModel(
+                model_id=model_id,
+                path=model_dir,
+                size_bytes=sum(files_size(p) for p in packages),
+                task_type=types[0],
+                model_type=types[1],
+                complete=bool(packages),
+                layout="inference-models",
+            )
+        )
+    return out
 
 
 def clear_cache(model_id: str, settings: ModelSettings | None = None) -> bool:
@@ -315,10 +362,19 @@ def clear_cache(model_id: str, settings: ModelSettings | None = None) -> bool:
             f"{ref.model_id} is a {'built-in model' if ref.kind == 'builtin' else 'local directory'}; "
             f"it is read in place and never deleted by edge-agent"
         )
-    directory = cache_dir_for(ref, settings.model_cache_dir)
+    if ref.kind == "generic":
+        from models.foundation.core_cache import core_model_dir
+
+        directory = core_model_dir(ref, settings.model_cache_dir)
+    else:
+        directory = cache_dir_for(ref, settings.model_cache_dir)
+    from models.packages.store import PackageStore
+
     with model_lock(ref, settings):
+        # Both layouts of the model go, under its one lock; blobs other models use are kept.
+        removed_packages = PackageStore(settings).clear(ref.model_id)
         if not directory.exists():
-            return False
+            return removed_packages
         # Rename first so readers never see a half-deleted directory, then delete at leisure.
         trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=settings.model_cache_dir))
         target = trash / "model"

@@ -131,3 +131,45 @@ class ModelArtifactsError(ModelError):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class MissingExtraError(UnsupportedModelTypeError):
+    """The model needs an optional runtime (an ``edge-agent[extra]``) that is not installed.
+
+    Permanent like every UnsupportedModelTypeError: no restart installs a package.
+    """
+
+    def __init__(self, what: str, extra: str, module: str):
+        self.what = what
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"{what} needs the optional {module!r} package, which is not installed; install it with "
+            f"pip install 'edge-agent[{extra}]'"
+        )
+
+
+class ChecksumMismatchError(ModelDownloadError):
+    """A downloaded file's md5 differs from the one the registry gave; the file was refused."""
+
+    def __init__(self, what: str, expected: str, got: str):
+        self.what = what
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"{what}: md5 {got} does not match the registry's {expected}; the file was refused and "
+            f"nothing of it was kept in the cache"
+        )
+
+
+class NoSuitablePackageError(UnsupportedModelTypeError):
+    """None of a model's packages can run on this box (each one's reason is listed)."""
+
+    def __init__(self, model_id: str, reasons: list[tuple[str, str]]):
+        self.model_id = model_id
+        self.reasons = reasons
+        listed = "; ".join(f"{pkg}: {why}" for pkg, why in reasons) or "the registry lists no packages"
+        super().__init__(
+            f"no package of {model_id} can run on this box ({listed}). MODEL_PACKAGE_ID, "
+            f"MODEL_PACKAGE_BACKENDS and MODEL_PACKAGE_QUANTIZATION steer the choice"
+        )

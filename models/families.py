@@ -40,7 +40,28 @@ GENERIC_FAMILIES: dict[str, Family] = {
     "moondream2": Family("lmm", "moondream2", (_CORE, "lmm_enabled", "moondream2_enabled")),
     "depth-anything-v2": Family("depth-estimation", "depth-anything-v2", (_CORE, "depth_estimation_enabled")),
     "perception_encoder": Family("embed", "perception_encoder", (_CORE, "core_model_pe_enabled")),
+    # Roboflow routes pp_ocr through MODEL_PIPELINES, not GENERIC_MODELS; the id forms are the same.
+    "pp_ocr": Family("ocr", "pp_ocr", (_CORE, "core_model_ppocr_enabled")),
 }
+
+# pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
+PP_OCR_SIZES = ("none", "tiny", "small", "medium")
+BARE_FAMILIES = {"pp_ocr": "small-small"}
+
+
+def canonical_variant(family: str, variant: str) -> str:
+    """The canonical variant of a family id (pp_ocr/small -> small-small); ValueError says why not."""
+    if family != "pp_ocr":
+        return variant
+    parts = variant.split("-")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or any(p not in PP_OCR_SIZES for p in parts) or parts == ["none", "none"]:
+        raise ValueError(
+            f"pp_ocr variants are <size> or <detection>-<recognition> with sizes {', '.join(PP_OCR_SIZES)} "
+            f"(not both none), e.g. pp_ocr/small or pp_ocr/medium-small"
+        )
+    return "-".join(parts)
 
 
 def find_family(model_id: str) -> tuple[str, Family] | None:

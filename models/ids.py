@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from models.aliases import resolve_alias
 from models.errors import InvalidModelIdError
-from models.families import find_family
+from models.families import BARE_FAMILIES, canonical_variant, find_family
 
 BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
 BUILTIN_PREFIX = "builtin"
@@ -42,6 +42,9 @@ _ID_FORMS = (
 )
 
 Kind = Literal["roboflow", "generic", "builtin", "local"]
+
+# Directories of Roboflow's inference-models layout in MODEL_CACHE_DIR (models/packages/layout.py).
+_RESERVED_PROJECTS = frozenset({"models-cache", "shared-blobs", "offline-weights-registry", "auto-resolution-cache"})
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,11 @@ def _parse_local(model_id: str, text: str) -> ModelRef:
             f"{path} is not a directory; a local model id names a directory holding weights.onnx, "
             f"environment.json and class_names.txt",
         )
-    if not (path / "weights.onnx").is_file() and not any(path.glob("*.onnx")):
+    has_weights = (path / "weights.onnx").is_file() or any(path.glob("*.onnx")) or any(path.glob("*.torchscript"))
+    if not has_weights:
         raise _reject(
-            model_id, f"directory {path} has no weights.onnx (nor any .onnx file), so it is not a model directory"
+            model_id,
+            f"directory {path} has no weights.onnx (nor any .onnx or .torchscript file): not a model directory",
         )
     real = Path(os.path.realpath(path))
     return ModelRef(kind="local", model_id=str(real), requested_id=model_id, local_dir=real)
@@ -159,7 +164,11 @@ def parse_model_id(model_id: object) -> ModelRef:
     parts = resolved.split("/")
     if len(parts) == 1:
         _check_part(model_id, parts[0], "id")
-        raise _reject(model_id, f"not a known alias and has no '/'; {_ID_FORMS}")
+        if parts[0] in BARE_FAMILIES:
+            parts = [parts[0], BARE_FAMILIES[parts[0]]]
+            resolved = "/".join(parts)
+        else:
+            raise _reject(model_id, f"not a known alias and has no '/'; {_ID_FORMS}")
     names = ("workspace", "project", "version") if len(parts) == 3 else ("project", "version")
     for index, part in enumerate(parts):
         # every part is checked first, so a traversal attempt is reported as such whatever its length
@@ -180,15 +189,21 @@ def parse_model_id(model_id: object) -> ModelRef:
     if len(parts) == 2:
         found = find_family(resolved)
         if found is not None:
+            try:
+                variant = canonical_variant(found[0], parts[1])
+            except ValueError as exc:
+                raise _reject(model_id, str(exc)) from None
             return ModelRef(
                 kind="generic",
-                model_id=resolved,
+                model_id=f"{parts[0]}/{variant}",
                 requested_id=model_id,
                 project=parts[0],
-                version=parts[1],
+                version=variant,
                 family=found[0],
             )
     project, version = parts[-2], parts[-1]
+    if project in _RESERVED_PROJECTS:
+        raise _reject(model_id, f"{project!r} is a directory the model cache reserves, not a project name")
     return ModelRef(
         kind="roboflow",
         model_id=f"{project}/{version}",

@@ -109,3 +109,124 @@ class Detections:
     def to_response(self) -> dict[str, Any]:
         width, height = self.image_size
         return {"predictions": self.box_rows(), "image": {"width": width, "height": height}}
+
+
+# --- foundation models: embeddings, zero-shot classification, OCR (issue 13) ----------------------
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One image's embedding (CLIP's raw visual output, not normalised, as Roboflow returns it)."""
+
+    vector: np.ndarray  # (D,) float32
+    image_size: tuple[int, int]
+    task_type: str = "embed"
+
+    def __len__(self) -> int:
+        return 1
+
+    def filter_confidence(self, threshold: float) -> Embeddings:
+        return self  # nothing here has a confidence
+
+    def to_response(self) -> dict[str, Any]:
+        width, height = self.image_size
+        return {"embeddings": [self.vector.tolist()], "image": {"width": width, "height": height}}
+
+
+@dataclass(frozen=True)
+class ZeroShotClassification:
+    """One image scored against text prompts: cosine similarity and CLIP's softmax(100 * cos) per prompt.
+
+    Every prompt's score is always published (``filter_confidence`` keeps them all): a consumer
+    watching "is there a person" wants the low scores too.
+    """
+
+    prompts: tuple[str, ...]
+    similarities: np.ndarray  # (P,) cosine similarity, prompt order
+    probabilities: np.ndarray  # (P,) softmax over the prompts
+    image_size: tuple[int, int]
+    task_type: str = "classification"
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def filter_confidence(self, threshold: float) -> ZeroShotClassification:
+        return self
+
+    @property
+    def top(self) -> str:
+        return self.prompts[int(np.argmax(self.probabilities))] if self.prompts else ""
+
+    def to_response(self) -> dict[str, Any]:
+        width, height = self.image_size
+        probs = self.probabilities.tolist()
+        order = sorted(range(len(self.prompts)), key=lambda i: -probs[i])
+        return {
+            "predictions": [{"class": self.prompts[i], "class_id": i, "confidence": probs[i]} for i in order],
+            "top": self.top,
+            "confidence": max(probs) if probs else 0.0,
+            "similarity": self.similarities.tolist(),
+            "image": {"width": width, "height": height},
+        }
+
+
+@dataclass(frozen=True)
+class TextDetections:
+    """OCR of one image: text boxes (source pixels) in reading order, each with its string.
+
+    ``line_ids`` groups boxes into lines; ``result`` joins a line's texts with spaces and lines
+    with new lines, as Roboflow's OCR response does.
+    """
+
+    boxes: np.ndarray  # (K, 4) xyxy float64
+    confidences: np.ndarray  # (K,) detector box scores
+    texts: tuple[str, ...]
+    text_confidences: np.ndarray  # (K,) recognition scores
+    line_ids: np.ndarray  # (K,) int64, non-decreasing
+    image_size: tuple[int, int]
+    polygons: np.ndarray | None = None  # (K, 4, 2) quadrilaterals, source pixels
+    task_type: str = "ocr"
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def result(self) -> str:
+        lines: dict[int, list[str]] = {}
+        for line, text in zip(self.line_ids.tolist(), self.texts, strict=True):
+            if text:
+                lines.setdefault(line, []).append(text)
+        return "\n".join(" ".join(parts) for _, parts in sorted(lines.items()))
+
+    def filter_confidence(self, threshold: float) -> TextDetections:
+        keep = np.flatnonzero(self.confidences >= threshold)
+        if keep.size == len(self):
+            return self
+        return replace(
+            self,
+            boxes=self.boxes[keep],
+            confidences=self.confidences[keep],
+            texts=tuple(self.texts[i] for i in keep),
+            text_confidences=self.text_confidences[keep],
+            line_ids=self.line_ids[keep],
+            polygons=None if self.polygons is None else self.polygons[keep],
+        )
+
+    def to_response(self) -> dict[str, Any]:
+        width, height = self.image_size
+        b = self.boxes
+        rows = []
+        for i, text in enumerate(self.texts):
+            rows.append(
+                {
+                    "x": float((b[i, 0] + b[i, 2]) / 2),
+                    "y": float((b[i, 1] + b[i, 3]) / 2),
+                    "width": float(b[i, 2] - b[i, 0]),
+                    "height": float(b[i, 3] - b[i, 1]),
+                    "confidence": float(self.confidences[i]),
+                    "class": text,
+                    "class_id": 0,
+                    "detection_id": str(uuid.uuid4()),
+                }
+            )
+        return {"result": self.result, "image": {"width": width, "height": height}, "predictions": rows}

@@ -75,6 +75,8 @@ class Preprocessing:
     grayscale: bool = False
     auto_orient: bool = False
     resize_size: tuple[int, int] | None = None  # (width, height) the model was trained at
+    #: inference_config.json "center-crop": no resize; centred, cut where it overflows, zero-padded
+    center_crop: bool = False
 
 
 def _enabled(step: Any) -> bool:
@@ -236,20 +238,46 @@ def prepare_image(image: np.ndarray, pre: Preprocessing) -> tuple[np.ndarray, tu
     return image, box
 
 
+def placement(pre: Preprocessing, src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, int, int]:
+    """(new_w, new_h, left, top): the resized image's size and where its top-left lands in the input.
+
+    ``left``/``top`` are negative when a centre crop cuts the image. Shared by the numpy and the
+    torch pre-processing, so both place pixels identically.
+    """
+    if pre.center_crop:
+        left = (dst_w - src_w) // 2 if src_w <= dst_w else -round((src_w - dst_w) / 2.0)
+        top = (dst_h - src_h) // 2 if src_h <= dst_h else -round((src_h - dst_h) / 2.0)
+        return src_w, src_h, left, top
+    if pre.letterbox:
+        return letterbox_geometry(src_w, src_h, dst_w, dst_h)
+    return dst_w, dst_h, 0, 0
+
+
+def visible_window(
+    new_w: int, new_h: int, left: int, top: int, dst_w: int, dst_h: int
+) -> tuple[slice, slice, slice, slice]:
+    """(dst rows, dst cols, src rows, src cols) of the placed image that fall inside the input."""
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + new_w, dst_w), min(top + new_h, dst_h)
+    return slice(y0, y1), slice(x0, x1), slice(y0 - top, y1 - top), slice(x0 - left, x1 - left)
+
+
 def place_into(image: np.ndarray, pre: Preprocessing, slot: np.ndarray) -> ImageMeta:
     """Preprocess ``image`` and resize it into ``slot`` (an HxWx3 uint8 view of the batch buffer)."""
     src_h, src_w = image.shape[:2]
     prepared, box = prepare_image(image, pre)
     crop_h, crop_w = prepared.shape[:2]
     dst_h, dst_w = slot.shape[:2]
-    if pre.letterbox:
-        new_w, new_h, left, top = letterbox_geometry(crop_w, crop_h, dst_w, dst_h)
-        if new_w != dst_w or new_h != dst_h:
+    new_w, new_h, left, top = placement(pre, crop_w, crop_h, dst_w, dst_h)
+    if pre.center_crop:
+        rows, cols, src_rows, src_cols = visible_window(new_w, new_h, left, top, dst_w, dst_h)
+        if (new_w, new_h) != (dst_w, dst_h) or left or top:
             slot[...] = pre.pad_value
-        target = slot[top : top + new_h, left : left + new_w]
-    else:
-        new_w, new_h, left, top = dst_w, dst_h, 0, 0
-        target = slot
+        slot[rows, cols] = prepared[src_rows, src_cols]
+        return ImageMeta(width=src_w, height=src_h, crop=box, scale_x=1.0, scale_y=1.0, pad_x=left, pad_y=top)
+    if new_w != dst_w or new_h != dst_h:
+        slot[...] = pre.pad_value
+    target = slot[top : top + new_h, left : left + new_w]
     if (new_w, new_h) == (crop_w, crop_h):
         target[...] = prepared
     else:

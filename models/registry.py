@@ -12,13 +12,14 @@ from pathlib import Path
 
 from models import artifacts, cache
 from models.api import ProgressCallback
-from models.artifact_loader import load_artifacts
+from models.artifact_loader import ModelArtifacts, load_artifacts
 from models.base import Model
 from models.catalog import FAMILIES, ModelFamily, family_table
-from models.engines.onnx import OnnxEngine
+from models.engines.factory import create_engine
 from models.errors import CacheIntegrityError, ModelNotCachedError, UnsupportedModelTypeError
 from models.families import GENERIC_FAMILIES, check_family_enabled
 from models.ids import ModelRef, cache_dir_for, parse_model_id
+from models.packages.inference_config import INFERENCE_CONFIG_FILE, package_artifacts
 from models.settings import ModelSettings, get_model_settings
 from models.tasks.base import ModelContext
 
@@ -46,11 +47,21 @@ def get_family(task_type: str, model_type: str, model_id: str = "") -> ModelFami
         ) from None
 
 
+def _package_dir_type(directory: Path) -> tuple[str, str] | None:
+    """(task, type) of a package directory copied as is (its model_config.json)."""
+    config = cache.read_json_file(directory / "model_config.json")
+    if not isinstance(config, dict) or not isinstance(config.get("model_architecture"), str):
+        return None
+    from models.packages.loader import package_types
+
+    return package_types(config["model_architecture"], config.get("task_type"), None)
+
+
 def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tuple[str, str]:
     if ref.read_only:
         directory = ref.local_dir
         assert directory is not None
-        found = cache.read_model_type(directory)
+        found = cache.read_model_type(directory) or _package_dir_type(directory)
         if found is None:
             logger.info("%s has no model_type.json; assuming %s/%s", directory, *artifacts.LOCAL_DEFAULT_TYPE)
             return artifacts.LOCAL_DEFAULT_TYPE
@@ -60,6 +71,11 @@ def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tup
         family = GENERIC_FAMILIES[ref.family]
         check_family_enabled(ref.family, family, settings)
         return family.task_type, family.model_type
+    from models.packages.loader import package_model_type, use_packages
+
+    api_key = api_key or settings.api_key
+    if use_packages(ref, api_key, settings):
+        return package_model_type(ref, api_key, settings)
     directory = cache_dir_for(ref, settings.model_cache_dir)
     found = cache.read_model_type(directory)
     if found is not None:
@@ -101,6 +117,15 @@ def get_model(
     settings = get_model_settings()
     ref = parse_model_id(model_id)
     api_key = api_key or settings.api_key
+    if ref.kind == "generic":
+        from models.foundation.loader import get_foundation_model
+
+        return get_foundation_model(ref, api_key, settings, progress=progress, status=status)
+    if not ref.read_only:
+        from models.packages.loader import load_package_model, use_packages
+
+        if use_packages(ref, api_key, settings):
+            return load_package_model(ref, api_key, settings, progress=progress, status=status)
     task_type, model_type = _type_of(ref, api_key, settings)
     family = get_family(task_type, model_type, ref.model_id)
     weights_file = family.weights_file
@@ -119,6 +144,10 @@ def get_model(
     directory = fetch()
     if ref.read_only:
         weights_file = artifacts.local_weights_file(directory, weights_file)
+        if (directory / INFERENCE_CONFIG_FILE).is_file() and not (directory / cache.ENVIRONMENT_FILE).is_file():
+            # a package directory copied as is: inference_config.json drives the pre-processing
+            loaded = package_artifacts(directory, ref.model_id, weights_file)
+            return build_from_artifacts(family, ref.model_id, loaded, task_type, model_type, settings, status)
     try:
         return build_model(family, ref.model_id, directory, task_type, model_type, settings, status, weights_file)
     except CacheIntegrityError as exc:
@@ -156,6 +185,19 @@ def build_model(
     if status:
         status(f"loading {model_id}")
     loaded = load_artifacts(directory, model_id, weights_file or family.weights_file)
-    engine = OnnxEngine(loaded.weights_path, model_id, settings, status)
+    return build_from_artifacts(family, model_id, loaded, task_type, model_type, settings, status)
+
+
+def build_from_artifacts(
+    family: ModelFamily,
+    model_id: str,
+    loaded: ModelArtifacts,
+    task_type: str,
+    model_type: str,
+    settings: ModelSettings,
+    status: Callable[[str], None] | None = None,
+) -> Model:
+    """A ready model from parsed artifacts; the weights file's kind picks the engine."""
+    engine = create_engine(loaded, model_id, settings, status)
     context = ModelContext(model_id, task_type, model_type, loaded, engine, settings)
     return family.build(context)

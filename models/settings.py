@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -229,6 +230,52 @@ class ModelSettings(BaseSettings):
             raise ValueError("is empty; give a directory path, e.g. /var/lib/edge-agent/models, or unset it")
         return value
 
+    # -- package registry, torch engine, foundation models (issue 13) ---------------------------
+    model_registry: Literal["auto", "ort", "packages"] = Field(
+        default="auto",
+        description="Where fine-tuned models come from: ort = the legacy /ort API and "
+        "<project>/<version>/ cache; packages = Roboflow's package registry "
+        "(/models/v1/external/weights) and the inference-models cache (models-cache/, shared-blobs/); "
+        "auto = whichever cache holds the model, else /ort, else the package registry when /ort has "
+        "no answer for it.",
+    )
+    roboflow_api_host: str | None = Field(
+        default=None,
+        description="Base URL of the package registry (/models/v1/external/weights), as Roboflow's "
+        "inference-models reads it; unset = API_BASE_URL.",
+    )
+    model_package_id: str | None = Field(
+        default=None,
+        description="Use exactly this package of a model (its packageId) instead of choosing one.",
+    )
+    model_package_backends: str | None = Field(
+        default=None,
+        description="Package backends allowed, best first, as a comma list (onnx, torch-script, trt); "
+        "unset = every backend this box can run, in Roboflow's ranking.",
+    )
+    model_package_quantization: str | None = Field(
+        default=None,
+        description="Package quantizations allowed, as a comma list (fp32, fp16, bf16, int8, unknown); "
+        "unset = Roboflow's default for the device (CPU: fp32, bf16, unknown; GPU: fp32, fp16, unknown).",
+    )
+    allow_untrusted_packages: bool = Field(
+        default=False,
+        description="Also consider packages the registry does not mark trustedSource (off, as in Roboflow).",
+    )
+    default_device: str = Field(
+        default="auto",
+        description="Device of the torch engine: auto (cuda when torch sees a GPU, else cpu), cpu, "
+        "cuda or cuda:N. Also decides which packages fit this box.",
+    )
+    torch_fp16: bool = Field(
+        default=False,
+        description="Run TorchScript models in half precision on CUDA (ignored on the CPU).",
+    )
+    core_model_ppocr_enabled: bool = Field(default=True, description="Allow pp_ocr (PP-OCR) models.")
+    clip_max_batch_size: int = Field(
+        default=8, ge=1, description="Texts per batch through CLIP's text encoder (as Roboflow's CLIP_MAX_BATCH_SIZE)."
+    )
+
     @field_validator("model_cache_dir", mode="after")
     @classmethod
     def _expand_cache_dir(cls, value: Path) -> Path:
@@ -248,6 +295,29 @@ class ModelSettings(BaseSettings):
                 f"API_BASE_URL must start with http:// or https:// (e.g. https://api.roboflow.com), got {value!r}"
             )
         return value
+
+    @field_validator("roboflow_api_host", mode="after")
+    @classmethod
+    def _check_api_host(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"ROBOFLOW_API_HOST must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("model_package_id", "model_package_backends", "model_package_quantization", mode="after")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() if value is not None and value.strip() else None
+
+    @field_validator("default_device", mode="after")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower() or "auto"
+        if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+            return value
+        raise ValueError(f"DEFAULT_DEVICE must be auto, cpu, cuda or cuda:N, got {value!r}")
 
     @field_validator("api_key", "device_id", mode="after")
     @classmethod
@@ -285,6 +355,11 @@ class ModelSettings(BaseSettings):
         if self.onnxruntime_execution_providers is None:
             return None
         return parse_provider_list(self.onnxruntime_execution_providers)
+
+    @property
+    def package_api_host(self) -> str:
+        """Where /models/v1/external/weights is asked: ROBOFLOW_API_HOST, else API_BASE_URL."""
+        return self.roboflow_api_host or self.api_base_url
 
     @property
     def tensorrt_cache_dir(self) -> Path:

@@ -47,6 +47,8 @@ class StreamBinding:
     slot: LatestFrameSlot
     confidence: float | None = None
     live: bool = True  # a live source keeps producing whether or not we take its frames
+    #: per-image options of this stream's frames (CLIP prompts, OCR regions), passed as image_options
+    options: dict[str, Any] | None = None
 
 
 def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
@@ -107,6 +109,10 @@ class InferenceStage:
         return self._model_id
 
     @property
+    def model(self) -> StreamModel:
+        return self._model
+
+    @property
     def max_batch_size(self) -> int:
         return self._max_batch
 
@@ -160,10 +166,13 @@ class InferenceStage:
                 ready.append((now - frame.monotonic, interval))
         return freshness_delay(ready)
 
-    def _run_batch(self, frames: list[Frame], confidence: float) -> tuple[list[Prediction], float]:
+    def _run_batch(
+        self, frames: list[Frame], confidence: float, options: list[dict[str, Any] | None] | None = None
+    ) -> tuple[list[Prediction], float]:
         """Executor side: colour conversion (lazy, see Frame.image) and the model call."""
         started = time.perf_counter()
-        predictions = self._model.predict([f.image for f in frames], confidence=confidence)
+        extra: dict[str, Any] = {} if options is None else {"image_options": options}
+        predictions = self._model.predict([f.image for f in frames], confidence=confidence, **extra)
         return predictions, (time.perf_counter() - started) * 1000.0
 
     async def run(self) -> None:
@@ -181,11 +190,12 @@ class InferenceStage:
                 continue
             thresholds = [b.confidence if b.confidence is not None else self._default_confidence for b, _ in batch]
             frames = [f for _, f in batch]
+            options = [b.options for b, _ in batch] if any(b.options for b, _ in batch) else None
             started = time.monotonic()
             self.busy = True
             try:
                 predictions, inference_ms = await loop.run_in_executor(
-                    self._executor, self._run_batch, frames, min(thresholds)
+                    self._executor, self._run_batch, frames, min(thresholds), options
                 )
             except asyncio.CancelledError:
                 raise

@@ -8,10 +8,11 @@ added here (or to ``ReadOptions`` when the reader needs it) and is then accepted
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from models.redaction import redact_url
 from models.settings import UnitInterval
@@ -41,6 +42,51 @@ def _model_id(value: str) -> str:
     return value
 
 
+def _prompts(value: Any) -> Any:
+    """``"a person|an empty room"`` or a JSON list (env), or a list (control API) -> tuple of prompts."""
+    items = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                raise ValueError("starts like a JSON list but is not valid JSON") from None
+        else:
+            items = text.split("|")
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError("accepted: a JSON list of strings, or prompts separated by '|'")
+    prompts = tuple(i.strip() for i in items if i.strip())
+    if not prompts:
+        raise ValueError('names no prompt; accepted: "a person|an empty room" or a JSON list')
+    if len(set(prompts)) != len(prompts):
+        raise ValueError("repeats a prompt")
+    return prompts
+
+
+def _regions(value: Any) -> Any:
+    """``x1,y1,x2,y2;...`` or a JSON list (env), or a list of 4-lists (control API) -> tuple of boxes."""
+    items = value
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                items = json.loads(text)
+            else:
+                items = [[float(v) for v in part.split(",")] for part in text.split(";") if part.strip()]
+        if isinstance(items, (list, tuple)) and items and all(isinstance(v, (int, float)) for v in items):
+            items = [items]
+        regions = tuple(tuple(float(v) for v in item) for item in items)
+    except (ValueError, TypeError):
+        regions = ()
+    if not regions or any(len(r) != 4 or not (0 <= r[0] < r[2] and 0 <= r[1] < r[3]) for r in regions):
+        raise ValueError(
+            "accepted: x1,y1,x2,y2 in source pixels with x1 < x2 and y1 < y2, several separated by ';' "
+            "(e.g. 0,0,640,120;0,600,640,720) or a JSON list of such lists"
+        )
+    return regions
+
+
 def env_name(stream: str) -> str:
     """How a stream name appears inside STREAM_<NAME>_... variables."""
     return stream.upper().replace("-", "_")
@@ -53,6 +99,25 @@ class StreamOptions(ReadOptions):
         default=None, description="model for this stream (default: MODEL_ID)"
     )
     confidence: UnitInterval | None = Field(default=None, description="confidence threshold for this stream (0..1)")
+    prompts: Annotated[tuple[str, ...], BeforeValidator(_prompts)] = Field(
+        default=(),
+        description='CLIP models: zero-shot text prompts, a JSON list or separated by "|" ("a person|an empty room")',
+    )
+    roi: Annotated[tuple[tuple[float, float, float, float], ...], BeforeValidator(_regions)] = Field(
+        default=(),
+        description="OCR models: regions to read, x1,y1,x2,y2 in source pixels, several separated by ';' "
+        "(or a JSON list)",
+    )
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """Per-image options this stream hands its model (CLIP prompts, OCR regions)."""
+        options: dict[str, Any] = {}
+        if self.prompts:
+            options["prompts"] = list(self.prompts)
+        if self.roi:
+            options["regions"] = [list(r) for r in self.roi]
+        return options
 
 
 class StreamConfig(StreamOptions):

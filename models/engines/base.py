@@ -93,6 +93,14 @@ class Engine(ABC):
         full = batch.shape[0]
         return [o[:n] if o.ndim and o.shape[0] == full and full != n else o for o in outputs]
 
+    def make_preprocessor(self, pre: Any, input_size: tuple[int, int], norm: Any) -> Any:
+        """A callable doing the task's pre-processing on this engine's device, or None for numpy.
+
+        An engine that owns a device (torch on CUDA) turns frames into tensors there, so each frame
+        crosses to the device once as uint8; ``run`` then takes what that callable returned.
+        """
+        return None
+
     @abstractmethod
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Execute the network on a batch of exactly the size it accepts."""

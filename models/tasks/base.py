@@ -55,9 +55,12 @@ class VisionModel(Model):
         self.preprocessing = context.artifacts.preprocessing
         if normalization is not None:
             self.normalization = normalization
+        elif context.artifacts.normalization is not None:
+            self.normalization = context.artifacts.normalization  # a package's inference_config.json
         self.max_batch_size = self.engine.max_batch_size
         self.input_size = self._input_size()
         self._local = threading.local()
+        self._device_preprocess = self.engine.make_preprocessor(self.preprocessing, self.input_size, self.normalization)
 
     @property
     def providers(self) -> list[str]:
@@ -91,6 +94,8 @@ class VisionModel(Model):
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[ImageMeta]]:
         """Batch tensor (a view of a per-thread buffer, valid until this thread's next call)."""
+        if self._device_preprocess is not None:
+            return self._device_preprocess(images)  # type: ignore[no-any-return]
         n = len(images)
         width, height = self.input_size
         dtype = self.engine.input_dtype
