@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
 from models.errors import EdgeAgentError
+from models.polygons import DEFAULT_TOLERANCE_PX, MASK_MODES, MaskOutput
 from models.settings import ModelSettings
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sources.options import SourceOptions
@@ -41,6 +42,9 @@ STREAM_KEYS: dict[str, str] = {
     "INPUT_FORMAT": "V4L2: pixel format asked of the camera, e.g. mjpeg, yuyv422",
     "TLS_VERIFY": "rtsps/https: check the server certificate (true/false; off by default: cameras are self-signed)",
     "TLS_CA_FILE": "rtsps/https: PEM file of trusted certificates for TLS_VERIFY",
+    "MASK_OUTPUT": "segmentation models: polygon | simplified | none (mask outlines in messages; none = boxes only)",
+    "MASK_TOLERANCE": "MASK_OUTPUT=simplified: largest distance in pixels of the outline from the simplified polygon "
+    f"(default {DEFAULT_TOLERANCE_PX:g})",
 }
 
 
@@ -147,6 +151,12 @@ class StreamConfig:
     input_format: str | None = None
     tls_verify: bool = False
     tls_ca_file: str | None = None
+    mask_output: Literal["polygon", "simplified", "none"] = "polygon"
+    mask_tolerance: float = DEFAULT_TOLERANCE_PX
+
+    @property
+    def masks(self) -> MaskOutput:
+        return MaskOutput(self.mask_output, self.mask_tolerance)
 
 
 @dataclass(frozen=True)
@@ -259,6 +269,12 @@ def _stream_config(name: str, url: str, default_model: str, environ: Mapping[str
             values["input_format"] = raw
         elif key == "TLS_VERIFY":
             values["tls_verify"] = _parse_bool(var, raw)
+        elif key == "MASK_OUTPUT":
+            if raw.lower() not in MASK_MODES:
+                raise ConfigError(f"{var}={raw!r} is invalid; accepted: {', '.join(MASK_MODES)}")
+            values["mask_output"] = raw.lower()
+        elif key == "MASK_TOLERANCE":
+            values["mask_tolerance"] = _parse_positive(var, raw)
         elif key == "TLS_CA_FILE":
             if not Path(raw).is_file():
                 raise ConfigError(f"{var}={raw!r} is not a readable file")

@@ -186,7 +186,13 @@ class Supervisor:
         self.slots[stream.name] = slot
         self.stream_models[stream.name] = stream.model_id
         self.stages[stream.model_id].attach(
-            StreamBinding(name=stream.name, slot=slot, confidence=stream.confidence, live=options.mode == "live")
+            StreamBinding(
+                name=stream.name,
+                slot=slot,
+                confidence=stream.confidence,
+                live=options.mode == "live",
+                mask_output=stream.masks,
+            )
         )
         self.runner_tasks[stream.name] = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
         self._changed.set()

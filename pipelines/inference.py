@@ -15,7 +15,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.predictions import Prediction
+from models.polygons import POLYGON, MaskOutput
+from models.predictions import InstanceSegmentation, Prediction
 from pipelines.frames import Frame
 from pipelines.results import InferenceResult
 from pipelines.slot import LatestFrameSlot
@@ -41,12 +42,24 @@ class StreamModel(Protocol):
 
 @dataclass(slots=True)
 class StreamBinding:
-    """A stream's slot as the stage sees it, with the stream's own confidence threshold."""
+    """A stream's slot as the stage sees it, with the stream's own confidence threshold and mask
+    output (what a segmentation model's masks become in its messages)."""
 
     name: str
     slot: LatestFrameSlot
     confidence: float | None = None
     live: bool = True  # a live source keeps producing whether or not we take its frames
+    mask_output: MaskOutput = POLYGON
+
+
+def finish_for_stream(prediction: Prediction, threshold: float, lowest: float, mask_output: MaskOutput) -> Prediction:
+    """A prediction as one stream wants it: its own threshold (the batch ran at the lowest of its
+    streams'), then its mask output. Runs in the executor: polygons cost real time."""
+    if threshold > lowest:
+        prediction = prediction.filter_confidence(threshold)
+    if isinstance(prediction, InstanceSegmentation):
+        prediction = prediction.with_mask_output(mask_output)
+    return prediction
 
 
 def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
@@ -160,10 +173,17 @@ class InferenceStage:
                 ready.append((now - frame.monotonic, interval))
         return freshness_delay(ready)
 
-    def _run_batch(self, frames: list[Frame], confidence: float) -> tuple[list[Prediction], float]:
-        """Executor side: colour conversion (lazy, see Frame.image) and the model call."""
+    def _run_batch(
+        self, frames: list[Frame], thresholds: list[float], outputs: list[MaskOutput]
+    ) -> tuple[list[Prediction], float]:
+        """Executor side: colour conversion (lazy, see Frame.image), the model call at the lowest
+        threshold, then each stream's own threshold and mask output."""
         started = time.perf_counter()
-        predictions = self._model.predict([f.image for f in frames], confidence=confidence)
+        lowest = min(thresholds)
+        predictions = self._model.predict([f.image for f in frames], confidence=lowest)
+        predictions = [
+            finish_for_stream(p, t, lowest, o) for p, t, o in zip(predictions, thresholds, outputs, strict=True)
+        ]
         return predictions, (time.perf_counter() - started) * 1000.0
 
     async def run(self) -> None:
@@ -185,7 +205,7 @@ class InferenceStage:
             self.busy = True
             try:
                 predictions, inference_ms = await loop.run_in_executor(
-                    self._executor, self._run_batch, frames, min(thresholds)
+                    self._executor, self._run_batch, frames, thresholds, [b.mask_output for b, _ in batch]
                 )
             except asyncio.CancelledError:
                 raise
@@ -200,11 +220,7 @@ class InferenceStage:
             self.busy = False
             self.batches += 1
             self.frames += len(frames)
-            lowest = min(thresholds)
-            for (_, frame), prediction, threshold in zip(batch, predictions, thresholds, strict=True):
-                # The batch ran at the lowest threshold of its streams; each keeps its own.
-                if threshold > lowest:
-                    prediction = prediction.filter_confidence(threshold)
+            for (_, frame), prediction in zip(batch, predictions, strict=True):
                 self._on_result(
                     InferenceResult(
                         frame=frame,

@@ -152,3 +152,31 @@ def constant_outputs(
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def constant_scores(scores: np.ndarray, height: int = 320, width: int = 320, batch: int | None = None) -> bytes:
+    """A classifier whose output for every image is ``scores`` (C,): output ``(B, C)``."""
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    b: Any = batch if batch is not None else "batch"
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean_all"], axes=[1, 2, 3], keepdims=0),  # (B,)
+        helper.make_node("Mul", ["mean_all", "zero"], ["zeros_b"]),
+        helper.make_node("Unsqueeze", ["zeros_b", "axis1"], ["zeros_b1"]),  # (B, 1)
+        helper.make_node("Add", ["zeros_b1", "scores"], ["output0"]),  # (B, C)
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+        numpy_helper.from_array(scores, "scores"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant_scores",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [b, 3, height, width])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [b, len(scores)])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edge-agent-tests")
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
