@@ -131,14 +131,25 @@ def write_model_dir(
 def constant_outputs(
     outputs: dict[str, np.ndarray], height: int = 320, width: int = 320, batch: int | None = None
 ) -> bytes:
-    """Every image gets the same outputs: ``{name: (a, b) array}`` -> outputs of shape (B, a, b),
-    in the given order. For decoders of any layout (YOLOv5, end-to-end, YOLO-NAS, RF-DETR)."""
+    """Every image gets the same outputs: ``{name: array}`` -> outputs of shape (B, *array.shape),
+    in the given order. For decoders of any layout (YOLOv5, end-to-end, YOLO-NAS, RF-DETR) and
+    segmentation prototypes (B, 32, h, w)."""
     nodes, inits = _batch_zero_nodes()
     b: Any = batch if batch is not None else "batch"
     infos = []
+    ranks: set[int] = set()
     for name, value in outputs.items():
         value = np.asarray(value, dtype=np.float32)
-        nodes.append(helper.make_node("Add", ["zeros_b11", f"const_{name}"], [name]))
+        zeros = "zeros_b11"
+        if value.ndim != 2:
+            # A batch of zeros with as many trailing unit axes as the constant has, to broadcast.
+            zeros = f"zeros_rank{value.ndim}"
+            if value.ndim not in ranks:
+                ranks.add(value.ndim)
+                nodes.append(helper.make_node("Reshape", ["zeros_b", f"shape_rank{value.ndim}"], [zeros]))
+                shape = np.array([-1] + [1] * value.ndim, np.int64)
+                inits.append(numpy_helper.from_array(shape, f"shape_rank{value.ndim}"))
+        nodes.append(helper.make_node("Add", [zeros, f"const_{name}"], [name]))
         inits.append(numpy_helper.from_array(value[None], f"const_{name}"))
         infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [b, *value.shape]))
     graph = helper.make_graph(
@@ -153,30 +164,3 @@ def constant_outputs(
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
-
-def constant_scores(scores: np.ndarray, height: int = 320, width: int = 320, batch: int | None = None) -> bytes:
-    """A classifier whose output for every image is ``scores`` (C,): output ``(B, C)``."""
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-    b: Any = batch if batch is not None else "batch"
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean_all"], axes=[1, 2, 3], keepdims=0),  # (B,)
-        helper.make_node("Mul", ["mean_all", "zero"], ["zeros_b"]),
-        helper.make_node("Unsqueeze", ["zeros_b", "axis1"], ["zeros_b1"]),  # (B, 1)
-        helper.make_node("Add", ["zeros_b1", "scores"], ["output0"]),  # (B, C)
-    ]
-    inits = [
-        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-        numpy_helper.from_array(scores, "scores"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "constant_scores",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [b, 3, height, width])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [b, len(scores)])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edge-agent-tests")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model.SerializeToString()

@@ -21,7 +21,7 @@ from models import get_model
 from models.errors import ModelLayoutError
 from models.polygons import MaskOutput
 from models.predictions import ClassificationPrediction, InstanceSegmentation, KeypointDetections
-from tests.onnx_factory import IR_VERSION, OPSET, constant_outputs, constant_scores, letterbox_env, write_model_dir
+from tests.onnx_factory import IR_VERSION, OPSET, constant_outputs, letterbox_env, write_model_dir
 
 IMAGE = np.zeros((480, 640, 3), np.uint8)
 STRETCH = letterbox_env(320, 320, "Stretch to")
@@ -261,6 +261,10 @@ def test_keypoint_values_that_are_not_triples_are_refused(model_env, tmp_path) -
 
 
 # --- classification -------------------------------------------------------------------------------
+def _scores(values) -> bytes:  # type: ignore[no-untyped-def]
+    """A classifier whose output for every image is ``values``: (B, C)."""
+    return constant_outputs({"output0": np.asarray(values, np.float32)})
+
 
 
 def _channel_means_model(classes: int = 3) -> bytes:
@@ -313,7 +317,7 @@ def test_classifiers_normalise_per_family_and_softmax(model_env, tmp_path, model
 
 def test_single_label_threshold_drops_classes_and_a_softmax_output_is_not_softmaxed_twice(model_env, tmp_path) -> None:
     probs = np.array([0.2, 0.7, 0.1], np.float32)
-    model = _load(tmp_path, constant_scores(probs), ["a", "b", "c"], "classification", "resnet18",
+    model = _load(tmp_path, _scores(probs), ["a", "b", "c"], "classification", "resnet18",
                   weights_file="best.onnx")
     response = model.infer(IMAGE, confidence=0.15)[0].model_dump()
     assert [(p["class"], p["confidence"]) for p in response["predictions"]] == [("b", 0.7), ("a", 0.2)]
@@ -327,7 +331,7 @@ def test_multi_label_sigmoid_threshold_and_true_image_size(model_env, tmp_path, 
     logits = np.array([2.0, -1.0, 0.0], np.float32)
     env = dict(STRETCH, MULTICLASS=True) if how == "environment" else STRETCH
     task = "classification" if how == "environment" else "multi-label-classification"
-    model = _load(tmp_path, constant_scores(logits), ["a", "b", "c"], task, "vit",
+    model = _load(tmp_path, _scores(logits), ["a", "b", "c"], task, "vit",
                   environment=env, weights_file="best.onnx")
     response = model.infer(IMAGE, confidence=0.4)[0].model_dump()
     sig = 1 / (1 + np.exp(-logits))
@@ -342,7 +346,7 @@ def test_multi_label_sigmoid_threshold_and_true_image_size(model_env, tmp_path, 
 
 def test_multi_label_probabilities_are_used_as_they_are(model_env, tmp_path) -> None:
     probs = np.array([0.9, 0.05, 0.6], np.float32)
-    model = _load(tmp_path, constant_scores(probs), ["a", "b", "c"], "multi-label-classification",
+    model = _load(tmp_path, _scores(probs), ["a", "b", "c"], "multi-label-classification",
                   "resnet34", weights_file="best.onnx")
     (pred,) = model.predict(IMAGE, confidence=0.5)
     np.testing.assert_allclose(pred.confidences, probs)
@@ -352,7 +356,7 @@ def test_multi_label_probabilities_are_used_as_they_are(model_env, tmp_path) -> 
 
 def test_classification_layout_mismatches_are_refused(model_env, tmp_path) -> None:
     with pytest.raises(ModelLayoutError, match="5 class scores but 3"):
-        _load(tmp_path, constant_scores(np.zeros(5)), ["a", "b", "c"], "classification", "vit",
+        _load(tmp_path, _scores(np.zeros(5)), ["a", "b", "c"], "classification", "vit",
               weights_file="best.onnx")
     with pytest.raises(ModelLayoutError, match="detector"):
         _load(tmp_path, constant_outputs({"output0": np.zeros((7, 100))}), ["a", "b", "c"], "classification",
