@@ -85,33 +85,71 @@ def positive_regions(grids: np.ndarray, threshold: float, transform: np.ndarray,
     return out
 
 
-def intersect_regions(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.concatenate([np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])], axis=1)
-    out[:, 2:] = np.maximum(out[:, 2:], out[:, :2])
-    return out
-
-
 def render_masks(
-    grids: np.ndarray,
+    grids: np.ndarray | GridSource,
     regions: np.ndarray,
     transform: np.ndarray,
     image_size: tuple[int, int],
     threshold: float = MASK_THRESHOLD,
 ) -> np.ndarray:
-    """Bilinearly resample each ``(h, w)`` grid over its source ``region`` and threshold it.
+    """Bilinearly resample each detection's grid over its source ``region`` and threshold it.
 
-    Returns ``(K, H, W)`` bool masks of the source image; pixels outside a detection's region are
-    False (that is the crop to the box when regions are boxes).
+    ``grids`` is a ``(K, h, w)`` stack, or a :class:`GridSource` that makes only the part of
+    detection k's grid a region needs. Returns ``(K, H, W)`` bool masks of the source image;
+    pixels outside a detection's region are False (that is the crop to the box when regions are
+    boxes).
     """
+    source = grids if isinstance(grids, GridSource) else StackedGrids(grids)
     width, height = image_size
-    masks = np.zeros((len(grids), height, width), dtype=bool)
+    masks = np.zeros((len(regions), height, width), dtype=bool)
     (ax, bx), (ay, by) = transform
-    for k, (grid, (c0, r0, c1, r1)) in enumerate(zip(grids, regions.tolist(), strict=True)):
+    gh, gw = source.shape
+    for k, (c0, r0, c1, r1) in enumerate(regions.tolist()):
         if c1 <= c0 or r1 <= r0:
             continue
-        patch = bilinear_patch(grid, ax * np.arange(c0, c1) + bx, ay * np.arange(r0, r1) + by)
+        x_lo, x_hi, fx = _taps(ax * np.arange(c0, c1) + bx, gw)
+        y_lo, y_hi, fy = _taps(ay * np.arange(r0, r1) + by, gh)
+        gx0, gy0 = int(x_lo[0]), int(y_lo[0])  # coordinates grow with the index: the first is the least
+        sub = source.part(k, slice(gy0, int(y_hi[-1]) + 1), slice(gx0, int(x_hi[-1]) + 1))
+        patch = _interpolate(sub, x_lo - gx0, x_hi - gx0, fx, y_lo - gy0, y_hi - gy0, fy)
         masks[k, r0:r1, c0:c1] = patch > threshold
     return masks
+
+
+class GridSource:
+    """Detection k's mask grid, or a part of it, on demand (``shape`` is one grid's (h, w))."""
+
+    shape: tuple[int, int]
+
+    def part(self, k: int, rows: slice, cols: slice) -> np.ndarray:
+        raise NotImplementedError
+
+
+class StackedGrids(GridSource):
+    def __init__(self, grids: np.ndarray) -> None:
+        self.grids = grids
+        self.shape = (int(grids.shape[1]), int(grids.shape[2]))
+
+    def part(self, k: int, rows: slice, cols: slice) -> np.ndarray:
+        return self.grids[k, rows, cols].astype(np.float32, copy=False)
+
+
+class PrototypeGrids(GridSource):
+    """``sigmoid(coefficients[k] . prototypes)``, computed only over the cells asked for: a box
+    covers a small part of the prototype grid, so this is most of the saving over whole grids."""
+
+    def __init__(self, coefficients: np.ndarray, prototypes: np.ndarray) -> None:
+        if coefficients.shape[1] != prototypes.shape[0]:
+            raise ValueError(f"{coefficients.shape[1]} coefficients per detection but {prototypes.shape[0]} prototypes")
+        self.coefficients = coefficients.astype(np.float32, copy=False)
+        self.prototypes = prototypes.astype(np.float32, copy=False)
+        self.shape = (int(prototypes.shape[1]), int(prototypes.shape[2]))
+
+    def part(self, k: int, rows: slice, cols: slice) -> np.ndarray:
+        block = self.prototypes[:, rows, cols]
+        m, h, w = block.shape
+        logits = self.coefficients[k] @ block.reshape(m, h * w)
+        return stable_sigmoid(logits).reshape(h, w)
 
 
 def _taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,6 +160,20 @@ def _taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return np.clip(lo, 0, size - 1), np.clip(lo + 1, 0, size - 1), frac
 
 
+def _interpolate(
+    grid: np.ndarray,
+    x_lo: np.ndarray,
+    x_hi: np.ndarray,
+    fx: np.ndarray,
+    y_lo: np.ndarray,
+    y_hi: np.ndarray,
+    fy: np.ndarray,
+) -> np.ndarray:
+    """Separable bilinear interpolation: columns first (on the grid's rows), then rows."""
+    cols = grid[:, x_lo] * (1 - fx) + grid[:, x_hi] * fx  # (grid rows, len(xs))
+    return cols[y_lo] * (1 - fy)[:, None] + cols[y_hi] * fy[:, None]
+
+
 def bilinear_patch(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """``grid`` sampled bilinearly at every (x, y) of ``xs`` x ``ys`` (grid coordinates, cell centres
     at integers; outside the grid the edge values continue). Separable and in float32, so values
@@ -129,11 +181,7 @@ def bilinear_patch(grid: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarr
     gh, gw = grid.shape
     x_lo, x_hi, fx = _taps(xs, gw)
     y_lo, y_hi, fy = _taps(ys, gh)
-    rows = np.unique(np.concatenate([y_lo, y_hi]))
-    sub = grid[rows].astype(np.float32, copy=False)  # only the rows the patch touches
-    cols = sub[:, x_lo] * (1 - fx) + sub[:, x_hi] * fx  # (len(rows), len(xs))
-    where = np.searchsorted(rows, y_lo), np.searchsorted(rows, y_hi)
-    return cols[where[0]] * (1 - fy)[:, None] + cols[where[1]] * fy[:, None]
+    return _interpolate(grid.astype(np.float32, copy=False), x_lo, x_hi, fx, y_lo, y_hi, fy)
 
 
 def masks_from_prototypes(
@@ -145,13 +193,14 @@ def masks_from_prototypes(
     threshold: float = MASK_THRESHOLD,
 ) -> np.ndarray:
     """YOLO-style masks in source pixels: ``sigmoid(coefficients . prototypes)`` resampled
-    bilinearly and cropped to each (source-pixel) box, then ``> threshold``. ``(K, H, W)`` bool."""
+    bilinearly and cropped to each (source-pixel) box, then ``> threshold``. ``(K, H, W)`` bool.
+
+    Only the prototype cells under each box are combined, so the cost follows the boxes' area."""
     if len(boxes) == 0:
         return np.zeros((0, meta.height, meta.width), dtype=bool)
-    grids = prototype_masks(coefficients, prototypes)
-    transform = grid_transform(grids.shape[1:], input_size, meta)
-    regions = intersect_regions(box_regions(boxes, meta), positive_regions(grids, threshold, transform, meta))
-    return render_masks(grids, regions, transform, (meta.width, meta.height), threshold)
+    transform = grid_transform(prototypes.shape[1:], input_size, meta)
+    grids = PrototypeGrids(coefficients, prototypes)
+    return render_masks(grids, box_regions(boxes, meta), transform, (meta.width, meta.height), threshold)
 
 
 def masks_from_logits(logits: np.ndarray, meta: ImageMeta, input_size: tuple[int, int]) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from models.masks import (
+    PrototypeGrids,
     box_regions,
     grid_transform,
     masks_from_logits,
@@ -76,6 +77,13 @@ def test_prototype_masks_is_sigmoid_of_coefficients_times_prototypes() -> None:
     coef[0, 0], coef[0, 5] = 2.0, -1.0
     logits = np.array([[2, -2 - 3], [4, 0]], np.float64)
     np.testing.assert_allclose(prototype_masks(coef, protos)[0], 1 / (1 + np.exp(-logits)), rtol=1e-6)
+
+
+def test_prototype_grids_compute_just_the_cells_asked_for() -> None:
+    rng = np.random.default_rng(0)
+    coef, protos = rng.normal(size=(3, 32)).astype(np.float32), rng.normal(size=(32, 20, 30)).astype(np.float32)
+    part = PrototypeGrids(coef, protos).part(2, slice(4, 9), slice(10, 25))
+    np.testing.assert_allclose(part, prototype_masks(coef, protos)[2, 4:9, 10:25], rtol=1e-5)
 
 
 def test_grid_cell_edges_land_on_source_pixel_edges_under_stretch() -> None:
