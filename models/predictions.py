@@ -118,7 +118,8 @@ class Detections:
 
 @dataclass(frozen=True)
 class InstanceSegmentation(Detections):
-    """Detections with a mask each: ``masks`` (K, H, W) bool in source pixels.
+    """Detections with a mask each: ``masks`` (K, H, W) bool in source pixels, and the classes'
+    colours from the artifacts.
 
     ``polygons`` are made from the masks by :meth:`with_mask_output` (the stream does it in the
     inference executor, with the stream's choice) or, if nobody did, by :meth:`to_response`.
@@ -127,6 +128,8 @@ class InstanceSegmentation(Detections):
 
     masks: np.ndarray | None = None
     mask_format: str | None = "polygon"
+    #: class name -> "#rrggbb" from the model's artifacts (for drawing; not part of the response)
+    class_colors: dict[str, str] = field(default_factory=dict)
     task_type: str = "instance-segmentation"
 
     def select(self, index: np.ndarray) -> InstanceSegmentation:

@@ -98,9 +98,11 @@ def test_yolov8_seg_masks_are_prototypes_times_coefficients_cropped_to_the_box(m
     for j, (box, scores, proto) in enumerate(CANDIDATES):
         out0[:, j] = [*box, *scores, *_coef(proto)]
     onnx_bytes = constant_outputs({"output0": out0, "output1": _prototypes()})
-    model = _load(tmp_path, onnx_bytes, ["a", "b"], "instance-segmentation", "yolov8n-seg")
+    env = dict(STRETCH, COLORS={"a": "#FF0000", "b": "#00ff00"})
+    model = _load(tmp_path, onnx_bytes, ["a", "b"], "instance-segmentation", "yolov8n-seg", environment=env)
     (seg,) = model.predict(IMAGE)
     _check_segmentation(seg)
+    assert seg.class_colors == {"a": "#ff0000", "b": "#00ff00"}  # from environment.json, for drawing
     response = model.infer(IMAGE)[0].model_dump()
     assert [p["class"] for p in response["predictions"]] == ["a", "b"]
     assert response["image"] == {"width": 640, "height": 480}

@@ -29,15 +29,18 @@ from models.tasks.object_detection import ObjectDetectionModel, RFDETRObjectDete
 NUM_MASK_COEFFICIENTS = 32
 
 
-def _segmentation(raw: RawDetections, meta: ImageMeta, names: tuple[str, ...], task: str, masks: np.ndarray):
+def _segmentation(
+    model: ObjectDetectionModel, raw: RawDetections, meta: ImageMeta, boxes: np.ndarray, masks: np.ndarray
+) -> InstanceSegmentation:
     return InstanceSegmentation(
-        boxes=boxes_to_source(raw.boxes, meta),
+        boxes=boxes,
         confidences=raw.scores,
         class_ids=raw.class_ids,
-        class_names=names,
+        class_names=model.class_names,
         image_size=(meta.width, meta.height),
-        task_type=task,
+        task_type=model.task_type,
         masks=masks,
+        class_colors=model.artifacts.colors,
     )
 
 
@@ -79,7 +82,7 @@ class InstanceSegmentationModel(ObjectDetectionModel):
         coefficients = raw.extras if raw.extras is not None else np.zeros((0, NUM_MASK_COEFFICIENTS), np.float32)
         boxes = boxes_to_source(raw.boxes, meta)
         masks = masks_from_prototypes(coefficients, prototypes, boxes, meta, self.input_size)
-        return _segmentation(raw, meta, self.class_names, self.task_type, masks)
+        return _segmentation(self, raw, meta, boxes, masks)
 
     def make_response(self, prediction: Prediction) -> InstanceSegmentationResponse:
         return InstanceSegmentationResponse.model_validate(prediction.to_response())
@@ -101,7 +104,7 @@ class RFDETRInstanceSegmentation(RFDETRObjectDetection):
             else np.zeros((0, grid_h, grid_w), np.float32)
         )
         masks = masks_from_logits(logits, meta, self.input_size)
-        return _segmentation(raw, meta, self.class_names, self.task_type, masks)
+        return _segmentation(self, raw, meta, boxes_to_source(raw.boxes, meta), masks)
 
     def make_response(self, prediction: Prediction) -> InstanceSegmentationResponse:
         return InstanceSegmentationResponse.model_validate(prediction.to_response())
