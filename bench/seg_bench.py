@@ -161,10 +161,12 @@ def message_sizes(max_frames: int = 60) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["masks", "throughput", "sizes"])
+    parser.add_argument("--rounds", type=int, default=3, help="throughput: interleaved pairs")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}")
     report: list[str] = []
-    for name, fn in (("masks", mask_cost), ("throughput", throughput), ("sizes", message_sizes)):
+    runs = {"masks": mask_cost, "throughput": lambda: throughput(args.rounds), "sizes": message_sizes}
+    for name, fn in runs.items():
         if name in args.which:
             lines = fn()
             report += lines
