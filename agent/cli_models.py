@@ -8,12 +8,13 @@ and exit status 2 when it is permanent (a bad id, a missing model offline), else
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from models.errors import EdgeAgentError
+from models.errors import EdgeAgentError, InvalidInputError
 from pipelines.sinks.encoding import to_json
 
 DEFAULT_MODEL = "builtin/shapes-v1"
@@ -83,7 +84,8 @@ class ProgressBar:
 
 @_guarded
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Run a model on image files; one JSON response per image, one per line, in order."""
+    """Run a model on image files; one JSON response per image, one per line, in order (each task's
+    Roboflow response: boxes, polygons, keypoints or classes)."""
     from models import get_model
 
     model = get_model(args.model)
@@ -92,6 +94,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["confidence"] = args.confidence
     if args.iou_threshold is not None:
         options["iou_threshold"] = args.iou_threshold
+    if args.keypoint_confidence is not None:
+        options["keypoint_confidence"] = args.keypoint_confidence
+    accepted = inspect.signature(model.inference_parameters).parameters
+    for name in options:
+        if name not in accepted:
+            raise InvalidInputError(f"--{name.replace('_', '-')} does not apply to {model.task_type} models")
     step = max(1, model.max_batch_size)
     for start in range(0, len(args.images), step):
         for response in model.infer(list(args.images[start : start + step]), **options):
@@ -192,6 +200,9 @@ def register(subparsers: Any) -> None:
     infer.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL})")
     infer.add_argument("--confidence", type=float, help="minimum confidence 0..1 (default: CONFIDENCE)")
     infer.add_argument("--iou-threshold", type=float, help="NMS IoU threshold 0..1 (default: IOU_THRESHOLD)")
+    infer.add_argument(
+        "--keypoint-confidence", type=float, help="keypoint models: minimum keypoint confidence 0..1 (default: model's)"
+    )
     infer.set_defaults(handler=cmd_infer)
 
     models = subparsers.add_parser(

@@ -339,6 +339,7 @@ class Supervisor:
                 confidence=stream.confidence,
                 live=options.mode == "live",
                 options=stream.model_options or None,
+                mask_output=stream.masks,
             )
         )
         model.streams.add(stream.name)

@@ -1,10 +1,13 @@
-"""Accuracy and CPU latency of builtin/shapes-v1 on fresh synthetic frames (COCO-style mAP).
+"""Accuracy and CPU latency of the built-in models on fresh synthetic frames (COCO-style mAP).
 
-    python -m bench.accuracy              # through models.get_model("builtin/shapes-v1").infer
+    python -m bench.accuracy              # through models.get_model("builtin/shapes-v1").predict
     python -m bench.accuracy --fallback   # own onnxruntime + letterbox + NMS path
+    python -m bench.accuracy --model builtin/shapes-seg-v1   # box and mask mAP
 
 500 frames from a seed never used in training, sizes spread across 640x360..1280x720, evaluated at
 confidence 0.01 with at most 100 detections per image (as COCO does); exits 1 below the targets.
+For a segmentation model the masks (source pixels) are scored against each shape's exact visible
+pixels too (mask IoU instead of box IoU).
 """
 
 from __future__ import annotations
@@ -25,26 +28,31 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(aa[:, None] + ab[None, :] - inter, 1e-9)
 
 
-def evaluate_map(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int) -> tuple[float, float]:
+def evaluate_map(
+    preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int, ious: list[np.ndarray] | None = None
+) -> tuple[float, float]:
     """COCO-style mAP@0.5 and mAP@0.5:0.95 (101-point interpolation, averaged over classes).
 
     preds[i]: (n, 6) x1,y1,x2,y2,score,cls for image i; gts[i]: (m, 5) x1,y1,x2,y2,cls.
     Greedy matching per image and class in score order, as pycocotools does (no crowd, all areas).
+    ``ious[i]`` (n, m), when given, replaces box IoU (mask mAP: the IoU of the predicted and true
+    masks of image i, rows and columns in the order of preds[i] and gts[i]).
     """
     aps = np.full((num_classes, len(IOU_THRESHOLDS)), np.nan)
     for c in range(num_classes):
         scores, tps, n_gt = [], [], 0
-        for p, g in zip(preds, gts, strict=True):
-            pc = p[p[:, 5] == c]
-            gc = g[g[:, 4] == c]
-            n_gt += len(gc)
-            if len(pc) == 0:
+        for i, (p, g) in enumerate(zip(preds, gts, strict=True)):
+            pi = np.flatnonzero(p[:, 5] == c)
+            gi = np.flatnonzero(g[:, 4] == c)
+            n_gt += len(gi)
+            if len(pi) == 0:
                 continue
-            pc = pc[np.argsort(-pc[:, 4], kind="stable")]
+            pi = pi[np.argsort(-p[pi, 4], kind="stable")]
+            pc, gc = p[pi], g[gi]
             scores.append(pc[:, 4])
             tp = np.zeros((len(pc), len(IOU_THRESHOLDS)), bool)
             if len(gc):
-                iou = _iou_matrix(pc[:, :4], gc[:, :4])
+                iou = _iou_matrix(pc[:, :4], gc[:, :4]) if ious is None else ious[i][np.ix_(pi, gi)]
                 for t, thr in enumerate(IOU_THRESHOLDS):
                     used = np.zeros(len(gc), bool)
                     for d in range(len(pc)):
@@ -101,20 +109,38 @@ def _fallback_infer(model_dir: Path):
     return infer
 
 
-def _get_model_infer(model_id: str):
+def _get_model_infer(model_id: str, with_masks: list[np.ndarray] | None = None):
+    """``infer`` through models.get_model; a segmentation model's masks go to ``with_masks``
+    (replaced on every call: (n, H, W) bool, in the order of the rows returned)."""
     from models import get_model
 
     model = get_model(model_id)
 
     def infer(img: np.ndarray, conf: float, max_det: int) -> np.ndarray:
-        resp = model.infer(img, confidence=conf, max_detections=max_det)[0]
-        rows = [
-            (p.x - p.width / 2, p.y - p.height / 2, p.x + p.width / 2, p.y + p.height / 2, p.confidence, p.class_id)
-            for p in resp.predictions
-        ]
-        return np.array(rows, np.float32).reshape(-1, 6)
+        (pred,) = model.predict(img, confidence=conf, max_detections=max_det)
+        rows = np.concatenate([pred.boxes, pred.confidences[:, None], pred.class_ids[:, None]], axis=1)
+        if with_masks is not None:
+            with_masks[:] = [getattr(pred, "masks", None)]
+        return rows.astype(np.float32).reshape(-1, 6)
 
     return infer
+
+
+def mask_ious(pred_masks: np.ndarray, gt_ids: np.ndarray, order: list[int], gt_boxes: np.ndarray) -> np.ndarray:
+    """(n, m) IoU of predicted masks and the true visible-pixel masks (``gt_ids == order[j] + 1``).
+
+    Intersections are counted inside each true box only (a true mask has no pixel outside it)."""
+    n, m = len(pred_masks), len(order)
+    out = np.zeros((n, m))
+    if n == 0 or m == 0:
+        return out
+    pred_area = pred_masks.reshape(n, -1).sum(axis=1)
+    for j, k in enumerate(order):
+        x0, y0, x1, y1 = (int(v) for v in gt_boxes[j, :4])
+        truth = gt_ids[y0:y1, x0:x1] == k + 1
+        inter = (pred_masks[:, y0:y1, x0:x1] & truth).reshape(n, -1).sum(axis=1)
+        out[:, j] = inter / np.maximum(pred_area + truth.sum() - inter, 1)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,37 +164,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objects", type=int, default=None, help="fixed number of shapes (default 0..6)")
     p.add_argument("--min-map50", type=float, default=0.90)
     p.add_argument("--min-map5095", type=float, default=0.65)
+    p.add_argument("--min-mask-map50", type=float, default=0.85, help="segmentation models")
     args = p.parse_args(argv)
 
     root = Path(__file__).resolve().parent.parent
+    masks_out: list[np.ndarray] = []
     if args.fallback:
         infer = _fallback_infer(root / "models" / args.model)
         path = "fallback (own onnxruntime + letterbox + NMS)"
     else:
-        infer = _get_model_infer(args.model)
-        path = f"models.get_model({args.model!r}).infer"
+        infer = _get_model_infer(args.model, masks_out)
+        path = f"models.get_model({args.model!r}).predict"
 
     sizes = (sw.MIN_SIZE, sw.MAX_SIZE)
     if args.shape_sizes:
         lo, hi = (float(v) for v in args.shape_sizes.split(","))
         sizes = (lo, hi)
     rng = np.random.default_rng(args.seed)
-    preds, gts = [], []
+    preds, gts, ious = [], [], []
     for _ in range(args.frames):
         w, h = sw.random_frame_size(rng) if args.size is None else map(int, args.size.split("x"))
-        img, gt = sw.render_frame(
+        img, gt, shapes = sw.render_frame(
             rng, w, h, n_objects=args.objects, noise_sigma=args.noise, background=args.background,
-            size_range=sizes,
+            size_range=sizes, return_shapes=True,
         )
         preds.append(infer(img, args.confidence, args.max_detections))
         gts.append(np.array(gt, np.float32).reshape(-1, 5))
+        if masks_out and masks_out[0] is not None:
+            ids, order = sw.instance_ids(shapes, w, h)
+            ious.append(mask_ious(masks_out[0], ids, order, gts[-1]))
     m50, m5095 = evaluate_map(preds, gts, len(sw.CLASS_NAMES))
     n_obj = sum(len(g) for g in gts)
     print(f"path: {path}")
     where = args.size or "640x360..1280x720"
     print(f"frames: {args.frames} (seed {args.seed}, {where}), objects: {n_obj}")
-    print(f"mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
-    print(f"mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
+    print(f"box mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
+    print(f"box mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
+    ok = m50 >= args.min_map50 and m5095 >= args.min_map5095
+    if ious:
+        k50, k5095 = evaluate_map(preds, gts, len(sw.CLASS_NAMES), ious)
+        print(f"mask mAP@0.5      = {k50:.4f}  (target >= {args.min_mask_map50})")
+        print(f"mask mAP@0.5:0.95 = {k5095:.4f}")
+        ok = ok and k50 >= args.min_mask_map50
 
     img, _ = sw.render_frame(np.random.default_rng(args.seed + 1), 1280, 720, n_objects=6)
     infer(img, 0.4, 300)  # warm-up
@@ -179,7 +216,6 @@ def main(argv: list[str] | None = None) -> int:
         times.append(time.perf_counter() - t0)
     print(f"CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
           f"over {args.latency_runs} runs")
-    ok = m50 >= args.min_map50 and m5095 >= args.min_map5095
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -24,6 +24,10 @@ _EXPORTS: dict[str, str] = {
     "Embeddings": "models.predictions",
     "ZeroShotClassification": "models.predictions",
     "TextDetections": "models.predictions",
+    "InstanceSegmentation": "models.predictions",
+    "KeypointDetections": "models.predictions",
+    "ClassificationPrediction": "models.predictions",
+    "MaskOutput": "models.polygons",
     "Engine": "models.engines.base",
     "OnnxEngine": "models.engines.onnx",
     "ModelArtifacts": "models.artifact_loader",
@@ -119,7 +123,14 @@ if TYPE_CHECKING:
     )
     from models.ids import ModelRef, parse_model_id
     from models.manager import ModelManager
-    from models.predictions import Detections, Prediction
+    from models.polygons import MaskOutput
+    from models.predictions import (
+        ClassificationPrediction,
+        Detections,
+        InstanceSegmentation,
+        KeypointDetections,
+        Prediction,
+    )
     from models.registry import MODEL_REGISTRY, get_family, get_model, get_model_type
     from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
     from models.settings import ModelSettings, get_model_settings, reload_model_settings, set_model_settings
@@ -132,13 +143,17 @@ __all__ = [
     "CacheIntegrityError",
     "CacheLockTimeoutError",
     "CacheWriteError",
+    "ClassificationPrediction",
     "Detections",
     "EdgeAgentError",
     "Engine",
     "ExecutionProviderError",
     "ImageDimensions",
+    "InstanceSegmentation",
     "InvalidInputError",
     "InvalidModelIdError",
+    "KeypointDetections",
+    "MaskOutput",
     "Model",
     "ModelArtifacts",
     "ModelArtifactsError",

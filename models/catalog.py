@@ -4,6 +4,7 @@ One data table: a :class:`ModelFamily` names its task, its ``model_type`` string
 file name Roboflow Inference's cache uses for it, and how to build it from a
 :class:`~models.tasks.base.ModelContext`. Add a row to support a new family. YOLOv7 object detection
 is not listed because neither Roboflow stack registers it (only YOLOv7 instance segmentation).
+YOLACT instance segmentation is not run (yet).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from dataclasses import dataclass
 from models.base import Model
 from models.cache import WEIGHTS_FILE
 from models.decoders import EndToEndDecoder, RFDETRDecoder, YOLONASDecoder, YOLOv5Decoder, YOLOv8Decoder
+from models.decoders.rfdetr_seg import RFDETRSegDecoder
+from models.preprocessing import HALF, IMAGENET, InputNormalization
 from models.tasks.base import ModelContext
+from models.tasks.classification import MULTI_LABEL_TASK, ClassificationModel
+from models.tasks.instance_segmentation import InstanceSegmentationModel, RFDETRInstanceSegmentation
+from models.tasks.keypoints import KeypointDetectionModel
 from models.tasks.object_detection import ObjectDetectionModel, RFDETRObjectDetection
 
 Builder = Callable[[ModelContext], Model]
@@ -55,7 +61,47 @@ def _rfdetr(ctx: ModelContext) -> Model:
     return RFDETRObjectDetection(ctx, RFDETRDecoder)
 
 
+def _seg(decoder: type, proto_output: int = 1) -> Builder:
+    def build(ctx: ModelContext) -> Model:
+        return InstanceSegmentationModel(ctx, decoder, proto_output)
+
+    return build
+
+
+def _rfdetr_seg(ctx: ModelContext) -> Model:
+    return RFDETRInstanceSegmentation(ctx)
+
+
+def _pose(decoder: type, keypoint_confidence: float) -> Builder:
+    def build(ctx: ModelContext) -> Model:
+        return KeypointDetectionModel(ctx, decoder, keypoint_confidence)
+
+    return build
+
+
+def _cls(normalization: InputNormalization) -> Builder:
+    def build(ctx: ModelContext) -> Model:
+        return ClassificationModel(ctx, normalization)
+
+    return build
+
+
+def _suffixed(prefix: str, sizes: str, suffix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{s}{suffix}" for s in sizes.split())
+
+
 OD = "object-detection"
+IS = "instance-segmentation"
+KP = "keypoint-detection"
+CLS = "classification"
+# Classification files in Roboflow's legacy cache (best.onnx; YOLOv8-cls uses weights.onnx).
+CLS_WEIGHTS = "best.onnx"
+_CLASSIFIERS: tuple[tuple[str, tuple[str, ...], InputNormalization, str], ...] = (
+    ("vit", ("vit",), HALF, CLS_WEIGHTS),
+    ("resnet", ("resnet", "resnet18", "resnet34", "resnet50", "resnet101"), IMAGENET, CLS_WEIGHTS),
+    ("dinov3", ("dinov3", "dinov3_probe"), IMAGENET, CLS_WEIGHTS),
+    ("yolov8-cls", _sizes("yolov8", "n s m l x"), HALF, WEIGHTS_FILE),
+)
 
 FAMILIES: tuple[ModelFamily, ...] = (
     ModelFamily(
@@ -99,6 +145,80 @@ FAMILIES: tuple[ModelFamily, ...] = (
         ),
         _rfdetr,
         layout=RFDETRDecoder.layout,
+    ),
+    # Instance segmentation: a detection layout with 32 mask coefficients + mask prototypes.
+    ModelFamily(
+        "yolov5-seg",
+        IS,
+        ("yolov5", "yolov5-seg", *_suffixed("yolov5", "n s m l x", "-seg")),
+        _seg(YOLOv5Decoder),
+        weights_file="yolov5s_weights.onnx",
+        layout=YOLOv5Decoder.layout + " + prototypes (output 1)",
+    ),
+    ModelFamily(
+        "yolov7-seg",
+        IS,
+        ("yolov7", "yolov7-seg", "yolov7s-seg"),
+        _seg(YOLOv5Decoder, proto_output=4),
+        layout=YOLOv5Decoder.layout + " + prototypes (output 4)",
+    ),
+    ModelFamily(
+        "yolov8-seg",
+        IS,
+        (
+            *_sizes("yolov8", "n s m l x"),
+            "yolov8-seg",
+            *_suffixed("yolov8", "n s m l x", "-seg"),
+            *_sizes("yolov11", "n s m l x", base=False),
+            *_suffixed("yolov11", "n s m l x", "-seg"),
+        ),
+        _seg(YOLOv8Decoder),
+        layout=YOLOv8Decoder.layout + " + prototypes (output 1)",
+    ),
+    ModelFamily(
+        "yolo26-seg",
+        IS,
+        (*_sizes("yolo26", "n s m l x"), *_suffixed("yolo26", "n s m l x", "-seg")),
+        _seg(EndToEndDecoder),
+        layout=EndToEndDecoder.layout + " + prototypes (output 1)",
+    ),
+    ModelFamily(
+        "rfdetr-seg",
+        IS,
+        (
+            "rfdetr",
+            *(f"rfdetr-seg-{s}" for s in ("nano", "small", "medium", "large", "xlarge", "2xlarge", "xxlarge")),
+            "rfdetr-seg-preview",
+            "rfdetr-nas-seg",
+        ),
+        _rfdetr_seg,
+        layout=RFDETRSegDecoder.layout,
+    ),
+    # Keypoints: a detection layout with 3 values (x, y, confidence) per keypoint.
+    ModelFamily(
+        "yolov8-pose",
+        KP,
+        (
+            *_sizes("yolov8", "n s m l x"),
+            *_suffixed("yolov8", "n s m l x", "-pose"),
+            *_sizes("yolov11", "n s m l x", base=False),
+            *_suffixed("yolov11", "n s m l x", "-pose"),
+        ),
+        _pose(YOLOv8Decoder, 0.0),
+        layout=YOLOv8Decoder.layout + " with 3 values per keypoint",
+    ),
+    ModelFamily(
+        "yolo26-pose",
+        KP,
+        (*_sizes("yolo26", "n s m l x"), *_suffixed("yolo26", "n s m l x", "-pose")),
+        _pose(EndToEndDecoder, 0.3),
+        layout=EndToEndDecoder.layout + " with 3 values per keypoint",
+    ),
+    # Classification, single-label (task "classification", unless MULTICLASS) and multi-label.
+    *(
+        ModelFamily(name + suffix, task, types, _cls(norm), weights_file=weights, layout="classification (B, C)")
+        for name, types, norm, weights in _CLASSIFIERS
+        for task, suffix in ((CLS, ""), (MULTI_LABEL_TASK, "-multilabel"))
     ),
 )
 

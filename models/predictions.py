@@ -6,15 +6,20 @@ message is made for the sinks.
 
 Every prediction type has ``task_type``, ``image_size`` (source width, height), ``__len__`` and
 ``filter_confidence`` (what per-stream thresholds use), and ``to_response``.
+
+Tasks: :class:`Detections` (object detection), :class:`InstanceSegmentation` (adds ``masks``),
+:class:`KeypointDetections` (``keypoints`` with names), :class:`ClassificationPrediction`.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from models.polygons import MaskOutput, masks_to_polygons
 
 _NO_BOXES = np.zeros((0, 4), dtype=np.float64)
 
@@ -109,6 +114,147 @@ class Detections:
     def to_response(self) -> dict[str, Any]:
         width, height = self.image_size
         return {"predictions": self.box_rows(), "image": {"width": width, "height": height}}
+
+
+@dataclass(frozen=True)
+class InstanceSegmentation(Detections):
+    """Detections with a mask each: ``masks`` (K, H, W) bool in source pixels, and the classes'
+    colours from the artifacts.
+
+    ``polygons`` are made from the masks by :meth:`with_mask_output` (the stream does it in the
+    inference executor, with the stream's choice) or, if nobody did, by :meth:`to_response`.
+    ``mask_format`` None means the response carries no polygons (mask output ``none``).
+    """
+
+    masks: np.ndarray | None = None
+    mask_format: str | None = "polygon"
+    #: class name -> "#rrggbb" from the model's artifacts (for drawing; not part of the response)
+    class_colors: dict[str, str] = field(default_factory=dict)
+    task_type: str = "instance-segmentation"
+
+    def select(self, index: np.ndarray) -> InstanceSegmentation:
+        idx = np.flatnonzero(index) if index.dtype == bool else np.asarray(index, dtype=np.int64)
+        picked = super().select(idx)
+        return replace(picked, masks=None if self.masks is None else self.masks[idx])
+
+    def with_mask_output(self, output: MaskOutput) -> InstanceSegmentation:
+        """The polygons this output mode sends (or none), computed from the masks now."""
+        if output.mode == "none":
+            return replace(self, polygons=None, mask_format=None)
+        tolerance = output.tolerance if output.mode == "simplified" else None
+        if self.masks is None:
+            return replace(self, mask_format="polygon")
+        return replace(self, polygons=masks_to_polygons(self.masks, tolerance), mask_format="polygon")
+
+    def to_response(self) -> dict[str, Any]:
+        width, height = self.image_size
+        rows = self.box_rows()
+        if self.mask_format is not None:
+            polygons = self.polygons
+            if polygons is None:
+                polygons = masks_to_polygons(self.masks) if self.masks is not None else tuple(_NO_POINTS for _ in rows)
+            for row, points in zip(rows, polygons, strict=True):
+                row["points"] = [{"x": x, "y": y} for x, y in points.tolist()]
+                row["mask_format"] = self.mask_format
+        return {"predictions": rows, "image": {"width": width, "height": height}}
+
+
+_NO_POINTS = np.zeros((0, 2), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class KeypointDetections(Detections):
+    """Detections with ``keypoints`` (K, P, 3): x, y in source pixels and a confidence each.
+
+    ``keypoint_names`` maps an object class id to its keypoints' names (keypoints_metadata.json).
+    In the response a keypoint is listed when its confidence is > 0 and >= ``keypoint_confidence``,
+    and only if the metadata names it (an object class without metadata names them by number).
+    """
+
+    keypoint_names: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    keypoint_confidence: float = 0.0
+    task_type: str = "keypoint-detection"
+
+    def with_keypoint_confidence(self, threshold: float) -> KeypointDetections:
+        return replace(self, keypoint_confidence=threshold)
+
+    def keypoint_rows(self, detection: int) -> list[dict[str, Any]]:
+        if self.keypoints is None:
+            return []
+        class_id = int(self.class_ids[detection])
+        names = self.keypoint_names.get(class_id)
+        out = []
+        for p, (x, y, conf) in enumerate(self.keypoints[detection].tolist()):
+            if names is not None and p >= len(names):
+                break
+            if conf <= 0 or conf < self.keypoint_confidence:
+                continue
+            out.append({"x": x, "y": y, "confidence": conf, "class_id": p, "class": names[p] if names else str(p)})
+        return out
+
+    def to_response(self) -> dict[str, Any]:
+        width, height = self.image_size
+        rows = self.box_rows()
+        for k, row in enumerate(rows):
+            row["keypoints"] = self.keypoint_rows(k)
+        return {"predictions": rows, "image": {"width": width, "height": height}}
+
+
+CONFIDENCE_DECIMALS = 4  # Roboflow rounds classification confidences to 4 decimals
+
+
+@dataclass(frozen=True)
+class ClassificationPrediction:
+    """One image's class scores: ``confidences`` (C,) float32 after the model's activation
+    (softmax for single-label, sigmoid for multi-label), one per name in ``class_names``.
+
+    Nothing is dropped from the arrays: ``threshold`` says which classes the response lists
+    (single-label: score >= threshold; multi-label: ``predicted_classes`` with score >= threshold).
+    """
+
+    confidences: np.ndarray
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    multilabel: bool = False
+    threshold: float = 0.0
+    task_type: str = "classification"
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self.confidences >= self.threshold))
+
+    def filter_confidence(self, threshold: float) -> ClassificationPrediction:
+        return replace(self, threshold=threshold)
+
+    @property
+    def order(self) -> np.ndarray:
+        """Class ids best first (ties by class id)."""
+        return np.argsort(-self.confidences, kind="stable")
+
+    def to_response(self) -> dict[str, Any]:
+        width, height = self.image_size
+        image = {"width": width, "height": height}
+        scores = self.confidences.tolist()
+        names = self.class_names
+        if self.multilabel:
+            return {
+                "predictions": {
+                    class_label(names, i): {"confidence": round(c, CONFIDENCE_DECIMALS), "class_id": i}
+                    for i, c in enumerate(scores)
+                },
+                "predicted_classes": [class_label(names, i) for i, c in enumerate(scores) if c >= self.threshold],
+                "image": image,
+            }
+        rows = [
+            {"class": class_label(names, i), "class_id": i, "confidence": round(scores[i], CONFIDENCE_DECIMALS)}
+            for i in self.order.tolist()
+            if scores[i] >= self.threshold
+        ]
+        return {
+            "predictions": rows,
+            "top": rows[0]["class"] if rows else "",
+            "confidence": rows[0]["confidence"] if rows else 0.0,
+            "image": image,
+        }
 
 
 # --- foundation models: embeddings, zero-shot classification, OCR (issue 13) ----------------------

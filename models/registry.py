@@ -29,11 +29,13 @@ logger = logging.getLogger(__name__)
 MODEL_REGISTRY: dict[tuple[str, str], ModelFamily] = family_table(FAMILIES)
 
 
-def supported_types() -> str:
+def supported_types(first: str = "") -> str:
+    """Every task's model types: ``first`` (the task asked about) and object detection lead."""
     by_task: dict[str, list[str]] = {}
     for task, model_type in MODEL_REGISTRY:
         by_task.setdefault(task, []).append(model_type)
-    return "; ".join(f"{task}: {', '.join(types)}" for task, types in sorted(by_task.items()))
+    order = sorted(by_task, key=lambda t: (t != first, t != "object-detection", t))
+    return "; ".join(f"{task}: {', '.join(by_task[task])}" for task in order)
 
 
 def get_family(task_type: str, model_type: str, model_id: str = "") -> ModelFamily:
@@ -43,7 +45,7 @@ def get_family(task_type: str, model_type: str, model_id: str = "") -> ModelFami
         subject = f"{model_id} is a" if model_id else "no model family for a"
         raise UnsupportedModelTypeError(
             f"{subject} model of task {task_type!r} and type {model_type!r}, which this build of edge-agent "
-            f"cannot run. Supported: {supported_types()}"
+            f"cannot run. Supported: {supported_types(task_type)}"
         ) from None
 
 

@@ -42,3 +42,71 @@ class ImageDimensions(_RoboflowShape):
 class ObjectDetectionResponse(_RoboflowShape):
     predictions: list[ObjectDetectionPrediction]
     image: ImageDimensions
+
+
+class _WithoutNone(_RoboflowShape):
+    """Fields that are None are left out, as Roboflow's server does (``exclude_none``)."""
+
+    def model_dump(self, *, by_alias: bool | None = True, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump(by_alias=by_alias, **kwargs)
+
+    def model_dump_json(self, *, by_alias: bool | None = True, **kwargs: Any) -> str:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump_json(by_alias=by_alias, **kwargs)
+
+
+class Point(_RoboflowShape):
+    x: float
+    y: float
+
+
+class InstanceSegmentationPrediction(ObjectDetectionPrediction):
+    points: list[Point] | None = Field(default=None, description="Mask outline, source pixels.")
+    mask_format: str | None = Field(default=None, description='"polygon" when points are given.')
+
+
+class InstanceSegmentationResponse(_WithoutNone):
+    predictions: list[InstanceSegmentationPrediction]
+    image: ImageDimensions
+
+
+class Keypoint(_RoboflowShape):
+    x: float = Field(description="Source pixels.")
+    y: float = Field(description="Source pixels.")
+    confidence: float
+    class_id: int = Field(description="Index of the keypoint in its object class's keypoint list.")
+    class_name: str = Field(alias="class", description="Keypoint name from keypoints_metadata.json.")
+
+
+class KeypointsPrediction(ObjectDetectionPrediction):
+    keypoints: list[Keypoint]
+
+
+class KeypointsDetectionResponse(_RoboflowShape):
+    predictions: list[KeypointsPrediction]
+    image: ImageDimensions
+
+
+class ClassificationEntry(_RoboflowShape):
+    class_name: str = Field(alias="class")
+    class_id: int
+    confidence: float
+
+
+class ClassificationResponse(_RoboflowShape):
+    predictions: list[ClassificationEntry] = Field(description="Classes at or above the threshold, best first.")
+    top: str = Field(description='Best class, "" when none reaches the threshold.')
+    confidence: float
+    image: ImageDimensions
+
+
+class MultiLabelEntry(_RoboflowShape):
+    confidence: float
+    class_id: int
+
+
+class MultiLabelClassificationResponse(_RoboflowShape):
+    predictions: dict[str, MultiLabelEntry] = Field(description="Every class by name.")
+    predicted_classes: list[str] = Field(description="Classes at or above the threshold, in class order.")
+    image: ImageDimensions

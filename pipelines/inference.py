@@ -15,7 +15,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.predictions import Prediction
+from models.polygons import POLYGON, MaskOutput
+from models.predictions import InstanceSegmentation, Prediction
 from pipelines.frames import Frame
 from pipelines.results import InferenceResult
 from pipelines.slot import LatestFrameSlot
@@ -41,7 +42,8 @@ class StreamModel(Protocol):
 
 @dataclass(slots=True)
 class StreamBinding:
-    """A stream's slot as the stage sees it, with the stream's own confidence threshold."""
+    """A stream's slot as the stage sees it, with the stream's own confidence threshold and mask
+    output (what a segmentation model's masks become in its messages)."""
 
     name: str
     slot: LatestFrameSlot
@@ -49,6 +51,17 @@ class StreamBinding:
     live: bool = True  # a live source keeps producing whether or not we take its frames
     #: per-image options of this stream's frames (CLIP prompts, OCR regions), passed as image_options
     options: dict[str, Any] | None = None
+    mask_output: MaskOutput = POLYGON
+
+
+def finish_for_stream(prediction: Prediction, threshold: float, lowest: float, mask_output: MaskOutput) -> Prediction:
+    """A prediction as one stream wants it: its own threshold (the batch ran at the lowest of its
+    streams'), then its mask output. Runs in the executor: polygons cost real time."""
+    if threshold > lowest:
+        prediction = prediction.filter_confidence(threshold)
+    if isinstance(prediction, InstanceSegmentation):
+        prediction = prediction.with_mask_output(mask_output)
+    return prediction
 
 
 def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
@@ -167,12 +180,21 @@ class InferenceStage:
         return freshness_delay(ready)
 
     def _run_batch(
-        self, frames: list[Frame], confidence: float, options: list[dict[str, Any] | None] | None = None
+        self,
+        frames: list[Frame],
+        thresholds: list[float],
+        outputs: list[MaskOutput],
+        options: list[dict[str, Any] | None] | None = None,
     ) -> tuple[list[Prediction], float]:
-        """Executor side: colour conversion (lazy, see Frame.image) and the model call."""
+        """Executor side: colour conversion (lazy, see Frame.image), the model call at the lowest
+        threshold, then each stream's own threshold and mask output."""
         started = time.perf_counter()
+        lowest = min(thresholds)
         extra: dict[str, Any] = {} if options is None else {"image_options": options}
-        predictions = self._model.predict([f.image for f in frames], confidence=confidence, **extra)
+        predictions = self._model.predict([f.image for f in frames], confidence=lowest, **extra)
+        predictions = [
+            finish_for_stream(p, t, lowest, o) for p, t, o in zip(predictions, thresholds, outputs, strict=True)
+        ]
         return predictions, (time.perf_counter() - started) * 1000.0
 
     async def run(self) -> None:
@@ -195,7 +217,12 @@ class InferenceStage:
             self.busy = True
             try:
                 predictions, inference_ms = await loop.run_in_executor(
-                    self._executor, self._run_batch, frames, min(thresholds), options
+                    self._executor,
+                    self._run_batch,
+                    frames,
+                    thresholds,
+                    [b.mask_output for b, _ in batch],
+                    options,
                 )
             except asyncio.CancelledError:
                 raise
@@ -210,11 +237,7 @@ class InferenceStage:
             self.busy = False
             self.batches += 1
             self.frames += len(frames)
-            lowest = min(thresholds)
-            for (_, frame), prediction, threshold in zip(batch, predictions, thresholds, strict=True):
-                # The batch ran at the lowest threshold of its streams; each keeps its own.
-                if threshold > lowest:
-                    prediction = prediction.filter_confidence(threshold)
+            for (_, frame), prediction in zip(batch, predictions, strict=True):
                 self._on_result(
                     InferenceResult(
                         frame=frame,

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from models.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
 from models.redaction import redact_url
 from models.settings import UnitInterval
 from pipelines.sources.options import ReadOptions, SourceOptions
@@ -108,6 +109,22 @@ class StreamOptions(ReadOptions):
         description="OCR models: regions to read, x1,y1,x2,y2 in source pixels, several separated by ';' "
         "(or a JSON list)",
     )
+
+    mask_output: Literal["polygon", "simplified", "none"] = Field(
+        default="polygon",
+        description="segmentation models: polygon | simplified | none (mask outlines in messages; none = boxes only)",
+    )
+    mask_tolerance: float = Field(
+        default=DEFAULT_TOLERANCE_PX,
+        gt=0,
+        allow_inf_nan=False,
+        description="MASK_OUTPUT=simplified: largest distance in pixels of the outline from the simplified "
+        f"polygon (default {DEFAULT_TOLERANCE_PX:g})",
+    )
+
+    @property
+    def masks(self) -> MaskOutput:
+        return MaskOutput(self.mask_output, self.mask_tolerance)
 
     @property
     def model_options(self) -> dict[str, Any]:

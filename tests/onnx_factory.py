@@ -131,14 +131,25 @@ def write_model_dir(
 def constant_outputs(
     outputs: dict[str, np.ndarray], height: int = 320, width: int = 320, batch: int | None = None
 ) -> bytes:
-    """Every image gets the same outputs: ``{name: (a, b) array}`` -> outputs of shape (B, a, b),
-    in the given order. For decoders of any layout (YOLOv5, end-to-end, YOLO-NAS, RF-DETR)."""
+    """Every image gets the same outputs: ``{name: array}`` -> outputs of shape (B, *array.shape),
+    in the given order. For decoders of any layout (YOLOv5, end-to-end, YOLO-NAS, RF-DETR) and
+    segmentation prototypes (B, 32, h, w)."""
     nodes, inits = _batch_zero_nodes()
     b: Any = batch if batch is not None else "batch"
     infos = []
+    ranks: set[int] = set()
     for name, value in outputs.items():
         value = np.asarray(value, dtype=np.float32)
-        nodes.append(helper.make_node("Add", ["zeros_b11", f"const_{name}"], [name]))
+        zeros = "zeros_b11"
+        if value.ndim != 2:
+            # A batch of zeros with as many trailing unit axes as the constant has, to broadcast.
+            zeros = f"zeros_rank{value.ndim}"
+            if value.ndim not in ranks:
+                ranks.add(value.ndim)
+                nodes.append(helper.make_node("Reshape", ["zeros_b", f"shape_rank{value.ndim}"], [zeros]))
+                shape = np.array([-1] + [1] * value.ndim, np.int64)
+                inits.append(numpy_helper.from_array(shape, f"shape_rank{value.ndim}"))
+        nodes.append(helper.make_node("Add", [zeros, f"const_{name}"], [name]))
         inits.append(numpy_helper.from_array(value[None], f"const_{name}"))
         infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [b, *value.shape]))
     graph = helper.make_graph(
@@ -152,3 +163,4 @@ def constant_outputs(
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model.SerializeToString()
+

@@ -84,3 +84,53 @@ def test_pull_list_clear(model_server, model_env):
     model_env.set(OFFLINE_MODE="true")
     offline = _cli("models", "pull", "someproj/1")
     assert offline.returncode == 2 and "OFFLINE_MODE is on" in offline.stderr
+
+
+def test_infer_prints_each_tasks_response(model_env, tmp_path):
+    from tests.onnx_factory import constant_outputs
+
+    image = str(tmp_path / "img.png")
+    cv2.imwrite(image, np.zeros((480, 640, 3), np.uint8))
+    stretch = letterbox_env(320, 320, "Stretch to")
+    protos = np.full((32, 80, 80), -10.0, np.float32)
+    protos[0, 15:45, 5:35] = 10.0
+    seg = np.zeros((4 + 1 + 32, 1), np.float32)
+    seg[:6, 0] = (80, 120, 80, 80, 0.9, 1.0)  # source 80..240 x 120..240, mask = the box
+    seg_dir = write_model_dir(
+        tmp_path / "seg", constant_outputs({"output0": seg, "output1": protos}), ["shape"], stretch,
+        model_type=("instance-segmentation", "yolov8n-seg"),
+    )
+    pose = np.zeros((4 + 1 + 3, 1), np.float32)
+    pose[:, 0] = (100, 100, 40, 40, 0.9, 90, 95, 0.8)
+    pose_dir = write_model_dir(
+        tmp_path / "pose", constant_outputs({"output0": pose}), ["person"], stretch,
+        model_type=("keypoint-detection", "yolov8n-pose"),
+    )
+    (pose_dir / "keypoints_metadata.json").write_text(json.dumps([{"object_class_id": 0, "keypoints": {"0": "nose"}}]))
+    cls_dir = write_model_dir(
+        tmp_path / "cls", constant_outputs({"output0": np.array([0.0, 2.0], np.float32)}), ["cat", "dog"], stretch,
+        model_type=("classification", "vit"), weights_file="best.onnx",
+    )
+
+    out = _cli("infer", image, "--model", str(seg_dir))
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)["predictions"]
+    assert row["mask_format"] == "polygon"
+    assert {(p["x"], p["y"]) for p in row["points"]} == {(80.5, 120.5), (80.5, 239.5), (239.5, 239.5), (239.5, 120.5)}
+
+    out = _cli("infer", image, "--model", str(pose_dir), "--keypoint-confidence", "0.5")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)["predictions"]
+    assert row["keypoints"] == [{"x": 180.0, "y": 142.5, "confidence": row["keypoints"][0]["confidence"],
+                                 "class_id": 0, "class": "nose"}]
+    assert abs(row["keypoints"][0]["confidence"] - 0.8) < 1e-6
+
+    out = _cli("infer", image, "--model", str(cls_dir))
+    assert out.returncode == 0, out.stderr
+    response = json.loads(out.stdout)
+    assert response["top"] == "dog" and response["confidence"] == round(float(np.exp(2) / (1 + np.exp(2))), 4)
+    assert [p["class"] for p in response["predictions"]] == ["dog"]  # cat 0.119 < 0.4
+
+    wrong = _cli("infer", image, "--model", str(cls_dir), "--iou-threshold", "0.5")
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == "error: --iou-threshold does not apply to classification models"

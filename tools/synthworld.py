@@ -306,6 +306,19 @@ def draw_shapes(
     return gts
 
 
+def instance_ids(shapes: Sequence[Shape], width: int, height: int) -> tuple[np.ndarray, list[int]]:
+    """Which shape each pixel shows: an (H, W) uint8 map, 0 = background, k + 1 = ``shapes[k]``,
+    and the indices of the shapes with visible pixels, in the order :func:`draw_shapes` lists their
+    boxes (so ground truth box j and mask ``ids == order[j] + 1`` are the same object)."""
+    ids = np.zeros((height, width), np.uint8)
+    for k, s in enumerate(shapes):
+        x0, y0, x1, y1, inside = _clip_roi(shape_mask(s), width, height)
+        if x1 > x0:
+            ids[y0:y1, x0:x1][inside.astype(bool)] = k + 1
+    present = set(np.unique(ids).tolist())
+    return ids, [k for k in range(len(shapes)) if k + 1 in present]
+
+
 def render_frame(
     rng: np.random.Generator,
     width: int = 1280,

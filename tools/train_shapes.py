@@ -69,11 +69,15 @@ def letterbox(img: np.ndarray, width: int, height: int, interp: int = cv2.INTER_
     return out, s, px, py
 
 
-def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int = INPUT_H):
+def training_sample(
+    rng: np.random.Generator, width: int = INPUT_W, height: int = INPUT_H, mask_stride: int = 0
+):
     """One letterboxed training image (HxWx3 RGB uint8) and its boxes (n, 5): x1,y1,x2,y2,cls.
 
     Ranges are a little wider than the contract (sizes, contrast, overlap, cut, noise) so the
-    model holds up at the contract's edges.
+    model holds up at the contract's edges. With ``mask_stride`` > 0 a third item holds each box's
+    visible-pixel mask on the grid of that stride, (n, height / stride, width / stride) uint8, the
+    area each cell covers scaled to 0..255 (the segmentation model's targets; same random stream).
     """
     fw, fh = sw.random_frame_size(rng)
     s = min(width / fw, height / fh)
@@ -83,7 +87,7 @@ def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int 
     # Half the samples are rendered straight at the letterboxed scale (4x cheaper at s=0.5),
     # half at full size and resized like at inference; shapes and rules are scale-invariant.
     k = s if direct else 1.0
-    img, gts = sw.render_frame(
+    img, gts, shapes = sw.render_frame(
         rng, nw if direct else fw, nh if direct else fh,
         n_objects=int(rng.integers(0, 8)),
         noise_sigma=float(rng.uniform(0, 10)) * (float(rng.uniform(s, 1.0)) if direct else 1.0),
@@ -92,8 +96,10 @@ def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int 
         max_overlap=0.35,
         max_edge_cut=0.35,
         noise_on_shapes=bool(rng.random() < 0.75),
+        return_shapes=True,
     )
     boxes = np.array(gts, np.float32).reshape(-1, 5)
+    masks = _letterboxed_masks(shapes, img.shape[1], img.shape[0], nw, nh, px, py, width, height, mask_stride)
     if direct:
         lb = np.full((height, width, 3), PAD_VALUE, np.uint8)
         lb[py : py + nh, px : px + nw] = img
@@ -117,7 +123,29 @@ def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int 
         x1 = width - boxes[:, 2]
         boxes[:, 2] = width - boxes[:, 0]
         boxes[:, 0] = x1
+        if masks is not None:
+            masks = masks[:, :, ::-1]
+    if masks is not None:
+        return np.ascontiguousarray(lb[..., ::-1]), boxes, np.ascontiguousarray(masks)
     return np.ascontiguousarray(lb[..., ::-1]), boxes
+
+
+def _letterboxed_masks(shapes, rw, rh, nw, nh, px, py, width, height, stride):
+    """Visible-pixel masks of a frame rendered at (rw, rh), placed like the letterboxed image and
+    area-averaged onto the stride grid; None when ``stride`` is 0."""
+    if not stride:
+        return None
+    ids, order = sw.instance_ids(shapes, rw, rh)
+    out = np.zeros((len(order), height // stride, width // stride), np.uint8)
+    for j, k in enumerate(order):
+        canvas = np.zeros((height, width), np.float32)
+        m = (ids == k + 1).astype(np.float32)
+        if (rw, rh) != (nw, nh):
+            m = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_AREA)
+        canvas[py : py + nh, px : px + nw] = m
+        small = cv2.resize(canvas, (width // stride, height // stride), interpolation=cv2.INTER_AREA)
+        out[j] = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 class SynthStream(torch.utils.data.IterableDataset):

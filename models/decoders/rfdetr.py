@@ -57,7 +57,18 @@ class RFDETRDecoder(DetectionDecoder):
             raise self.mismatch(model_id, outputs, f"the logits have {classes} classes but {listed} names are listed")
 
     def decode(self, outputs: list[np.ndarray], index: int, params: DetectionParams) -> RawDetections:
-        boxes_all = outputs[self._boxes][index]
+        query, label, scores = self.select(outputs, index, params)
+        if query.size == 0:
+            return RawDetections.empty()
+        width, height = self.input_size
+        b = outputs[self._boxes][index][query]
+        boxes = cxcywh_to_xyxy(b[:, 0] * width, b[:, 1] * height, b[:, 2] * width, b[:, 3] * height)
+        return RawDetections(boxes, scores, label)
+
+    def select(
+        self, outputs: list[np.ndarray], index: int, params: DetectionParams
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query index, label, score) of the kept candidates of image ``index``, best first."""
         logits = outputs[self._logits][index]
         queries, classes = logits.shape
         probs = stable_sigmoid(logits.reshape(-1))
@@ -65,7 +76,7 @@ class RFDETRDecoder(DetectionDecoder):
         top = np.argpartition(-probs, k - 1)[:k] if k < probs.size else np.arange(probs.size)
         top = top[probs[top] > params.confidence]
         if top.size == 0:
-            return RawDetections.empty()
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
         top = top[np.argsort(-probs[top], kind="stable")]
         query, label = top // classes, (top % classes).astype(np.int64)
         if self.background_index is not None:
@@ -76,7 +87,4 @@ class RFDETRDecoder(DetectionDecoder):
         query, label, top = query[valid], label[valid], top[valid]
         top = top[: params.max_detections]
         query, label = query[: params.max_detections], label[: params.max_detections]
-        width, height = self.input_size
-        b = boxes_all[query]
-        boxes = cxcywh_to_xyxy(b[:, 0] * width, b[:, 1] * height, b[:, 2] * width, b[:, 3] * height)
-        return RawDetections(boxes, probs[top].astype(np.float32), label)
+        return query, label, probs[top].astype(np.float32)
