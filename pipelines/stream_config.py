@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from models.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
 from models.redaction import redact_url
 from models.settings import UnitInterval
-from pipelines.sources.options import ReadOptions, SourceOptions
+from pipelines.sources.options import ReadOptions, SourceOptions, _choice
 
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 STREAM_NAME_RULE = "1-63 characters of letters, digits, '_' and '-', starting with a letter or digit"
@@ -110,7 +110,7 @@ class StreamOptions(ReadOptions):
         "(or a JSON list)",
     )
 
-    mask_output: Literal["polygon", "simplified", "none"] = Field(
+    mask_output: Annotated[Literal["polygon", "simplified", "none"], _choice("polygon", "simplified", "none")] = Field(
         default="polygon",
         description="segmentation models: polygon | simplified | none (mask outlines in messages; none = boxes only)",
     )

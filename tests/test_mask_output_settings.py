@@ -33,7 +33,10 @@ def test_mask_output_per_stream(clean_env: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "needles"),
     [
-        ({"STREAM_A_MASK_OUTPUT": "rle"}, ["STREAM_A_MASK_OUTPUT='rle'", "polygon, simplified, none"]),
+        (
+            {"STREAM_A_MASK_OUTPUT": "rle"},
+            ["STREAM_A_MASK_OUTPUT='rle'", "must be 'polygon' or 'simplified' or 'none'"],
+        ),
         ({"STREAM_A_MASK_TOLERANCE": "0"}, ["STREAM_A_MASK_TOLERANCE='0'", "greater than 0"]),
     ],
 )

@@ -132,5 +132,5 @@ def test_infer_prints_each_tasks_response(model_env, tmp_path):
     assert [p["class"] for p in response["predictions"]] == ["dog"]  # cat 0.119 < 0.4
 
     wrong = _cli("infer", image, "--model", str(cls_dir), "--iou-threshold", "0.5")
-    assert wrong.returncode == 1
+    assert wrong.returncode == 2  # a bad option: no retry helps
     assert wrong.stderr.strip() == "error: --iou-threshold does not apply to classification models"
