@@ -144,7 +144,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     entries = list_cached_models()
     if args.json:
         for entry in entries:
-            row = {
+            record = {
                 "model_id": entry.model_id,
                 "size_bytes": entry.size_bytes,
                 "task_type": entry.task_type,
@@ -153,7 +153,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
                 "path": str(entry.path),
                 "layout": entry.layout,
             }
-            sys.stdout.write(to_json(row) + "\n")
+            sys.stdout.write(to_json(record) + "\n")
         return 0
     if not entries:
         print(f"no models cached in {get_model_settings().model_cache_dir}", file=sys.stderr)

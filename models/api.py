@@ -79,7 +79,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(seconds, MAX_RETRY_AFTER_S))
 
 
-def _connection_class(base: type[http.client.HTTPConnection], read_timeout: float) -> type:
+def _connection_class(base: type[http.client.HTTPConnection], read_timeout: float) -> type[http.client.HTTPConnection]:
     class _Connection(base):  # type: ignore[valid-type, misc]
         # urllib passes one timeout; it is the connect timeout here, and reads get their own.
         def connect(self) -> None:
@@ -104,7 +104,8 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         self._conn = _connection_class(http.client.HTTPSConnection, read_timeout)
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._conn, req, context=self._context)
+        # HTTPSHandler.__init__ sets _context (its SSL context); typeshed's stub leaves the attribute out
+        return self.do_open(self._conn, req, context=self._context)  # type: ignore[attr-defined]
 
 
 def _error_detail(body: bytes) -> str:

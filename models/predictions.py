@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -23,11 +23,18 @@ from models.polygons import MaskOutput, masks_to_polygons
 
 _NO_BOXES = np.zeros((0, 4), dtype=np.float64)
 
+# ``replace`` keeps the subclass, so a subclass's ``select`` gets its own type back
+_DetectionsT = TypeVar("_DetectionsT", bound="Detections")
+
 
 @runtime_checkable
 class Prediction(Protocol):
-    task_type: str
-    image_size: tuple[int, int]
+    # read-only members: the predictions are frozen dataclasses
+    @property
+    def task_type(self) -> str: ...
+
+    @property
+    def image_size(self) -> tuple[int, int]: ...
 
     def __len__(self) -> int: ...
 
@@ -67,7 +74,7 @@ class Detections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
-    def select(self, index: np.ndarray) -> Detections:
+    def select(self: _DetectionsT, index: np.ndarray) -> _DetectionsT:
         """The detections at ``index`` (integer indices or a boolean mask), every field kept in step."""
         idx = np.flatnonzero(index) if index.dtype == bool else np.asarray(index, dtype=np.int64)
         return replace(

@@ -88,6 +88,10 @@ class KeypointsDetectionResponse(_RoboflowShape):
     image: ImageDimensions
 
 
+#: what a detection-family model (boxes, plus masks or keypoints in the subclasses) responds with
+DetectionResponse = ObjectDetectionResponse | InstanceSegmentationResponse | KeypointsDetectionResponse
+
+
 class ClassificationEntry(_RoboflowShape):
     class_name: str = Field(alias="class")
     class_id: int

@@ -44,7 +44,7 @@ def clip_preprocess(image: np.ndarray, size: int) -> np.ndarray:
     shrink = new_w < width
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
     top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)
-    crop = resized[top : top + size, left : left + size, ::-1].astype(np.float32) / 255.0
+    crop: np.ndarray = resized[top : top + size, left : left + size, ::-1].astype(np.float32) / 255.0
     crop = (crop - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
     return np.ascontiguousarray(crop.transpose(2, 0, 1))
 
@@ -140,7 +140,7 @@ class ClipModel(FoundationModel):
         step = self.settings.clip_max_batch_size
         if not self.textual.dynamic_batch:
             step = self.textual.max_batch_size
-        computed = {}
+        computed: dict[str, np.ndarray] = {}
         for start in range(0, len(missing), step):
             chunk = missing[start : start + step]
             tokens = self.tokenizer(chunk, self._token_dtype)

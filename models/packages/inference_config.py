@@ -62,7 +62,7 @@ def _normalization(raw: Any, scaling: float, channels: str, where: Path) -> Inpu
         std3 = tuple(float(v) for v in std)
         if len(mean3) != 3 or len(std3) != 3:
             raise ValueError
-        return InputNormalization(mean=mean3, std=std3, scale=1.0 / scaling, channels=channels)  # type: ignore[arg-type]
+        return InputNormalization(mean=mean3, std=std3, scale=1.0 / scaling, channels=channels)
     except (TypeError, ValueError):
         raise ModelArtifactsError(
             where, "network_input.normalization must be [[mean, mean, mean], [std, std, std]] with std > 0"
@@ -120,7 +120,8 @@ def parse_inference_config(content: Any, where: Path) -> InferenceConfig:
             raise ModelArtifactsError(
                 where, f"image_pre_processing.contrast type {contrast!r} is not one of {CONTRAST_TYPES}"
             )
-    forward = content.get("forward_pass") if isinstance(content.get("forward_pass"), dict) else {}
+    raw_forward = content.get("forward_pass")
+    forward = raw_forward if isinstance(raw_forward, dict) else {}
     static = forward.get("static_batch_size")
     dynamic_max = forward.get("max_dynamic_batch_size")
     for key, value in (("static_batch_size", static), ("max_dynamic_batch_size", dynamic_max)):

@@ -256,8 +256,10 @@ def metadata_from_pages(model_id: str, pages: list[tuple[dict[str, Any], list[Mo
     """Every page's packages, the other fields from the last page (as Roboflow merges them)."""
     last = pages[-1][0]
     packages = [p for _, page in pages for p in page]
-    canonical = last.get("modelId") if isinstance(last.get("modelId"), str) and last.get("modelId") else model_id
-    dependencies = last.get("modelDependencies") if isinstance(last.get("modelDependencies"), list) else []
+    raw_model_id = last.get("modelId")
+    canonical = raw_model_id if isinstance(raw_model_id, str) and raw_model_id else model_id
+    raw_dependencies = last.get("modelDependencies")
+    dependencies = raw_dependencies if isinstance(raw_dependencies, list) else []
     return ModelMetadata(
         model_id=canonical,
         architecture=str(last["modelArchitecture"]),

@@ -242,7 +242,8 @@ class PackageStore:
         if not model_dir.is_dir():
             return []
         record = self.registry_record(model_id) or {}
-        model_info = record.get("model") if isinstance(record.get("model"), dict) else {}
+        raw_model_info = record.get("model")
+        model_info = raw_model_info if isinstance(raw_model_info, dict) else {}
         from_record = {}
         for entry in record.get("packages") or []:
             if isinstance(entry, dict):
@@ -482,7 +483,7 @@ class PackageStore:
 
     def model_ids(self) -> list[tuple[str, Path]]:
         """(model id, model directory) of every model in ``models-cache`` whose id is recorded."""
-        out = []
+        out: list[tuple[str, Path]] = []
         root = self.layout.models_cache
         if not root.is_dir():
             return out

@@ -95,7 +95,7 @@ class VisionModel(Model):
     def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[ImageMeta]]:
         """Batch tensor (a view of a per-thread buffer, valid until this thread's next call)."""
         if self._device_preprocess is not None:
-            return self._device_preprocess(images)  # type: ignore[no-any-return]
+            return self._device_preprocess(images)
         n = len(images)
         width, height = self.input_size
         dtype = self.engine.input_dtype

@@ -18,7 +18,7 @@ from models.nms import non_max_suppression
 from models.params import DetectionParams
 from models.predictions import Detections, Prediction
 from models.preprocessing import IMAGENET, ImageMeta, InputNormalization
-from models.responses import ObjectDetectionResponse
+from models.responses import DetectionResponse, ObjectDetectionResponse
 from models.tasks.base import ModelContext, VisionModel
 
 
@@ -89,7 +89,7 @@ class ObjectDetectionModel(VisionModel):
     def postprocess(self, outputs: list[np.ndarray], metas: list[ImageMeta], params: DetectionParams) -> list[Any]:
         return [self.finish(self.candidates(outputs, i, params), meta, outputs, i) for i, meta in enumerate(metas)]
 
-    def make_response(self, prediction: Prediction) -> ObjectDetectionResponse:
+    def make_response(self, prediction: Prediction) -> DetectionResponse:
         return ObjectDetectionResponse.model_validate(prediction.to_response())
 
 
