@@ -109,6 +109,7 @@ def test_torch_engine_and_clip_stream_task_to_mqtt(tmp_path: Path, model_server,
         "API_BASE_URL": model_server.base_url,
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "MODEL_ID": "clip/ViT-B-16",
+        "SHUTDOWN_TIMEOUT": "60",  # a loaded CI box still flushes every message before the agent exits
         "STREAMS": f"det={shapes};red={red};blue={blue};plain={red};sign={signs}",
         "STREAM_SIGN_MODEL_ID": "pp_ocr",
         "STREAM_SIGN_ROI": "0,0,640,240",
