@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigError
 from models.errors import EdgeAgentError
+from models.precision import check_precision, split_precision, with_precision
 from models.settings import ModelSettings
 from pipelines.sinks.mqtt_config import MqttConfig
 from pipelines.sources.options import SourceOptions
@@ -31,6 +32,7 @@ SAMPLE_CLIP = Path(__file__).resolve().parent.parent / "models" / "builtin" / "s
 # Per-stream overrides: STREAM_<NAME>_<KEY>. Key -> (description, accepted values for the error text).
 STREAM_KEYS: dict[str, str] = {
     "MODEL_ID": "model for this stream (default: MODEL_ID)",
+    "MODEL_PRECISION": "fp32 | int8 | auto for this stream's model (default: MODEL_PRECISION)",
     "MODE": "live | every (every: files only, every frame processed)",
     "MAX_FPS": "cap on frames per second taken from the stream (positive number)",
     "CONFIDENCE": "confidence threshold for this stream (0..1)",
@@ -235,6 +237,11 @@ def _stream_config(name: str, url: str, default_model: str, environ: Mapping[str
         raw = raw.strip()
         if key == "MODEL_ID":
             values["model_id"] = raw
+        elif key == "MODEL_PRECISION":
+            try:
+                values["precision"] = (var, check_precision(raw, var))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         elif key == "MODE":
             if raw.lower() not in ("live", "every"):
                 raise ConfigError(f"{var}={raw!r} is invalid; accepted: live, every")
@@ -263,7 +270,15 @@ def _stream_config(name: str, url: str, default_model: str, environ: Mapping[str
             if not Path(raw).is_file():
                 raise ConfigError(f"{var}={raw!r} is not a readable file")
             values["tls_ca_file"] = raw
-    return StreamConfig(name=name, url=url, model_id=values.pop("model_id", default_model), **values)
+    model_id = values.pop("model_id", default_model)
+    if "precision" in values:
+        # The precision travels as the model id's suffix (models/precision.py): one loaded model per choice.
+        var, precision = values.pop("precision")
+        suffix = split_precision(model_id)[1]
+        if suffix not in (None, precision):
+            raise ConfigError(f"{var}={precision!r} contradicts the @{suffix} of this stream's model id {model_id!r}")
+        model_id = with_precision(model_id, precision)
+    return StreamConfig(name=name, url=url, model_id=model_id, **values)
 
 
 def _unknown_stream_vars(names: list[str], environ: Mapping[str, str]) -> list[str]:

@@ -83,6 +83,8 @@ class Supervisor:
         self.slots: dict[str, LatestFrameSlot] = {}
         self.runner_tasks: dict[str, asyncio.Task[Any]] = {}
         self.stage_tasks: dict[str, asyncio.Task[Any]] = {}
+        # Per model id: the precision it runs at, why, and its providers (stats and metrics).
+        self.model_info: dict[str, dict[str, Any]] = {}
         self._manager: ModelManager | None = None
         self._executors: list[ThreadPoolExecutor] = []
         self._stop = asyncio.Event()
@@ -148,6 +150,12 @@ class Supervisor:
             model = await self._load_model(model_id)
             stage = self.stages.get(model_id)  # another add_stream may have won the race
             if stage is None:
+                engine = getattr(model, "engine", None)
+                self.model_info[model_id] = {
+                    "precision": getattr(model, "precision", "fp32"),
+                    "precision_reason": getattr(engine, "precision_reason", ""),
+                    "providers": list(getattr(model, "providers", [])),
+                }
                 stage = self._make_stage(model_id, model)
                 self.stages[model_id] = stage
                 self.stage_tasks[model_id] = asyncio.create_task(stage.run(), name=f"stage:{model_id}")
@@ -226,6 +234,7 @@ class Supervisor:
         for name, runner in self.runners.items():
             entry = _plain(runner.stats)
             entry["model_id"] = self.stream_models.get(name)
+            entry["model_precision"] = self.model_info.get(entry["model_id"] or "", {}).get("precision")
             if name in metrics:
                 entry.update(metrics[name].snapshot())
             streams[name] = entry
@@ -235,6 +244,7 @@ class Supervisor:
             "time": time.time(),
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "streams": streams,
+            "models": {model_id: dict(info) for model_id, info in self.model_info.items()},
             "sinks": {type(s).__name__: s.counters() for s in self.sinks},
         }
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +111,23 @@ class ModelSettings(BaseSettings):
     tensorrt_fp16: bool = Field(
         default=True,
         description="Let TensorRT build FP16 engines (faster on Jetson/Tensor cores, tiny accuracy change).",
+    )
+    model_precision: Literal["fp32", "int8", "auto"] = Field(
+        default="auto",
+        description="Weights every model runs: fp32, int8 (the INT8 copy `edge-agent models quantize ID` "
+        "made; an error when there is none) or auto (the INT8 copy when one exists, passed its accuracy "
+        "check and the execution provider runs it faster, else fp32). Per model: an id suffix such as "
+        "yolov8n-640@int8; per stream: STREAM_<NAME>_MODEL_PRECISION.",
+    )
+    openvino_device_type: str = Field(
+        default="CPU",
+        description="OpenVINO device the OpenVINO execution provider compiles for: CPU, GPU, GPU.0, NPU, "
+        "or AUTO:GPU,CPU / HETERO:GPU,CPU (needs the openvino extra, see the README).",
+    )
+    openvino_cache_enabled: bool = Field(
+        default=True,
+        description="Keep OpenVINO's compiled models under MODEL_CACHE_DIR/.openvino so only the first "
+        "start of a model pays the compile (long on GPU/NPU).",
     )
     ort_intra_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime intra-op threads per model (0 = onnxruntime's default)."
@@ -229,6 +247,23 @@ class ModelSettings(BaseSettings):
             raise ValueError(f"ONNXRUNTIME_EXECUTION_PROVIDERS: {exc}") from None
         return value
 
+    @field_validator("model_precision", mode="before")
+    @classmethod
+    def _lower_precision(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("openvino_device_type", mode="after")
+    @classmethod
+    def _check_openvino_device(cls, value: str) -> str:
+        text = value.strip().upper()
+        device = r"(CPU|GPU(\.\d+)?|NPU)"
+        if not re.fullmatch(rf"{device}|((AUTO|HETERO|MULTI):{device}(,{device})*)", text):
+            raise ValueError(
+                f"must be an OpenVINO device such as CPU, GPU, GPU.1, NPU, AUTO:GPU,CPU or HETERO:GPU,CPU, "
+                f"got {value!r}"
+            )
+        return text
+
     @field_validator("confidence", "iou_threshold", mode="after")
     @classmethod
     def _unit_interval(cls, value: float) -> float:
@@ -242,6 +277,11 @@ class ModelSettings(BaseSettings):
         if self.onnxruntime_execution_providers is None:
             return None
         return parse_provider_list(self.onnxruntime_execution_providers)
+
+    @property
+    def openvino_cache_dir(self) -> Path:
+        """Where OpenVINO keeps compiled models: inside the model cache, like TensorRT engines."""
+        return self.model_cache_dir / ".openvino"
 
     @property
     def tensorrt_cache_dir(self) -> Path:
