@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,10 +31,26 @@ ACCEPTED = (
 )
 
 
-@dataclass(frozen=True)
-class CalibrationFrames:
-    frames: list[np.ndarray]
-    description: str  # for the record; never holds credentials
+class FrameSource:
+    """Frames read on demand (a clip is decoded while calibration runs, not held in memory first).
+
+    ``frames`` is a one-shot iterator; ``read`` counts what it produced and :meth:`describe` says
+    what was read, for the record (never with credentials).
+    """
+
+    def __init__(self, frames: Iterator[np.ndarray], label: str, how: str) -> None:
+        self._frames = frames
+        self.label = label
+        self.how = how
+        self.read = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for frame in self._frames:
+            self.read += 1
+            yield frame
+
+    def describe(self) -> str:
+        return f"{self.label} ({self.read} {self.how})"
 
 
 def redact_url(url: str) -> str:
@@ -51,10 +67,14 @@ def _is_stream(source: str) -> bool:
     return scheme in STREAM_SCHEMES or bool(re.fullmatch(r"(v4l2://)?/dev/video\d+", source))
 
 
-def read_frames(
+def open_frames(
     source: str | Path | None, count: int, *, timeout_s: float = 120.0, interval_s: float = 0.2
-) -> CalibrationFrames:
-    """``count`` frames from ``source`` (None: the bundled sample clip)."""
+) -> FrameSource:
+    """Up to ``count`` frames from ``source`` (None: the bundled sample clip), spread over it.
+
+    The source is opened (and a folder listed) here, so a bad path fails before any work; frames
+    are decoded as they are taken.
+    """
     if count < 1:
         raise CalibrationSourceError(f"--frames must be a positive number of frames, got {count}")
     if source is None:
@@ -72,9 +92,7 @@ def read_frames(
     raise CalibrationSourceError(f"--calibration {text!r} does not exist; accepted: {ACCEPTED}")
 
 
-def _folder_frames(folder: Path, count: int) -> CalibrationFrames:
-    import cv2
-
+def _folder_frames(folder: Path, count: int) -> FrameSource:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise CalibrationSourceError(
@@ -83,16 +101,18 @@ def _folder_frames(folder: Path, count: int) -> CalibrationFrames:
     if len(files) > count:
         picks = np.linspace(0, len(files) - 1, count).round().astype(int)
         files = [files[i] for i in dict.fromkeys(int(i) for i in picks)]
-    frames = []
-    for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            logger.warning("calibration: %s is not a readable image; skipped", path)
-            continue
-        frames.append(image)
-    if not frames:
-        raise CalibrationSourceError(f"--calibration folder {folder}: none of its {len(files)} image(s) can be read")
-    return CalibrationFrames(frames, f"{folder} ({len(frames)} images)")
+
+    def frames() -> Iterator[np.ndarray]:
+        import cv2
+
+        for path in files:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                logger.warning("calibration: %s is not a readable image; skipped", path)
+                continue
+            yield image
+
+    return FrameSource(frames(), str(folder), "images")
 
 
 def _open(source: str, timeout_s: float):  # type: ignore[no-untyped-def]
@@ -109,66 +129,70 @@ def _open(source: str, timeout_s: float):  # type: ignore[no-untyped-def]
         raise CalibrationSourceError(f"--calibration {redact_url(source)!r} cannot be opened: {exc}") from None
 
 
-def _video_frames(path: Path, count: int, timeout_s: float, label: str) -> CalibrationFrames:
+def _video_frames(path: Path, count: int, timeout_s: float, label: str) -> FrameSource:
     container = _open(str(path), timeout_s)
-    try:
-        if not container.streams.video:
-            raise CalibrationSourceError(f"--calibration {path} has no video stream; accepted: {ACCEPTED}")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        total = stream.frames or 0
-        if not total and stream.duration and stream.average_rate and stream.time_base:
-            total = int(stream.duration * stream.time_base * stream.average_rate)
-        step = max(1, total // count) if total else 1
-        frames: list[np.ndarray] = []
-        deadline = time.monotonic() + timeout_s
-        for index, frame in enumerate(container.decode(stream)):
-            if index % step == 0:
-                frames.append(frame.to_ndarray(format="bgr24"))
-                if len(frames) >= count:
-                    break
-            if time.monotonic() > deadline:
-                logger.warning("calibration: stopped reading %s after %.0f s", label, timeout_s)
-                break
-    except CalibrationSourceError:
-        raise
-    except Exception as exc:
-        raise CalibrationSourceError(f"--calibration {path}: decoding failed: {exc}") from None
-    finally:
+    if not container.streams.video:
         container.close()
-    if not frames:
-        raise CalibrationSourceError(f"--calibration {path} holds no decodable frames")
-    return CalibrationFrames(frames, f"{label} ({len(frames)} frames, every {step})")
+        raise CalibrationSourceError(f"--calibration {path} has no video stream; accepted: {ACCEPTED}")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    total = stream.frames or 0
+    if not total and stream.duration and stream.average_rate and stream.time_base:
+        total = int(stream.duration * stream.time_base * stream.average_rate)
+    step = max(1, total // count) if total else 1
+
+    def frames() -> Iterator[np.ndarray]:
+        taken = 0
+        deadline = time.monotonic() + timeout_s
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % step == 0:
+                    yield frame.to_ndarray(format="bgr24")
+                    taken += 1
+                    if taken >= count:
+                        return
+                if time.monotonic() > deadline:
+                    logger.warning("calibration: stopped reading %s after %.0f s", label, timeout_s)
+                    return
+        except Exception as exc:  # a damaged file: keep what was decoded
+            if not taken:
+                raise CalibrationSourceError(f"--calibration {path}: decoding failed: {exc}") from None
+            logger.warning("calibration: decoding %s stopped early (%s)", label, exc)
+        finally:
+            container.close()
+
+    return FrameSource(frames(), label, f"frames, every {step}")
 
 
-def _stream_frames(url: str, count: int, timeout_s: float, interval_s: float) -> CalibrationFrames:
+def _stream_frames(url: str, count: int, timeout_s: float, interval_s: float) -> FrameSource:
     shown = redact_url(url)
     container = _open(url, timeout_s)
-    frames: list[np.ndarray] = []
-    deadline = time.monotonic() + timeout_s
-    next_take = 0.0
-    try:
-        if not container.streams.video:
-            raise CalibrationSourceError(f"--calibration {shown} has no video stream")
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            now = time.monotonic()
-            if now >= next_take:
-                frames.append(frame.to_ndarray(format="bgr24"))
-                next_take = now + interval_s
-                if len(frames) >= count:
-                    break
-            if now > deadline:
-                logger.warning("calibration: stopped reading %s after %.0f s", shown, timeout_s)
-                break
-    except CalibrationSourceError:
-        raise
-    except Exception as exc:
-        if not frames:
-            raise CalibrationSourceError(f"--calibration {shown}: reading failed: {exc}") from None
-        logger.warning("calibration: %s ended early (%s); using %d frames", shown, exc, len(frames))
-    finally:
+    if not container.streams.video:
         container.close()
-    if not frames:
-        raise CalibrationSourceError(f"--calibration {shown} sent no frames within {timeout_s:.0f} s")
-    return CalibrationFrames(frames, f"{shown} ({len(frames)} frames, one per {interval_s:g} s)")
+        raise CalibrationSourceError(f"--calibration {shown} has no video stream")
+    stream = container.streams.video[0]
+
+    def frames() -> Iterator[np.ndarray]:
+        taken = 0
+        deadline = time.monotonic() + timeout_s
+        next_take = 0.0
+        try:
+            for frame in container.decode(stream):
+                now = time.monotonic()
+                if now >= next_take:
+                    yield frame.to_ndarray(format="bgr24")
+                    taken += 1
+                    next_take = now + interval_s
+                    if taken >= count:
+                        return
+                if now > deadline:
+                    logger.warning("calibration: stopped reading %s after %.0f s", shown, timeout_s)
+                    return
+        except Exception as exc:
+            if not taken:
+                raise CalibrationSourceError(f"--calibration {shown}: reading failed: {exc}") from None
+            logger.warning("calibration: %s ended early (%s); using %d frames", shown, exc, taken)
+        finally:
+            container.close()
+
+    return FrameSource(frames(), shown, f"frames, one per {interval_s:g} s")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from models import cache
-from models.calibration import read_frames
+from models.calibration import open_frames
 from models.errors import AccuracyGuardError, CalibrationSourceError, QuantizationError
 from models.evaluation import evaluate_map
 from models.ids import parse_model_id
@@ -63,9 +63,6 @@ logger = logging.getLogger(__name__)
 MIN_FRAMES = 8
 HELD_OUT_EVERY = 4  # frames 3, 7, 11, ... are kept out of calibration for the accuracy check
 EVAL_CONFIDENCE = 0.01
-# Bounded memory while calibrating: ranges are folded in every few frames instead of keeping
-# every intermediate tensor of every frame (hundreds of MB per frame for a 640 detector).
-CALIBRATION_CHUNK = 8
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 SHAPE_OPS = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -181,7 +178,12 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_graph(
-    prepared: Path, target: Path, input_name: str, tensors: list[np.ndarray], excluded: list[str], reduce_range: bool
+    prepared: Path,
+    target: Path,
+    input_name: str,
+    tensors: Iterator[np.ndarray],
+    excluded: list[str],
+    reduce_range: bool,
 ) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -193,7 +195,7 @@ def quantize_graph(
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._items = iter(tensors)
+            self._items = tensors
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             tensor = next(self._items, None)
@@ -210,8 +212,10 @@ def quantize_graph(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=excluded,
+            # MinMax keeps only each tensor's min and max per frame (the augmented graph reduces
+            # them), so memory stays small without chunking; CalibMaxIntermediateOutputs would
+            # drop every full chunk's ranges in onnxruntime <= 1.32.
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"CalibMaxIntermediateOutputs": CALIBRATION_CHUNK},
         )
 
 
@@ -352,27 +356,43 @@ def quantize_model(
         destination = quantized_dir(settings.model_cache_dir, ref.model_id) if ref.read_only else fp32_path.parent
     int8_name, record_name = int8_file_names(fp32_path.name)
 
-    say(f"reading calibration frames from {calibration or 'the bundled sample clip'}")
-    got = read_frames(calibration, frames)
-    if len(got.frames) < MIN_FRAMES:
-        raise CalibrationSourceError(
-            f"--calibration {got.description}: {len(got.frames)} frame(s), at least {MIN_FRAMES} are needed"
-        )
-    held_out = [f for i, f in enumerate(got.frames) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
-    calibrating = [f for i, f in enumerate(got.frames) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
-    tensors = [fp32.preprocess([frame])[0].copy() for frame in calibrating]
-    reduce_range = needs_reduce_range()
+    source_frames = open_frames(calibration, frames)
+    held_out: list[np.ndarray] = []
+    calibrating = 0
 
+    def tensors() -> Iterator[np.ndarray]:
+        """Calibration tensors made as frames are decoded; every HELD_OUT_EVERY-th frame is kept aside."""
+        nonlocal calibrating
+        for index, frame in enumerate(source_frames):
+            if index % HELD_OUT_EVERY == HELD_OUT_EVERY - 1:
+                held_out.append(frame)
+                continue
+            calibrating += 1
+            yield fp32.preprocess([frame])[0].copy()
+
+    reduce_range = needs_reduce_range()
     with tempfile.TemporaryDirectory(prefix="edge-agent-quantize-") as tmp:
         prepared_path, int8_tmp = Path(tmp) / "prepared.onnx", Path(tmp) / int8_name
         prepared = prepare_graph(fp32_path, prepared_path)
         excluded = decode_tail(prepared)
-        say(f"calibrating on {len(tensors)} frames ({len(excluded)} decode nodes kept fp32)")
+        say(
+            f"calibrating on up to {frames - frames // HELD_OUT_EVERY} frames of "
+            f"{source_frames.label} ({len(excluded)} decode nodes kept fp32)"
+        )
         try:
-            quantize_graph(prepared_path, int8_tmp, engine.input.name, tensors, excluded, reduce_range)
+            quantize_graph(prepared_path, int8_tmp, engine.input.name, tensors(), excluded, reduce_range)
+        except CalibrationSourceError:
+            raise
         except Exception as exc:
+            if source_frames.read < MIN_FRAMES:
+                raise CalibrationSourceError(
+                    f"--calibration {source_frames.describe()}: at least {MIN_FRAMES} frames are needed"
+                ) from None
             raise QuantizationError(f"onnxruntime could not quantize {ref.model_id}: {exc}") from exc
-        del tensors
+        if source_frames.read < MIN_FRAMES:
+            raise CalibrationSourceError(
+                f"--calibration {source_frames.describe()}: at least {MIN_FRAMES} frames are needed"
+            )
 
         say(f"checking the INT8 copy against fp32 on {len(held_out)} held-out frames")
         int8_engine = OnnxEngine(int8_tmp, ref.model_id, settings, precision="int8")
@@ -408,9 +428,9 @@ def quantize_model(
                 tool=_versions(),
             ),
             calibration=CalibrationRecord(
-                source=got.description,
-                frames=len(got.frames),
-                calibration_frames=len(calibrating),
+                source=source_frames.describe(),
+                frames=source_frames.read,
+                calibration_frames=calibrating,
                 held_out_frames=len(held_out),
                 preprocessing=_describe_preprocessing(fp32),
             ),
