@@ -111,7 +111,8 @@ def agent_fps(model_id: str, providers: str, video: Path, workdir: Path, extra: 
         rc = proc.wait(timeout=900)
         lines = [(t, p) for t, p in proc.lines if "predictions" in p]
     if rc != 0 or len(lines) < 12:
-        raise RuntimeError(f"agent failed (rc={rc}, {len(lines)} predictions):\n{proc.stderr()}")
+        log = proc.stderr_path.read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"agent failed (rc={rc}, {len(lines)} predictions):\n{log}")
     # As in agent_bench: from the 10th result on, the spacing of decode times is the agent's pace.
     steady = [p["frame_time"] for _, p in lines[10:]]
     return (len(steady) - 1) / (steady[-1] - steady[0])
@@ -134,7 +135,8 @@ def throughput_rows(
         base = bare_fps(weights["fp32"], 60)
         baseline.append(base)
         for name, (precision, providers) in chosen.items():
-            fps = agent_fps(model_for(precision), providers, video, OUT / f"prec-{label}-{r}-{precision}-{providers}")
+            slug = label.split(" ")[0]
+            fps = agent_fps(model_for(precision), providers, video, OUT / f"prec-{slug}-{r}-{precision}-{providers}")
             rates[name].append(fps)
             ratios[name].append(fps / base)
         for name, (precision, providers) in chosen.items():

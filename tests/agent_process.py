@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 # Variables of the agent that must not leak from the developer's shell into a test.
-_CONFIG_PREFIXES = ("STREAM", "MQTT_", "MODEL_ID", "AGENT_ID", "STDOUT_SINK", "OFFLINE_MODE", "MODEL_CACHE_DIR")
+_CONFIG_PREFIXES = (
+    "STREAM", "MQTT_", "MODEL_ID", "AGENT_ID", "STDOUT_SINK", "OFFLINE_MODE", "MODEL_CACHE_DIR", "MODEL_PRECISION"
+)
 
 
 class AgentProcess:
