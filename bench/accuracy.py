@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--fallback", action="store_true", help="own onnxruntime path instead of get_model")
+    p.add_argument("--compare", action="store_true", help="MODEL@fp32 and MODEL@int8 on the same frames")
+    p.add_argument("--max-drop", type=float, default=0.01, help="--compare: largest mAP drop of int8 allowed")
     p.add_argument("--size", default=None, help="fixed frame size WxH instead of a random spread")
     p.add_argument("--shape-sizes", default=None, help="size-across range LO,HI (stress runs)")
     p.add_argument("--background", choices=["gradient", "texture"], default=None)
@@ -85,44 +87,54 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(__file__).resolve().parent.parent
     if args.fallback:
-        infer = _fallback_infer(root / "models" / args.model)
-        path = "fallback (own onnxruntime + letterbox + NMS)"
+        paths = {"fallback (own onnxruntime + letterbox + NMS)": _fallback_infer(root / "models" / args.model)}
+    elif args.compare:
+        base = args.model.split("@")[0]
+        paths = {f"models.get_model({m!r}).infer": _get_model_infer(m) for m in (f"{base}@fp32", f"{base}@int8")}
     else:
-        infer = _get_model_infer(args.model)
-        path = f"models.get_model({args.model!r}).infer"
+        paths = {f"models.get_model({args.model!r}).infer": _get_model_infer(args.model)}
 
     sizes = (sw.MIN_SIZE, sw.MAX_SIZE)
     if args.shape_sizes:
         lo, hi = (float(v) for v in args.shape_sizes.split(","))
         sizes = (lo, hi)
     rng = np.random.default_rng(args.seed)
-    preds, gts = [], []
+    preds: dict[str, list[np.ndarray]] = {label: [] for label in paths}
+    gts = []
     for _ in range(args.frames):
         w, h = sw.random_frame_size(rng) if args.size is None else map(int, args.size.split("x"))
         img, gt = sw.render_frame(
             rng, w, h, n_objects=args.objects, noise_sigma=args.noise, background=args.background,
             size_range=sizes,
         )
-        preds.append(infer(img, args.confidence, args.max_detections))
+        for label, infer in paths.items():
+            preds[label].append(infer(img, args.confidence, args.max_detections))
         gts.append(np.array(gt, np.float32).reshape(-1, 5))
-    m50, m5095 = evaluate_map(preds, gts, len(sw.CLASS_NAMES))
     n_obj = sum(len(g) for g in gts)
-    print(f"path: {path}")
     where = args.size or "640x360..1280x720"
     print(f"frames: {args.frames} (seed {args.seed}, {where}), objects: {n_obj}")
-    print(f"mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
-    print(f"mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
-
     img, _ = sw.render_frame(np.random.default_rng(args.seed + 1), 1280, 720, n_objects=6)
-    infer(img, 0.4, 300)  # warm-up
-    times = []
-    for _ in range(args.latency_runs):
-        t0 = time.perf_counter()
-        infer(img, 0.4, 300)
-        times.append(time.perf_counter() - t0)
-    print(f"CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
-          f"over {args.latency_runs} runs")
-    ok = m50 >= args.min_map50 and m5095 >= args.min_map5095
+    ok = True
+    figures = []
+    for label, infer in paths.items():
+        m50, m5095 = evaluate_map(preds[label], gts, len(sw.CLASS_NAMES))
+        figures.append((m50, m5095))
+        infer(img, 0.4, 300)  # warm-up
+        times = []
+        for _ in range(args.latency_runs):
+            t0 = time.perf_counter()
+            infer(img, 0.4, 300)
+            times.append(time.perf_counter() - t0)
+        print(f"path: {label}")
+        print(f"  mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
+        print(f"  mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
+        print(f"  CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
+              f"over {args.latency_runs} runs")
+        ok = ok and m50 >= args.min_map50 and m5095 >= args.min_map5095
+    if args.compare:
+        (a50, a95), (b50, b95) = figures
+        print(f"int8 - fp32: mAP@0.5 {b50 - a50:+.4f}, mAP@0.5:0.95 {b95 - a95:+.4f} (allowed drop {args.max_drop})")
+        ok = ok and a50 - b50 <= args.max_drop and a95 - b95 <= args.max_drop
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

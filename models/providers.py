@@ -75,6 +75,41 @@ def resolve_providers(
     return chosen
 
 
+# Distributions that each install the same ``onnxruntime`` Python package.
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
+_conflict_checked = False
+
+
+def installed_onnxruntime_builds() -> dict[str, str]:
+    """{distribution: version} of every onnxruntime build pip has installed here."""
+    from importlib import metadata
+
+    found = {}
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def warn_on_mixed_onnxruntime() -> None:
+    """Once per process: two builds share one package directory, so the last installed wins file by file."""
+    global _conflict_checked
+    if _conflict_checked:
+        return
+    _conflict_checked = True
+    builds = installed_onnxruntime_builds()
+    if len(builds) > 1:
+        logger.warning(
+            "several onnxruntime builds are installed (%s); they overwrite each other's files, and this one "
+            "offers %s. Keep one: pip uninstall -y %s, then pip install --no-deps the one you want (README: OpenVINO)",
+            ", ".join(f"{k} {v}" for k, v in builds.items()),
+            ", ".join(ort.get_available_providers()),
+            " ".join(builds),
+        )
+
+
 def planned_providers(settings: ModelSettings) -> list[str]:
     """The providers a session made now would be asked for, best first (no session is made)."""
     return resolve_providers(
@@ -209,6 +244,7 @@ def create_session(
     A file onnxruntime cannot parse raises CacheIntegrityError (the caller may fetch it again);
     other failures raise ModelRuntimeError.
     """
+    warn_on_mixed_onnxruntime()
     providers = planned_providers(settings)
     options = session_options(settings)
     notice: tuple[str, str] | None = None

@@ -141,3 +141,11 @@ def test_agent_on_openvino_reports_provider_and_precision(
     assert "compiling builtin/shapes-v1@int8 for OpenVINO CPU" in agent.stderr_path.read_text()
     predictions = [m.json() for m in sub.messages if m.topic.endswith("/predictions")]
     assert len(predictions) == 30 and all(len(p["predictions"]) >= 2 for p in predictions)
+
+
+def test_the_installed_onnxruntime_build_is_the_one_imported() -> None:
+    from models.providers import installed_onnxruntime_builds
+
+    builds = installed_onnxruntime_builds()
+    assert len(builds) == 1, f"several onnxruntime builds installed: {builds} (see the README's OpenVINO section)"
+    assert next(iter(builds.values())) == ort.__version__

@@ -218,3 +218,16 @@ def test_bad_arguments_are_named(model_env, tmp_path: Path) -> None:
     threshold = _cli("models", "quantize", "builtin/shapes-v1", "--min-map50", "1.5")
     assert threshold.returncode == 1 and "--min-map50 must be in (0, 1]" in threshold.stderr
     assert "Traceback" not in missing.stderr + no_images.stderr + few.stderr + threshold.stderr
+
+
+def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
+    from models.precision import Int8Record, find_int8_copy
+
+    record = Int8Record.model_validate_json((BUILTIN / "weights.int8.json").read_text())
+    assert record.source.md5 == cache.md5_of(BUILTIN / "weights.onnx"), "run python -m tools.quantize_builtin"
+    assert record.int8.md5 == cache.md5_of(BUILTIN / "weights.int8.onnx")
+    assert record.active and not record.forced and record.accuracy.passed
+    assert record.accuracy.map50 is not None and record.accuracy.map50 >= 0.98
+    assert record.calibration.held_out_frames >= 40 and record.accuracy.truth_detections >= 100
+    lookup = find_int8_copy("builtin/shapes-v1", BUILTIN / "weights.onnx", [BUILTIN])
+    assert lookup.copy is not None and lookup.copy.weights_path == BUILTIN / "weights.int8.onnx"
