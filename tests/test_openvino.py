@@ -80,9 +80,10 @@ def _detections(model, image: np.ndarray) -> list[tuple[int, tuple[float, ...]]]
 
 
 def _close(a: list, b: list, px: float) -> bool:
-    return len(a) == len(b) and all(
-        ca == cb and max(abs(x - y) for x, y in zip(ba, bb, strict=True)) <= px for (ca, ba), (cb, bb) in zip(a, b)
-    )
+    if len(a) != len(b):
+        return False
+    pairs = zip(a, b, strict=True)
+    return all(ca == cb and max(abs(x - y) for x, y in zip(ba, bb, strict=True)) <= px for (ca, ba), (cb, bb) in pairs)
 
 
 @needs_openvino
