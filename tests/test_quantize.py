@@ -231,3 +231,19 @@ def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
     assert record.calibration.held_out_frames >= 40 and record.accuracy.truth_detections >= 100
     lookup = find_int8_copy("builtin/shapes-v1", BUILTIN / "weights.onnx", [BUILTIN])
     assert lookup.copy is not None and lookup.copy.weights_path == BUILTIN / "weights.int8.onnx"
+
+
+def test_calibrate_on_a_live_rtsp_stream_without_leaking_its_password(
+    model_env, tmp_path: Path, rtsp_server_factory  # type: ignore[no-untyped-def]
+) -> None:
+    clip = tmp_path / "scene.mp4"
+    sw.write_clip(clip, seconds=3, width=960, height=540, seed=12, n_objects=4)
+    server = rtsp_server_factory({"cam": clip})
+    url = server.url("cam").replace("rtsp://", "rtsp://viewer:s3cret-pw@")
+    done = _cli("models", "quantize", str(_local_copy(tmp_path)), "--calibration", url, "--frames", "12", "--json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    shown = url.replace("viewer:s3cret-pw@", "***@")
+    assert record["calibration"]["source"] == f"{shown} (12 frames, one per 0.2 s)"
+    assert record["calibration"]["calibration_frames"] == 9 and record["accuracy"]["held_out_frames"] == 3
+    assert "s3cret-pw" not in done.stdout + done.stderr
