@@ -374,6 +374,8 @@ def quantize_model(
     with tempfile.TemporaryDirectory(prefix="edge-agent-quantize-") as tmp:
         prepared_path, int8_tmp = Path(tmp) / "prepared.onnx", Path(tmp) / int8_name
         prepared = prepare_graph(fp32_path, prepared_path)
+        if any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for node in prepared.graph.node):
+            raise QuantizationError(f"{fp32_path} is already quantized; quantize the fp32 export instead")
         excluded = decode_tail(prepared)
         say(
             f"calibrating on up to {frames - frames // HELD_OUT_EVERY} frames of "

@@ -217,7 +217,11 @@ def test_bad_arguments_are_named(model_env, tmp_path: Path) -> None:
     assert few.returncode == 1 and "--frames must be at least 8" in few.stderr
     threshold = _cli("models", "quantize", "builtin/shapes-v1", "--min-map50", "1.5")
     assert threshold.returncode == 1 and "--min-map50 must be in (0, 1]" in threshold.stderr
-    assert "Traceback" not in missing.stderr + no_images.stderr + few.stderr + threshold.stderr
+    quantized = _local_copy(tmp_path)
+    shutil.copy(BUILTIN / "weights.int8.onnx", quantized / "weights.onnx")
+    twice = _cli("models", "quantize", str(quantized), "--frames", "8")
+    assert twice.returncode == 1 and "is already quantized" in twice.stderr, twice.stderr
+    assert "Traceback" not in missing.stderr + no_images.stderr + few.stderr + threshold.stderr + twice.stderr
 
 
 def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
