@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +36,7 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.agent_bench import latency_and_footprint
-from bench.common import OUT, agent, bench_model, clip, median
+from bench.common import OUT, ROOT, agent, bench_model, clip, median
 
 BUILTIN_ID = "builtin/shapes-v1"
 BUILTIN_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "builtin" / "shapes-v1" / "weights.onnx"
@@ -79,13 +81,12 @@ def int8_copy_of(model_dir: Path) -> Path:
     return found.weights_path
 
 
-def bare_fps(weights: Path, frames: int, provider: str = "cpu") -> float:
-    """``session.run`` on one ready tensor; fp32 CPU with default options is the baseline."""
+def _bare_loop(weights: str, frames: int, provider: str) -> float:
     if provider == "openvino":
         providers: list[Any] = [(OPENVINO, {"device_type": "CPU"})]
     else:
         providers = ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(weights), providers=providers)
+    session = ort.InferenceSession(weights, providers=providers)
     first = session.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in first.shape]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -95,6 +96,16 @@ def bare_fps(weights: Path, frames: int, provider: str = "cpu") -> float:
     for _ in range(frames):
         session.run(None, {first.name: x})
     return frames / (time.perf_counter() - started)
+
+
+def bare_fps(weights: Path, frames: int, provider: str = "cpu") -> float:
+    """``session.run`` on one ready tensor, in a fresh process as the agent is (no thread pools left
+    over from earlier sessions); fp32 on the CPU provider with default options is the baseline."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.precision_bench", "--bare", str(weights), str(frames), provider],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def agent_fps(model_id: str, providers: str, video: Path, workdir: Path, extra: dict[str, str] | None = None) -> float:
@@ -125,24 +136,30 @@ def _fmt(values: list[float]) -> str:
 def throughput_rows(
     label: str, model_for: Callable[[str], str], weights: dict[str, Path], video: Path, rounds: int
 ) -> list[str]:
-    """One model: each round runs the baseline, then every path (agent), then every path (bare)."""
+    """One model. A round: bare fp32 CPU, every path through the agent, every path bare; the round's
+    baseline is the mean of its two bare fp32 CPU runs, which bracket the agent runs."""
     chosen = paths()
+    slug = label.split(" ")[0]
     ratios: dict[str, list[float]] = {name: [] for name in chosen}
     bare_ratios: dict[str, list[float]] = {name: [] for name in chosen}
     baseline: list[float] = []
     rates: dict[str, list[float]] = {name: [] for name in chosen}
     for r in range(rounds):
-        base = bare_fps(weights["fp32"], 60)
-        baseline.append(base)
+        before = bare_fps(weights["fp32"], 60)
         for name, (precision, providers) in chosen.items():
-            slug = label.split(" ")[0]
             fps = agent_fps(model_for(precision), providers, video, OUT / f"prec-{slug}-{r}-{precision}-{providers}")
             rates[name].append(fps)
-            ratios[name].append(fps / base)
-        for name, (precision, providers) in chosen.items():
-            bare_ratios[name].append(bare_fps(weights[precision], 60, providers) / base)
-        print(f"   {label} round {r + 1}/{rounds}: baseline {base:.2f} fps; " + "; ".join(
-            f"{n} {rates[n][-1]:.2f}" for n in chosen), flush=True)
+        bare = {name: bare_fps(weights[precision], 60, providers) for name, (precision, providers) in chosen.items()}
+        base = (before + bare["fp32 CPU"]) / 2
+        baseline.append(base)
+        for name in chosen:
+            ratios[name].append(rates[name][-1] / base)
+            bare_ratios[name].append(bare[name] / base)
+        print(
+            f"   {label} round {r + 1}/{rounds}: baseline {base:.2f} fps ({before:.2f}, {bare['fp32 CPU']:.2f}); "
+            + "; ".join(f"{n} agent {rates[n][-1]:.2f} bare {bare[n]:.2f}" for n in chosen),
+            flush=True,
+        )
     lines = [f"1. {label}: every-frame agent throughput / bare fp32 session.run (median of {rounds} rounds)"]
     lines.append(f"   baseline bare fp32 session.run: {_fmt(baseline)} fps (median {median(baseline):.2f})")
     for name in chosen:
@@ -184,6 +201,9 @@ def threads_rows(model_dir: Path, video: Path, rounds: int) -> list[str]:
 
 
 def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--bare":
+        print(f"{_bare_loop(sys.argv[2], int(sys.argv[3]), sys.argv[4]):.4f}")
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["throughput", "threads", "latency"])
     parser.add_argument("--rounds", type=int, default=5)
