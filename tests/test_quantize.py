@@ -251,3 +251,19 @@ def test_calibrate_on_a_live_rtsp_stream_without_leaking_its_password(
     assert record["calibration"]["source"] == f"{shown} (12 frames, one per 0.2 s)"
     assert record["calibration"]["calibration_frames"] == 9 and record["accuracy"]["held_out_frames"] == 3
     assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+def test_a_copy_that_does_not_load_falls_back_or_says_how_to_remake_it(model_env, tmp_path: Path) -> None:
+    from models import get_model
+
+    local = _local_copy(tmp_path)
+    for name in ("weights.int8.onnx", "weights.int8.json"):  # made from these very fp32 weights
+        shutil.copy(BUILTIN / name, local / name)
+    assert get_model(f"{local}@int8").precision == "int8"
+    size = (local / "weights.int8.onnx").stat().st_size
+    (local / "weights.int8.onnx").write_bytes(b"\x08" + b"\xff" * (size - 1))  # same size, not a model
+    auto = get_model(str(local))
+    assert auto.precision == "fp32" and "does not load" in auto.engine.precision_reason
+    with pytest.raises(Int8CopyMissingError, match=rf"does not load.*`edge-agent models quantize {local}`"):
+        get_model(f"{local}@int8")
+    assert cache.md5_of(local / "weights.onnx") == cache.md5_of(BUILTIN / "weights.onnx")  # nothing refetched
