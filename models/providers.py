@@ -20,13 +20,13 @@ from typing import Any
 import onnxruntime as ort
 
 from models.errors import CacheIntegrityError, ExecutionProviderError, ModelRuntimeError
+from models.openvino import OPENVINO, compile_notice, openvino_options, warn_on_mixed_onnxruntime
 from models.settings import PROVIDER_SHORT_NAMES, ModelSettings
 
 logger = logging.getLogger(__name__)
 
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-OPENVINO = "OpenVINOExecutionProvider"
 CPU = "CPUExecutionProvider"
 PRIORITY = (TENSORRT, CUDA, OPENVINO, "CoreMLExecutionProvider", CPU)
 
@@ -75,41 +75,6 @@ def resolve_providers(
     return chosen
 
 
-# Distributions that each install the same ``onnxruntime`` Python package.
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
-_conflict_checked = False
-
-
-def installed_onnxruntime_builds() -> dict[str, str]:
-    """{distribution: version} of every onnxruntime build pip has installed here."""
-    from importlib import metadata
-
-    found = {}
-    for name in ORT_DISTRIBUTIONS:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def warn_on_mixed_onnxruntime() -> None:
-    """Once per process: two builds share one package directory, so the last installed wins file by file."""
-    global _conflict_checked
-    if _conflict_checked:
-        return
-    _conflict_checked = True
-    builds = installed_onnxruntime_builds()
-    if len(builds) > 1:
-        logger.warning(
-            "several onnxruntime builds are installed (%s); they overwrite each other's files, and this one "
-            "offers %s. Keep one: pip uninstall -y %s, then pip install --no-deps the one you want (README: OpenVINO)",
-            ", ".join(f"{k} {v}" for k, v in builds.items()),
-            ", ".join(ort.get_available_providers()),
-            " ".join(builds),
-        )
-
-
 def planned_providers(settings: ModelSettings) -> list[str]:
     """The providers a session made now would be asked for, best first (no session is made)."""
     return resolve_providers(
@@ -120,33 +85,11 @@ def planned_providers(settings: ModelSettings) -> list[str]:
     )
 
 
-def _keyed(root: Path, model_key: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key.strip("/"))[-80:] or "model"
-    digest = hashlib.sha256(model_key.encode()).hexdigest()[:10]
-    return root / f"{slug}-{digest}"
-
-
 def engine_cache_dir(settings: ModelSettings, model_key: str) -> Path:
     """Per-model TensorRT engine directory under the model cache."""
-    return _keyed(settings.tensorrt_cache_dir, model_key)
-
-
-def openvino_cache_dir(settings: ModelSettings, model_key: str) -> Path:
-    """Per-model directory of OpenVINO's compiled models under the model cache."""
-    return _keyed(settings.openvino_cache_dir, model_key)
-
-
-def openvino_options(settings: ModelSettings, model_key: str) -> dict[str, str]:
-    """OpenVINO provider options: device, compiled-model cache, threads (ORT_INTRA_OP_THREADS)."""
-    options = {"device_type": settings.openvino_device_type}
-    if settings.openvino_cache_enabled:
-        cache = openvino_cache_dir(settings, model_key)
-        cache.mkdir(parents=True, exist_ok=True)
-        options["cache_dir"] = str(cache)
-    if settings.ort_intra_op_threads > 0:
-        # OpenVINO runs its own thread pool; the session's intra-op setting does not reach it.
-        options["num_of_threads"] = str(settings.ort_intra_op_threads)
-    return options
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key.strip("/"))[-80:] or "model"
+    digest = hashlib.sha256(model_key.encode()).hexdigest()[:10]
+    return settings.tensorrt_cache_dir / f"{slug}-{digest}"
 
 
 def provider_options(
@@ -193,14 +136,8 @@ def first_build_notice(providers: list[str], settings: ModelSettings, model_key:
                 f"on a Jetson, cached in {engines})",
                 f"TensorRT engine for {model_key} built",
             )
-    elif OPENVINO in providers and settings.openvino_cache_enabled:
-        compiled = openvino_cache_dir(settings, model_key)
-        if not any(compiled.iterdir()):
-            return (
-                f"compiling {model_key} for OpenVINO {settings.openvino_device_type} (first start only; "
-                f"cached in {compiled})",
-                f"OpenVINO {settings.openvino_device_type} compile of {model_key} done",
-            )
+    elif OPENVINO in providers:
+        return compile_notice(settings, model_key)
     return None
 
 
@@ -244,7 +181,7 @@ def create_session(
     A file onnxruntime cannot parse raises CacheIntegrityError (the caller may fetch it again);
     other failures raise ModelRuntimeError.
     """
-    warn_on_mixed_onnxruntime()
+    warn_on_mixed_onnxruntime(ort.get_available_providers())
     providers = planned_providers(settings)
     options = session_options(settings)
     notice: tuple[str, str] | None = None

@@ -14,7 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from models.errors import ModelSettingsError
-from models.providers import first_build_notice, openvino_cache_dir, provider_options, resolve_providers
+from models.openvino import openvino_cache_dir
+from models.providers import first_build_notice, provider_options, resolve_providers
 from models.settings import load_model_settings
 from tests.agent_process import AgentProcess
 from tools import synthworld as sw
@@ -145,7 +146,7 @@ def test_agent_on_openvino_reports_provider_and_precision(
 
 
 def test_the_installed_onnxruntime_build_is_the_one_imported() -> None:
-    from models.providers import installed_onnxruntime_builds
+    from models.openvino import installed_onnxruntime_builds
 
     builds = installed_onnxruntime_builds()
     assert len(builds) == 1, f"several onnxruntime builds installed: {builds} (see the README's OpenVINO section)"
