@@ -41,6 +41,8 @@ from bench.common import OUT, ROOT, agent, bench_model, clip, median
 BUILTIN_ID = "builtin/shapes-v1"
 BUILTIN_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "builtin" / "shapes-v1" / "weights.onnx"
 CACHE = OUT / "precision-cache"
+BARE_SECONDS = 3.0
+CLIP_SECONDS = 8  # 240 frames of 1280x720: a few seconds of steady state even on the fastest path
 OPENVINO = "OpenVINOExecutionProvider"
 PATHS: dict[str, tuple[str, str]] = {  # name -> (precision, ONNXRUNTIME_EXECUTION_PROVIDERS)
     "fp32 CPU": ("fp32", "cpu"),
@@ -81,7 +83,7 @@ def int8_copy_of(model_dir: Path) -> Path:
     return found.weights_path
 
 
-def _bare_loop(weights: str, frames: int, provider: str) -> float:
+def _bare_loop(weights: str, seconds: float, provider: str) -> float:
     if provider == "openvino":
         providers: list[Any] = [(OPENVINO, {"device_type": "CPU"})]
     else:
@@ -90,19 +92,21 @@ def _bare_loop(weights: str, frames: int, provider: str) -> float:
     first = session.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in first.shape]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    for _ in range(3):
+    for _ in range(5):
         session.run(None, {first.name: x})
-    started = time.perf_counter()
-    for _ in range(frames):
+    # A fixed time rather than a fixed count: a fast path gets as long a look as a slow one.
+    runs, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or runs < 10:
         session.run(None, {first.name: x})
-    return frames / (time.perf_counter() - started)
+        runs += 1
+    return runs / elapsed
 
 
-def bare_fps(weights: Path, frames: int, provider: str = "cpu") -> float:
+def bare_fps(weights: Path, seconds: float = BARE_SECONDS, provider: str = "cpu") -> float:
     """``session.run`` on one ready tensor, in a fresh process as the agent is (no thread pools left
     over from earlier sessions); fp32 on the CPU provider with default options is the baseline."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.precision_bench", "--bare", str(weights), str(frames), provider],
+        [sys.executable, "-m", "bench.precision_bench", "--bare", str(weights), str(seconds), provider],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
@@ -145,11 +149,11 @@ def throughput_rows(
     baseline: list[float] = []
     rates: dict[str, list[float]] = {name: [] for name in chosen}
     for r in range(rounds):
-        before = bare_fps(weights["fp32"], 60)
+        before = bare_fps(weights["fp32"])
         for name, (precision, providers) in chosen.items():
             fps = agent_fps(model_for(precision), providers, video, OUT / f"prec-{slug}-{r}-{precision}-{providers}")
             rates[name].append(fps)
-        bare = {name: bare_fps(weights[precision], 60, providers) for name, (precision, providers) in chosen.items()}
+        bare = {name: bare_fps(weights[p], provider=providers) for name, (p, providers) in chosen.items()}
         base = (before + bare["fp32 CPU"]) / 2
         baseline.append(base)
         for name in chosen:
@@ -202,7 +206,7 @@ def threads_rows(model_dir: Path, video: Path, rounds: int) -> list[str]:
 
 def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--bare":
-        print(f"{_bare_loop(sys.argv[2], int(sys.argv[3]), sys.argv[4]):.4f}")
+        print(f"{_bare_loop(sys.argv[2], float(sys.argv[3]), sys.argv[4]):.4f}")
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["throughput", "threads", "latency"])
@@ -221,7 +225,7 @@ def main() -> None:
               "(pip install '.[openvino]', see the README)", flush=True)
     bench_int8 = int8_copy_of(model_dir)
     builtin_int8 = BUILTIN_WEIGHTS.with_name("weights.int8.onnx")
-    video = clip("throughput", seconds=4)  # 120 frames of 1280x720
+    video = clip("throughput", seconds=CLIP_SECONDS)
     report: list[str] = []
     if "throughput" in args.which:
         for label, model_for, weights in (

@@ -56,7 +56,7 @@ from models.precision import (
     split_precision,
     with_precision,
 )
-from models.settings import ModelSettings, get_model_settings
+from models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -312,6 +312,77 @@ def _describe_preprocessing(model: Any) -> str:
     return "the model's own: " + ", ".join(steps)
 
 
+def _load_fp32(model_id: str) -> tuple[Any, Any, Any]:
+    """(ref, fp32 model, its OnnxEngine), checked to be quantizable here."""
+    from models.engines.onnx import OnnxEngine
+    from models.registry import get_model
+    from models.tasks.base import VisionModel
+
+    ref = parse_model_id(split_precision(model_id)[0])
+    if ref.kind == "generic":
+        raise QuantizationError(f"{ref.model_id} is a foundation model; only ONNX detector weights can be quantized")
+    fp32 = get_model(with_precision(ref.model_id, "fp32"))
+    engine = getattr(fp32, "engine", None)
+    if not isinstance(fp32, VisionModel) or not isinstance(engine, OnnxEngine):
+        raise QuantizationError(f"{ref.model_id} does not run on an ONNX image engine, so it cannot be quantized here")
+    if engine.input.dtype != "float32":
+        raise QuantizationError(
+            f"{ref.model_id} takes {engine.input.dtype} input; only fp32 ONNX models can be quantized to INT8"
+        )
+    return ref, fp32, engine
+
+
+@dataclass(frozen=True)
+class _Check:
+    figures: AccuracyFigures
+    speed: SpeedRecord
+
+
+def _check_against_fp32(ref: Any, fp32: Any, engine: Any, int8_path: Path, held_out: list[np.ndarray]) -> _Check:
+    """The INT8 copy built as the agent would build it, scored and timed against the fp32 model."""
+    from models.engines.onnx import OnnxEngine
+    from models.registry import get_family
+
+    settings = fp32.settings
+    int8_engine = OnnxEngine(int8_path, ref.model_id, settings, precision="int8")
+    try:
+        family = get_family(fp32.task_type, fp32.model_type, ref.model_id)
+        int8 = family.build(dataclasses.replace(fp32.context, engine=int8_engine))
+        truth = [_boxes_of(p, ref.model_id) for p in fp32.predict(held_out, confidence=settings.confidence)]
+        ranked = [_boxes_of(p, ref.model_id) for p in int8.predict(held_out, confidence=EVAL_CONFIDENCE)]
+        figures = compare_detections(truth, ranked, getattr(fp32, "num_classes", 0))
+        fp32_ms, int8_ms = measure_speed(engine, int8_engine, fp32.preprocess([held_out[0]])[0].copy())
+        provider = int8_engine.providers[0] if int8_engine.providers else "unknown"
+    finally:
+        int8_engine.close()
+    speed = SpeedRecord(provider=provider, cpu=cpu_name(), fp32_ms=round(fp32_ms, 3), int8_ms=round(int8_ms, 3))
+    return _Check(figures, speed)
+
+
+def _accuracy_record(
+    figures: AccuracyFigures, threshold: float, truth_confidence: float, held_out: int
+) -> AccuracyRecord:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 5)
+
+    note = "" if figures.map50 is not None else (
+        "the fp32 model found nothing on the held-out frames at CONFIDENCE, so there is nothing to compare: "
+        "calibrate on frames of the scenes the model is for"
+    )
+    return AccuracyRecord(
+        metric="mAP of the INT8 copy's detections with the fp32 model's as ground truth",
+        map50=rounded(figures.map50),
+        map50_95=rounded(figures.map50_95),
+        threshold=threshold,
+        truth_confidence=truth_confidence,
+        truth_detections=figures.truth_detections,
+        int8_detections=figures.int8_detections,
+        held_out_frames=held_out,
+        passed=figures.map50 is not None and figures.map50 >= threshold,
+        note=note,
+    )
+
+
 def quantize_model(
     model_id: str,
     *,
@@ -327,29 +398,14 @@ def quantize_model(
     ``destination`` overrides where the copy goes (tools/quantize_builtin.py ships the built-in's copy
     inside its package directory); by default it is the model's cache directory.
     """
-    from models.engines.onnx import OnnxEngine
-    from models.registry import get_family, get_model
-    from models.tasks.base import VisionModel
-
     if not 0.0 < min_map50 <= 1.0:
         raise QuantizationError(f"--min-map50 must be in (0, 1], got {min_map50}")
     if frames < MIN_FRAMES:
         raise CalibrationSourceError(f"--frames must be at least {MIN_FRAMES}, got {frames}")
     say = status or (lambda _text: None)
-    settings = get_model_settings()
     started = time.time()
-    base, _ = split_precision(model_id)
-    ref = parse_model_id(base)
-    if ref.kind == "generic":
-        raise QuantizationError(f"{ref.model_id} is a foundation model; only ONNX detector weights can be quantized")
-    fp32 = get_model(with_precision(ref.model_id, "fp32"))
-    engine = getattr(fp32, "engine", None)
-    if not isinstance(fp32, VisionModel) or not isinstance(engine, OnnxEngine):
-        raise QuantizationError(f"{ref.model_id} does not run on an ONNX image engine, so it cannot be quantized here")
-    if engine.input.dtype != "float32":
-        raise QuantizationError(
-            f"{ref.model_id} takes {engine.input.dtype} input; only fp32 ONNX models can be quantized to INT8"
-        )
+    ref, fp32, engine = _load_fp32(model_id)
+    settings = fp32.settings
     fp32_path = engine.weights_path
     source = _digest(fp32_path)
     if destination is None:
@@ -370,6 +426,11 @@ def quantize_model(
             calibrating += 1
             yield fp32.preprocess([frame])[0].copy()
 
+    def too_few() -> CalibrationSourceError:
+        return CalibrationSourceError(
+            f"--calibration {source_frames.describe()}: at least {MIN_FRAMES} frames are needed"
+        )
+
     reduce_range = needs_reduce_range()
     with tempfile.TemporaryDirectory(prefix="edge-agent-quantize-") as tmp:
         prepared_path, int8_tmp = Path(tmp) / "prepared.onnx", Path(tmp) / int8_name
@@ -387,34 +448,14 @@ def quantize_model(
             raise
         except Exception as exc:
             if source_frames.read < MIN_FRAMES:
-                raise CalibrationSourceError(
-                    f"--calibration {source_frames.describe()}: at least {MIN_FRAMES} frames are needed"
-                ) from None
+                raise too_few() from None
             raise QuantizationError(f"onnxruntime could not quantize {ref.model_id}: {exc}") from exc
         if source_frames.read < MIN_FRAMES:
-            raise CalibrationSourceError(
-                f"--calibration {source_frames.describe()}: at least {MIN_FRAMES} frames are needed"
-            )
+            raise too_few()
 
         say(f"checking the INT8 copy against fp32 on {len(held_out)} held-out frames")
-        int8_engine = OnnxEngine(int8_tmp, ref.model_id, settings, precision="int8")
-        try:
-            family = get_family(fp32.task_type, fp32.model_type, ref.model_id)
-            int8 = family.build(dataclasses.replace(fp32.context, engine=int8_engine))
-            truth = [_boxes_of(p, ref.model_id) for p in fp32.predict(held_out, confidence=settings.confidence)]
-            ranked = [_boxes_of(p, ref.model_id) for p in int8.predict(held_out, confidence=EVAL_CONFIDENCE)]
-            figures = compare_detections(truth, ranked, fp32.num_classes if hasattr(fp32, "num_classes") else 0)
-            sample = fp32.preprocess([held_out[0]])[0].copy()
-            fp32_ms, int8_ms = measure_speed(engine, int8_engine, sample)
-            provider = int8_engine.providers[0] if int8_engine.providers else "unknown"
-        finally:
-            int8_engine.close()
-
-        passed = figures.map50 is not None and figures.map50 >= min_map50
-        note = "" if figures.map50 is not None else (
-            "the fp32 model found nothing on the held-out frames at CONFIDENCE, so there is nothing to compare: "
-            "calibrate on frames of the scenes the model is for"
-        )
+        check = _check_against_fp32(ref, fp32, engine, int8_tmp, held_out)
+        accuracy = _accuracy_record(check.figures, min_map50, settings.confidence, len(held_out))
         record = Int8Record(
             model_id=ref.model_id,
             created_at=started,
@@ -436,37 +477,26 @@ def quantize_model(
                 held_out_frames=len(held_out),
                 preprocessing=_describe_preprocessing(fp32),
             ),
-            accuracy=AccuracyRecord(
-                metric="mAP of the INT8 copy's detections with the fp32 model's as ground truth",
-                map50=None if figures.map50 is None else round(figures.map50, 5),
-                map50_95=None if figures.map50_95 is None else round(figures.map50_95, 5),
-                threshold=min_map50,
-                truth_confidence=settings.confidence,
-                truth_detections=figures.truth_detections,
-                int8_detections=figures.int8_detections,
-                held_out_frames=len(held_out),
-                passed=passed,
-                note=note,
-            ),
-            speed=SpeedRecord(provider=provider, cpu=cpu_name(), fp32_ms=round(fp32_ms, 3), int8_ms=round(int8_ms, 3)),
-            active=passed or force,
-            forced=force and not passed,
+            accuracy=accuracy,
+            speed=check.speed,
+            active=accuracy.passed or force,
+            forced=force and not accuracy.passed,
         )
         kept = _store(ref, settings, destination, fp32_path, source, int8_tmp, int8_name, record_name, record)
 
     result = QuantizeResult(record, destination / int8_name, destination / record_name, kept_previous=kept)
     if not record.active:
-        shown = "could not be measured" if record.accuracy.map50 is None else f"{record.accuracy.map50:.4f}"
+        shown = "could not be measured" if accuracy.map50 is None else f"{accuracy.map50:.4f}"
         where = "the active INT8 copy already there was kept" if kept else f"stored inactive in {destination}"
         raise AccuracyGuardError(
             ref.model_id,
-            record.accuracy.map50,
+            accuracy.map50,
             min_map50,
             result.record_path,
             f"the INT8 copy of {ref.model_id} scored mAP@0.5 {shown} against fp32 on {len(held_out)} held-out "
             f"frames (threshold {min_map50}); it was not activated ({where}). "
-            f"{note + '. ' if note else ''}Calibrate on frames of the model's own scenes (--calibration), "
-            f"lower --min-map50, or --force to use it anyway",
+            f"{accuracy.note + '. ' if accuracy.note else ''}Calibrate on frames of the model's own scenes "
+            f"(--calibration), lower --min-map50, or --force to use it anyway",
         )
     return result
 
