@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from models.errors import EdgeAgentError
@@ -222,8 +223,6 @@ def _figure(value: float | None) -> str:
 
 
 def _print_record(path: Any) -> None:
-    from pathlib import Path
-
     try:
         sys.stdout.write(json.dumps(json.loads(Path(path).read_text())) + "\n")
     except (OSError, ValueError):
@@ -231,7 +230,7 @@ def _print_record(path: Any) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``infer`` and ``models {pull,list,clear}`` to the main parser's subparsers."""
+    """Add ``infer`` and ``models {pull,list,clear,quantize}`` to the main parser's subparsers."""
     infer = subparsers.add_parser(
         "infer",
         help="run a model on image files",

@@ -34,7 +34,7 @@ def _env(broker, tmp_path: Path, **extra: str) -> dict[str, str]:  # type: ignor
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(broker.port),
         "AGENT_ID": AGENT,
-        "STATS_INTERVAL": "1",
+        "STATS_INTERVAL": "0.2",
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "OFFLINE_MODE": "true",
         "ONNXRUNTIME_EXECUTION_PROVIDERS": "cpu",
@@ -88,7 +88,8 @@ def test_auto_runs_the_shipped_int8_copy_on_cpu(
 ) -> None:
     clip, _ = scene
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
-    env = _env(mosquitto, tmp_path, STREAMS=f"a={clip}", STREAM_A_MODE="every")
+    # Live pace (2 s of clip) with stats every 0.2 s: stats are published while the stream runs.
+    env = _env(mosquitto, tmp_path, STREAMS=f"a={clip}")
     with AgentProcess(env, tmp_path) as agent:
         rc = agent.wait(timeout=180)
     assert rc == 0, agent.stderr()

@@ -121,15 +121,14 @@ def test_agent_on_openvino_reports_provider_and_precision(
     tmp_path: Path, mosquitto, mqtt_subscriber_factory  # type: ignore[no-untyped-def]
 ) -> None:
     clip = tmp_path / "scene.mp4"
-    sw.write_clip(clip, seconds=1, width=640, height=360, seed=9, max_speed=0, n_objects=3)
+    sw.write_clip(clip, seconds=2, width=640, height=360, seed=9, max_speed=0, n_objects=3)
     sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/ov/#"], qos=1)
     env = {
         "STREAMS": f"cam={clip}",
-        "STREAM_CAM_MODE": "every",
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(mosquitto.port),
         "AGENT_ID": "ov",
-        "STATS_INTERVAL": "0.5",
+        "STATS_INTERVAL": "0.2",
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "ONNXRUNTIME_EXECUTION_PROVIDERS": "openvino,cpu",
     }
@@ -142,7 +141,8 @@ def test_agent_on_openvino_reports_provider_and_precision(
     assert info["precision"] == "int8" and info["providers"][0] == OPENVINO
     assert "compiling builtin/shapes-v1@int8 for OpenVINO CPU" in agent.stderr_path.read_text()
     predictions = [m.json() for m in sub.messages if m.topic.endswith("/predictions")]
-    assert len(predictions) == 30 and all(len(p["predictions"]) >= 2 for p in predictions)
+    # Live pace: 60 frames in 2 s, a few may be dropped for freshness on a busy box.
+    assert len(predictions) >= 45 and all(len(p["predictions"]) >= 2 for p in predictions)
 
 
 def test_the_installed_onnxruntime_build_is_the_one_imported() -> None:
