@@ -400,6 +400,11 @@ def quantize_model(
     """
     if not 0.0 < min_map50 <= 1.0:
         raise QuantizationError(f"--min-map50 must be in (0, 1], got {min_map50}")
+    try:
+        import onnx  # noqa: F401 - onnxruntime.quantization needs it
+        import onnxruntime.quantization  # noqa: F401
+    except ImportError as exc:
+        raise QuantizationError(f"quantizing needs the onnx package ({exc}); pip install 'onnx>=1.15'") from None
     if frames < MIN_FRAMES:
         raise CalibrationSourceError(f"--frames must be at least {MIN_FRAMES}, got {frames}")
     say = status or (lambda _text: None)
