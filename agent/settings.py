@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agent.errors import ConfigError
 from agent.web.access import check_token, read_token_file
 from models.errors import EdgeAgentError
+from models.precision import with_precision
 from models.redaction import MASK, redact_url
 from models.settings import ModelSettings
 from pipelines import state
@@ -224,11 +225,13 @@ class Config:
         return self.agent.stdout_sink == "true"
 
     def model_of(self, stream: StreamConfig) -> str:
-        """The model a stream runs: its own, else MODEL_ID."""
-        return stream.model_id or self.agent.model_id
+        """The model a stream runs: its own, else MODEL_ID; with its MODEL_PRECISION as the id's suffix
+        (``coco/3@int8``: one loaded model per precision, models/precision.py)."""
+        return with_precision(stream.model_id or self.agent.model_id, stream.model_precision)
 
     def with_default_model(self, stream: StreamConfig) -> StreamConfig:
-        return stream if stream.model_id else stream.model_copy(update={"model_id": self.agent.model_id})
+        model_id = self.model_of(stream)
+        return stream if stream.model_id == model_id else stream.model_copy(update={"model_id": model_id})
 
 
 # -- STREAMS ---------------------------------------------------------------------------------------

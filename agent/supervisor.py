@@ -114,6 +114,8 @@ class Supervisor:
         self.live = LiveView(live_view_options(config.agent))
         self.model_load_s: dict[str, float] = {}
         self.ready = False  # every model loaded and every stream started (/readyz, READY=1)
+        # Per model id: the precision it runs at, why, and its providers (stats and metrics).
+        self.model_info: dict[str, dict[str, Any]] = {}
         self._manager: ModelManager | None = None
         self._stop = asyncio.Event()
         self._stop_reason = "stop requested"
@@ -279,6 +281,12 @@ class Supervisor:
             model = await self._load_model(model_id)
             record = self.models.get(model_id)  # another add_stream may have won the race
             if record is None:
+                engine = getattr(model, "engine", None)
+                self.model_info[model_id] = {
+                    "precision": getattr(model, "precision", "fp32"),
+                    "precision_reason": getattr(engine, "precision_reason", ""),
+                    "providers": list(getattr(model, "providers", [])),
+                }
                 record = self._make_model_record(model_id, model)
                 self.models[model_id] = record
                 self._changed.set()
@@ -314,6 +322,7 @@ class Supervisor:
         """Stop a model nobody uses any more: its stage, its executor, and the loaded model."""
         if self.models.get(record.model_id) is record:
             del self.models[record.model_id]  # first, so a concurrent add_stream starts afresh
+            self.model_info.pop(record.model_id, None)
         record.stage.stop()
         _, pending = await asyncio.wait([record.task], timeout=RETIRE_TIMEOUT_S)
         for task in pending:
@@ -400,6 +409,7 @@ class Supervisor:
         entry = _plain(record.runner.stats)
         entry["model_id"] = record.model_id
         metrics = self.router.metrics if self.router else {}
+        entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
         return entry
@@ -413,7 +423,12 @@ class Supervisor:
             "uptime_s": round(time.monotonic() - self.started_monotonic, 3),
             "streams": {name: self.stream_stats(name) for name in list(self.streams)},
             "models": {
-                model_id: {"streams": sorted(r.streams), "batches": r.stage.batches, "frames": r.stage.frames}
+                model_id: {
+                    "streams": sorted(r.streams),
+                    "batches": r.stage.batches,
+                    "frames": r.stage.frames,
+                    **self.model_info.get(model_id, {}),
+                }
                 for model_id, r in self.models.items()
             },
             "sinks": {type(s).__name__: s.counters() for s in self.sinks},

@@ -82,17 +82,20 @@ def throughput(model_dir: Path, rounds: int = 5) -> list[str]:
     ]
 
 
-def latency_and_footprint(model_dir: Path, seconds: float = 30.0) -> list[str]:
+def latency_and_footprint(
+    model_dir: Path, seconds: float = 30.0, model_id: str | None = None, extra_env: dict[str, str] | None = None
+) -> list[str]:
     video = clip("live", seconds=6)
     broker = Broker()
     server = rtsp_server({"cam": video})
     sub = TimedSubscriber(broker.port, "edge-agent/bench/#")
     env = {
         "STREAMS": f"cam={server.url('cam')}",
-        "MODEL_ID": str(model_dir),
+        "MODEL_ID": model_id or str(model_dir),
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(broker.port),
         "AGENT_ID": "bench",
+        **(extra_env or {}),
     }
     try:
         started = time.monotonic()

@@ -32,6 +32,11 @@ class Model(ABC):
     def providers(self) -> list[str]:
         return []
 
+    @property
+    def precision(self) -> str:
+        """Precision of the weights in use (``fp32``, ``int8``); see models/precision.py."""
+        return "fp32"
+
     def predict(self, images: ImageInput | Sequence[ImageInput], **kwargs: Any) -> list[Prediction]:
         """One typed prediction per image, in order. ``images``: one image or a list of them."""
         if isinstance(images, (list, tuple)):

@@ -121,6 +121,13 @@ def md5_of(path: Path, chunk: int = 1 << 20) -> str:
 @contextlib.contextmanager
 def model_lock(ref: ModelRef, settings: ModelSettings | None = None) -> Iterator[None]:
     """Hold the one cross-process lock of ``ref``'s cache directory."""
+    with named_lock(lock_name(ref), ref.model_id, settings):
+        yield
+
+
+@contextlib.contextmanager
+def named_lock(name: str, what: str, settings: ModelSettings | None = None) -> Iterator[None]:
+    """Hold the cross-process lock file ``MODEL_CACHE_DIR/.locks/<name>`` (``what`` names it in errors)."""
     settings = settings or get_model_settings()
     locks = settings.model_cache_dir / LOCKS_DIR
     try:
@@ -129,14 +136,14 @@ def model_lock(ref: ModelRef, settings: ModelSettings | None = None) -> Iterator
         raise CacheWriteError(
             f"cannot create {locks}: {exc.strerror or exc}; set MODEL_CACHE_DIR to a writable directory"
         ) from None
-    path = locks / lock_name(ref)
+    path = locks / name
     lock = FileLock(str(path), timeout=settings.model_cache_lock_timeout)
     try:
         lock.acquire()
     except FileLockTimeout:
         raise CacheLockTimeoutError(
             f"gave up waiting {settings.model_cache_lock_timeout:.0f} s for the cache lock of "
-            f"{ref.model_id} ({path}); another process is downloading or clearing it. Retry later or "
+            f"{what} ({path}); another process is downloading, quantizing or clearing it. Retry later or "
             f"raise MODEL_CACHE_LOCK_TIMEOUT"
         ) from None
     try:

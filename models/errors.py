@@ -173,3 +173,30 @@ class NoSuitablePackageError(UnsupportedModelTypeError):
             f"no package of {model_id} can run on this box ({listed}). MODEL_PACKAGE_ID, "
             f"MODEL_PACKAGE_BACKENDS and MODEL_PACKAGE_QUANTIZATION steer the choice"
         )
+
+
+class Int8CopyMissingError(ModelNotFoundError):
+    """INT8 was asked for but the model has no usable INT8 copy; the message names the command that makes one."""
+
+    def __init__(self, model_id: str, message: str):
+        self.model_id = model_id
+        super().__init__(message)
+
+
+class QuantizationError(ModelError):
+    """``edge-agent models quantize`` cannot make an INT8 copy of this model."""
+
+
+class CalibrationSourceError(QuantizationError):
+    """The calibration clip, folder or stream cannot be read or holds too few frames."""
+
+
+class AccuracyGuardError(QuantizationError):
+    """The INT8 copy scored below the threshold against fp32 (or could not be scored) and was not activated."""
+
+    def __init__(self, model_id: str, map50: float | None, threshold: float, record_path: object, message: str):
+        self.model_id = model_id
+        self.map50 = map50
+        self.threshold = threshold
+        self.record_path = record_path
+        super().__init__(message)

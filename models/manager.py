@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from models.api import ProgressCallback
 from models.base import Model
-from models.ids import parse_model_id
+from models.precision import canonical_key
 from models.registry import get_model
 from models.settings import get_model_settings
 
@@ -20,7 +20,8 @@ class ModelManager:
     """Loads models on demand and keeps the ``max_active`` most recently used ones.
 
     Two threads asking for the same id share one load; loads of different ids run in parallel.
-    Aliases and workspace-qualified ids share an entry with their canonical ``project/version``.
+    Aliases and workspace-qualified ids share an entry with their canonical ``project/version``;
+    a precision suffix (``@int8``) makes its own entry.
     """
 
     def __init__(self, max_active: int | None = None) -> None:
@@ -42,7 +43,7 @@ class ModelManager:
         status: Callable[[str], None] | None = None,
     ) -> Model:
         """The loaded model for ``model_id``, loading it (see ``get_model``) when needed."""
-        key = parse_model_id(model_id).model_id
+        key = canonical_key(model_id)
         with self._lock:
             model = self._models.get(key)
             if model is not None:
@@ -73,7 +74,7 @@ class ModelManager:
             return model
 
     def remove(self, model_id: str) -> bool:
-        key = parse_model_id(model_id).model_id
+        key = canonical_key(model_id)
         with self._lock:
             return self._models.pop(key, None) is not None
 
@@ -89,7 +90,7 @@ class ModelManager:
     def __contains__(self, model_id: object) -> bool:
         if not isinstance(model_id, str):
             return False
-        key = parse_model_id(model_id).model_id
+        key = canonical_key(model_id)
         with self._lock:
             return key in self._models
 

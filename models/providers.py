@@ -3,7 +3,8 @@
 Automatic order: TensorRT (only with TENSORRT_ENABLED) -> CUDA -> OpenVINO -> CoreML -> CPU,
 limited to what the installed onnxruntime offers. ONNXRUNTIME_EXECUTION_PROVIDERS overrides it;
 a name onnxruntime does not know is an error that lists what is available. TensorRT engines are
-cached under MODEL_CACHE_DIR/.tensorrt/<model>/ so only the first start pays the (long) build.
+cached under MODEL_CACHE_DIR/.tensorrt/<model>/ and OpenVINO's compiled models under
+MODEL_CACHE_DIR/.openvino/<model>/, so only the first start pays the (long) build or compile.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import onnxruntime as ort
 
 from models.errors import CacheIntegrityError, ExecutionProviderError, ModelRuntimeError
+from models.openvino import OPENVINO, compile_notice, openvino_options, warn_on_mixed_onnxruntime
 from models.settings import PROVIDER_SHORT_NAMES, ModelSettings
 
 logger = logging.getLogger(__name__)
@@ -25,7 +28,7 @@ logger = logging.getLogger(__name__)
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-PRIORITY = (TENSORRT, CUDA, "OpenVINOExecutionProvider", "CoreMLExecutionProvider", CPU)
+PRIORITY = (TENSORRT, CUDA, OPENVINO, "CoreMLExecutionProvider", CPU)
 
 
 def resolve_providers(
@@ -79,6 +82,16 @@ def resolve_providers(
     return chosen
 
 
+def planned_providers(settings: ModelSettings) -> list[str]:
+    """The providers a session made now would be asked for, best first (no session is made)."""
+    return resolve_providers(
+        settings.execution_providers,
+        ort.get_available_providers(),
+        ort.get_all_providers(),
+        settings.tensorrt_enabled,
+    )
+
+
 def engine_cache_dir(settings: ModelSettings, model_key: str) -> Path:
     """Per-model TensorRT engine directory under the model cache."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_key.strip("/"))[-80:] or "model"
@@ -113,9 +126,26 @@ def provider_options(
                     options["trt_profile_opt_shapes"] = f"{input_name}:{max_batch_size}x{c}x{h}x{w}"
                     options["trt_profile_max_shapes"] = f"{input_name}:{max_batch_size}x{c}x{h}x{w}"
             out.append((name, options))
+        elif name == OPENVINO:
+            out.append((name, openvino_options(settings, model_key)))
         else:
             out.append(name)
     return out
+
+
+def first_build_notice(providers: list[str], settings: ModelSettings, model_key: str) -> tuple[str, str] | None:
+    """(message while building, label once built) when a provider has nothing cached for the model yet."""
+    if TENSORRT in providers:
+        engines = engine_cache_dir(settings, model_key)
+        if not any(engines.iterdir()):
+            return (
+                f"building TensorRT engine for {model_key} (first start only; can take ~10 minutes "
+                f"on a Jetson, cached in {engines})",
+                f"TensorRT engine for {model_key} built",
+            )
+    elif OPENVINO in providers:
+        return compile_notice(settings, model_key)
+    return None
 
 
 def session_options(settings: ModelSettings) -> ort.SessionOptions:
@@ -158,28 +188,27 @@ def create_session(
     A file onnxruntime cannot parse raises CacheIntegrityError (the caller may fetch it again);
     other failures raise ModelRuntimeError.
     """
-    providers = resolve_providers(
-        settings.execution_providers,
-        ort.get_available_providers(),
-        ort.get_all_providers(),
-        settings.tensorrt_enabled,
-    )
+    warn_on_mixed_onnxruntime(ort.get_available_providers())
+    providers = planned_providers(settings)
     options = session_options(settings)
+    notice: tuple[str, str] | None = None
     try:
         specs: list[Any] = list(providers)
-        if TENSORRT in providers:
-            name, shape = _read_input_shape(path, options)
+        if TENSORRT in providers or OPENVINO in providers:
+            name, shape = _read_input_shape(path, options) if TENSORRT in providers else ("", [])
             specs = provider_options(providers, settings, model_key, name, shape, max_batch_size)
-            engines = engine_cache_dir(settings, model_key)
-            if not any(engines.iterdir()):
-                message = (
-                    f"building TensorRT engine for {model_key} (first start only; can take ~10 minutes "
-                    f"on a Jetson, cached in {engines})"
-                )
-                logger.warning(message)
+            notice = first_build_notice(providers, settings, model_key)
+            if notice:
+                logger.warning(notice[0])
                 if status:
-                    status(message)
+                    status(notice[0])
+        started = time.monotonic()
         session = ort.InferenceSession(str(path), sess_options=options, providers=specs)
+        if notice:
+            done = f"{notice[1]} in {time.monotonic() - started:.1f} s"
+            logger.warning(done)
+            if status:
+                status(done)
     except _CORRUPT_ERRORS as exc:
         raise CacheIntegrityError(f"{path} is not a loadable ONNX model: {exc}") from exc
     except (ExecutionProviderError, CacheIntegrityError):

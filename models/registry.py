@@ -15,11 +15,20 @@ from models.api import ProgressCallback
 from models.artifact_loader import ModelArtifacts, load_artifacts
 from models.base import Model
 from models.catalog import FAMILIES, ModelFamily, family_table
-from models.engines.factory import create_engine
-from models.errors import CacheIntegrityError, ModelNotCachedError, UnsupportedModelTypeError
+from models.engines.base import Engine
+from models.engines.factory import create_engine, is_torchscript
+from models.engines.onnx import OnnxEngine
+from models.errors import (
+    CacheIntegrityError,
+    Int8CopyMissingError,
+    ModelNotCachedError,
+    ModelRuntimeError,
+    UnsupportedModelTypeError,
+)
 from models.families import GENERIC_FAMILIES, check_family_enabled
 from models.ids import ModelRef, cache_dir_for, parse_model_id
 from models.packages.inference_config import INFERENCE_CONFIG_FILE, package_artifacts
+from models.precision import Precision, PrecisionChoice, quantize_command, select_weights, split_precision
 from models.settings import ModelSettings, get_model_settings
 from models.tasks.base import ModelContext
 
@@ -117,6 +126,7 @@ def get_model(
     A cached ``weights.onnx`` onnxruntime cannot load is fetched again once (never offline).
     """
     settings = get_model_settings()
+    model_id, precision = split_precision(model_id)
     ref = parse_model_id(model_id)
     api_key = api_key or settings.api_key
     if ref.kind == "generic":
@@ -149,9 +159,13 @@ def get_model(
         if (directory / INFERENCE_CONFIG_FILE).is_file() and not (directory / cache.ENVIRONMENT_FILE).is_file():
             # a package directory copied as is: inference_config.json drives the pre-processing
             loaded = package_artifacts(directory, ref.model_id, weights_file)
-            return build_from_artifacts(family, ref.model_id, loaded, task_type, model_type, settings, status)
+            return build_from_artifacts(
+                family, ref.model_id, loaded, task_type, model_type, settings, status, precision
+            )
     try:
-        return build_model(family, ref.model_id, directory, task_type, model_type, settings, status, weights_file)
+        return build_model(
+            family, ref.model_id, directory, task_type, model_type, settings, status, weights_file, precision
+        )
     except CacheIntegrityError as exc:
         if ref.read_only or settings.offline_mode:
             final = CacheIntegrityError(
@@ -165,7 +179,9 @@ def get_model(
         bad = cache.file_fingerprint(directory / weights_file)
         directory = fetch(refetch_if_unchanged=bad)
         try:
-            return build_model(family, ref.model_id, directory, task_type, model_type, settings, status, weights_file)
+            return build_model(
+                family, ref.model_id, directory, task_type, model_type, settings, status, weights_file, precision
+            )
         except CacheIntegrityError as again:
             raise CacheIntegrityError(
                 f"{ref.model_id}: the weights served by the API do not load even after fetching them again "
@@ -182,12 +198,16 @@ def build_model(
     settings: ModelSettings,
     status: Callable[[str], None] | None = None,
     weights_file: str | None = None,
+    precision: Precision | None = None,
 ) -> Model:
-    """A ready model of ``family`` from the artifacts in ``directory`` (no network)."""
+    """A ready model of ``family`` from the artifacts in ``directory`` (no network).
+
+    ``precision`` (None: MODEL_PRECISION) picks the fp32 weights or their INT8 copy (models/precision.py).
+    """
     if status:
         status(f"loading {model_id}")
     loaded = load_artifacts(directory, model_id, weights_file or family.weights_file)
-    return build_from_artifacts(family, model_id, loaded, task_type, model_type, settings, status)
+    return build_from_artifacts(family, model_id, loaded, task_type, model_type, settings, status, precision)
 
 
 def build_from_artifacts(
@@ -198,8 +218,45 @@ def build_from_artifacts(
     model_type: str,
     settings: ModelSettings,
     status: Callable[[str], None] | None = None,
+    precision: Precision | None = None,
 ) -> Model:
-    """A ready model from parsed artifacts; the weights file's kind picks the engine."""
-    engine = create_engine(loaded, model_id, settings, status)
+    """A ready model from parsed artifacts: the weights file's kind picks the engine (torch for
+    TorchScript, else ONNX Runtime), ``precision`` the fp32 weights or their INT8 copy."""
+    engine: Engine
+    if is_torchscript(loaded.weights_path.name):
+        engine = create_engine(loaded, model_id, settings, status)
+    else:
+        choice = select_weights(model_id, loaded.weights_path, precision, settings)
+        engine = _engine_for(choice, model_id, loaded.weights_path, settings, status)
     context = ModelContext(model_id, task_type, model_type, loaded, engine, settings)
     return family.build(context)
+
+
+def _engine_for(
+    choice: PrecisionChoice,
+    model_id: str,
+    fp32_path: Path,
+    settings: ModelSettings,
+    status: Callable[[str], None] | None,
+) -> OnnxEngine:
+    """The engine of the chosen weights. An INT8 copy that does not load is never a reason to
+    fetch the fp32 weights again: ``auto`` falls back to them, ``int8`` says how to remake the copy."""
+    if choice.precision == "fp32":
+        logger.info("model %s: precision fp32 (%s)", model_id, choice.reason)
+        return OnnxEngine(fp32_path, model_id, settings, status, precision="fp32", precision_reason=choice.reason)
+    try:
+        engine = OnnxEngine(
+            choice.weights_path, model_id, settings, status, precision="int8", precision_reason=choice.reason
+        )
+    except (CacheIntegrityError, ModelRuntimeError) as exc:
+        if choice.requested == "int8":
+            raise Int8CopyMissingError(
+                model_id,
+                f"the INT8 copy of {model_id} ({choice.weights_path}) does not load: {exc}. Make it again with "
+                f"`{quantize_command(model_id)}`, or run fp32 (MODEL_PRECISION=fp32 or the id suffix @fp32)",
+            ) from exc
+        reason = f"auto: the INT8 copy {choice.weights_path} does not load ({exc}); using fp32"
+        logger.warning("model %s: %s", model_id, reason)
+        return OnnxEngine(fp32_path, model_id, settings, status, precision="fp32", precision_reason=reason)
+    logger.info("model %s: precision int8 (%s; %s)", model_id, choice.reason, choice.weights_path)
+    return engine

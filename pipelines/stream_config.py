@@ -12,9 +12,10 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from models.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
+from models.precision import split_precision
 from models.redaction import redact_url
 from models.settings import UnitInterval
 from pipelines.sources.options import ReadOptions, SourceOptions, _choice
@@ -99,6 +100,9 @@ class StreamOptions(ReadOptions):
     model_id: Annotated[str, AfterValidator(_model_id)] | None = Field(
         default=None, description="model for this stream (default: MODEL_ID)"
     )
+    model_precision: Annotated[Literal["fp32", "int8", "auto"], _choice("fp32", "int8", "auto")] | None = Field(
+        default=None, description="fp32 | int8 | auto for this stream's model (default: MODEL_PRECISION)"
+    )
     confidence: UnitInterval | None = Field(default=None, description="confidence threshold for this stream (0..1)")
     prompts: Annotated[tuple[str, ...], BeforeValidator(_prompts)] = Field(
         default=(),
@@ -142,6 +146,15 @@ class StreamConfig(StreamOptions):
 
     name: Annotated[str, AfterValidator(_stream_name)]
     url: Annotated[str, AfterValidator(_url)]
+
+    @model_validator(mode="after")
+    def _precision_agrees(self) -> StreamConfig:
+        suffix = split_precision(self.model_id)[1] if self.model_id else None
+        if self.model_precision is not None and suffix not in (None, self.model_precision):
+            raise ValueError(
+                f"model_precision {self.model_precision!r} contradicts the @{suffix} of model id {self.model_id!r}"
+            )
+        return self
 
     @property
     def display_url(self) -> str:

@@ -23,6 +23,7 @@ _CONFIG_PREFIXES = (
     "MODEL_CACHE_DIR",
     "STATE_DIR",
     "XDG_STATE_HOME",
+    "MODEL_PRECISION",
 )
 
 

@@ -27,6 +27,8 @@ def test_wheel_carries_builtin_model_sample_clip_and_schema(tmp_path: Path) -> N
         "models/builtin/shapes-v1/environment.json",
         "models/builtin/shapes-v1/class_names.txt",
         "models/builtin/shapes-v1/model_type.json",
+        "models/builtin/shapes-v1/weights.int8.onnx",
+        "models/builtin/shapes-v1/weights.int8.json",
         "models/builtin/sample.mp4",
         "pipelines/schemas/prediction.schema.json",
         "agent/cli.py",

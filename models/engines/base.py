@@ -45,6 +45,9 @@ class Engine(ABC):
     """
 
     name: str = "engine"
+    #: the numeric precision of the weights it runs ("fp32", "int8", ...) and why (logs, stats)
+    precision: str = "fp32"
+    precision_reason: str = ""
 
     def __init__(self, model_id: str, inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch_size: int):
         if not inputs:

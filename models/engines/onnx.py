@@ -39,11 +39,17 @@ class OnnxEngine(Engine):
         model_id: str,
         settings: ModelSettings,
         status: Callable[[str], None] | None = None,
+        precision: str = "fp32",
+        precision_reason: str = "",
     ) -> None:
         from models.providers import create_session
 
         self.weights_path = Path(weights_path)
-        self.session = create_session(self.weights_path, model_id, settings, settings.max_batch_size, status)
+        self.precision = precision
+        self.precision_reason = precision_reason
+        # An INT8 copy gets its own TensorRT/OpenVINO cache directory (and first-build notice).
+        cache_key = model_id if precision == "fp32" else f"{model_id}@{precision}"
+        self.session = create_session(self.weights_path, cache_key, settings, settings.max_batch_size, status)
         inputs = [_spec(a) for a in self.session.get_inputs()]
         outputs = [_spec(a) for a in self.session.get_outputs()]
         super().__init__(model_id, inputs, outputs, settings.max_batch_size)

@@ -67,6 +67,10 @@ class VisionModel(Model):
         return self.engine.providers
 
     @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return self.artifacts.class_names
 
