@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -115,16 +116,16 @@ def _folder_frames(folder: Path, count: int) -> FrameSource:
     return FrameSource(frames(), str(folder), "images")
 
 
-def _open(source: str, timeout_s: float):  # type: ignore[no-untyped-def]
+def _open(source: str, timeout_s: float) -> Any:
     import av
 
     options = {"rtsp_transport": "tcp"} if source.lower().startswith(("rtsp://", "rtsps://")) else {}
-    kwargs = {}
+    fmt: str | None = None
     device = re.fullmatch(r"(?:v4l2://)?(/dev/video\d+)", source)
     if device:
-        source, kwargs = device.group(1), {"format": "v4l2"}
+        source, fmt = device.group(1), "v4l2"
     try:
-        return av.open(source, options=options, timeout=(min(timeout_s, 10.0), 5.0), **kwargs)
+        return av.open(source, format=fmt, options=options, timeout=(min(timeout_s, 10.0), 5.0))
     except Exception as exc:  # PyAV raises many types (FileNotFoundError, av.error.*)
         raise CalibrationSourceError(f"--calibration {redact_url(source)!r} cannot be opened: {exc}") from None
 

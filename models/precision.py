@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "int8", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8", "auto")
-RECORD_FORMAT = "edge-agent-int8/1"
+RECORD_FORMAT: Literal["edge-agent-int8/1"] = "edge-agent-int8/1"
 # `edge-agent models quantize` defaults: frames read (a quarter held out) and the accuracy threshold.
 DEFAULT_FRAMES = 200
 DEFAULT_MIN_MAP50 = 0.98
