@@ -13,8 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from agent.errors import EXIT_OK, EXIT_PERMANENT, ConfigError, exit_code_for
-from models.errors import EdgeAgentError
+from edge_agent.agent.errors import EXIT_OK, EXIT_PERMANENT, ConfigError, exit_code_for
+from edge_agent.models.errors import EdgeAgentError
 
 log = logging.getLogger("edge_agent.cli")
 
@@ -31,10 +31,10 @@ def _version() -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from agent.logs import setup_logging
-    from agent.settings import load_config, secrets_of
-    from agent.supervisor import Supervisor
-    from models.settings import set_model_settings
+    from edge_agent.agent.logs import setup_logging
+    from edge_agent.agent.settings import load_config, secrets_of
+    from edge_agent.agent.supervisor import Supervisor
+    from edge_agent.models.settings import set_model_settings
 
     config = load_config()
     # The model layer must see the very settings that were validated and printed, not re-read them.
@@ -45,8 +45,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from agent.settings import load_config, redacted
-    from pipelines.sinks.encoding import to_json
+    from edge_agent.agent.settings import load_config, redacted
+    from edge_agent.pipelines.sinks.encoding import to_json
 
     config = load_config()
     print(to_json(redacted(config), indent=2))
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = subparsers.add_parser("config", help="print the resolved configuration, secrets redacted")
     config.set_defaults(handler=_cmd_config)
 
-    from agent import cli_models
+    from edge_agent.agent import cli_models
 
     cli_models.register(subparsers)
     return parser

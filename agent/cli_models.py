@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from models.errors import EdgeAgentError, InvalidInputError
-from pipelines.sinks.encoding import to_json
+from edge_agent.models.errors import EdgeAgentError, InvalidInputError
+from edge_agent.pipelines.sinks.encoding import to_json
 
 DEFAULT_MODEL = "builtin/shapes-v1"
 PROGRESS_MIN_BYTES = 1 << 20  # smaller downloads finish before a bar would help
@@ -88,7 +88,7 @@ class ProgressBar:
 def cmd_infer(args: argparse.Namespace) -> int:
     """Run a model on image files; one JSON response per image, one per line, in order (each task's
     Roboflow response: boxes, polygons, keypoints or classes)."""
-    from models import get_model
+    from edge_agent.models import get_model
 
     model = get_model(args.model)
     options: dict[str, Any] = {}
@@ -113,7 +113,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_models_pull(args: argparse.Namespace) -> int:
     """Download a model into the cache (and check it loads), showing progress on stderr."""
-    from models import get_model
+    from edge_agent.models import get_model
 
     bar = ProgressBar(f"downloading {args.model_id}")
     try:
@@ -141,7 +141,7 @@ def _layout_note(layout: str) -> str:
 @_guarded
 def cmd_models_list(args: argparse.Namespace) -> int:
     """List what is in MODEL_CACHE_DIR (both layouts): id, size, task, type."""
-    from models import get_model_settings, list_cached_models
+    from edge_agent.models import get_model_settings, list_cached_models
 
     entries = list_cached_models()
     if args.json:
@@ -181,7 +181,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_models_clear(args: argparse.Namespace) -> int:
     """Delete one model from the cache."""
-    from models import clear_cache, parse_model_id
+    from edge_agent.models import clear_cache, parse_model_id
 
     canonical = parse_model_id(args.model_id).model_id
     if clear_cache(args.model_id):
@@ -194,8 +194,8 @@ def cmd_models_clear(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_models_quantize(args: argparse.Namespace) -> int:
     """Make a static INT8 copy of a model beside its fp32 weights, checked against fp32."""
-    from models.errors import AccuracyGuardError
-    from models.quantize import quantize_model
+    from edge_agent.models.errors import AccuracyGuardError
+    from edge_agent.models.quantize import quantize_model
 
     def say(text: str) -> None:
         print(f"{args.model_id}: {text}", file=sys.stderr, flush=True)
@@ -273,7 +273,7 @@ def register(subparsers: Any) -> None:
     clear = sub.add_parser("clear", help="delete a model from the cache")
     clear.add_argument("model_id", metavar="ID")
     clear.set_defaults(handler=cmd_models_clear)
-    from models.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50
+    from edge_agent.models.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50
 
     quantize = sub.add_parser(
         "quantize",
@@ -292,11 +292,17 @@ def register(subparsers: Any) -> None:
         "sample clip; use footage of the model's own cameras for real models)",
     )
     quantize.add_argument(
-        "--frames", type=int, default=DEFAULT_FRAMES, metavar="N",
+        "--frames",
+        type=int,
+        default=DEFAULT_FRAMES,
+        metavar="N",
         help=f"frames to read; every 4th is held out for the accuracy check (default: {DEFAULT_FRAMES})",
     )
     quantize.add_argument(
-        "--min-map50", type=float, default=DEFAULT_MIN_MAP50, metavar="X",
+        "--min-map50",
+        type=float,
+        default=DEFAULT_MIN_MAP50,
+        metavar="X",
         help=f"accuracy threshold: mAP@0.5 of INT8 with fp32 as truth (default: {DEFAULT_MIN_MAP50})",
     )
     quantize.add_argument("--force", action="store_true", help="activate the copy even below --min-map50")

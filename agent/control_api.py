@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.errors import ConfigError, StopRequested, StreamExistsError, UnknownStreamError
-from agent.health import json_response
-from agent.validation import check_model_id
-from models.errors import EdgeAgentError
-from models.redaction import redact_text, url_secrets
-from pipelines.stream_config import StreamConfig
+from edge_agent.agent.errors import ConfigError, StopRequested, StreamExistsError, UnknownStreamError
+from edge_agent.agent.health import json_response
+from edge_agent.agent.validation import check_model_id
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.redaction import redact_text, url_secrets
+from edge_agent.pipelines.stream_config import StreamConfig
 
 if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
 
 
 def _error(status: int, message: str, secrets: list[str] | None = None) -> web.Response:
@@ -72,7 +72,7 @@ def add_control_routes(app: web.Application, supervisor: Supervisor) -> None:
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"body is not JSON: {exc}")
         if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object, e.g. {\"url\": \"rtsp://10.0.0.5/live\"}")
+            return _error(400, 'body must be a JSON object, e.g. {"url": "rtsp://10.0.0.5/live"}')
         url = body.get("url")
         secrets = url_secrets(url) if isinstance(url, str) else []
         if "name" in body:

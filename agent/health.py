@@ -14,20 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from agent.errors import ConfigError
-from agent.web.errors import error_middleware
-from agent.web.metrics import add_metrics_route
-from agent.web.page import add_page_routes
-from agent.web.pictures import add_picture_routes
-from agent.web.readiness import add_readiness_route
-from pipelines.sinks.encoding import to_json
+from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.web.errors import error_middleware
+from edge_agent.agent.web.metrics import add_metrics_route
+from edge_agent.agent.web.page import add_page_routes
+from edge_agent.agent.web.pictures import add_picture_routes
+from edge_agent.agent.web.readiness import add_readiness_route
+from edge_agent.pipelines.sinks.encoding import to_json
 
 if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
 
 HEALTHY_STATES = {"streaming", "finished"}
 # Longest a stop waits for requests in progress (MJPEG viewers are told to end at once).
 SHUTDOWN_GRACE_S = 2.0
+
 
 def mqtt_health(counters: dict[str, Any]) -> dict[str, Any]:
     """The MQTT part of /healthz: informative only, a broker outage never fails the probe."""
@@ -109,7 +110,7 @@ async def start_health_server(supervisor: Supervisor, sock: socket.socket, token
 
     app = web.Application(middlewares=[error_middleware])
     if token is not None:
-        from agent.web.auth import add_token_check
+        from edge_agent.agent.web.auth import add_token_check
 
         add_token_check(app, token)
     app.router.add_get("/healthz", healthz)
@@ -118,7 +119,7 @@ async def start_health_server(supervisor: Supervisor, sock: socket.socket, token
     add_page_routes(app, supervisor)
     add_picture_routes(app, supervisor)
     if supervisor.config.agent.control_api:
-        from agent.control_api import add_control_routes
+        from edge_agent.agent.control_api import add_control_routes
 
         add_control_routes(app, supervisor)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)

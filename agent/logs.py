@@ -12,8 +12,8 @@ import sys
 import time
 from collections.abc import Iterable
 
-from models.redaction import redact_text
-from pipelines.sinks.encoding import to_json
+from edge_agent.models.redaction import redact_text
+from edge_agent.pipelines.sinks.encoding import to_json
 
 
 class JsonFormatter(logging.Formatter):

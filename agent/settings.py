@@ -20,16 +20,16 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.errors import ConfigError
-from agent.web.access import check_token, read_token_file
-from models.errors import EdgeAgentError
-from models.precision import with_precision
-from models.redaction import MASK, redact_url
-from models.settings import ModelSettings
-from pipelines import state
-from pipelines.live import LiveViewOptions
-from pipelines.sinks.mqtt_config import MqttConfig, parse_broker
-from pipelines.stream_config import STREAM_KEYS, STREAM_NAME_RE, STREAM_NAME_RULE, StreamConfig, env_name
+from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.web.access import check_token, read_token_file
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.precision import with_precision
+from edge_agent.models.redaction import MASK, redact_url
+from edge_agent.models.settings import ModelSettings
+from edge_agent.pipelines import state
+from edge_agent.pipelines.live import LiveViewOptions
+from edge_agent.pipelines.sinks.mqtt_config import MqttConfig, parse_broker
+from edge_agent.pipelines.stream_config import STREAM_KEYS, STREAM_NAME_RE, STREAM_NAME_RULE, StreamConfig, env_name
 
 BUILTIN_MODEL_ID = "builtin/shapes-v1"
 SAMPLE_CLIP = Path(__file__).resolve().parent.parent / "models" / "builtin" / "sample.mp4"
@@ -63,9 +63,7 @@ class AgentSettings(BaseSettings):
     )
     model_id: str = Field(default=BUILTIN_MODEL_ID, description="Model for every stream without its own.")
     agent_id: str = Field(default_factory=socket.gethostname, description="This agent's id in topics and messages.")
-    stream_stall_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds without a frame before reconnecting."
-    )
+    stream_stall_timeout: float = Field(default=10.0, gt=0, description="Seconds without a frame before reconnecting.")
     stream_open_timeout: float = Field(default=10.0, gt=0, description="Seconds to open a stream.")
     stream_read_timeout: float = Field(default=5.0, gt=0, description="Seconds a single network read may block.")
     reconnect_backoff_initial: float = Field(default=1.0, gt=0, description="First reconnect delay, seconds.")
@@ -281,7 +279,7 @@ def parse_streams(raw: str) -> list[tuple[str, str]]:
             # not quoted: a piece without a name may be the tail of a password
             raise ConfigError(
                 f"STREAMS entry {number} has no name; write it as name=url, "
-                'e.g. STREAMS="door=rtsp://10.0.0.5/live;yard=/dev/video0" (a \';\' inside a password: %3B)'
+                "e.g. STREAMS=\"door=rtsp://10.0.0.5/live;yard=/dev/video0\" (a ';' inside a password: %3B)"
             )
         if not STREAM_NAME_RE.match(name):
             raise ConfigError(
@@ -372,7 +370,7 @@ def load_config() -> Config:
     This is the whole check ``edge-agent config`` runs, and the one ``run`` runs before it starts
     anything: a configuration ``config`` accepts is one ``run`` starts with.
     """
-    from agent.validation import validate_config
+    from edge_agent.agent.validation import validate_config
 
     env = dict(os.environ)
     try:
@@ -468,7 +466,7 @@ def state_dir(config: Config) -> Path:
 
 def secrets_of(config: Config) -> list[str]:
     """Every secret the configuration holds, for the log scrubber (``agent.logs``)."""
-    from models.redaction import url_secrets
+    from edge_agent.models.redaction import url_secrets
 
     found: list[str] = []
     for stream in config.streams:

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
-from agent.errors import (
+from edge_agent.agent.errors import (
     EXIT_OK,
     EXIT_TRANSIENT,
     ConfigError,
@@ -35,24 +35,32 @@ from agent.errors import (
     StreamExistsError,
     UnknownStreamError,
 )
-from agent.settings import Config, StreamConfig, env_name, http_token, live_view_options, mqtt_config, state_dir
-from agent.systemd_notify import SystemdNotifier
-from agent.validation import prepare_source
-from models import ModelManager
-from models.errors import EdgeAgentError
-from pipelines.errors import StateError
-from pipelines.inference import InferenceStage, StreamBinding
-from pipelines.live import LiveView, model_colors
-from pipelines.results import ResultRouter
-from pipelines.sequence import SequenceStore
-from pipelines.sinks.base import Sink
-from pipelines.sinks.mqtt import MqttSink
-from pipelines.sinks.stdout import StdoutSink
-from pipelines.slot import LatestFrameSlot
-from pipelines.sources.options import SourceOptions
-from pipelines.sources.runner import StreamRunner
-from pipelines.sources.spec import SourceSpec
-from pipelines.state import StateDir
+from edge_agent.agent.settings import (
+    Config,
+    StreamConfig,
+    env_name,
+    http_token,
+    live_view_options,
+    mqtt_config,
+    state_dir,
+)
+from edge_agent.agent.systemd_notify import SystemdNotifier
+from edge_agent.agent.validation import prepare_source
+from edge_agent.models import ModelManager
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.pipelines.errors import StateError
+from edge_agent.pipelines.inference import InferenceStage, StreamBinding
+from edge_agent.pipelines.live import LiveView, model_colors
+from edge_agent.pipelines.results import ResultRouter
+from edge_agent.pipelines.sequence import SequenceStore
+from edge_agent.pipelines.sinks.base import Sink
+from edge_agent.pipelines.sinks.mqtt import MqttSink
+from edge_agent.pipelines.sinks.stdout import StdoutSink
+from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.options import SourceOptions
+from edge_agent.pipelines.sources.runner import StreamRunner
+from edge_agent.pipelines.sources.spec import SourceSpec
+from edge_agent.pipelines.state import StateDir
 
 log = logging.getLogger("edge_agent.supervisor")
 
@@ -470,9 +478,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._install_signal_handlers(loop)
-        sources = [
-            (self.config.with_default_model(s), *prepare_source(s, self.config)) for s in self.config.streams
-        ]
+        sources = [(self.config.with_default_model(s), *prepare_source(s, self.config)) for s in self.config.streams]
         # Before anything slow: a port in use is a configuration error, not a traceback later.
         health_sock = self._bind_health()
         if self.config.using_sample:
@@ -487,7 +493,7 @@ class Supervisor:
         try:
             if health_sock is not None:
                 # Served from the start, so /readyz can say what start-up still waits for.
-                from agent.health import start_health_server
+                from edge_agent.agent.health import start_health_server
 
                 health = await start_health_server(self, health_sock, http_token(self.config.agent))
                 health_sock = None
@@ -545,7 +551,7 @@ class Supervisor:
         agent = self.config.agent
         if not agent.health_port:
             return None
-        from agent.health import bind_health_socket
+        from edge_agent.agent.health import bind_health_socket
 
         return bind_health_socket(agent.health_host, agent.health_port)
 

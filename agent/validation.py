@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from agent.errors import ConfigError
-from models.errors import EdgeAgentError
-from models.redaction import redact_url
-from pipelines.sources.options import SourceOptions
-from pipelines.sources.spec import SourceSpec
-from pipelines.stream_config import StreamConfig, env_name
+from edge_agent.agent.errors import ConfigError
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.redaction import redact_url
+from edge_agent.pipelines.sources.options import SourceOptions
+from edge_agent.pipelines.sources.spec import SourceSpec
+from edge_agent.pipelines.stream_config import StreamConfig, env_name
 
 if TYPE_CHECKING:
-    from agent.settings import Config
+    from edge_agent.agent.settings import Config
 
 
 def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
@@ -36,7 +36,7 @@ def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
 
 def check_model_id(model_id: str, var: str, streams: list[str] | None = None) -> None:
     """Refuse a model id that cannot be parsed (``../../etc/passwd``, a missing directory)."""
-    from models.ids import parse_model_id
+    from edge_agent.models.ids import parse_model_id
 
     try:
         parse_model_id(model_id)
@@ -69,7 +69,7 @@ def check_providers(config: Config) -> list[str]:
     know, a list none of which this box offers, or TENSORRT_ENABLED without TensorRT."""
     import onnxruntime as ort
 
-    from models.providers import resolve_providers
+    from edge_agent.models.providers import resolve_providers
 
     settings = config.models
     try:
@@ -106,8 +106,8 @@ def _cross_checks(config: Config) -> None:
 
 def _check_http_access(config: Config) -> None:
     """A readable, usable HTTP_TOKEN; none needed only while the HTTP port stays on loopback."""
-    from agent.settings import http_token
-    from agent.web.access import is_loopback_host
+    from edge_agent.agent.settings import http_token
+    from edge_agent.agent.web.access import is_loopback_host
 
     agent = config.agent
     if agent.health_port and http_token(agent) is None and not is_loopback_host(agent.health_host):
@@ -120,8 +120,8 @@ def _check_http_access(config: Config) -> None:
 
 def validate_config(config: Config) -> None:
     """Raise :class:`ConfigError` (one line naming the culprit) for anything ``run`` would refuse."""
-    from agent.health import check_health_address
-    from agent.settings import mqtt_config
+    from edge_agent.agent.health import check_health_address
+    from edge_agent.agent.settings import mqtt_config
 
     _cross_checks(config)
     agent = config.agent

@@ -112,7 +112,7 @@ def _fallback_infer(model_dir: Path):
 def _get_model_infer(model_id: str, with_masks: list[np.ndarray] | None = None):
     """``infer`` through models.get_model; a segmentation model's masks go to ``with_masks``
     (replaced on every call: (n, H, W) bool, in the order of the rows returned)."""
-    from models import get_model
+    from edge_agent.models import get_model
 
     model = get_model(model_id)
 
@@ -185,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.frames):
         w, h = sw.random_frame_size(rng) if args.size is None else map(int, args.size.split("x"))
         img, gt, shapes = sw.render_frame(
-            rng, w, h, n_objects=args.objects, noise_sigma=args.noise, background=args.background,
-            size_range=sizes, return_shapes=True,
+            rng,
+            w,
+            h,
+            n_objects=args.objects,
+            noise_sigma=args.noise,
+            background=args.background,
+            size_range=sizes,
+            return_shapes=True,
         )
         preds.append(infer(img, args.confidence, args.max_detections))
         gts.append(np.array(gt, np.float32).reshape(-1, 5))
@@ -214,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         infer(img, 0.4, 300)
         times.append(time.perf_counter() - t0)
-    print(f"CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
-          f"over {args.latency_runs} runs")
+    print(
+        f"CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
+        f"over {args.latency_runs} runs"
+    )
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

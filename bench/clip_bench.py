@@ -127,9 +127,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=12, help="transformer layers (12 = ViT-B/16)")
     args = parser.parse_args()
 
-    from models import get_model
-    from models.foundation.clip import ClipModel, clip_preprocess
-    from models.settings import reload_model_settings
+    from edge_agent.models import get_model
+    from edge_agent.models.foundation.clip import ClipModel, clip_preprocess
+    from edge_agent.models.settings import reload_model_settings
 
     settings = reload_model_settings()
     clip = ClipModel("clip/ViT-B-16", clip_dir(args.layers), settings)

@@ -24,11 +24,11 @@ import numpy as np
 import psutil
 
 from bench.common import OUT, agent, clip, median
-from models.predictions import Detections
-from pipelines.annotate import render_jpeg
-from pipelines.frames import Frame
-from pipelines.live import LiveView, LiveViewOptions
-from pipelines.results import InferenceResult, ResultRouter
+from edge_agent.models.predictions import Detections
+from edge_agent.pipelines.annotate import render_jpeg
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.live import LiveView, LiveViewOptions
+from edge_agent.pipelines.results import InferenceResult, ResultRouter
 
 CAP_FPS = 5.0
 

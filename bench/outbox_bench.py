@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import OUT, Broker, median, percentile
-from pipelines.sinks.mqtt import MqttConfig, MqttSink
+from edge_agent.pipelines.sinks.mqtt import MqttConfig, MqttSink
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -40,8 +40,16 @@ def _thread_cpu_s(native_id: int) -> float:
 
 
 def _payload(i: int) -> dict[str, Any]:
-    det = {"x": 412.5, "y": 230.0, "width": 96.0, "height": 88.0, "confidence": 0.93, "class": "circle",
-           "class_id": 0, "detection_id": "6c0e1f2a3b4c5d6e7f8091a2b3c4d5e6"}
+    det = {
+        "x": 412.5,
+        "y": 230.0,
+        "width": 96.0,
+        "height": 88.0,
+        "confidence": 0.93,
+        "class": "circle",
+        "class_id": 0,
+        "detection_id": "6c0e1f2a3b4c5d6e7f8091a2b3c4d5e6",
+    }
     return {
         "predictions": [det] * 5,
         "image": {"width": 1280, "height": 720},

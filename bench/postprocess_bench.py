@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from models.coordinates import boxes_to_source
-from models.decoders import (
+from edge_agent.models.coordinates import boxes_to_source
+from edge_agent.models.decoders import (
     DetectionDecoder,
     EndToEndDecoder,
     RFDETRDecoder,
@@ -26,10 +26,10 @@ from models.decoders import (
     YOLOv5Decoder,
     YOLOv8Decoder,
 )
-from models.nms import non_max_suppression
-from models.params import DetectionParams
-from models.predictions import Detections
-from models.preprocessing import ImageMeta
+from edge_agent.models.nms import non_max_suppression
+from edge_agent.models.params import DetectionParams
+from edge_agent.models.predictions import Detections
+from edge_agent.models.preprocessing import ImageMeta
 
 CLASSES = tuple(f"class{i}" for i in range(80))
 SIZE = 640

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.evaluation import IOU_THRESHOLDS, evaluate_map, iou_matrix
+from edge_agent.models.evaluation import IOU_THRESHOLDS, evaluate_map, iou_matrix
 
 __all__ = ["IOU_THRESHOLDS", "evaluate_map", "iou_matrix", "main"]
 
@@ -45,7 +45,7 @@ def _fallback_infer(model_dir: Path):
 
 
 def _get_model_infer(model_id: str):
-    from models import get_model
+    from edge_agent.models import get_model
 
     model = get_model(model_id)
 
@@ -104,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.frames):
         w, h = sw.random_frame_size(rng) if args.size is None else map(int, args.size.split("x"))
         img, gt = sw.render_frame(
-            rng, w, h, n_objects=args.objects, noise_sigma=args.noise, background=args.background,
+            rng,
+            w,
+            h,
+            n_objects=args.objects,
+            noise_sigma=args.noise,
+            background=args.background,
             size_range=sizes,
         )
         for label, infer in paths.items():
@@ -128,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"path: {label}")
         print(f"  mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
         print(f"  mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
-        print(f"  CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
-              f"over {args.latency_runs} runs")
+        print(
+            f"  CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
+            f"over {args.latency_runs} runs"
+        )
         ok = ok and m50 >= args.min_map50 and m5095 >= args.min_map5095
     if args.compare:
         (a50, a95), (b50, b95) = figures

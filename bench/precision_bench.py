@@ -62,8 +62,8 @@ def paths() -> dict[str, tuple[str, str]]:
 
 def int8_copy_of(model_dir: Path) -> Path:
     """The bench model's INT8 copy in the bench's cache (made once, on the CPU provider)."""
-    from models.precision import find_int8_copy, int8_locations
-    from models.settings import load_model_settings, set_model_settings
+    from edge_agent.models.precision import find_int8_copy, int8_locations
+    from edge_agent.models.settings import load_model_settings, set_model_settings
 
     settings = load_model_settings(model_cache_dir=CACHE, onnxruntime_execution_providers="cpu")
     set_model_settings(settings)
@@ -71,7 +71,7 @@ def int8_copy_of(model_dir: Path) -> Path:
     model_id = str(model_dir.resolve())
     found = find_int8_copy(model_id, fp32, int8_locations(model_id, model_dir, CACHE)).copy
     if found is None:
-        from models.quantize import quantize_model
+        from edge_agent.models.quantize import quantize_model
 
         started = time.monotonic()
         result = quantize_model(model_id, force=True)
@@ -107,7 +107,11 @@ def bare_fps(weights: Path, seconds: float = BARE_SECONDS, provider: str = "cpu"
     over from earlier sessions); fp32 on the CPU provider with default options is the baseline."""
     out = subprocess.run(
         [sys.executable, "-m", "bench.precision_bench", "--bare", str(weights), str(seconds), provider],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -221,18 +225,27 @@ def main() -> None:
         flush=True,
     )
     if not has_openvino():
-        print("   OpenVINO rows skipped: this onnxruntime has no OpenVINOExecutionProvider "
-              "(pip install '.[openvino]', see the README)", flush=True)
+        print(
+            "   OpenVINO rows skipped: this onnxruntime has no OpenVINOExecutionProvider "
+            "(pip install '.[openvino]', see the README)",
+            flush=True,
+        )
     bench_int8 = int8_copy_of(model_dir)
     builtin_int8 = BUILTIN_WEIGHTS.with_name("weights.int8.onnx")
     video = clip("throughput", seconds=CLIP_SECONDS)
     report: list[str] = []
     if "throughput" in args.which:
         for label, model_for, weights in (
-            ("built-in model (shapes-v1, 640x384)", lambda p: f"{BUILTIN_ID}@{p}",
-             {"fp32": BUILTIN_WEIGHTS, "int8": builtin_int8}),
-            ("bench model (YOLOv8n-sized, 640x640)", lambda p: f"{model_dir.resolve()}@{p}",
-             {"fp32": model_dir / "weights.onnx", "int8": bench_int8}),
+            (
+                "built-in model (shapes-v1, 640x384)",
+                lambda p: f"{BUILTIN_ID}@{p}",
+                {"fp32": BUILTIN_WEIGHTS, "int8": builtin_int8},
+            ),
+            (
+                "bench model (YOLOv8n-sized, 640x640)",
+                lambda p: f"{model_dir.resolve()}@{p}",
+                {"fp32": model_dir / "weights.onnx", "int8": bench_int8},
+            ),
         ):
             lines = throughput_rows(label, model_for, weights, video, args.rounds)
             report += lines

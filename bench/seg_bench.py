@@ -58,9 +58,9 @@ def ten_object_frame(seed: int = 11) -> tuple[np.ndarray, int]:
 
 
 def mask_cost(repeat: int = 30) -> list[str]:
-    from models import get_model
-    from models.masks import masks_from_prototypes
-    from models.polygons import MaskOutput
+    from edge_agent.models import get_model
+    from edge_agent.models.masks import masks_from_prototypes
+    from edge_agent.models.polygons import MaskOutput
 
     model = get_model(str(SEG_MODEL))
     img, n_objects = ten_object_frame()
@@ -119,9 +119,9 @@ def throughput(rounds: int = 3) -> list[str]:
 def message_sizes(max_frames: int = 60) -> list[str]:
     import av
 
-    from models import get_model
-    from models.polygons import MaskOutput
-    from pipelines.sinks.message import build_prediction_message
+    from edge_agent.models import get_model
+    from edge_agent.models.polygons import MaskOutput
+    from edge_agent.pipelines.sinks.message import build_prediction_message
 
     model = get_model(str(SEG_MODEL))
     modes = {
@@ -141,9 +141,16 @@ def message_sizes(max_frames: int = 60) -> list[str]:
             objects += len(seg)
             for name, output in modes.items():
                 message = build_prediction_message(
-                    prediction=seg.with_mask_output(output), agent_id="bench", stream="cam", seq=i, frame_id=i,
-                    frame_time=time.time(), model_id="builtin/shapes-seg-v1", inference_ms=30.0,
-                    frame_age_ms=5.0, latency_ms=40.0,
+                    prediction=seg.with_mask_output(output),
+                    agent_id="bench",
+                    stream="cam",
+                    seq=i,
+                    frame_id=i,
+                    frame_time=time.time(),
+                    model_id="builtin/shapes-seg-v1",
+                    inference_ms=30.0,
+                    frame_age_ms=5.0,
+                    latency_ms=40.0,
                 )
                 sizes[name].append(len(json.dumps(message)))
                 points[name].append(sum(len(p.get("points", [])) for p in message["predictions"]))

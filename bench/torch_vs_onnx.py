@@ -75,8 +75,8 @@ def main() -> None:
         os.environ["ORT_INTRA_OP_THREADS"] = str(args.threads)
         torch.set_num_threads(args.threads)
 
-    from models import get_model
-    from models.settings import reload_model_settings
+    from edge_agent.models import get_model
+    from edge_agent.models.settings import reload_model_settings
 
     reload_model_settings()
     onnx_model = get_model(str(bench_model()))

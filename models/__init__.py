@@ -1,6 +1,6 @@
 """The model ecosystem: ids, aliases, registry, artifact cache, runtime and model classes.
 
-    from models import get_model
+    from edge_agent.models import get_model
     model = get_model("builtin/shapes-v1")
     responses = model.infer([frame_a, frame_b])          # one ObjectDetectionResponse per image
     typed = model.predict([frame_a, frame_b])            # one Detections (numpy arrays) per image
@@ -16,42 +16,42 @@ from typing import TYPE_CHECKING, Any
 # Names are resolved lazily (PEP 562) so that `from models.errors import ...` or
 # `models.settings` do not pay for importing onnxruntime and OpenCV.
 _EXPORTS: dict[str, str] = {
-    "MODEL_ALIASES": "models.aliases",
-    "resolve_alias": "models.aliases",
-    "Model": "models.base",
-    "Detections": "models.predictions",
-    "Prediction": "models.predictions",
-    "Embeddings": "models.predictions",
-    "ZeroShotClassification": "models.predictions",
-    "TextDetections": "models.predictions",
-    "InstanceSegmentation": "models.predictions",
-    "KeypointDetections": "models.predictions",
-    "ClassificationPrediction": "models.predictions",
-    "MaskOutput": "models.polygons",
-    "Engine": "models.engines.base",
-    "OnnxEngine": "models.engines.onnx",
-    "ModelArtifacts": "models.artifact_loader",
-    "load_artifacts": "models.artifact_loader",
-    "ModelFamily": "models.catalog",
-    "ObjectDetectionModel": "models.tasks.object_detection",
-    "clear_cache": "models.cache",
-    "list_cached_models": "models.cache",
-    "ModelRef": "models.ids",
-    "parse_model_id": "models.ids",
-    "ModelManager": "models.manager",
-    "MODEL_REGISTRY": "models.registry",
-    "get_model": "models.registry",
-    "get_model_type": "models.registry",
-    "ImageDimensions": "models.responses",
-    "ObjectDetectionPrediction": "models.responses",
-    "ObjectDetectionResponse": "models.responses",
-    "ModelSettings": "models.settings",
-    "get_model_settings": "models.settings",
-    "reload_model_settings": "models.settings",
-    "set_model_settings": "models.settings",
-    "get_family": "models.registry",
+    "MODEL_ALIASES": "edge_agent.models.aliases",
+    "resolve_alias": "edge_agent.models.aliases",
+    "Model": "edge_agent.models.base",
+    "Detections": "edge_agent.models.predictions",
+    "Prediction": "edge_agent.models.predictions",
+    "Embeddings": "edge_agent.models.predictions",
+    "ZeroShotClassification": "edge_agent.models.predictions",
+    "TextDetections": "edge_agent.models.predictions",
+    "InstanceSegmentation": "edge_agent.models.predictions",
+    "KeypointDetections": "edge_agent.models.predictions",
+    "ClassificationPrediction": "edge_agent.models.predictions",
+    "MaskOutput": "edge_agent.models.polygons",
+    "Engine": "edge_agent.models.engines.base",
+    "OnnxEngine": "edge_agent.models.engines.onnx",
+    "ModelArtifacts": "edge_agent.models.artifact_loader",
+    "load_artifacts": "edge_agent.models.artifact_loader",
+    "ModelFamily": "edge_agent.models.catalog",
+    "ObjectDetectionModel": "edge_agent.models.tasks.object_detection",
+    "clear_cache": "edge_agent.models.cache",
+    "list_cached_models": "edge_agent.models.cache",
+    "ModelRef": "edge_agent.models.ids",
+    "parse_model_id": "edge_agent.models.ids",
+    "ModelManager": "edge_agent.models.manager",
+    "MODEL_REGISTRY": "edge_agent.models.registry",
+    "get_model": "edge_agent.models.registry",
+    "get_model_type": "edge_agent.models.registry",
+    "ImageDimensions": "edge_agent.models.responses",
+    "ObjectDetectionPrediction": "edge_agent.models.responses",
+    "ObjectDetectionResponse": "edge_agent.models.responses",
+    "ModelSettings": "edge_agent.models.settings",
+    "get_model_settings": "edge_agent.models.settings",
+    "reload_model_settings": "edge_agent.models.settings",
+    "set_model_settings": "edge_agent.models.settings",
+    "get_family": "edge_agent.models.registry",
     **{
-        name: "models.errors"
+        name: "edge_agent.models.errors"
         for name in (
             "ApiAuthError",
             "CacheIntegrityError",
@@ -94,14 +94,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from models.aliases import MODEL_ALIASES, resolve_alias
-    from models.artifact_loader import ModelArtifacts, load_artifacts
-    from models.base import Model
-    from models.cache import clear_cache, list_cached_models
-    from models.catalog import ModelFamily
-    from models.engines.base import Engine
-    from models.engines.onnx import OnnxEngine
-    from models.errors import (
+    from edge_agent.models.aliases import MODEL_ALIASES, resolve_alias
+    from edge_agent.models.artifact_loader import ModelArtifacts, load_artifacts
+    from edge_agent.models.base import Model
+    from edge_agent.models.cache import clear_cache, list_cached_models
+    from edge_agent.models.catalog import ModelFamily
+    from edge_agent.models.engines.base import Engine
+    from edge_agent.models.engines.onnx import OnnxEngine
+    from edge_agent.models.errors import (
         ApiAuthError,
         CacheIntegrityError,
         CacheLockTimeoutError,
@@ -121,20 +121,20 @@ if TYPE_CHECKING:
         ModelSettingsError,
         UnsupportedModelTypeError,
     )
-    from models.ids import ModelRef, parse_model_id
-    from models.manager import ModelManager
-    from models.polygons import MaskOutput
-    from models.predictions import (
+    from edge_agent.models.ids import ModelRef, parse_model_id
+    from edge_agent.models.manager import ModelManager
+    from edge_agent.models.polygons import MaskOutput
+    from edge_agent.models.predictions import (
         ClassificationPrediction,
         Detections,
         InstanceSegmentation,
         KeypointDetections,
         Prediction,
     )
-    from models.registry import MODEL_REGISTRY, get_family, get_model, get_model_type
-    from models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
-    from models.settings import ModelSettings, get_model_settings, reload_model_settings, set_model_settings
-    from models.tasks.object_detection import ObjectDetectionModel
+    from edge_agent.models.registry import MODEL_REGISTRY, get_family, get_model, get_model_type
+    from edge_agent.models.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
+    from edge_agent.models.settings import ModelSettings, get_model_settings, reload_model_settings, set_model_settings
+    from edge_agent.models.tasks.object_detection import ObjectDetectionModel
 
 __all__ = [
     "MODEL_ALIASES",

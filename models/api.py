@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from models.errors import ApiAuthError, ModelDownloadError, ModelNotFoundError
-from models.redaction import redact_url
-from models.settings import ModelSettings
+from edge_agent.models.errors import ApiAuthError, ModelDownloadError, ModelNotFoundError
+from edge_agent.models.redaction import redact_url
+from edge_agent.models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ MAX_JSON_BYTES = 32 << 20
 CHUNK = 1 << 16
 # A server that sends less than this within one MODEL_DOWNLOAD_TIMEOUT window counts as stalled.
 STALL_MIN_BYTES = 1024
+
 
 def redact(url: str) -> str:
     """The one URL redactor (models/redaction.py): user info and secret query values, api_key too."""
@@ -228,7 +229,7 @@ class RoboflowApi:
         progress: ProgressCallback | None = None,
     ) -> DownloadedFile:
         """Stream ``url`` into a temp file in ``target_dir``; checks Content-Length and md5 if given."""
-        from models.cache import temp_path_in  # local import keeps api free of cache at import time
+        from edge_agent.models.cache import temp_path_in  # local import keeps api free of cache at import time
 
         def attempt() -> DownloadedFile:
             temp = temp_path_in(target_dir, name)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models import cache
-from models.errors import ModelArtifactsError, ModelError
-from models.preprocessing import InputNormalization, Preprocessing, parse_preprocessing
+from edge_agent.models import cache
+from edge_agent.models.errors import ModelArtifactsError, ModelError
+from edge_agent.models.preprocessing import InputNormalization, Preprocessing, parse_preprocessing
 
 logger = logging.getLogger(__name__)
 

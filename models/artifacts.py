@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models import cache
-from models.api import ProgressCallback, RoboflowApi
-from models.errors import (
+from edge_agent.models import cache
+from edge_agent.models.api import ProgressCallback, RoboflowApi
+from edge_agent.models.errors import (
     CacheIntegrityError,
     CacheWriteError,
     ModelDownloadError,
@@ -30,8 +30,8 @@ from models.errors import (
     ModelNotFoundError,
     UnsupportedModelTypeError,
 )
-from models.ids import BUILTIN_ROOT, ModelRef, cache_dir_for
-from models.settings import ModelSettings, get_model_settings
+from edge_agent.models.ids import BUILTIN_ROOT, ModelRef, cache_dir_for
+from edge_agent.models.settings import ModelSettings, get_model_settings
 
 logger = logging.getLogger(__name__)
 

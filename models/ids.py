@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from models.aliases import resolve_alias
-from models.errors import InvalidModelIdError
-from models.families import BARE_FAMILIES, canonical_variant, find_family
+from edge_agent.models.aliases import resolve_alias
+from edge_agent.models.errors import InvalidModelIdError
+from edge_agent.models.families import BARE_FAMILIES, canonical_variant, find_family
 
 BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
 BUILTIN_PREFIX = "builtin"

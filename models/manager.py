@@ -7,11 +7,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from models.api import ProgressCallback
-from models.base import Model
-from models.precision import canonical_key
-from models.registry import get_model
-from models.settings import get_model_settings
+from edge_agent.models.api import ProgressCallback
+from edge_agent.models.base import Model
+from edge_agent.models.precision import canonical_key
+from edge_agent.models.registry import get_model
+from edge_agent.models.settings import get_model_settings
 
 logger = logging.getLogger(__name__)
 

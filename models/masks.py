@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.decoders.rfdetr import stable_sigmoid
-from models.preprocessing import ImageMeta
+from edge_agent.models.decoders.rfdetr import stable_sigmoid
+from edge_agent.models.preprocessing import ImageMeta
 
 #: YOLO masks: a pixel is in the mask when the interpolated probability exceeds this
 MASK_THRESHOLD = 0.5

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import InvalidInputError
-from models.settings import ModelSettings
+from edge_agent.models.errors import InvalidInputError
+from edge_agent.models.settings import ModelSettings
 
 
 def unit_interval(name: str, value: Any) -> float:

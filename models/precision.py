@@ -24,9 +24,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from models import cache
-from models.errors import Int8CopyMissingError
-from models.settings import ModelSettings
+from edge_agent.models import cache
+from edge_agent.models.errors import Int8CopyMissingError
+from edge_agent.models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def select_weights(
     model_id: str, fp32_path: Path, requested: Precision | None, settings: ModelSettings
 ) -> PrecisionChoice:
     """The weights ``model_id`` should load under ``requested`` (None: MODEL_PRECISION)."""
-    from models.providers import planned_providers
+    from edge_agent.models.providers import planned_providers
 
     wanted: Precision = requested or settings.model_precision
     if wanted == "fp32":
@@ -321,7 +321,7 @@ def select_weights(
 
 def canonical_key(model_id: str) -> str:
     """One key per (model, precision): the canonical id plus the precision suffix, if any."""
-    from models.ids import parse_model_id
+    from edge_agent.models.ids import parse_model_id
 
     base, precision = split_precision(model_id)
     return with_precision(parse_model_id(base).model_id, precision)

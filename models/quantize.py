@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from models import cache
-from models.calibration import open_frames
-from models.errors import AccuracyGuardError, CalibrationSourceError, QuantizationError
-from models.evaluation import evaluate_map
-from models.ids import parse_model_id
-from models.precision import (
+from edge_agent.models import cache
+from edge_agent.models.calibration import open_frames
+from edge_agent.models.errors import AccuracyGuardError, CalibrationSourceError, QuantizationError
+from edge_agent.models.evaluation import evaluate_map
+from edge_agent.models.ids import parse_model_id
+from edge_agent.models.precision import (
     DEFAULT_FRAMES,
     DEFAULT_MIN_MAP50,
     AccuracyRecord,
@@ -56,7 +56,7 @@ from models.precision import (
     split_precision,
     with_precision,
 )
-from models.settings import ModelSettings
+from edge_agent.models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -314,9 +314,9 @@ def _describe_preprocessing(model: Any) -> str:
 
 def _load_fp32(model_id: str) -> tuple[Any, Any, Any]:
     """(ref, fp32 model, its OnnxEngine), checked to be quantizable here."""
-    from models.engines.onnx import OnnxEngine
-    from models.registry import get_model
-    from models.tasks.base import VisionModel
+    from edge_agent.models.engines.onnx import OnnxEngine
+    from edge_agent.models.registry import get_model
+    from edge_agent.models.tasks.base import VisionModel
 
     ref = parse_model_id(split_precision(model_id)[0])
     if ref.kind == "generic":
@@ -340,8 +340,8 @@ class _Check:
 
 def _check_against_fp32(ref: Any, fp32: Any, engine: Any, int8_path: Path, held_out: list[np.ndarray]) -> _Check:
     """The INT8 copy built as the agent would build it, scored and timed against the fp32 model."""
-    from models.engines.onnx import OnnxEngine
-    from models.registry import get_family
+    from edge_agent.models.engines.onnx import OnnxEngine
+    from edge_agent.models.registry import get_family
 
     settings = fp32.settings
     int8_engine = OnnxEngine(int8_path, ref.model_id, settings, precision="int8")
@@ -365,9 +365,13 @@ def _accuracy_record(
     def rounded(value: float | None) -> float | None:
         return None if value is None else round(value, 5)
 
-    note = "" if figures.map50 is not None else (
-        "the fp32 model found nothing on the held-out frames at CONFIDENCE, so there is nothing to compare: "
-        "calibrate on frames of the scenes the model is for"
+    note = (
+        ""
+        if figures.map50 is not None
+        else (
+            "the fp32 model found nothing on the held-out frames at CONFIDENCE, so there is nothing to compare: "
+            "calibrate on frames of the scenes the model is for"
+        )
     )
     return AccuracyRecord(
         metric="mAP of the INT8 copy's detections with the fp32 model's as ground truth",

@@ -15,11 +15,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from models.polygons import POLYGON, MaskOutput
-from models.predictions import InstanceSegmentation, Prediction
-from pipelines.frames import Frame
-from pipelines.results import InferenceResult
-from pipelines.slot import LatestFrameSlot
+from edge_agent.models.polygons import POLYGON, MaskOutput
+from edge_agent.models.predictions import InstanceSegmentation, Prediction
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.results import InferenceResult
+from edge_agent.pipelines.slot import LatestFrameSlot
 
 log = logging.getLogger("edge_agent.inference")
 

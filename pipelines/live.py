@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.predictions import Prediction
-from pipelines.annotate import render_jpeg
-from pipelines.errors import StreamError
-from pipelines.frames import Frame
+from edge_agent.models.predictions import Prediction
+from edge_agent.pipelines.annotate import render_jpeg
+from edge_agent.pipelines.errors import StreamError
+from edge_agent.pipelines.frames import Frame
 
 Renderer = Callable[[Any, Any, Mapping[str, str] | None, int], bytes]
 

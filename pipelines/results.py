@@ -14,14 +14,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.predictions import Prediction
-from pipelines.frames import Frame
-from pipelines.live import LiveView
-from pipelines.metrics import StreamMetrics
-from pipelines.processing import ProcessingChain, ProcessingStep
-from pipelines.sequence import SequenceStore
-from pipelines.sinks.base import Sink
-from pipelines.sinks.message import build_prediction_message
+from edge_agent.models.predictions import Prediction
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.live import LiveView
+from edge_agent.pipelines.metrics import StreamMetrics
+from edge_agent.pipelines.processing import ProcessingChain, ProcessingStep
+from edge_agent.pipelines.sequence import SequenceStore
+from edge_agent.pipelines.sinks.base import Sink
+from edge_agent.pipelines.sinks.message import build_prediction_message
 
 log = logging.getLogger("edge_agent.results")
 

@@ -17,7 +17,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from pipelines import state
+from edge_agent.pipelines import state
 
 log = logging.getLogger("edge_agent.sequence")
 

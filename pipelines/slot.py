@@ -22,7 +22,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from pipelines.frames import Frame
+from edge_agent.pipelines.frames import Frame
 
 # How often a put blocked in ``every`` mode re-checks its cancel event. The runner also calls
 # ``wake_blocked`` when it stops a reader, so this only bounds the worst case.

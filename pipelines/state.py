@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipelines.errors import StateError
+from edge_agent.pipelines.errors import StateError
 
 log = logging.getLogger("edge_agent.state")
 

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from models.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
-from models.precision import split_precision
-from models.redaction import redact_url
-from models.settings import UnitInterval
-from pipelines.sources.options import ReadOptions, SourceOptions, _choice
+from edge_agent.models.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
+from edge_agent.models.precision import split_precision
+from edge_agent.models.redaction import redact_url
+from edge_agent.models.settings import UnitInterval
+from edge_agent.pipelines.sources.options import ReadOptions, SourceOptions, _choice
 
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 STREAM_NAME_RULE = "1-63 characters of letters, digits, '_' and '-', starting with a letter or digit"

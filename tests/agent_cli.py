@@ -36,7 +36,7 @@ def clean_environment(**env: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "edge_agent.agent.cli", *args],
         env=clean_environment(**(env or {})),
         capture_output=True,
         text=True,

@@ -44,7 +44,7 @@ class AgentProcess:
         self._lock = threading.Lock()
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", *args],
+            [sys.executable, "-m", "edge_agent.agent.cli", "run", *args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

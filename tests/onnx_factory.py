@@ -163,4 +163,3 @@ def constant_outputs(
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model.SerializeToString()
-

@@ -132,10 +132,7 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         self.set_shared(False)
         # No config-interval on the payloader: the AUs already carry SPS/PPS before every IDR,
         # and rtph264pay config-interval=-1 (GStreamer 1.22) garbles multi-slice frames.
-        self.set_launch(
-            "( appsrc name=src is-live=true format=time max-bytes=2000000 "
-            "! rtph264pay name=pay0 pt=96 )"
-        )
+        self.set_launch("( appsrc name=src is-live=true format=time max-bytes=2000000 ! rtph264pay name=pay0 pt=96 )")
         self.connect("media-configure", self._configure)
 
     def _configure(self, _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:

@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.settings import load_config, parse_streams
+from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.settings import load_config, parse_streams
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM", "MQTT_", "MODEL_ID"))}
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "edge_agent.agent.cli", *args],
         env={**base, **(env or {})},
         capture_output=True,
         text=True,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models.predictions import Detections
-from pipelines.annotate import (
+from edge_agent.models.predictions import Detections
+from edge_agent.pipelines.annotate import (
     DEFAULT_PALETTE,
     MASK_ALPHA,
     annotate,
@@ -111,9 +111,7 @@ def test_keypoints_drawn_only_when_confident() -> None:
 
 def test_track_ids_appear_in_the_label() -> None:
     base = annotate(grey(), detections([[100, 120, 200, 200]], [0]), {"cat": "#00ff00"})
-    tracked = annotate(
-        grey(), detections([[100, 120, 200, 200]], [0], track_ids=np.array([17])), {"cat": "#00ff00"}
-    )
+    tracked = annotate(grey(), detections([[100, 120, 200, 200]], [0], track_ids=np.array([17])), {"cat": "#00ff00"})
     green = np.all(base[100:120] == [0, 255, 0], axis=2).sum()
     assert np.all(tracked[100:120] == [0, 255, 0], axis=2).sum() > green, "label tab did not grow for '#17'"
 

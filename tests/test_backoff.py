@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipelines.backoff import Backoff, backoff_delay
+from edge_agent.pipelines.backoff import Backoff, backoff_delay
 
 
 def test_delays_double_up_to_the_cap_without_jitter() -> None:

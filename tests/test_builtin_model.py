@@ -74,7 +74,7 @@ def test_ground_truth_is_tight() -> None:
             patch = img[y1:y2, x1:x2].astype(int)
             hit = np.zeros(patch.shape[:2], bool)
             for col in colors[c]:
-                hit |= (np.abs(patch - np.array(col)).max(axis=2) == 0)
+                hit |= np.abs(patch - np.array(col)).max(axis=2) == 0
             # The shape's own pixels touch all four sides of its box.
             assert hit[0].any() and hit[-1].any() and hit[:, 0].any() and hit[:, -1].any()
 
@@ -82,7 +82,7 @@ def test_ground_truth_is_tight() -> None:
 def test_circle_box_matches_geometry() -> None:
     s = sw.Shape(0, 100.0, 80.0, 40.0, 0.0, (255, 255, 255))
     img = np.zeros((200, 200, 3), np.uint8)
-    (x1, y1, x2, y2, c), = sw.draw_shapes(img, [s])
+    ((x1, y1, x2, y2, c),) = sw.draw_shapes(img, [s])
     assert c == 0
     assert abs(x1 - 80) <= 1 and abs(x2 - 120) <= 1 and abs(y1 - 60) <= 1 and abs(y2 - 100) <= 1
 
@@ -176,7 +176,7 @@ def offline_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("MODEL_CACHE_DIR", str(cache))
-    from models import get_model
+    from edge_agent.models import get_model
 
     return get_model("builtin/shapes-v1")
 

@@ -55,7 +55,9 @@ def test_package_files_and_onnx_layout() -> None:
     assert (PKG / "class_names.txt").read_text().split() == ["circle", "square", "triangle"]
     mt = json.loads((PKG / "model_type.json").read_text())
     assert mt == {
-        "project_task_type": "instance-segmentation", "model_type": "yolov8n-seg", "model_id": "builtin/shapes-seg-v1"
+        "project_task_type": "instance-segmentation",
+        "model_type": "yolov8n-seg",
+        "model_id": "builtin/shapes-seg-v1",
     }
     sess = ort.InferenceSession(str(PKG / "weights.onnx"), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).random((2, 3, 384, 640), dtype=np.float32)
@@ -68,25 +70,29 @@ def test_package_files_and_onnx_layout() -> None:
 def offline_seg_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("OFFLINE_MODE", "true")
     monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "cache"))
-    from models import get_model
+    from edge_agent.models import get_model
 
     return get_model("builtin/shapes-seg-v1")
 
 
 @pytest.mark.parametrize(("seed", "size"), [(201, (1280, 720)), (202, (640, 360)), (203, (900, 700))])
 def test_builtin_seg_model_masks_match_the_exact_shapes(offline_seg_model, seed: int, size: tuple[int, int]) -> None:
-    from models.polygons import polygon_area
+    from edge_agent.models.polygons import polygon_area
 
-    img, _, shapes = sw.render_frame(np.random.default_rng(seed), *size, n_objects=5, noise_sigma=4.0,
-                                       size_range=(40.0, 220.0), return_shapes=True)
+    img, _, shapes = sw.render_frame(
+        np.random.default_rng(seed), *size, n_objects=5, noise_sigma=4.0, size_range=(40.0, 220.0), return_shapes=True
+    )
     ids, order = sw.instance_ids(shapes, *size)
     assert order
     (seg,) = offline_seg_model.predict(img)
     assert seg.masks.shape == (len(seg), size[1], size[0])
     for k in order:
         truth = ids == k + 1
-        ious = [(truth & m).sum() / (truth | m).sum() for m, c in zip(seg.masks, seg.class_ids, strict=True)
-                if c == shapes[k].cls]
+        ious = [
+            (truth & m).sum() / (truth | m).sum()
+            for m, c in zip(seg.masks, seg.class_ids, strict=True)
+            if c == shapes[k].cls
+        ]
         assert max(ious, default=0.0) >= 0.8, f"shape {shapes[k]} best mask IoU {max(ious, default=0.0):.2f}"
     polygons = seg.to_response()["predictions"]
     for row, mask in zip(polygons, seg.masks, strict=True):

@@ -33,8 +33,10 @@ def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 def match_ground_truth(message: dict[str, Any], gts: list[tuple]) -> tuple[int, int, int]:
     """(matched ground truths, ground truths, predictions) with class and IoU >= 0.5."""
     preds = [
-        ((p["x"] - p["width"] / 2, p["y"] - p["height"] / 2, p["x"] + p["width"] / 2, p["y"] + p["height"] / 2),
-         p["class"])
+        (
+            (p["x"] - p["width"] / 2, p["y"] - p["height"] / 2, p["x"] + p["width"] / 2, p["y"] + p["height"] / 2),
+            p["class"],
+        )
         for p in message["predictions"]
     ]
     used: set[int] = set()
@@ -91,7 +93,11 @@ def agent_env(broker, tmp_path: Path, **extra: str) -> dict[str, str]:  # type: 
 
 
 def test_three_streams_to_mqtt_then_sigterm(
-    tmp_path: Path, static_clips, rtsp_server_factory, mosquitto, mqtt_subscriber_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    static_clips,
+    rtsp_server_factory,
+    mosquitto,
+    mqtt_subscriber_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     rtsp = rtsp_server_factory({"cam1": static_clips["cam1"][0], "cam2": static_clips["cam2"][0]})
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
@@ -138,14 +144,19 @@ def test_three_streams_to_mqtt_then_sigterm(
 
 
 def test_live_stream_with_slow_model_keeps_frames_fresh_and_memory_flat(
-    tmp_path: Path, rtsp_server_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    rtsp_server_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     clip = tmp_path / "live.mp4"
     write_clip(clip, seconds=4, width=1280, height=720, seed=7, max_speed=6.0, noise_sigma=2.0)
     rtsp = rtsp_server_factory({"live": clip})
     model_dir = write_slow_model(tmp_path / "slow", layers=14)  # well under 30 fps on these machines
-    env = {"STREAMS": f"live={rtsp.url('live')}", "MODEL_ID": str(model_dir), "STDOUT_SINK": "true",
-           "MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        "STREAMS": f"live={rtsp.url('live')}",
+        "MODEL_ID": str(model_dir),
+        "STDOUT_SINK": "true",
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
     with AgentProcess(env, tmp_path) as agent:
         assert agent.wait_for(lambda p: len(p) >= 3, timeout=60), agent.stderr()
         proc = psutil.Process(agent.proc.pid)
@@ -173,8 +184,12 @@ def test_every_mode_processes_every_frame_and_exits(tmp_path: Path) -> None:
     clip = tmp_path / "every.mp4"
     write_clip(clip, seconds=2, width=640, height=360, seed=5, max_speed=8.0, noise_sigma=2.0)
     model_dir = write_slow_model(tmp_path / "slow", layers=2)
-    env = {"STREAMS": f"clip={clip}", "STREAM_CLIP_MODE": "every", "MODEL_ID": str(model_dir),
-           "MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    env = {
+        "STREAMS": f"clip={clip}",
+        "STREAM_CLIP_MODE": "every",
+        "MODEL_ID": str(model_dir),
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
     with AgentProcess(env, tmp_path) as agent:
         rc = agent.wait(timeout=120)  # a finished file stream ends the agent by itself
     assert rc == 0, agent.stderr()
@@ -184,14 +199,23 @@ def test_every_mode_processes_every_frame_and_exits(tmp_path: Path) -> None:
 
 
 def test_camera_outage_reconnects_and_other_streams_never_stop(
-    tmp_path: Path, static_clips, rtsp_server_factory, mosquitto, mqtt_subscriber_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    static_clips,
+    rtsp_server_factory,
+    mosquitto,
+    mqtt_subscriber_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     rtsp = rtsp_server_factory({"cam1": static_clips["cam2"][0]})
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
     streams = f"cam1={rtsp.url('cam1')};clip={static_clips['clip'][0]};dead=rtsp://127.0.0.1:9/nothing"
     env = agent_env(
-        mosquitto, tmp_path, STREAMS=streams, STREAM_CLIP_LOOP="true", STREAM_CLIP_MAX_FPS="10",
-        RECONNECT_BACKOFF_MAX="2", STREAM_STALL_TIMEOUT="3",
+        mosquitto,
+        tmp_path,
+        STREAMS=streams,
+        STREAM_CLIP_LOOP="true",
+        STREAM_CLIP_MAX_FPS="10",
+        RECONNECT_BACKOFF_MAX="2",
+        STREAM_STALL_TIMEOUT="3",
     )
     with AgentProcess(env, tmp_path) as agent:
         assert sub.wait_for(lambda _: all(len(by_stream(sub)[s]) >= 3 for s in ("cam1", "clip")), timeout=90), (
@@ -209,7 +233,8 @@ def test_camera_outage_reconnects_and_other_streams_never_stop(
         assert sub.wait_for(lambda _: len(by_stream(sub)["cam1"]) >= during["cam1"] + 3, timeout=45), agent.stderr()
         assert sub.wait_for(
             lambda _: any(
-                m.topic.endswith("/stats") and m.json()["streams"]["cam1"]["reconnects"] >= 1
+                m.topic.endswith("/stats")
+                and m.json()["streams"]["cam1"]["reconnects"] >= 1
                 and m.json()["streams"]["cam1"]["state"] == "streaming"
                 for m in list(sub.messages)
             ),

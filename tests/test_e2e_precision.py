@@ -12,9 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent.errors import ConfigError
-from agent.settings import load_config
-from models.ids import BUILTIN_ROOT
+from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.settings import load_config
+from edge_agent.models.ids import BUILTIN_ROOT
 from tests.agent_process import AgentProcess
 from tests.test_e2e_agent import SCHEMA, by_stream, match_ground_truth
 from tools.synthworld import write_clip
@@ -43,12 +43,16 @@ def _env(broker, tmp_path: Path, **extra: str) -> dict[str, str]:  # type: ignor
 
 
 def test_global_int8_with_one_stream_on_fp32(
-    tmp_path: Path, scene, mosquitto, mqtt_subscriber_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    scene,
+    mosquitto,
+    mqtt_subscriber_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     clip, gts = scene
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
     env = _env(
-        mosquitto, tmp_path,
+        mosquitto,
+        tmp_path,
         STREAMS=f"a={clip};b={clip}",
         STREAM_A_MODE="every",
         STREAM_B_MODE="every",
@@ -84,7 +88,10 @@ def test_global_int8_with_one_stream_on_fp32(
 
 
 def test_auto_runs_the_shipped_int8_copy_on_cpu(
-    tmp_path: Path, scene, mosquitto, mqtt_subscriber_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    scene,
+    mosquitto,
+    mqtt_subscriber_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     clip, _ = scene
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
@@ -141,7 +148,7 @@ def test_per_stream_precision_setting(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 def test_config_prints_the_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODEL_PRECISION", "fp32")
-    from agent.settings import redacted
+    from edge_agent.agent.settings import redacted
 
     dumped = json.dumps(redacted(load_config()), default=str)
     assert '"MODEL_PRECISION": "fp32"' in dumped

@@ -62,16 +62,40 @@ def _pose_model() -> bytes:
 # stream -> (task, modelType, onnx, classes, weights file in the cache, STREAM_ overrides)
 STREAMS = {
     "seg": ("instance-segmentation", "yolov8n-seg", _seg_model, ["shape"], "weights.onnx", {}),
-    "segsimple": ("instance-segmentation", "yolov8n-seg", _seg_model, ["shape"], "weights.onnx",
-                  {"MASK_OUTPUT": "simplified", "MASK_TOLERANCE": "3"}),
-    "segnone": ("instance-segmentation", "yolov8n-seg", _seg_model, ["shape"], "weights.onnx",
-                {"MASK_OUTPUT": "none", "CONFIDENCE": "0.5"}),
+    "segsimple": (
+        "instance-segmentation",
+        "yolov8n-seg",
+        _seg_model,
+        ["shape"],
+        "weights.onnx",
+        {"MASK_OUTPUT": "simplified", "MASK_TOLERANCE": "3"},
+    ),
+    "segnone": (
+        "instance-segmentation",
+        "yolov8n-seg",
+        _seg_model,
+        ["shape"],
+        "weights.onnx",
+        {"MASK_OUTPUT": "none", "CONFIDENCE": "0.5"},
+    ),
     "detrseg": ("instance-segmentation", "rfdetr-seg-small", _rfdetr_seg_model, ["thing"], "weights.onnx", {}),
     "pose": ("keypoint-detection", "yolov8n-pose", _pose_model, ["person"], "weights.onnx", {}),
-    "cls": ("classification", "vit", lambda: _scores([1.0, 3.0, 0.0]), ["a", "b", "c"], "best.onnx",
-            {"CONFIDENCE": "0.1"}),
-    "multi": ("multi-label-classification", "resnet18", lambda: _scores([2.0, -1.0, 0.0]), ["a", "b", "c"],
-              "best.onnx", {"CONFIDENCE": "0.45"}),
+    "cls": (
+        "classification",
+        "vit",
+        lambda: _scores([1.0, 3.0, 0.0]),
+        ["a", "b", "c"],
+        "best.onnx",
+        {"CONFIDENCE": "0.1"},
+    ),
+    "multi": (
+        "multi-label-classification",
+        "resnet18",
+        lambda: _scores([2.0, -1.0, 0.0]),
+        ["a", "b", "c"],
+        "best.onnx",
+        {"CONFIDENCE": "0.45"},
+    ),
 }
 MODEL_OF = {"seg": "seg", "segsimple": "seg", "segnone": "seg"}  # streams sharing one served model
 BOX_CORNERS = {(80.5, 120.5), (80.5, 239.5), (239.5, 239.5), (239.5, 120.5)}
@@ -103,7 +127,8 @@ def _check(name: str, m: dict) -> None:
         probs = e / e.sum()  # b 0.8438, a 0.1142, c 0.0420 (< 0.1: dropped)
         assert m["top"] == "b" and m["confidence"] == round(float(probs[1]), 4)
         assert [(p["class"], p["confidence"]) for p in preds] == [
-            ("b", round(float(probs[1]), 4)), ("a", round(float(probs[0]), 4))
+            ("b", round(float(probs[1]), 4)),
+            ("a", round(float(probs[0]), 4)),
         ]
     elif name == "multi":
         assert m["predicted_classes"] == ["a", "c"]  # sigmoid: 0.8808, 0.2689, 0.5
@@ -126,10 +151,16 @@ def test_every_task_from_api_to_mqtt(tmp_path: Path, model_server, mosquitto, mq
         project = MODEL_OF.get(name, name)
         if project == name:
             model_server.add_model(
-                project, "1", make(), environment=letterbox_env(320, 320, "Stretch to"), classes=classes,
-                task_type=task, model_type=model_type,
+                project,
+                "1",
+                make(),
+                environment=letterbox_env(320, 320, "Stretch to"),
+                classes=classes,
+                task_type=task,
+                model_type=model_type,
                 keypoints_metadata=[{"object_class_id": 0, "keypoints": {"0": "nose", "1": "tail"}}]
-                if task == "keypoint-detection" else None,
+                if task == "keypoint-detection"
+                else None,
             )
         env[f"STREAM_{name.upper()}_MODEL_ID"] = f"{project}/1"
         env[f"STREAM_{name.upper()}_MODE"] = "every"

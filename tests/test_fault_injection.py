@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pipelines import state
+from edge_agent.pipelines import state
 from tests.agent_process import AgentProcess
 from tests.fixtures.mosquitto import Mosquitto, MqttSubscriber, free_port
 
@@ -101,7 +101,10 @@ def loop_clip(clip_factory: Any) -> Path:
 
 @pytest.mark.slow
 def test_broker_killed_for_20_s_every_seq_arrives_and_publishing_resumes_quickly(
-    tmp_path: Path, mosquitto_factory, mqtt_subscriber_factory, loop_clip: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto_factory,
+    mqtt_subscriber_factory,
+    loop_clip: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     sub = keeper(broker, mqtt_subscriber_factory)
@@ -169,15 +172,16 @@ def _outage_then_stop(
     second_dir.mkdir()
     with AgentProcess(env, second_dir) as second:
         first_run = received(sub)[0]["run_id"]
-        assert sub.wait_for(
-            lambda _: sum(m["run_id"] != first_run for m in received(sub)) >= 20, 60
-        ), second.stderr()
+        assert sub.wait_for(lambda _: sum(m["run_id"] != first_run for m in received(sub)) >= 20, 60), second.stderr()
         assert second.terminate(30) == 0
     return received(sub), first, stopped_in, rc
 
 
 def test_agent_sigkilled_during_an_outage_loses_no_seq(
-    tmp_path: Path, mosquitto_factory, mqtt_subscriber_factory, loop_clip: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto_factory,
+    mqtt_subscriber_factory,
+    loop_clip: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     sub = keeper(broker, mqtt_subscriber_factory)
@@ -194,7 +198,10 @@ def test_agent_sigkilled_during_an_outage_loses_no_seq(
 
 
 def test_sigterm_during_an_outage_keeps_the_outbox_and_exits_in_time(
-    tmp_path: Path, mosquitto_factory, mqtt_subscriber_factory, loop_clip: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto_factory,
+    mqtt_subscriber_factory,
+    loop_clip: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     broker = mosquitto_factory(persistence=True)
     sub = keeper(broker, mqtt_subscriber_factory)
@@ -215,7 +222,7 @@ def test_sigterm_during_an_outage_keeps_the_outbox_and_exits_in_time(
 
 _STORM = """
 import asyncio, sys, threading, time
-from pipelines.sinks.mqtt import MqttConfig, MqttSink
+from edge_agent.pipelines.sinks.mqtt import MqttConfig, MqttSink
 
 async def main():
     sink = MqttSink(MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), agent_id=sys.argv[2],
@@ -239,7 +246,10 @@ asyncio.run(main())
 
 
 def test_sigkill_during_a_write_storm_loses_nothing_written(
-    tmp_path: Path, mosquitto_factory, mqtt_subscriber_factory, loop_clip: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto_factory,
+    mqtt_subscriber_factory,
+    loop_clip: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     broker = mosquitto_factory(start=False)
     state_dir = tmp_path / "state"
@@ -304,7 +314,10 @@ def retained_status(broker: Mosquitto, factory: Any) -> bytes | None:
 
 
 def test_online_of_a_dead_agent_expires_on_a_restarted_persistent_broker(
-    tmp_path: Path, mosquitto_factory, mqtt_subscriber_factory, loop_clip: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto_factory,
+    mqtt_subscriber_factory,
+    loop_clip: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     expiry = 6
     broker = mosquitto_factory(persistence=True)
@@ -337,7 +350,11 @@ def test_online_of_a_dead_agent_expires_on_a_restarted_persistent_broker(
 
 @pytest.mark.slow
 def test_a_stalled_rtsp_camera_never_gets_a_fresh_frame_time_for_an_old_frame(
-    tmp_path: Path, mosquitto, mqtt_subscriber_factory, rtsp_server_factory, small_clip: Path  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto,
+    mqtt_subscriber_factory,
+    rtsp_server_factory,
+    small_clip: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     server = rtsp_server_factory({"cam1": small_clip})
     sub = mqtt_subscriber_factory(mosquitto, PREDICTIONS)

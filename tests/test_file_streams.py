@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import pytest
 
-from pipelines.sources.spec import SourceSpec
+from edge_agent.pipelines.sources.spec import SourceSpec
 from tests.agent_cli import assert_refused, run_cli
 from tests.fixtures.media import make_clip
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.sources.reader import CaptureClock
+from edge_agent.pipelines.sources.reader import CaptureClock
 
 
 def test_on_time_frames_are_stamped_now() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.web.access import check_token, is_loopback_host, read_token_file
+from edge_agent.agent.web.access import check_token, is_loopback_host, read_token_file
 from tests.test_agent_config import run_cli
 
 TOKEN = "s3cret-T0ken-for-tests-0123456789"

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from models.predictions import Detections
-from pipelines.frames import Frame
-from pipelines.inference import InferenceStage, StreamBinding
-from pipelines.results import InferenceResult
-from pipelines.slot import LatestFrameSlot
+from edge_agent.models.predictions import Detections
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.inference import InferenceStage, StreamBinding
+from edge_agent.pipelines.results import InferenceResult
+from edge_agent.pipelines.slot import LatestFrameSlot
 
 
 class CountingModel:
@@ -136,7 +136,7 @@ def test_more_ready_streams_than_batch_rotate_fairly() -> None:
 
 
 def test_freshness_delay_waits_only_when_every_ready_frame_is_stale() -> None:
-    from pipelines.inference import FRESHNESS_SLACK_S, freshness_delay
+    from edge_agent.pipelines.inference import FRESHNESS_SLACK_S, freshness_delay
 
     t = 1 / 30
     assert freshness_delay([]) == 0.0

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.polygons import MaskOutput
-from models.predictions import InstanceSegmentation
-from pipelines.frames import Frame
-from pipelines.inference import InferenceStage, StreamBinding
-from pipelines.results import InferenceResult
-from pipelines.slot import LatestFrameSlot
+from edge_agent.models.polygons import MaskOutput
+from edge_agent.models.predictions import InstanceSegmentation
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.inference import InferenceStage, StreamBinding
+from edge_agent.pipelines.results import InferenceResult
+from edge_agent.pipelines.slot import LatestFrameSlot
 
 MADE_IN: list[str] = []
 
@@ -68,8 +68,9 @@ def test_each_stream_gets_its_threshold_and_mask_output_made_in_the_executor() -
             outputs = {"full": MaskOutput(), "high": MaskOutput("simplified", 1.0), "boxes": MaskOutput("none")}
             for name, output in outputs.items():
                 slot = LatestFrameSlot(loop)
-                stage.attach(StreamBinding(name=name, slot=slot, confidence=0.8 if name == "high" else None,
-                                           mask_output=output))
+                stage.attach(
+                    StreamBinding(name=name, slot=slot, confidence=0.8 if name == "high" else None, mask_output=output)
+                )
                 slot.put(_frame(name))
             task = asyncio.create_task(stage.run())
             for _ in range(300):

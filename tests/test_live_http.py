@@ -137,10 +137,12 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         after.close()
 
         # -- /metrics through prometheus_client's parser ---------------------------------------------
-        wait_for(lambda: sample(scrape(base), "edge_agent_stream_reconnects_total", stream="dead") >= 1, 20,
-                 "a reconnect of the dead camera")
-        wait_for(lambda: sample(scrape(base), "edge_agent_mqtt_acked_total") > 0, 20,
-                 "MQTT acknowledgements")
+        wait_for(
+            lambda: sample(scrape(base), "edge_agent_stream_reconnects_total", stream="dead") >= 1,
+            20,
+            "a reconnect of the dead camera",
+        )
+        wait_for(lambda: sample(scrape(base), "edge_agent_mqtt_acked_total") > 0, 20, "MQTT acknowledgements")
         status, headers, body = request(f"{base}/metrics")
         assert headers["Content-Type"].startswith("text/plain")
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
@@ -152,8 +154,11 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         for name in ("inference", "latency", "frame_age"):
             family = families[f"edge_agent_stream_{name}_seconds"]
             assert family.type == "histogram"
-            buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")
-                       and s.labels["stream"] == "cam"}
+            buckets = {
+                s.labels["le"]: s.value
+                for s in family.samples
+                if s.name.endswith("_bucket") and s.labels["stream"] == "cam"
+            }
             (count,) = [s.value for s in family.samples if s.name.endswith("_count") and s.labels["stream"] == "cam"]
             assert count > 10 and buckets["+Inf"] == count  # one scrape: +Inf bucket is the count
             values = [buckets[k] for k in sorted(buckets, key=lambda k: float(k))]
@@ -161,7 +166,7 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         decoded = sample(metrics, "edge_agent_stream_frames_decoded_total", stream="cam")
         processed = sample(metrics, "edge_agent_stream_frames_processed_total", stream="cam")
         assert decoded >= processed > 10
-        assert ("edge_agent_stream_frames_dropped_total" in metrics)
+        assert "edge_agent_stream_frames_dropped_total" in metrics
         assert sample(metrics, "edge_agent_stream_frames_dropped_total", stream="cam", reason="replaced") >= 0
         assert sample(metrics, "edge_agent_stream_state", stream="cam", state="streaming") == 1
         assert sample(metrics, "edge_agent_stream_state", stream="dead", state="streaming") == 0
@@ -190,8 +195,16 @@ def test_http_token_guards_everything_but_the_probes(tmp_path: Path, clip_factor
     model_dir = known_objects_model(tmp_path / "model")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = _env(model_dir, port, tmp_path, STREAMS=f"cam={clip}", STREAM_CAM_LOOP="true", CONTROL_API="true",
-               HTTP_TOKEN=TOKEN, STDOUT_SINK="true")
+    env = _env(
+        model_dir,
+        port,
+        tmp_path,
+        STREAMS=f"cam={clip}",
+        STREAM_CAM_LOOP="true",
+        CONTROL_API="true",
+        HTTP_TOKEN=TOKEN,
+        STDOUT_SINK="true",
+    )
     with AgentProcess(env, tmp_path) as agent:
         wait_for_picture(base, "cam", bearer(TOKEN))
         # Probes stay open (no token needed; their own status says how the agent is).
@@ -225,7 +238,9 @@ def test_http_token_guards_everything_but_the_probes(tmp_path: Path, clip_factor
         assert request(f"{base}/streams/cam/latest.jpg", headers={"Cookie": cookie})[0] == 200
         # The login form does the same.
         status, headers, _ = request(
-            f"{base}/login", method="POST", body=f"token={TOKEN}".encode(),
+            f"{base}/login",
+            method="POST",
+            body=f"token={TOKEN}".encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert status == 303 and f"edge_agent_token={TOKEN}" in headers["Set-Cookie"]
@@ -243,8 +258,9 @@ def test_http_token_guards_everything_but_the_probes(tmp_path: Path, clip_factor
 def test_readyz_flips_from_503_to_200_while_the_model_downloads(tmp_path: Path, model_server) -> None:  # type: ignore[no-untyped-def]
     preds = np.zeros((5, 1), np.float32)
     preds[:, 0] = [160, 160, 100, 100, 0.9]
-    model_server.add_model("slowproj", "1", constant_detector(preds), environment=letterbox_env(320, 320),
-                           classes=["thing"])
+    model_server.add_model(
+        "slowproj", "1", constant_detector(preds), environment=letterbox_env(320, 320), classes=["thing"]
+    )
     model_server.delay("/artifacts/slowproj/1/weights.onnx", seconds=4.0)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -252,8 +268,15 @@ def test_readyz_flips_from_503_to_200_while_the_model_downloads(tmp_path: Path, 
     from tests.fixtures.media import make_clip
 
     make_clip(clip, seconds=1.0, size=(320, 240))
-    env = _env(Path("unused"), port, tmp_path, MODEL_ID="slowproj/1", API_BASE_URL=model_server.base_url,
-               STREAMS=f"cam={clip};dead=rtsp://127.0.0.1:9/none", STREAM_CAM_LOOP="true")
+    env = _env(
+        Path("unused"),
+        port,
+        tmp_path,
+        MODEL_ID="slowproj/1",
+        API_BASE_URL=model_server.base_url,
+        STREAMS=f"cam={clip};dead=rtsp://127.0.0.1:9/none",
+        STREAM_CAM_LOOP="true",
+    )
     answers: list[tuple[int, dict]] = []
     with AgentProcess(env, tmp_path) as agent:
         deadline = time.monotonic() + 60

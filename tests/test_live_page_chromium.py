@@ -75,9 +75,7 @@ def _border(mask: np.ndarray, rect: tuple[int, int, int, int], pad: int = 3) -> 
     return int((mask & band).sum()), int(band.sum())
 
 
-async def _check_page(
-    page: CdpPage, base: str, boxes: dict[str, dict[str, float]], shot_path: Path
-) -> dict[str, Any]:
+async def _check_page(page: CdpPage, base: str, boxes: dict[str, dict[str, float]], shot_path: Path) -> dict[str, Any]:
     await page.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
     await page.navigate(f"{base}/?token={TOKEN}")  # -> 303 to ./ with the cookie
     assert await page.evaluate("location.search") == "", "the token stayed in the address bar"

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.predictions import Detections
-from pipelines.annotate import render_jpeg
-from pipelines.frames import Frame
-from pipelines.live import LivePicture, LiveView, LiveViewOptions, ViewerLimitError
-from pipelines.results import InferenceResult, ResultRouter
+from edge_agent.models.predictions import Detections
+from edge_agent.pipelines.annotate import render_jpeg
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.live import LivePicture, LiveView, LiveViewOptions, ViewerLimitError
+from edge_agent.pipelines.results import InferenceResult, ResultRouter
 
 
 class CountingRenderer:

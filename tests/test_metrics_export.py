@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from agent.web.metrics import mqtt_families
-from pipelines.metrics import BucketCounts, StreamMetrics
+from edge_agent.agent.web.metrics import mqtt_families
+from edge_agent.pipelines.metrics import BucketCounts, StreamMetrics
 
 
 def test_bucket_counts_are_cumulative_with_prometheus_le_semantics() -> None:
@@ -85,7 +85,10 @@ def test_mqtt_series_from_the_sinks_counters() -> None:
     assert got["edge_agent_mqtt_reconnects_total"][one] == 2
     dropped = got["edge_agent_mqtt_dropped_total"]
     assert {dict(k)["cause"]: v for k, v in dropped.items()} == {
-        "overflow": 5, "rejected": 0, "undeliverable": 1, "closed": 0
+        "overflow": 5,
+        "rejected": 0,
+        "undeliverable": 1,
+        "closed": 0,
     }
 
 

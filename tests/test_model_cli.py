@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "edge_agent.agent.cli", *args],
         cwd=ROOT,
         env=dict(os.environ),  # the model_env fixture's MODEL_CACHE_DIR, API_BASE_URL, ...
         capture_output=True,
@@ -97,19 +97,29 @@ def test_infer_prints_each_tasks_response(model_env, tmp_path):
     seg = np.zeros((4 + 1 + 32, 1), np.float32)
     seg[:6, 0] = (80, 120, 80, 80, 0.9, 1.0)  # source 80..240 x 120..240, mask = the box
     seg_dir = write_model_dir(
-        tmp_path / "seg", constant_outputs({"output0": seg, "output1": protos}), ["shape"], stretch,
+        tmp_path / "seg",
+        constant_outputs({"output0": seg, "output1": protos}),
+        ["shape"],
+        stretch,
         model_type=("instance-segmentation", "yolov8n-seg"),
     )
     pose = np.zeros((4 + 1 + 3, 1), np.float32)
     pose[:, 0] = (100, 100, 40, 40, 0.9, 90, 95, 0.8)
     pose_dir = write_model_dir(
-        tmp_path / "pose", constant_outputs({"output0": pose}), ["person"], stretch,
+        tmp_path / "pose",
+        constant_outputs({"output0": pose}),
+        ["person"],
+        stretch,
         model_type=("keypoint-detection", "yolov8n-pose"),
     )
     (pose_dir / "keypoints_metadata.json").write_text(json.dumps([{"object_class_id": 0, "keypoints": {"0": "nose"}}]))
     cls_dir = write_model_dir(
-        tmp_path / "cls", constant_outputs({"output0": np.array([0.0, 2.0], np.float32)}), ["cat", "dog"], stretch,
-        model_type=("classification", "vit"), weights_file="best.onnx",
+        tmp_path / "cls",
+        constant_outputs({"output0": np.array([0.0, 2.0], np.float32)}),
+        ["cat", "dog"],
+        stretch,
+        model_type=("classification", "vit"),
+        weights_file="best.onnx",
     )
 
     out = _cli("infer", image, "--model", str(seg_dir))
@@ -121,8 +131,9 @@ def test_infer_prints_each_tasks_response(model_env, tmp_path):
     out = _cli("infer", image, "--model", str(pose_dir), "--keypoint-confidence", "0.5")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)["predictions"]
-    assert row["keypoints"] == [{"x": 180.0, "y": 142.5, "confidence": row["keypoints"][0]["confidence"],
-                                 "class_id": 0, "class": "nose"}]
+    assert row["keypoints"] == [
+        {"x": 180.0, "y": 142.5, "confidence": row["keypoints"][0]["confidence"], "class_id": 0, "class": "nose"}
+    ]
     assert abs(row["keypoints"][0]["confidence"] - 0.8) < 1e-6
 
     out = _cli("infer", image, "--model", str(cls_dir))

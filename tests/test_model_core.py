@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.artifact_loader import load_artifacts
-from models.coordinates import boxes_to_source, points_to_source
-from models.errors import ModelArtifactsError
-from models.predictions import Detections
-from models.preprocessing import HALF, InputNormalization, place_into, preprocess_batch
-from models.preprocessing import Preprocessing as Pre
-from pipelines.processing import ProcessingChain
+from edge_agent.models.artifact_loader import load_artifacts
+from edge_agent.models.coordinates import boxes_to_source, points_to_source
+from edge_agent.models.errors import ModelArtifactsError
+from edge_agent.models.predictions import Detections
+from edge_agent.models.preprocessing import HALF, InputNormalization, place_into, preprocess_batch
+from edge_agent.models.preprocessing import Preprocessing as Pre
+from edge_agent.pipelines.processing import ProcessingChain
 
 # --- artifacts loader ------------------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from models import get_model
-from models.decoders import YOLOv8Decoder
-from models.errors import InvalidInputError, ModelError
-from models.nms import non_max_suppression
-from models.params import DetectionParams
-from models.preprocessing import (
+from edge_agent.models import get_model
+from edge_agent.models.decoders import YOLOv8Decoder
+from edge_agent.models.errors import InvalidInputError, ModelError
+from edge_agent.models.nms import non_max_suppression
+from edge_agent.models.params import DetectionParams
+from edge_agent.models.preprocessing import (
     Preprocessing,
     _percentiles_u8,
     letterbox_geometry,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from models import MODEL_ALIASES, get_model_type, parse_model_id
-from models.errors import InvalidModelIdError, ModelDisabledError
-from models.ids import BUILTIN_ROOT, cache_dir_for
+from edge_agent.models import MODEL_ALIASES, get_model_type, parse_model_id
+from edge_agent.models.errors import InvalidModelIdError, ModelDisabledError
+from edge_agent.models.ids import BUILTIN_ROOT, cache_dir_for
 from tests.onnx_factory import constant_detector, write_model_dir
 
 # --- tiers ---------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import state
-from pipelines.sequence import SequenceStore
-from pipelines.sinks.mqtt_disk_outbox import DiskOutbox
-from pipelines.sinks.mqtt_outbox import Outbox, OutMessage
+from edge_agent.pipelines import state
+from edge_agent.pipelines.sequence import SequenceStore
+from edge_agent.pipelines.sinks.mqtt_disk_outbox import DiskOutbox
+from edge_agent.pipelines.sinks.mqtt_outbox import Outbox, OutMessage
 
 
 def msg(i: int, stream: str = "door", size: int = 10) -> OutMessage:

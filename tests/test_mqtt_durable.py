@@ -7,15 +7,19 @@ import random
 import time
 from pathlib import Path
 
-from pipelines import state
-from pipelines.backoff import Backoff
-from pipelines.sinks.mqtt import _RECONNECT_JITTER
+from edge_agent.pipelines import state
+from edge_agent.pipelines.backoff import Backoff
+from edge_agent.pipelines.sinks.mqtt import _RECONNECT_JITTER
 from tests.fixtures.mosquitto import Mosquitto
 from tests.test_mqtt_sink import AGENT, STATUS, check_all_delivered, publish_numbered
 
 
 def test_close_with_the_broker_away_keeps_everything_for_the_next_start(
-    tmp_path: Path, mosquitto_factory, mqtt_subscriber_factory, mqtt_sink_factory, caplog  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto_factory,
+    mqtt_subscriber_factory,
+    mqtt_sink_factory,
+    caplog,  # type: ignore[no-untyped-def]
 ) -> None:
     db = tmp_path / state.DB_NAME
     broker = mosquitto_factory(start=False)
@@ -25,8 +29,10 @@ def test_close_with_the_broker_away_keeps_everything_for_the_next_start(
     with caplog.at_level(logging.WARNING, logger="edge_agent.mqtt"):
         elapsed = first.close(5.0)
     assert elapsed < 1.0, "nothing to wait for: the messages are safe on disk"
-    assert any("400 message(s) not acknowledged" in r.getMessage() and "kept in the outbox" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "400 message(s) not acknowledged" in r.getMessage() and "kept in the outbox" in r.getMessage()
+        for r in caplog.records
+    )
 
     broker.start()
     sub = mqtt_subscriber_factory(broker, f"edge-agent/{AGENT}/+/predictions")
@@ -65,7 +71,8 @@ def test_reconnect_delays_double_with_jitter_and_never_pass_the_maximum() -> Non
 
 
 def test_back_within_reconnect_max_of_the_brokers_return_after_a_long_outage(
-    mosquitto_factory, mqtt_sink_factory  # type: ignore[no-untyped-def]
+    mosquitto_factory,
+    mqtt_sink_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     broker = mosquitto_factory()
     runner = mqtt_sink_factory(broker, reconnect_min_s=0.05, reconnect_max_s=1.0)

@@ -105,7 +105,7 @@ def test_online_is_republished_on_every_reconnect(
 
 _WILL_SCRIPT = """
 import asyncio, sys
-from pipelines.sinks.mqtt import MqttConfig, MqttSink
+from edge_agent.pipelines.sinks.mqtt import MqttConfig, MqttSink
 
 async def main():
     sink = MqttSink(MqttConfig(host="127.0.0.1", port=int(sys.argv[1]), agent_id=sys.argv[2]))

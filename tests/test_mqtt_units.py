@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import EdgeAgentError
-from pipelines.sinks.errors import MqttConfigError, MqttPayloadError
-from pipelines.sinks.mqtt import MqttConfig, MqttSink, encode_json
-from pipelines.sinks.mqtt_discovery import stream_discovery
-from pipelines.sinks.mqtt_outbox import Outbox, OutMessage
-from pipelines.sinks.mqtt_topics import Topics, ha_object_id, sanitize_level, validate_prefix
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.pipelines.sinks.errors import MqttConfigError, MqttPayloadError
+from edge_agent.pipelines.sinks.mqtt import MqttConfig, MqttSink, encode_json
+from edge_agent.pipelines.sinks.mqtt_discovery import stream_discovery
+from edge_agent.pipelines.sinks.mqtt_outbox import Outbox, OutMessage
+from edge_agent.pipelines.sinks.mqtt_topics import Topics, ha_object_id, sanitize_level, validate_prefix
 
 
 def cfg(**overrides: object) -> MqttConfig:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import get_model
-from models.errors import InvalidModelIdError, ModelNotCachedError
-from models.foundation.ocr_steps import ctc_decode, reading_order
-from models.packages.layout import slug
-from models.predictions import TextDetections
+from edge_agent.models import get_model
+from edge_agent.models.errors import InvalidModelIdError, ModelNotCachedError
+from edge_agent.models.foundation.ocr_steps import ctc_decode, reading_order
+from edge_agent.models.packages.layout import slug
+from edge_agent.models.predictions import TextDetections
 from tests.fixtures.model_server import onnx_package
 from tests.ocr_factory import det_files, rec_files, text_frame
 

@@ -13,15 +13,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from models.errors import ModelSettingsError
-from models.openvino import openvino_cache_dir
-from models.providers import first_build_notice, provider_options, resolve_providers
-from models.settings import load_model_settings
+from edge_agent.models.errors import ModelSettingsError
+from edge_agent.models.openvino import openvino_cache_dir
+from edge_agent.models.providers import first_build_notice, provider_options, resolve_providers
+from edge_agent.models.settings import load_model_settings
 from tests.agent_process import AgentProcess
 from tools import synthworld as sw
 
 OPENVINO, CUDA, CPU, TRT = (
-    "OpenVINOExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"
+    "OpenVINOExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+    "TensorrtExecutionProvider",
 )
 needs_openvino = pytest.mark.skipif(
     OPENVINO not in ort.get_available_providers(),
@@ -89,7 +92,7 @@ def _close(a: list, b: list, px: float) -> bool:
 
 @needs_openvino
 def test_builtin_model_on_openvino_compiles_once_and_matches_cpu(model_env) -> None:
-    from models import get_model
+    from edge_agent.models import get_model
 
     image = sw.render_frame(np.random.default_rng(21), 1280, 720, n_objects=5)[0]
     model_env.set(ONNXRUNTIME_EXECUTION_PROVIDERS="cpu")
@@ -118,7 +121,9 @@ def test_builtin_model_on_openvino_compiles_once_and_matches_cpu(model_env) -> N
 
 @needs_openvino
 def test_agent_on_openvino_reports_provider_and_precision(
-    tmp_path: Path, mosquitto, mqtt_subscriber_factory  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    mosquitto,
+    mqtt_subscriber_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     clip = tmp_path / "scene.mp4"
     sw.write_clip(clip, seconds=2, width=640, height=360, seed=9, max_speed=0, n_objects=3)
@@ -146,7 +151,7 @@ def test_agent_on_openvino_reports_provider_and_precision(
 
 
 def test_the_installed_onnxruntime_build_is_the_one_imported() -> None:
-    from models.openvino import installed_onnxruntime_builds
+    from edge_agent.models.openvino import installed_onnxruntime_builds
 
     builds = installed_onnxruntime_builds()
     assert len(builds) == 1, f"several onnxruntime builds installed: {builds} (see the README's OpenVINO section)"

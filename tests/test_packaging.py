@@ -15,27 +15,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_wheel_carries_builtin_model_sample_clip_and_schema(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-         str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         timeout=300,
     )
     (wheel,) = tmp_path.glob("edge_agent-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
-        "models/builtin/shapes-v1/weights.onnx",
-        "models/builtin/shapes-v1/environment.json",
-        "models/builtin/shapes-v1/class_names.txt",
-        "models/builtin/shapes-v1/model_type.json",
-        "models/builtin/shapes-v1/weights.int8.onnx",
-        "models/builtin/shapes-v1/weights.int8.json",
-        "models/builtin/sample.mp4",
-        "pipelines/schemas/prediction.schema.json",
-        "agent/cli.py",
-        "agent/web/index.html",
+        "edge_agent/models/builtin/shapes-v1/weights.onnx",
+        "edge_agent/models/builtin/shapes-v1/environment.json",
+        "edge_agent/models/builtin/shapes-v1/class_names.txt",
+        "edge_agent/models/builtin/shapes-v1/model_type.json",
+        "edge_agent/models/builtin/shapes-v1/weights.int8.onnx",
+        "edge_agent/models/builtin/shapes-v1/weights.int8.json",
+        "edge_agent/models/builtin/sample.mp4",
+        "edge_agent/pipelines/schemas/prediction.schema.json",
+        "edge_agent/agent/cli.py",
+        "edge_agent/agent/web/index.html",
     ):
         assert required in names, f"{required} missing from the wheel"
-    assert not any(n.startswith(("tests/", "tools/", "bench/")) for n in names)
+    # Nothing but edge_agent/ (and the dist-info) at the top: no generic "models" or "agent" package.
+    tops = {n.split("/", 1)[0] for n in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"edge_agent"}, tops
     assert sum(zipfile.ZipFile(wheel).getinfo(n).file_size for n in names) < 25 * 2**20
 
 

@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from models import cache
-from models.calibration import redact_url
-from models.errors import Int8CopyMissingError
-from models.precision import (
+from edge_agent.models import cache
+from edge_agent.models.calibration import redact_url
+from edge_agent.models.errors import Int8CopyMissingError
+from edge_agent.models.precision import (
     Int8Copy,
     Int8Lookup,
     Int8Record,
@@ -25,7 +25,7 @@ from models.precision import (
     split_precision,
     with_precision,
 )
-from models.quantize import compare_detections, decode_tail
+from edge_agent.models.quantize import compare_detections, decode_tail
 
 CPU, CUDA, OPENVINO = "CPUExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider"
 
@@ -234,7 +234,15 @@ def _graph_with_dfl_head() -> onnx.ModelProto:
 def test_decode_tail_stops_at_learned_layers_and_keeps_dfl_fp32() -> None:
     tail = decode_tail(_graph_with_dfl_head())
     assert tail == [
-        "reshape_1", "softmax", "reshape_2", "conv_dfl", "mul_stride", "reshape_3", "sigmoid", "reshape_4", "concat"
+        "reshape_1",
+        "softmax",
+        "reshape_2",
+        "conv_dfl",
+        "mul_stride",
+        "reshape_3",
+        "sigmoid",
+        "reshape_4",
+        "concat",
     ]
 
 

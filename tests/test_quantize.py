@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 import pytest
 
-from models import cache
-from models.errors import Int8CopyMissingError
-from models.ids import BUILTIN_ROOT, parse_model_id
-from models.precision import quantized_dir
+from edge_agent.models import cache
+from edge_agent.models.errors import Int8CopyMissingError
+from edge_agent.models.ids import BUILTIN_ROOT, parse_model_id
+from edge_agent.models.precision import quantized_dir
 from tools import synthworld as sw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ BUILTIN = BUILTIN_ROOT / "shapes-v1"
 
 def _cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "edge_agent.agent.cli", *args],
         cwd=ROOT,
         env={**os.environ, **env},  # the model_env fixture's MODEL_CACHE_DIR, API_BASE_URL, ...
         capture_output=True,
@@ -65,7 +65,7 @@ def _local_copy(tmp_path: Path) -> Path:
 
 
 def _boxes(model_id: str, image: np.ndarray) -> list[tuple[str, tuple[float, ...]]]:
-    from models import get_model
+    from edge_agent.models import get_model
 
     prediction = get_model(model_id).predict(image)[0]
     return [
@@ -78,8 +78,9 @@ def _same_detections(a: list, b: list, tolerance_px: float = 4.0) -> bool:
     if sorted(c for c, _ in a) != sorted(c for c, _ in b):
         return False
     for cls, box in a:
-        if not any(c == cls and max(abs(x - y) for x, y in zip(box, other, strict=True)) <= tolerance_px
-                   for c, other in b):
+        if not any(
+            c == cls and max(abs(x - y) for x, y in zip(box, other, strict=True)) <= tolerance_px for c, other in b
+        ):
             return False
     return True
 
@@ -93,8 +94,11 @@ def test_quantize_builtin_goes_to_the_cache_and_wins_over_the_shipped_copy(model
     assert sorted(p.name for p in derived.iterdir()) == ["weights.int8.json", "weights.int8.onnx"]
     assert json.loads((derived / "weights.int8.json").read_text()) == record
     assert _digests(BUILTIN) == shipped  # the package directory is read in place, never written
-    assert record["source"] == {"file": "weights.onnx", "size": (BUILTIN / "weights.onnx").stat().st_size,
-                                "md5": shipped["weights.onnx"]}
+    assert record["source"] == {
+        "file": "weights.onnx",
+        "size": (BUILTIN / "weights.onnx").stat().st_size,
+        "md5": shipped["weights.onnx"],
+    }
     assert record["int8"]["md5"] == cache.md5_of(derived / "weights.int8.onnx")
     assert record["calibration"]["source"].startswith("the bundled sample clip (32 frames")
     assert (record["calibration"]["calibration_frames"], record["calibration"]["held_out_frames"]) == (24, 8)
@@ -106,7 +110,7 @@ def test_quantize_builtin_goes_to_the_cache_and_wins_over_the_shipped_copy(model
     assert acc["passed"] and acc["map50"] >= 0.98 and acc["truth_detections"] > 0 and record["active"]
     assert "mAP@0.5" in done.stderr and "held-out frames" in done.stderr
 
-    from models import get_model
+    from edge_agent.models import get_model
 
     model = get_model("builtin/shapes-v1@int8")
     assert model.precision == "int8" and model.engine.weights_path == derived / "weights.int8.onnx"
@@ -117,7 +121,10 @@ def test_quantize_builtin_goes_to_the_cache_and_wins_over_the_shipped_copy(model
 def test_quantize_a_cached_model_beside_its_weights_under_its_lock(model_server, model_env, tmp_path: Path) -> None:
     environment = json.loads((BUILTIN / "environment.json").read_text())
     model_server.add_model(
-        "shapes", "1", (BUILTIN / "weights.onnx").read_bytes(), environment=environment,
+        "shapes",
+        "1",
+        (BUILTIN / "weights.onnx").read_bytes(),
+        environment=environment,
         classes=["circle", "square", "triangle"],
     )
     model_env.set(API_BASE_URL=model_server.base_url)
@@ -149,7 +156,13 @@ def test_quantize_a_cached_model_beside_its_weights_under_its_lock(model_server,
     before = _digests(directory)
     with cache.model_lock(parse_model_id("shapes/1")):
         blocked = _cli(
-            "models", "quantize", "shapes/1", "--calibration", str(frames), "--frames", "16",
+            "models",
+            "quantize",
+            "shapes/1",
+            "--calibration",
+            str(frames),
+            "--frames",
+            "16",
             MODEL_CACHE_LOCK_TIMEOUT="1",
         )
     assert blocked.returncode == 1 and "cache lock of shapes/1" in blocked.stderr, blocked.stderr
@@ -157,7 +170,7 @@ def test_quantize_a_cached_model_beside_its_weights_under_its_lock(model_server,
 
 
 def test_guard_refuses_a_copy_calibrated_on_the_wrong_frames(model_env, tmp_path: Path) -> None:
-    from models import get_model
+    from edge_agent.models import get_model
 
     local = _local_copy(tmp_path)
     # Calibration sees only black frames; the held-out frames (every 4th: 3, 7, ...) are scenes, so
@@ -170,7 +183,10 @@ def test_guard_refuses_a_copy_calibrated_on_the_wrong_frames(model_env, tmp_path
     record = json.loads((derived / "weights.int8.json").read_text())
     assert not record["active"] and not record["accuracy"]["passed"] and record["accuracy"]["map50"] < 0.98
     assert sorted(p.name for p in local.iterdir()) == [
-        "class_names.txt", "environment.json", "model_type.json", "weights.onnx"
+        "class_names.txt",
+        "environment.json",
+        "model_type.json",
+        "weights.onnx",
     ]  # a local directory is never written
 
     with pytest.raises(Int8CopyMissingError, match="failed its accuracy check"):
@@ -225,7 +241,7 @@ def test_bad_arguments_are_named(model_env, tmp_path: Path) -> None:
 
 
 def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
-    from models.precision import Int8Record, find_int8_copy
+    from edge_agent.models.precision import Int8Record, find_int8_copy
 
     record = Int8Record.model_validate_json((BUILTIN / "weights.int8.json").read_text())
     assert record.source.md5 == cache.md5_of(BUILTIN / "weights.onnx"), "run python -m tools.quantize_builtin"
@@ -238,7 +254,9 @@ def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
 
 
 def test_calibrate_on_a_live_rtsp_stream_without_leaking_its_password(
-    model_env, tmp_path: Path, rtsp_server_factory  # type: ignore[no-untyped-def]
+    model_env,
+    tmp_path: Path,
+    rtsp_server_factory,  # type: ignore[no-untyped-def]
 ) -> None:
     clip = tmp_path / "scene.mp4"
     sw.write_clip(clip, seconds=3, width=960, height=540, seed=12, n_objects=4)
@@ -254,7 +272,7 @@ def test_calibrate_on_a_live_rtsp_stream_without_leaking_its_password(
 
 
 def test_a_copy_that_does_not_load_falls_back_or_says_how_to_remake_it(model_env, tmp_path: Path) -> None:
-    from models import get_model
+    from edge_agent.models import get_model
 
     local = _local_copy(tmp_path)
     for name in ("weights.int8.onnx", "weights.int8.json"):  # made from these very fp32 weights

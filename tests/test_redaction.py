@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from models.redaction import MASK, redact_text, redact_url, url_secrets
+from edge_agent.models.redaction import MASK, redact_text, redact_url, url_secrets
 
 # Every printable ASCII character (white space included), plus a few non-ASCII ones.
 PASSWORDS = st.text(alphabet=string.printable + "äß€✓", min_size=1, max_size=40)
@@ -96,7 +96,7 @@ def test_log_lines_are_scrubbed_in_both_formats(fmt: str) -> None:
     import io
     import logging
 
-    from agent.logs import JsonFormatter, ScrubbingFormatter
+    from edge_agent.agent.logs import JsonFormatter, ScrubbingFormatter
 
     secret = 'Qq"7\\\\x@Zz'
     formatter: logging.Formatter = JsonFormatter([secret])

@@ -77,8 +77,18 @@ def test_no_part_of_any_secret_is_ever_emitted(tmp_path: Path, mosquitto_factory
     api_good = Secret("@;")
     mqtt_password = Secret("!#")
     api_key = Secret("-")
-    secrets = [cam_at_semicolon, cam_encoded_slash, cam_query, typo, api_typo, api_slash, api_query, api_good,
-               mqtt_password, api_key]
+    secrets = [
+        cam_at_semicolon,
+        cam_encoded_slash,
+        cam_query,
+        typo,
+        api_typo,
+        api_slash,
+        api_query,
+        api_good,
+        mqtt_password,
+        api_key,
+    ]
 
     broker = mosquitto_factory(users={"edge": mqtt_password.text})
     subscriber = MqttSubscriber(broker, "#", qos=1, username="edge", password=mqtt_password.text).connect()
@@ -127,7 +137,7 @@ def test_no_part_of_any_secret_is_ever_emitted(tmp_path: Path, mosquitto_factory
 
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        command = [sys.executable, "-m", "agent.cli", "run"]
+        command = [sys.executable, "-m", "edge_agent.agent.cli", "run"]
         proc = subprocess.Popen(command, env=env, cwd=str(ROOT), stdout=out, stderr=err)
         try:
             base = f"http://127.0.0.1:{http_port}"
@@ -154,15 +164,29 @@ def test_no_part_of_any_secret_is_ever_emitted(tmp_path: Path, mosquitto_factory
                 status, text = _http("PUT", f"{base}/streams/{name}", body)
                 assert status == 400, (name, status, text)
                 answers.append(f"PUT {name} -> {status} {text}")
-            status, text = _http("PUT", f"{base}/streams/cam", {"url": f"rtsp://admin:{api_good.text}@127.0.0.1:{dead}/x"})
+            status, text = _http(
+                "PUT", f"{base}/streams/cam", {"url": f"rtsp://admin:{api_good.text}@127.0.0.1:{dead}/x"}
+            )
             assert status == 201, text
             answers.append(f"PUT cam -> {text}")
-            status, text = _http("PUT", f"{base}/streams/cam", {"url": f"rtsp://admin:{api_good.text}@127.0.0.1:{dead}/x"})
+            status, text = _http(
+                "PUT", f"{base}/streams/cam", {"url": f"rtsp://admin:{api_good.text}@127.0.0.1:{dead}/x"}
+            )
             assert status == 409, text
             answers.append(f"PUT cam again -> {text}")
             time.sleep(2.5)  # a few more failed attempts and stats messages, the new camera's too
-            for path in ("/streams", "/streams/door", "/streams/gate", "/streams/cam", "/healthz", "/metrics",
-                         "/streams/nope", "/readyz", "/live.json", "/streams/cam/latest.jpg"):
+            for path in (
+                "/streams",
+                "/streams/door",
+                "/streams/gate",
+                "/streams/cam",
+                "/healthz",
+                "/metrics",
+                "/streams/nope",
+                "/readyz",
+                "/live.json",
+                "/streams/cam/latest.jpg",
+            ):
                 status, text = _http("GET", base + path)
                 answers.append(f"GET {path} -> {status} {text}")
             assert json.loads(_http("GET", f"{base}/streams/cam")[1])["url"] == f"rtsp://admin:***@127.0.0.1:{dead}/x"

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from pipelines.frames import Frame
-from pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.slot import LatestFrameSlot
 
 
 def make_frame(i: int, stream: str = "s") -> Frame:

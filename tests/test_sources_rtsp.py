@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.slot import LatestFrameSlot
-from pipelines.sources import SourceOptions, SourceSpec, StreamRunner
+from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources import SourceOptions, SourceSpec, StreamRunner
 from tests.fixtures.media import cancel_and_wait, collect_frames, read_counter, reader_threads, wait_until
 from tests.fixtures.rtsp import RtspServer, make_self_signed_cert
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import EdgeAgentError
-from pipelines.errors import SourceConfigError
-from pipelines.sources.options import SourceOptions
-from pipelines.sources.reader import FpsCap, Pacer, ffmpeg_options, open_kwargs
-from pipelines.sources.spec import SourceSpec, redact_url
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.pipelines.errors import SourceConfigError
+from edge_agent.pipelines.sources.options import SourceOptions
+from edge_agent.pipelines.sources.reader import FpsCap, Pacer, ffmpeg_options, open_kwargs
+from edge_agent.pipelines.sources.spec import SourceSpec, redact_url
 
 # -- SourceSpec ------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.slot import LatestFrameSlot
-from pipelines.sources import SourceOptions, SourceSpec, StreamRunner
+from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources import SourceOptions, SourceSpec, StreamRunner
 from tests.fixtures.media import cancel_and_wait, collect_frames, reader_threads, wait_until
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.settings import load_config, mqtt_config, state_dir
+from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.settings import load_config, mqtt_config, state_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def test_an_unusable_state_dir_exits_2_naming_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM", "MQTT_", "STATE_DIR"))}
     env["STATE_DIR"] = str(blocker / "state")
     result = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "run", "--seconds", "5"],
+        [sys.executable, "-m", "edge_agent.agent.cli", "run", "--seconds", "5"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from pipelines.sinks.stdout import StdoutSink
+from edge_agent.pipelines.sinks.stdout import StdoutSink
 
 
 def test_lines_arrive_in_order_and_close_flushes(tmp_path) -> None:

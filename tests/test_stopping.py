@@ -38,7 +38,11 @@ def test_a_signal_during_a_model_download_stops_the_agent_at_once(tmp_path: Path
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run"], env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=stderr
+            [sys.executable, "-m", "edge_agent.agent.cli", "run"],
+            env=env,
+            cwd=str(ROOT),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
         )
         try:
             deadline = time.monotonic() + 60
@@ -71,12 +75,17 @@ def test_a_huge_intra_op_thread_count_is_refused(tmp_path: Path) -> None:
 
 def test_run_piped_into_head_ends_with_head(tmp_path: Path) -> None:
     env = clean_environment(MODEL_CACHE_DIR=str(tmp_path / "cache"))
-    command = f"{sys.executable} -m agent.cli run | head -3; echo \"agent=${{PIPESTATUS[0]}}\" >&2"
+    command = f'{sys.executable} -m agent.cli run | head -3; echo "agent=${{PIPESTATUS[0]}}" >&2'
     started = time.monotonic()
     # its own process group: if the agent does not end, the whole pipeline is killed, not orphaned
     shell = subprocess.Popen(
-        ["bash", "-c", command], env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        ["bash", "-c", command],
+        env=env,
+        cwd=str(ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         stdout, stderr = shell.communicate(timeout=60)

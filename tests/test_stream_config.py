@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from agent.control_api import status_for
-from agent.errors import (
+from edge_agent.agent.control_api import status_for
+from edge_agent.agent.errors import (
     ConfigError,
     ModelLoadError,
     NoStreamLeftError,
@@ -21,8 +21,8 @@ from agent.errors import (
     UnknownStreamError,
     exit_code_for,
 )
-from agent.settings import parse_streams, stream_from_env
-from models.errors import (
+from edge_agent.agent.settings import parse_streams, stream_from_env
+from edge_agent.models.errors import (
     CacheLockTimeoutError,
     ExecutionProviderError,
     InvalidModelIdError,
@@ -30,13 +30,13 @@ from models.errors import (
     ModelNotCachedError,
     ModelSettingsError,
 )
-from pipelines.errors import SourceConfigError
-from pipelines.sinks.encoding import encode_json, to_json
-from pipelines.sinks.errors import MqttConfigError
-from pipelines.sinks.mqtt_config import BrokerAddress, parse_broker
-from pipelines.sinks.stdout import StdoutSink
-from pipelines.sources.options import SourceOptions
-from pipelines.stream_config import STREAM_KEYS, StreamConfig
+from edge_agent.pipelines.errors import SourceConfigError
+from edge_agent.pipelines.sinks.encoding import encode_json, to_json
+from edge_agent.pipelines.sinks.errors import MqttConfigError
+from edge_agent.pipelines.sinks.mqtt_config import BrokerAddress, parse_broker
+from edge_agent.pipelines.sinks.stdout import StdoutSink
+from edge_agent.pipelines.sources.options import SourceOptions
+from edge_agent.pipelines.stream_config import STREAM_KEYS, StreamConfig
 
 # -- the environment, the control API and the reader accept exactly the same values -------------
 

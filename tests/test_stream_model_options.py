@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.settings import SAMPLE_CLIP, stream_from_env
-from pipelines.stream_config import StreamConfig
+from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.settings import SAMPLE_CLIP, stream_from_env
+from edge_agent.pipelines.stream_config import StreamConfig
 from tests.agent_process import AgentProcess
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from models import get_model
-from models.errors import ModelLayoutError
-from models.polygons import MaskOutput
-from models.predictions import ClassificationPrediction, InstanceSegmentation, KeypointDetections
+from edge_agent.models import get_model
+from edge_agent.models.errors import ModelLayoutError
+from edge_agent.models.polygons import MaskOutput
+from edge_agent.models.predictions import ClassificationPrediction, InstanceSegmentation, KeypointDetections
 from tests.onnx_factory import IR_VERSION, OPSET, constant_outputs, letterbox_env, write_model_dir
 
 IMAGE = np.zeros((480, 640, 3), np.uint8)
@@ -107,7 +107,16 @@ def test_yolov8_seg_masks_are_prototypes_times_coefficients_cropped_to_the_box(m
     assert [p["class"] for p in response["predictions"]] == ["a", "b"]
     assert response["image"] == {"width": 640, "height": 480}
     assert set(response["predictions"][0]) == {
-        "x", "y", "width", "height", "confidence", "class", "class_id", "detection_id", "points", "mask_format",
+        "x",
+        "y",
+        "width",
+        "height",
+        "confidence",
+        "class",
+        "class_id",
+        "detection_id",
+        "points",
+        "mask_format",
     }
 
 
@@ -181,8 +190,11 @@ def test_mask_outputs_and_confidence_filtering_keep_masks_in_step(model_env, tmp
     for j, (box, scores, proto) in enumerate(CANDIDATES):
         out0[:, j] = [*box, *scores, *_coef(proto)]
     model = _load(
-        tmp_path, constant_outputs({"output0": out0, "output1": _prototypes()}), ["a", "b"],
-        "instance-segmentation", "yolov8n-seg",
+        tmp_path,
+        constant_outputs({"output0": out0, "output1": _prototypes()}),
+        ["a", "b"],
+        "instance-segmentation",
+        "yolov8n-seg",
     )
     (seg,) = model.predict(IMAGE)
     high = seg.filter_confidence(0.8)
@@ -201,20 +213,28 @@ def test_segmentation_model_types_refuse_plain_detector_exports(model_env, tmp_p
     bad_protos = np.zeros((16, 80, 80), np.float32)
     with pytest.raises(ModelLayoutError, match="32"):
         _load(
-            tmp_path, constant_outputs({"output0": out0, "output1": bad_protos}), ["a", "b"],
-            "instance-segmentation", "yolov8s-seg",
+            tmp_path,
+            constant_outputs({"output0": out0, "output1": bad_protos}),
+            ["a", "b"],
+            "instance-segmentation",
+            "yolov8s-seg",
         )
     detector_rows = np.zeros((4 + 2, 3), np.float32)  # no coefficients
     with pytest.raises(ModelLayoutError):
         _load(
-            tmp_path, constant_outputs({"output0": detector_rows, "output1": _prototypes()}), ["a", "b"],
-            "instance-segmentation", "yolov8m-seg",
+            tmp_path,
+            constant_outputs({"output0": detector_rows, "output1": _prototypes()}),
+            ["a", "b"],
+            "instance-segmentation",
+            "yolov8m-seg",
         )
     with pytest.raises(ModelLayoutError, match="mask logits"):
         _load(
             tmp_path,
             constant_outputs({"dets": np.zeros((2, 4)), "labels": np.zeros((2, 2))}),
-            ["a", "b"], "instance-segmentation", "rfdetr-seg-nano",
+            ["a", "b"],
+            "instance-segmentation",
+            "rfdetr-seg-nano",
         )
 
 
@@ -229,7 +249,11 @@ def test_yolov8_pose_keypoints_in_source_pixels_with_names_and_threshold(model_e
     out0[:, 0] = [100, 100, 40, 40, 0.9, 90, 95, 0.8, 110, 130, 0.2, 100, 100, 0.9]
     out0[:, 1] = [101, 100, 40, 40, 0.8, 0, 0, 0.9, 0, 0, 0.9, 0, 0, 0.9]  # suppressed by NMS
     model = _load(
-        tmp_path, constant_outputs({"output0": out0}), ["person"], "keypoint-detection", "yolov8n-pose",
+        tmp_path,
+        constant_outputs({"output0": out0}),
+        ["person"],
+        "keypoint-detection",
+        "yolov8n-pose",
         keypoints=METADATA,
     )
     (kp,) = model.predict(IMAGE)
@@ -247,7 +271,11 @@ def test_yolo26_pose_defaults_to_a_keypoint_threshold_of_0_3(model_env, tmp_path
     rows = np.zeros((300, 6 + 3 * 2), np.float32)
     rows[0] = [80, 80, 120, 120, 0.9, 0, 90, 95, 0.8, 110, 130, 0.2]
     model = _load(
-        tmp_path, constant_outputs({"output0": rows}), ["person"], "keypoint-detection", "yolo26n-pose",
+        tmp_path,
+        constant_outputs({"output0": rows}),
+        ["person"],
+        "keypoint-detection",
+        "yolo26n-pose",
         keypoints=METADATA,
     )
     (kp,) = model.predict(IMAGE)
@@ -266,7 +294,6 @@ def test_keypoint_values_that_are_not_triples_are_refused(model_env, tmp_path) -
 def _scores(values) -> bytes:  # type: ignore[no-untyped-def]
     """A classifier whose output for every image is ``values``: (B, C)."""
     return constant_outputs({"output0": np.asarray(values, np.float32)})
-
 
 
 def _channel_means_model(classes: int = 3) -> bytes:
@@ -302,8 +329,13 @@ RGB01 = np.array([200, 100, 10]) / 255
 )
 def test_classifiers_normalise_per_family_and_softmax(model_env, tmp_path, model_type, mean, std, weights) -> None:
     model = _load(
-        tmp_path, _channel_means_model(), ["r", "g", "b"], "classification", model_type,
-        environment=letterbox_env(64, 64, "Stretch to"), weights_file=weights,
+        tmp_path,
+        _channel_means_model(),
+        ["r", "g", "b"],
+        "classification",
+        model_type,
+        environment=letterbox_env(64, 64, "Stretch to"),
+        weights_file=weights,
     )
     image = np.empty((48, 80, 3), np.uint8)
     image[:] = BGR
@@ -319,8 +351,7 @@ def test_classifiers_normalise_per_family_and_softmax(model_env, tmp_path, model
 
 def test_single_label_threshold_drops_classes_and_a_softmax_output_is_not_softmaxed_twice(model_env, tmp_path) -> None:
     probs = np.array([0.2, 0.7, 0.1], np.float32)
-    model = _load(tmp_path, _scores(probs), ["a", "b", "c"], "classification", "resnet18",
-                  weights_file="best.onnx")
+    model = _load(tmp_path, _scores(probs), ["a", "b", "c"], "classification", "resnet18", weights_file="best.onnx")
     response = model.infer(IMAGE, confidence=0.15)[0].model_dump()
     assert [(p["class"], p["confidence"]) for p in response["predictions"]] == [("b", 0.7), ("a", 0.2)]
     assert response["top"] == "b" and response["confidence"] == 0.7
@@ -333,8 +364,7 @@ def test_multi_label_sigmoid_threshold_and_true_image_size(model_env, tmp_path, 
     logits = np.array([2.0, -1.0, 0.0], np.float32)
     env = dict(STRETCH, MULTICLASS=True) if how == "environment" else STRETCH
     task = "classification" if how == "environment" else "multi-label-classification"
-    model = _load(tmp_path, _scores(logits), ["a", "b", "c"], task, "vit",
-                  environment=env, weights_file="best.onnx")
+    model = _load(tmp_path, _scores(logits), ["a", "b", "c"], task, "vit", environment=env, weights_file="best.onnx")
     response = model.infer(IMAGE, confidence=0.4)[0].model_dump()
     sig = 1 / (1 + np.exp(-logits))
     assert response["predictions"] == {
@@ -348,8 +378,9 @@ def test_multi_label_sigmoid_threshold_and_true_image_size(model_env, tmp_path, 
 
 def test_multi_label_probabilities_are_used_as_they_are(model_env, tmp_path) -> None:
     probs = np.array([0.9, 0.05, 0.6], np.float32)
-    model = _load(tmp_path, _scores(probs), ["a", "b", "c"], "multi-label-classification",
-                  "resnet34", weights_file="best.onnx")
+    model = _load(
+        tmp_path, _scores(probs), ["a", "b", "c"], "multi-label-classification", "resnet34", weights_file="best.onnx"
+    )
     (pred,) = model.predict(IMAGE, confidence=0.5)
     np.testing.assert_allclose(pred.confidences, probs)
     assert pred.to_response()["predicted_classes"] == ["a", "c"]
@@ -358,8 +389,6 @@ def test_multi_label_probabilities_are_used_as_they_are(model_env, tmp_path) -> 
 
 def test_classification_layout_mismatches_are_refused(model_env, tmp_path) -> None:
     with pytest.raises(ModelLayoutError, match="5 class scores but 3"):
-        _load(tmp_path, _scores(np.zeros(5)), ["a", "b", "c"], "classification", "vit",
-              weights_file="best.onnx")
+        _load(tmp_path, _scores(np.zeros(5)), ["a", "b", "c"], "classification", "vit", weights_file="best.onnx")
     with pytest.raises(ModelLayoutError, match="detector"):
-        _load(tmp_path, constant_outputs({"output0": np.zeros((7, 100))}), ["a", "b", "c"], "classification",
-              "yolov8s")
+        _load(tmp_path, constant_outputs({"output0": np.zeros((7, 100))}), ["a", "b", "c"], "classification", "yolov8s")

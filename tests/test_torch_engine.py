@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from models import get_model
-from models.engines.torch import TorchEngine
-from models.preprocessing import HALF, IMAGENET, PLAIN, Preprocessing, preprocess_batch
+from edge_agent.models import get_model
+from edge_agent.models.engines.torch import TorchEngine
+from edge_agent.models.preprocessing import HALF, IMAGENET, PLAIN, Preprocessing, preprocess_batch
 from tests.fixtures.model_server import onnx_package, torchscript_package
 from tests.onnx_factory import letterbox_env
 from tests.torch_factory import export_both
@@ -84,7 +84,7 @@ def test_torchscript_and_onnx_exports_give_the_same_detections(model_env, export
     ids=["letterbox", "stretch-imagenet", "center-crop", "crop-grayscale"],
 )
 def test_device_preprocessing_matches_the_numpy_path(exported, model_env, pre, norm):
-    from models.engines.torch_preprocessing import TorchPreprocessor
+    from edge_agent.models.engines.torch_preprocessing import TorchPreprocessor
 
     images = [_frames(1)[0], np.ascontiguousarray(_frames(2)[1][:300, :200])]
     size = (160, 128)

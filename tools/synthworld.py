@@ -274,9 +274,7 @@ def place_shapes(
 # Rendering
 
 
-def draw_shapes(
-    img: np.ndarray, shapes: Sequence[Shape], masks: Sequence[_Mask] | None = None
-) -> list[Gt]:
+def draw_shapes(img: np.ndarray, shapes: Sequence[Shape], masks: Sequence[_Mask] | None = None) -> list[Gt]:
     """Paint shapes in order onto img (HxWx3, any dtype) and return the visible-part boxes."""
     height, width = img.shape[:2]
     if masks is None:
@@ -352,8 +350,13 @@ def render_frame(
     else:
         raise ValueError(f"background must be None, 'gradient' or 'texture', not {background!r}")
     shapes, masks = place_shapes(
-        rng, bg, n_objects, size_range=size_range, min_contrast=min_contrast,
-        max_overlap=max_overlap, max_edge_cut=max_edge_cut,
+        rng,
+        bg,
+        n_objects,
+        size_range=size_range,
+        min_contrast=min_contrast,
+        max_overlap=max_overlap,
+        max_edge_cut=max_edge_cut,
     )
     img = bg
     if noise_sigma > 0 and not noise_on_shapes:
@@ -514,8 +517,13 @@ def write_clip(
 
     rng = np.random.default_rng(seed)
     scene = Scene(
-        rng, width, height, n_objects=n_objects, max_speed=max_speed,
-        noise_sigma=noise_sigma, fixed_noise=fixed_noise,
+        rng,
+        width,
+        height,
+        n_objects=n_objects,
+        max_speed=max_speed,
+        noise_sigma=noise_sigma,
+        fixed_noise=fixed_noise,
     )
     n_frames = round(seconds * fps)
     all_gts: list[list[Gt]] = []
@@ -536,8 +544,12 @@ def write_clip(
             container.mux(packet)
     if gt_path is not None:
         doc = {
-            "width": width, "height": height, "fps": fps, "seed": seed,
-            "classes": list(CLASS_NAMES), "box_format": "x1,y1,x2,y2,class_id (pixel edges)",
+            "width": width,
+            "height": height,
+            "fps": fps,
+            "seed": seed,
+            "classes": list(CLASS_NAMES),
+            "box_format": "x1,y1,x2,y2,class_id (pixel edges)",
             "frames": [[list(g) for g in f] for f in all_gts],
         }
         Path(gt_path).write_text(json.dumps(doc, separators=(",", ":")))

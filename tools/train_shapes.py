@@ -69,9 +69,7 @@ def letterbox(img: np.ndarray, width: int, height: int, interp: int = cv2.INTER_
     return out, s, px, py
 
 
-def training_sample(
-    rng: np.random.Generator, width: int = INPUT_W, height: int = INPUT_H, mask_stride: int = 0
-):
+def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int = INPUT_H, mask_stride: int = 0):
     """One letterboxed training image (HxWx3 RGB uint8) and its boxes (n, 5): x1,y1,x2,y2,cls.
 
     Ranges are a little wider than the contract (sizes, contrast, overlap, cut, noise) so the
@@ -88,7 +86,9 @@ def training_sample(
     # half at full size and resized like at inference; shapes and rules are scale-invariant.
     k = s if direct else 1.0
     img, gts, shapes = sw.render_frame(
-        rng, nw if direct else fw, nh if direct else fh,
+        rng,
+        nw if direct else fw,
+        nh if direct else fh,
         n_objects=int(rng.integers(0, 8)),
         noise_sigma=float(rng.uniform(0, 10)) * (float(rng.uniform(s, 1.0)) if direct else 1.0),
         size_range=(20.0 * k, 240.0 * k),
@@ -311,8 +311,10 @@ def assign(scores, boxes, anchors, gt, valid, topk=10, alpha=0.5, beta=6.0):
     gxy = gt[..., :4]
     ax, ay, st = anchors[0], anchors[1], anchors[2]
     inside = (
-        (ax[None, None] > gxy[..., 0:1]) & (ax[None, None] < gxy[..., 2:3])
-        & (ay[None, None] > gxy[..., 1:2]) & (ay[None, None] < gxy[..., 3:4])
+        (ax[None, None] > gxy[..., 0:1])
+        & (ax[None, None] < gxy[..., 2:3])
+        & (ay[None, None] > gxy[..., 1:2])
+        & (ay[None, None] < gxy[..., 3:4])
     )
     # Tiny boxes may hold no anchor centre: also allow anchors within one stride of the centre.
     gcx = (gxy[..., 0:1] + gxy[..., 2:3]) / 2
@@ -466,8 +468,13 @@ def export_onnx(model: ShapesNet, path: Path) -> None:
     model.export_anchors = make_anchors(INPUT_W, INPUT_H)
     x = torch.zeros(1, 3, INPUT_H, INPUT_W)
     torch.onnx.export(
-        model, (x,), str(path), input_names=["images"], output_names=["output0"],
-        dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}}, opset_version=17,
+        model,
+        (x,),
+        str(path),
+        input_names=["images"],
+        output_names=["output0"],
+        dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
+        opset_version=17,
         dynamo=False,
     )
     model.export_anchors = None
@@ -516,7 +523,8 @@ def train(args) -> None:
             {"params": [p for n, p in model.named_parameters() if p.ndim > 1], "weight_decay": 5e-4},
             {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0},
         ],
-        lr=args.lr, betas=(0.9, 0.999),
+        lr=args.lr,
+        betas=(0.9, 0.999),
     )
     ck = out / "last.pt"
     if args.resume and ck.exists():
@@ -527,8 +535,10 @@ def train(args) -> None:
         opt.load_state_dict(st["opt"])
         start = st["iter"]
     loader = torch.utils.data.DataLoader(
-        SynthStream(args.seed * 1000 + start, args.batch), batch_size=None,
-        num_workers=args.workers, prefetch_factor=4 if args.workers else None,
+        SynthStream(args.seed * 1000 + start, args.batch),
+        batch_size=None,
+        num_workers=args.workers,
+        prefetch_factor=4 if args.workers else None,
         persistent_workers=bool(args.workers),
     )
     loss_fn = DetLoss(make_anchors(INPUT_W, INPUT_H))
@@ -567,8 +577,13 @@ def train(args) -> None:
             log.flush()
         if it % args.save_every == 0 or it == args.iters:
             torch.save(
-                {"model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-                 "opt": opt.state_dict(), "iter": it},
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.ema.state_dict(),
+                    "ema_updates": ema.updates,
+                    "opt": opt.state_dict(),
+                    "iter": it,
+                },
                 ck,
             )
             if args.eval_every and it % args.eval_every == 0:

@@ -277,8 +277,10 @@ def mask_loss(protos, coefs, fg, gidx, gt, masks) -> torch.Tensor:
         target = masks[i][k].float() / 255
         box = gt[i][k, :4]
         inside = (
-            (xs[None, None, :] >= box[:, 0, None, None]) & (xs[None, None, :] < box[:, 2, None, None])
-            & (ys[None, :, None] >= box[:, 1, None, None]) & (ys[None, :, None] < box[:, 3, None, None])
+            (xs[None, None, :] >= box[:, 0, None, None])
+            & (xs[None, None, :] < box[:, 2, None, None])
+            & (ys[None, :, None] >= box[:, 1, None, None])
+            & (ys[None, :, None] < box[:, 3, None, None])
         ).float()
         area = inside.sum((1, 2)).clamp(min=1.0)
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -382,15 +384,21 @@ def export_onnx(model: ShapesSegNet, path: Path) -> None:
     model.export_anchors = make_anchors(INPUT_W, INPUT_H)
     x = torch.zeros(1, 3, INPUT_H, INPUT_W)
     torch.onnx.export(
-        model, (x,), str(path), input_names=["images"], output_names=["output0", "output1"],
+        model,
+        (x,),
+        str(path),
+        input_names=["images"],
+        output_names=["output0", "output1"],
         dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}, "output1": {0: "batch"}},
-        opset_version=17, dynamo=False,
+        opset_version=17,
+        dynamo=False,
     )
     n_anchors = int(model.export_anchors.shape[1])
     model.export_anchors = None
     m = onnx.load(str(path))
-    for out, dims in zip(m.graph.output, ([4 + NUM_CLASSES + NUM_MASKS, n_anchors], [NUM_MASKS, PROTO_H, PROTO_W]),
-                         strict=True):
+    for out, dims in zip(
+        m.graph.output, ([4 + NUM_CLASSES + NUM_MASKS, n_anchors], [NUM_MASKS, PROTO_H, PROTO_W]), strict=True
+    ):
         shape = out.type.tensor_type.shape.dim
         for d, v in zip(shape[1:], dims, strict=True):
             d.Clear()
@@ -462,8 +470,10 @@ def train(args) -> None:
         opt.load_state_dict(st["opt"])
         start = st["iter"]
     loader = torch.utils.data.DataLoader(
-        SegSynthStream(args.seed * 1000 + start, args.batch), batch_size=None,
-        num_workers=args.workers, prefetch_factor=4 if args.workers else None,
+        SegSynthStream(args.seed * 1000 + start, args.batch),
+        batch_size=None,
+        num_workers=args.workers,
+        prefetch_factor=4 if args.workers else None,
         persistent_workers=bool(args.workers),
     )
     anchors = make_anchors(INPUT_W, INPUT_H)
@@ -527,8 +537,13 @@ def train(args) -> None:
             log.flush()
         if it % args.save_every == 0 or it == total_iters:
             torch.save(
-                {"model": model.state_dict(), "ema": ema.ema.state_dict(), "ema_updates": ema.updates,
-                 "opt": opt.state_dict(), "iter": it},
+                {
+                    "model": model.state_dict(),
+                    "ema": ema.ema.state_dict(),
+                    "ema_updates": ema.updates,
+                    "opt": opt.state_dict(),
+                    "iter": it,
+                },
                 ck,
             )
             if args.eval_every and it % args.eval_every == 0:

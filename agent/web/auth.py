@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.web.errors import TokenRequiredError
+from edge_agent.agent.web.errors import TokenRequiredError
 
 COOKIE = "edge_agent_token"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600

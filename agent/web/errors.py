@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from multidict import CIMultiDict
 
-from agent.errors import UnknownStreamError
-from models.errors import EdgeAgentError
-from pipelines.live import ViewerLimitError
-from pipelines.sinks.encoding import to_json
+from edge_agent.agent.errors import UnknownStreamError
+from edge_agent.models.errors import EdgeAgentError
+from edge_agent.pipelines.live import ViewerLimitError
+from edge_agent.pipelines.sinks.encoding import to_json
 
 
 class HttpError(EdgeAgentError):

@@ -29,12 +29,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from pipelines.metrics import BucketCounts
-from pipelines.sinks.mqtt import MqttSink
-from pipelines.sources.runner import State
+from edge_agent.pipelines.metrics import BucketCounts
+from edge_agent.pipelines.sinks.mqtt import MqttSink
+from edge_agent.pipelines.sources.runner import State
 
 if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
 
 PREFIX = "edge_agent"
 STATES: tuple[str, ...] = get_args(State)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pipelines.sinks.encoding import to_json
+from edge_agent.pipelines.sinks.encoding import to_json
 
 if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
 
 PAGE_FILE = Path(__file__).resolve().parent / "index.html"
 
@@ -29,9 +29,7 @@ def page() -> tuple[bytes, str]:
     """The page's bytes and its Content-Security-Policy (with the inline script's hash)."""
     html = PAGE_FILE.read_text(encoding="utf-8")
     scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
-    hashes = " ".join(
-        f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts
-    )
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
     policy = (
         "default-src 'none'; img-src 'self' blob: data:; connect-src 'self'; style-src 'unsafe-inline'; "
         f"script-src {hashes}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from agent.errors import UnknownStreamError
-from agent.web.errors import NoPictureYetError
-from pipelines.live import LivePicture, Picture
+from edge_agent.agent.errors import UnknownStreamError
+from edge_agent.agent.web.errors import NoPictureYetError
+from edge_agent.pipelines.live import LivePicture, Picture
 
 if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
 
 log = logging.getLogger("edge_agent.web.pictures")
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pipelines.sinks.encoding import to_json
+from edge_agent.pipelines.sinks.encoding import to_json
 
 if TYPE_CHECKING:
-    from agent.supervisor import Supervisor
+    from edge_agent.agent.supervisor import Supervisor
 
 
 def readiness(supervisor: Supervisor) -> dict[str, Any]:

@@ -6,12 +6,12 @@ everything around it (pre-processing, NMS when the layout needs it, mapping to s
 responses).
 """
 
-from models.decoders.base import DetectionDecoder, RawDetections
-from models.decoders.end_to_end import EndToEndDecoder
-from models.decoders.rfdetr import RFDETRDecoder
-from models.decoders.yolo_nas import YOLONASDecoder
-from models.decoders.yolov5 import YOLOv5Decoder
-from models.decoders.yolov8 import YOLOv8Decoder
+from edge_agent.models.decoders.base import DetectionDecoder, RawDetections
+from edge_agent.models.decoders.end_to_end import EndToEndDecoder
+from edge_agent.models.decoders.rfdetr import RFDETRDecoder
+from edge_agent.models.decoders.yolo_nas import YOLONASDecoder
+from edge_agent.models.decoders.yolov5 import YOLOv5Decoder
+from edge_agent.models.decoders.yolov8 import YOLOv8Decoder
 
 __all__ = [
     "DetectionDecoder",

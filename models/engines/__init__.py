@@ -3,6 +3,6 @@
 An engine knows nothing of images, classes or boxes; a task (``models.tasks``) takes any engine.
 """
 
-from models.engines.base import Engine, TensorSpec
+from edge_agent.models.engines.base import Engine, TensorSpec
 
 __all__ = ["Engine", "TensorSpec"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from models.artifact_loader import ModelArtifacts
-from models.engines.base import Engine
-from models.settings import ModelSettings
+from edge_agent.models.artifact_loader import ModelArtifacts
+from edge_agent.models.engines.base import Engine
+from edge_agent.models.settings import ModelSettings
 
 TORCHSCRIPT_SUFFIXES = (".torchscript", ".pt")
 DEFAULT_INPUT_SIZE = 640
@@ -21,13 +21,13 @@ def create_engine(
 ) -> Engine:
     path = artifacts.weights_path
     if is_torchscript(path.name):
-        from models.engines.torch import TorchEngine  # torch is imported only for TorchScript models
+        from edge_agent.models.engines.torch import TorchEngine  # torch is imported only for TorchScript models
 
         if artifacts.preprocessing.resize_size is not None:
             width, height = artifacts.preprocessing.resize_size
         else:
             width = height = artifacts.resolution or DEFAULT_INPUT_SIZE
         return TorchEngine(path, model_id, settings, (height, width), artifacts.static_batch_size, status)
-    from models.engines.onnx import OnnxEngine
+    from edge_agent.models.engines.onnx import OnnxEngine
 
     return OnnxEngine(path, model_id, settings, status)

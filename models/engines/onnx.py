@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.engines.base import Engine, TensorSpec, static_dim
-from models.errors import ModelRuntimeError
-from models.settings import ModelSettings
+from edge_agent.models.engines.base import Engine, TensorSpec, static_dim
+from edge_agent.models.errors import ModelRuntimeError
+from edge_agent.models.settings import ModelSettings
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -42,7 +42,7 @@ class OnnxEngine(Engine):
         precision: str = "fp32",
         precision_reason: str = "",
     ) -> None:
-        from models.providers import create_session
+        from edge_agent.models.providers import create_session
 
         self.weights_path = Path(weights_path)
         self.precision = precision

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from models.engines.base import Engine, TensorSpec
-from models.engines.torch_runtime import import_torch, resolve_device
-from models.errors import CacheIntegrityError, ModelLayoutError, ModelRuntimeError
-from models.preprocessing import ImageMeta, InputNormalization, Preprocessing
-from models.settings import ModelSettings
+from edge_agent.models.engines.base import Engine, TensorSpec
+from edge_agent.models.engines.torch_runtime import import_torch, resolve_device
+from edge_agent.models.errors import CacheIntegrityError, ModelLayoutError, ModelRuntimeError
+from edge_agent.models.preprocessing import ImageMeta, InputNormalization, Preprocessing
+from edge_agent.models.settings import ModelSettings
 
 
 class TorchEngine(Engine):
@@ -88,7 +88,7 @@ class TorchEngine(Engine):
     def make_preprocessor(
         self, pre: Preprocessing, input_size: tuple[int, int], norm: InputNormalization
     ) -> Callable[[list[np.ndarray]], tuple[Any, list[ImageMeta]]]:
-        from models.engines.torch_preprocessing import TorchPreprocessor
+        from edge_agent.models.engines.torch_preprocessing import TorchPreprocessor
 
         return TorchPreprocessor(self.torch, self.device, pre, input_size, norm, self._dtype)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from models.preprocessing import (
+from edge_agent.models.preprocessing import (
     ImageMeta,
     InputNormalization,
     Preprocessing,

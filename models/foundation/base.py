@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from models.base import Model
-from models.errors import InvalidInputError
-from models.images import ImageInput
-from models.predictions import Prediction
+from edge_agent.models.base import Model
+from edge_agent.models.errors import InvalidInputError
+from edge_agent.models.images import ImageInput
+from edge_agent.models.predictions import Prediction
 
 
 class FoundationModel(Model):

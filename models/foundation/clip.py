@@ -19,12 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.engines.onnx import OnnxEngine
-from models.errors import InvalidInputError, ModelLayoutError
-from models.foundation.base import FoundationModel
-from models.foundation.tokenizer import ClipTokenizer
-from models.predictions import Embeddings, Prediction, ZeroShotClassification
-from models.settings import ModelSettings
+from edge_agent.models.engines.onnx import OnnxEngine
+from edge_agent.models.errors import InvalidInputError, ModelLayoutError
+from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.tokenizer import ClipTokenizer
+from edge_agent.models.predictions import Embeddings, Prediction, ZeroShotClassification
+from edge_agent.models.settings import ModelSettings
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -198,7 +198,7 @@ class ClipModel(FoundationModel):
         return prediction.similarities.tolist()  # type: ignore[attr-defined]
 
     def make_response(self, prediction: Prediction) -> Any:
-        from models.foundation.responses import response_of
+        from edge_agent.models.foundation.responses import response_of
 
         return response_of(prediction)
 

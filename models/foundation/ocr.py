@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from models.engines.onnx import OnnxEngine
-from models.errors import InvalidInputError, MissingExtraError, ModelArtifactsError
-from models.foundation import ocr_steps
-from models.foundation.base import FoundationModel
-from models.foundation.ocr_steps import DetConfig, RecConfig
-from models.params import unit_interval
-from models.predictions import Prediction, TextDetections
-from models.settings import ModelSettings
+from edge_agent.models.engines.onnx import OnnxEngine
+from edge_agent.models.errors import InvalidInputError, MissingExtraError, ModelArtifactsError
+from edge_agent.models.foundation import ocr_steps
+from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.ocr_steps import DetConfig, RecConfig
+from edge_agent.models.params import unit_interval
+from edge_agent.models.predictions import Prediction, TextDetections
+from edge_agent.models.settings import ModelSettings
 
 WEIGHTS_FILE = "inference.onnx"
 CONFIG_FILE = "inference.yml"
@@ -259,7 +259,7 @@ class PPOCRModel(FoundationModel):
         return [self.read(image) for image in outputs]
 
     def make_response(self, prediction: Prediction) -> Any:
-        from models.foundation.responses import response_of
+        from edge_agent.models.foundation.responses import response_of
 
         return response_of(prediction)
 

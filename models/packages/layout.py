@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from models.errors import InvalidModelIdError, ModelDownloadError
+from edge_agent.models.errors import InvalidModelIdError, ModelDownloadError
 
 MODELS_CACHE = "models-cache"
 SHARED_BLOBS = "shared-blobs"

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import ModelDownloadError
-from models.packages.layout import check_file_handle, check_md5, check_package_id
+from edge_agent.models.errors import ModelDownloadError
+from edge_agent.models.packages.layout import check_file_handle, check_md5, check_package_id
 
 logger = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from models import cache
-from models.api import ProgressCallback, RoboflowApi
-from models.errors import CacheLockTimeoutError, ChecksumMismatchError, ModelDownloadError
-from models.packages.layout import MODEL_CONFIG_FILE, PackageLayout, check_file_handle, check_package_id
-from models.packages.manifest import ModelMetadata, ModelPackage, PackageFile, TrtDetails
-from models.settings import ModelSettings
+from edge_agent.models import cache
+from edge_agent.models.api import ProgressCallback, RoboflowApi
+from edge_agent.models.errors import CacheLockTimeoutError, ChecksumMismatchError, ModelDownloadError
+from edge_agent.models.packages.layout import MODEL_CONFIG_FILE, PackageLayout, check_file_handle, check_package_id
+from edge_agent.models.packages.manifest import ModelMetadata, ModelPackage, PackageFile, TrtDetails
+from edge_agent.models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -515,4 +515,3 @@ def files_size(cached: CachedPackage) -> int:
         with contextlib.suppress(OSError):
             total += (cached.directory / f.handle).stat().st_size
     return total
-

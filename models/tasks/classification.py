@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from models.decoders.rfdetr import stable_sigmoid
-from models.errors import ModelLayoutError
-from models.params import unit_interval
-from models.predictions import ClassificationPrediction, Prediction
-from models.preprocessing import ImageMeta, InputNormalization
-from models.responses import ClassificationResponse, MultiLabelClassificationResponse
-from models.tasks.base import ModelContext, VisionModel
+from edge_agent.models.decoders.rfdetr import stable_sigmoid
+from edge_agent.models.errors import ModelLayoutError
+from edge_agent.models.params import unit_interval
+from edge_agent.models.predictions import ClassificationPrediction, Prediction
+from edge_agent.models.preprocessing import ImageMeta, InputNormalization
+from edge_agent.models.responses import ClassificationResponse, MultiLabelClassificationResponse
+from edge_agent.models.tasks.base import ModelContext, VisionModel
 
 MULTI_LABEL_TASK = "multi-label-classification"
 _SUM_TOLERANCE = 1e-3

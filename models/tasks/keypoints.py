@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from models.coordinates import boxes_to_source, points_to_source
-from models.decoders.base import DetectionDecoder, RawDetections
-from models.decoders.end_to_end import EndToEndDecoder
-from models.errors import ModelLayoutError
-from models.params import DetectionParams, unit_interval
-from models.predictions import KeypointDetections, Prediction
-from models.preprocessing import ImageMeta, InputNormalization
-from models.responses import KeypointsDetectionResponse
-from models.tasks.base import ModelContext
-from models.tasks.object_detection import ObjectDetectionModel
+from edge_agent.models.coordinates import boxes_to_source, points_to_source
+from edge_agent.models.decoders.base import DetectionDecoder, RawDetections
+from edge_agent.models.decoders.end_to_end import EndToEndDecoder
+from edge_agent.models.errors import ModelLayoutError
+from edge_agent.models.params import DetectionParams, unit_interval
+from edge_agent.models.predictions import KeypointDetections, Prediction
+from edge_agent.models.preprocessing import ImageMeta, InputNormalization
+from edge_agent.models.responses import KeypointsDetectionResponse
+from edge_agent.models.tasks.base import ModelContext
+from edge_agent.models.tasks.object_detection import ObjectDetectionModel
 
 VALUES_PER_KEYPOINT = 3
 

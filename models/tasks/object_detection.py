@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact_loader import BACKGROUND_CLASS
-from models.coordinates import boxes_to_source
-from models.decoders.base import DetectionDecoder, RawDetections
-from models.decoders.rfdetr import RFDETRDecoder
-from models.nms import non_max_suppression
-from models.params import DetectionParams
-from models.predictions import Detections, Prediction
-from models.preprocessing import IMAGENET, ImageMeta, InputNormalization
-from models.responses import DetectionResponse, ObjectDetectionResponse
-from models.tasks.base import ModelContext, VisionModel
+from edge_agent.models.artifact_loader import BACKGROUND_CLASS
+from edge_agent.models.coordinates import boxes_to_source
+from edge_agent.models.decoders.base import DetectionDecoder, RawDetections
+from edge_agent.models.decoders.rfdetr import RFDETRDecoder
+from edge_agent.models.nms import non_max_suppression
+from edge_agent.models.params import DetectionParams
+from edge_agent.models.predictions import Detections, Prediction
+from edge_agent.models.preprocessing import IMAGENET, ImageMeta, InputNormalization
+from edge_agent.models.responses import DetectionResponse, ObjectDetectionResponse
+from edge_agent.models.tasks.base import ModelContext, VisionModel
 
 
 class ObjectDetectionModel(VisionModel):

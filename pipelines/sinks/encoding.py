@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-from pipelines.sinks.errors import PayloadError
+from edge_agent.pipelines.sinks.errors import PayloadError
 
 
 def _default(value: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.errors import EdgeAgentError
+from edge_agent.models.errors import EdgeAgentError
 
 
 class SinkError(EdgeAgentError):

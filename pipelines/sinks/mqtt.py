@@ -81,14 +81,14 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from pipelines.backoff import Backoff
-from pipelines.sinks.encoding import encode_json
-from pipelines.sinks.errors import MqttConfigError, MqttPayloadError
-from pipelines.sinks.mqtt_config import MqttConfig
-from pipelines.sinks.mqtt_discovery import agent_discovery, stream_discovery
-from pipelines.sinks.mqtt_disk_outbox import DiskOutbox
-from pipelines.sinks.mqtt_outbox import Outbox, OutMessage
-from pipelines.sinks.mqtt_topics import Topics
+from edge_agent.pipelines.backoff import Backoff
+from edge_agent.pipelines.sinks.encoding import encode_json
+from edge_agent.pipelines.sinks.errors import MqttConfigError, MqttPayloadError
+from edge_agent.pipelines.sinks.mqtt_config import MqttConfig
+from edge_agent.pipelines.sinks.mqtt_discovery import agent_discovery, stream_discovery
+from edge_agent.pipelines.sinks.mqtt_disk_outbox import DiskOutbox
+from edge_agent.pipelines.sinks.mqtt_outbox import Outbox, OutMessage
+from edge_agent.pipelines.sinks.mqtt_topics import Topics
 
 __all__ = ["MqttConfig", "MqttConfigError", "MqttPayloadError", "MqttSink", "Topics", "encode_json"]
 

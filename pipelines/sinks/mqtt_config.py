@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from models.redaction import redact_url
-from pipelines.sinks.errors import MqttConfigError
-from pipelines.sinks.mqtt_topics import Topics, validate_level, validate_prefix
+from edge_agent.models.redaction import redact_url
+from edge_agent.pipelines.sinks.errors import MqttConfigError
+from edge_agent.pipelines.sinks.mqtt_topics import Topics, validate_level, validate_prefix
 
 _PROTOCOLS = {
     "5": "5",

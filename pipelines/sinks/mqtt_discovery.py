@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.sinks.mqtt_config import MqttConfig
-from pipelines.sinks.mqtt_topics import ha_config_topic, ha_object_id
+from edge_agent.pipelines.sinks.mqtt_config import MqttConfig
+from edge_agent.pipelines.sinks.mqtt_topics import ha_config_topic, ha_object_id
 
 
 def _device(config: MqttConfig) -> dict[str, Any]:

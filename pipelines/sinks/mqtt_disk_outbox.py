@@ -32,9 +32,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pipelines import state
-from pipelines.sequence import UPSERT
-from pipelines.sinks.mqtt_outbox import OutMessage
+from edge_agent.pipelines import state
+from edge_agent.pipelines.sequence import UPSERT
+from edge_agent.pipelines.sinks.mqtt_outbox import OutMessage
 
 log = logging.getLogger("edge_agent.mqtt.outbox")
 

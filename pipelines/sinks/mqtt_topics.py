@@ -18,7 +18,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from pipelines.sinks.errors import MqttConfigError
+from edge_agent.pipelines.sinks.errors import MqttConfigError
 
 # MQTT forbids U+0000 and wildcards in topic names; "/" would add a level; C0/C1 controls are
 # "should not" in the spec and break log lines; lone surrogates cannot be encoded as UTF-8.

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from pipelines.sinks.encoding import to_json
+from edge_agent.pipelines.sinks.encoding import to_json
 
 log = logging.getLogger("edge_agent.stdout")
 

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from pipelines.errors import SourceConfigError
-from pipelines.sources.spec import SourceSpec
+from edge_agent.pipelines.errors import SourceConfigError
+from edge_agent.pipelines.sources.spec import SourceSpec
 
 Mode = Literal["live", "every"]
 RtspTransport = Literal["tcp", "udp"]

@@ -25,10 +25,10 @@ from typing import Any, Literal
 
 import av
 
-from pipelines.frames import Frame
-from pipelines.slot import LatestFrameSlot
-from pipelines.sources.options import SourceOptions
-from pipelines.sources.spec import SourceSpec
+from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.options import SourceOptions
+from edge_agent.pipelines.sources.spec import SourceSpec
 
 EndReason = Literal["stopped", "eof", "error", "timeout"]
 

@@ -28,11 +28,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from pipelines.backoff import Backoff
-from pipelines.slot import LatestFrameSlot
-from pipelines.sources.options import SourceOptions
-from pipelines.sources.reader import FrameCounter, FrameReader, ReaderStatus
-from pipelines.sources.spec import SourceSpec
+from edge_agent.pipelines.backoff import Backoff
+from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.options import SourceOptions
+from edge_agent.pipelines.sources.reader import FrameCounter, FrameReader, ReaderStatus
+from edge_agent.pipelines.sources.spec import SourceSpec
 
 State = Literal["connecting", "streaming", "backoff", "stalled", "finished", "failed"]
 # States of a runner that has ended and will produce no more frames.

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from models.redaction import redact_text, redact_url, url_secrets
-from pipelines.errors import SourceConfigError
+from edge_agent.models.redaction import redact_text, redact_url, url_secrets
+from edge_agent.pipelines.errors import SourceConfigError
 
 SourceKind = Literal["rtsp", "v4l2", "http", "file"]
 
@@ -101,7 +101,9 @@ class SourceSpec:
         if scheme in ("rtsp", "rtsps"):
             parts = urlsplit(text)
             if not parts.hostname:
-                raise SourceConfigError(f"RTSP URL {redact_url(text)!r} has no host; expected {scheme}://host[:port]/path")
+                raise SourceConfigError(
+                    f"RTSP URL {redact_url(text)!r} has no host; expected {scheme}://host[:port]/path"
+                )
             _check_port(text, parts)
             return cls(url=text, kind="rtsp", target=text)
         if scheme in ("http", "https"):
