@@ -322,6 +322,8 @@ def stream_from_env(
                 lines.append(f"STREAMS: the URL of stream {name!r} is invalid: {message}")
             elif where == "name":
                 lines.append(f"STREAMS: {message}")
+            elif not where:  # a rule across options (a model-level check)
+                lines.append(f"{prefix.rstrip('_')}: {message}")
             else:
                 var, hint = prefix + where.upper(), STREAM_KEYS.get(where.upper(), "")
                 lines.append(f"{var}={_shown(err.get('input'))} is invalid: {message} — {hint}")

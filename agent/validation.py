@@ -37,9 +37,10 @@ def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
 def check_model_id(model_id: str, var: str, streams: list[str] | None = None) -> None:
     """Refuse a model id that cannot be parsed (``../../etc/passwd``, a missing directory)."""
     from edge_agent.models.ids import parse_model_id
+    from edge_agent.models.precision import split_precision
 
     try:
-        parse_model_id(model_id)
+        parse_model_id(split_precision(model_id)[0])  # "coco/3@int8": the suffix is the precision
     except EdgeAgentError as exc:
         users = f" (streams: {', '.join(streams)})" if streams else ""
         raise ConfigError(f"{var}={redact_url(model_id)!r}{users} is invalid: {exc}") from None

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from edge_agent.agent.errors import ConfigError
-from edge_agent.agent.settings import load_config
+from edge_agent.agent.settings import SAMPLE_CLIP, load_config
 from edge_agent.models.ids import BUILTIN_ROOT
 from tests.agent_process import AgentProcess
 from tests.test_e2e_agent import SCHEMA, by_stream, match_ground_truth
@@ -84,7 +84,12 @@ def test_global_int8_with_one_stream_on_fp32(
     assert last["streams"]["b"]["model_precision"] == "int8"
     assert last["models"]["builtin/shapes-v1@fp32"]["precision"] == "fp32"
     int8 = last["models"]["builtin/shapes-v1"]
-    assert int8 == {"precision": "int8", "precision_reason": "int8 requested", "providers": ["CPUExecutionProvider"]}
+    assert {k: int8[k] for k in ("precision", "precision_reason", "providers")} == {
+        "precision": "int8",
+        "precision_reason": "int8 requested",
+        "providers": ["CPUExecutionProvider"],
+    }
+    assert int8["streams"] == ["b"] and int8["frames"] > 0
 
 
 def test_auto_runs_the_shipped_int8_copy_on_cpu(
@@ -126,19 +131,21 @@ def test_int8_without_a_copy_exits_2_naming_the_command(tmp_path: Path, scene) -
 
 
 def test_per_stream_precision_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("STREAMS", "a=/data/a.mp4;b=/data/b.mp4;c=/data/c.mp4")
+    monkeypatch.setenv("STREAMS", f"a={SAMPLE_CLIP};b={SAMPLE_CLIP};c={SAMPLE_CLIP}")
     monkeypatch.setenv("MODEL_ID", "yolov8n-640")
     monkeypatch.setenv("STREAM_A_MODEL_PRECISION", "INT8")
     monkeypatch.setenv("STREAM_B_MODEL_ID", "coco/5@fp32")
     config = load_config()
-    assert [s.model_id for s in config.streams] == ["yolov8n-640@int8", "coco/5@fp32", "yolov8n-640"]
+    assert [config.model_of(s) for s in config.streams] == ["yolov8n-640@int8", "coco/5@fp32", "yolov8n-640"]
 
     monkeypatch.setenv("STREAM_B_MODEL_PRECISION", "int8")
-    with pytest.raises(ConfigError, match=r"STREAM_B_MODEL_PRECISION='int8' contradicts the @fp32"):
+    with pytest.raises(ConfigError, match=r"STREAM_B: model_precision 'int8' contradicts the @fp32"):
         load_config()
     monkeypatch.delenv("STREAM_B_MODEL_PRECISION")
     monkeypatch.setenv("STREAM_C_MODEL_PRECISION", "int4")
-    with pytest.raises(ConfigError, match=r"STREAM_C_MODEL_PRECISION='int4' is invalid; accepted: fp32, int8, auto"):
+    with pytest.raises(
+        ConfigError, match=r"STREAM_C_MODEL_PRECISION='int4' is invalid: must be 'fp32' or 'int8' or 'auto'"
+    ):
         load_config()
     monkeypatch.delenv("STREAM_C_MODEL_PRECISION")
     monkeypatch.setenv("MODEL_PRECISION", "half")
