@@ -38,7 +38,13 @@ from edge_agent.pipelines.sinks.mqtt_outbox import OutMessage
 
 log = logging.getLogger("edge_agent.mqtt.outbox")
 
-_INSERT = "INSERT INTO outbox (id, topic, payload, qos, retain, expires, created) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO outbox (id, topic, payload, qos, retain, expires, created) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?, ?)"
+# Rows per INSERT statement. sqlite3 releases the GIL around every statement step; a busy event
+# loop thread then holds it for a whole switch interval (5 ms) before this writer runs again, so one
+# statement per row crawls under a burst. 100 rows x 7 values stay far below SQLite's variable limit.
+_ROWS_PER_INSERT = 100
+_YIELD_EVERY = 64
 _SIZE = "length(payload) + length(CAST(topic AS BLOB))"
 _LOAD_CHUNK = 256
 _ERROR_LOG_INTERVAL_S = 60.0
@@ -77,6 +83,7 @@ class DiskOutbox:
         self.on_drop = on_drop
         self.on_ready = on_ready
         self._interval = commit_interval_s
+        self._puts = 0
         self._cache_count = cache_count
         self._cache_bytes = cache_bytes
         self._conn = state.connect(self.path, fsync=fsync)
@@ -147,6 +154,12 @@ class DiskOutbox:
                 dropped += 1
             self.dropped += dropped
             self._cond.notify()
+            self._puts += 1
+            yield_now = self._puts % _YIELD_EVERY == 0
+        if yield_now:
+            # A burst of puts on the event loop re-takes this lock and the GIL faster than the
+            # writer thread can wake up, so nothing would be committed until the burst ends: let it in.
+            time.sleep(0)
         if dropped and self.on_drop is not None:
             self.on_drop(dropped)
         return dropped
@@ -253,10 +266,14 @@ class DiskOutbox:
         try:
             conn.execute("BEGIN IMMEDIATE")
             if batch:
-                conn.executemany(
-                    _INSERT,
-                    [(m.order, m.topic, m.payload, m.qos, int(m.retain), int(m.expires), m.created) for m in batch],
-                )
+                for start in range(0, len(batch), _ROWS_PER_INSERT):
+                    chunk = batch[start : start + _ROWS_PER_INSERT]
+                    values = [
+                        v
+                        for m in chunk
+                        for v in (m.order, m.topic, m.payload, m.qos, int(m.retain), int(m.expires), m.created)
+                    ]
+                    conn.execute(_INSERT + ", ".join([_ROW] * len(chunk)), values)
                 marks: dict[str, int] = {}
                 for m in batch:
                     if m.stream is not None and m.stream_seq is not None:
