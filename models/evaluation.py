@@ -22,28 +22,35 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def evaluate_map(
-    preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int, iou_thresholds: np.ndarray = IOU_THRESHOLDS
+    preds: list[np.ndarray],
+    gts: list[np.ndarray],
+    num_classes: int,
+    iou_thresholds: np.ndarray = IOU_THRESHOLDS,
+    ious: list[np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """COCO-style mAP at the first IoU threshold and averaged over all (101-point interpolation).
 
     preds[i]: (n, 6) x1,y1,x2,y2,score,cls for image i; gts[i]: (m, 5) x1,y1,x2,y2,cls.
     Greedy matching per image and class in score order, as pycocotools does (no crowd, all areas).
+    ``ious[i]`` (n, m), when given, replaces box IoU (mask mAP: the IoU of the predicted and true
+    masks of image i, rows and columns in the order of preds[i] and gts[i]).
     Classes without reference boxes are left out of the mean; NaN when no class has any.
     """
     aps = np.full((num_classes, len(iou_thresholds)), np.nan)
     for c in range(num_classes):
         scores, tps, n_gt = [], [], 0
-        for p, g in zip(preds, gts, strict=True):
-            pc = p[p[:, 5] == c]
-            gc = g[g[:, 4] == c]
-            n_gt += len(gc)
-            if len(pc) == 0:
+        for i, (p, g) in enumerate(zip(preds, gts, strict=True)):
+            pi = np.flatnonzero(p[:, 5] == c)
+            gi = np.flatnonzero(g[:, 4] == c)
+            n_gt += len(gi)
+            if len(pi) == 0:
                 continue
-            pc = pc[np.argsort(-pc[:, 4], kind="stable")]
+            pi = pi[np.argsort(-p[pi, 4], kind="stable")]
+            pc, gc = p[pi], g[gi]
             scores.append(pc[:, 4])
             tp = np.zeros((len(pc), len(iou_thresholds)), bool)
             if len(gc):
-                iou = iou_matrix(pc[:, :4], gc[:, :4])
+                iou = iou_matrix(pc[:, :4], gc[:, :4]) if ious is None else ious[i][np.ix_(pi, gi)]
                 for t, thr in enumerate(iou_thresholds):
                     used = np.zeros(len(gc), bool)
                     for d in range(len(pc)):
