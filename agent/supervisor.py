@@ -294,6 +294,8 @@ class Supervisor:
                     "precision": getattr(model, "precision", "fp32"),
                     "precision_reason": getattr(engine, "precision_reason", ""),
                     "providers": list(getattr(model, "providers", [])),
+                    "concurrency": int(getattr(model, "concurrency", 1) or 1),
+                    "concurrency_reason": getattr(engine, "concurrency_reason", ""),
                 }
                 record = self._make_model_record(model_id, model)
                 self.models[model_id] = record
@@ -310,9 +312,10 @@ class Supervisor:
 
     def _make_model_record(self, model_id: str, model: Any) -> ModelRecord:
         assert self.router is not None
-        # One worker per model: two batches of the same model in parallel only fight over the
-        # same cores, and a single worker keeps per-model ordering simple.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model_id}"[:40])
+        # One worker per batch the model may have in flight (its run plan, models/concurrency.py);
+        # the stage keeps each stream's results in order whatever finishes first.
+        concurrency = max(1, int(getattr(model, "concurrency", 1) or 1))
+        executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{model_id}"[:40])
         self.live.set_colors(model_id, model_colors(model))
         stage = InferenceStage(
             model,
@@ -322,6 +325,7 @@ class Supervisor:
             on_error=self.router.record_error,
             default_confidence=self.config.models.confidence,
             max_batch_size=self._batch_size(model),
+            concurrency=concurrency,
         )
         task = asyncio.create_task(stage.run(), name=f"stage:{model_id}")
         return ModelRecord(model_id=model_id, model=model, stage=stage, task=task, executor=executor)

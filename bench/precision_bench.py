@@ -8,9 +8,11 @@
                baseline: a bare fp32 ``session.run`` loop of the same model (CPU provider, default
                session options), measured in the same rounds. Also the bare ``session.run`` rate of
                each path, to tell the model's gain from the agent's.
-2. threads     the same agent throughput (bench model) for ORT_INTRA_OP_THREADS 1 / 2 and
-               ORT_ALLOW_SPINNING on / off on each path, as a ratio to the defaults of that path.
-3. latency     live 30 fps RTSP -> MQTT subscriber, fp32 CPU and the fastest path: end-to-end
+2. threads     the same agent throughput (bench model) for MODEL_CONCURRENCY 1 / 2,
+               ORT_INTRA_OP_THREADS and ORT_ALLOW_SPINNING on each path, as a ratio to the
+               defaults of that path.
+3. latency     live 30 fps RTSP -> MQTT subscriber, fp32 and INT8 on the CPU provider (each with
+               the default run plan and with MODEL_CONCURRENCY=1) and OpenVINO INT8: end-to-end
                p50/p95, inference step, peak RSS.
 
 Rounds are interleaved (every path once per round, the baseline first) and the figure is the
@@ -181,10 +183,12 @@ def throughput_rows(
 
 
 THREAD_SETTINGS: dict[str, dict[str, str]] = {
-    "default (intra 0 = 2 threads here, spinning on)": {},
-    "intra 1, spinning on": {"ORT_INTRA_OP_THREADS": "1"},
-    "intra 2, spinning off": {"ORT_INTRA_OP_THREADS": "2", "ORT_ALLOW_SPINNING": "false"},
-    "intra 1, spinning off": {"ORT_INTRA_OP_THREADS": "1", "ORT_ALLOW_SPINNING": "false"},
+    "defaults (auto: CPU provider 2 runs x 1 thread; OpenVINO 1 run)": {},
+    "MODEL_CONCURRENCY=1 (one run, onnxruntime's threads)": {"MODEL_CONCURRENCY": "1"},
+    "MODEL_CONCURRENCY=2": {"MODEL_CONCURRENCY": "2"},
+    "MODEL_CONCURRENCY=1, intra 1": {"MODEL_CONCURRENCY": "1", "ORT_INTRA_OP_THREADS": "1"},
+    "spinning off": {"ORT_ALLOW_SPINNING": "false"},
+    "MODEL_CONCURRENCY=1, spinning off": {"MODEL_CONCURRENCY": "1", "ORT_ALLOW_SPINNING": "false"},
 }
 
 
@@ -195,8 +199,8 @@ def threads_rows(model_dir: Path, video: Path, rounds: int) -> list[str]:
     for r in range(rounds):
         for name, (precision, providers) in chosen.items():
             default = None
-            for setting, extra in THREAD_SETTINGS.items():
-                workdir = OUT / f"threads-{r}-{precision}-{providers}-{len(extra)}-{extra.get('ORT_INTRA_OP_THREADS')}"
+            for index, (setting, extra) in enumerate(THREAD_SETTINGS.items()):
+                workdir = OUT / f"threads-{r}-{precision}-{providers}-{index}"
                 fps = agent_fps(f"{model_id}@{precision}", providers, video, workdir, extra)
                 default = fps if default is None else default
                 results.setdefault((name, setting), []).append(fps / default)
@@ -255,11 +259,19 @@ def main() -> None:
         report += lines
         print("\n".join(lines), flush=True)
     if "latency" in args.which:
-        fastest = ("int8", "openvino") if has_openvino() else ("int8", "cpu")
-        for precision, providers in (("fp32", "cpu"), fastest):
-            extra = {"MODEL_CACHE_DIR": str(CACHE), "ONNXRUNTIME_EXECUTION_PROVIDERS": providers}
+        runs: list[tuple[str, str, dict[str, str]]] = [
+            ("fp32", "cpu", {}),
+            ("fp32", "cpu", {"MODEL_CONCURRENCY": "1"}),
+            ("int8", "cpu", {}),
+            ("int8", "cpu", {"MODEL_CONCURRENCY": "1"}),
+        ]
+        if has_openvino():
+            runs.append(("int8", "openvino", {}))
+        for precision, providers, setting in runs:
+            extra = {"MODEL_CACHE_DIR": str(CACHE), "ONNXRUNTIME_EXECUTION_PROVIDERS": providers, **setting}
             lines = latency_and_footprint(model_dir, model_id=f"{model_dir.resolve()}@{precision}", extra_env=extra)
-            lines = [f"3. [{precision} {providers}] " + line.split(". ", 1)[1] for line in lines]
+            tag = " ".join([precision, providers, *(f"{k}={v}" for k, v in setting.items())])
+            lines = [f"3. [{tag}] " + line.split(". ", 1)[1] for line in lines]
             report += lines
             print("\n".join(lines), flush=True)
     (OUT / "precision_bench.txt").write_text("\n".join(report) + "\n")

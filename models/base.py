@@ -37,6 +37,11 @@ class Model(ABC):
         """Precision of the weights in use (``fp32``, ``int8``); see models/precision.py."""
         return "fp32"
 
+    @property
+    def concurrency(self) -> int:
+        """How many ``predict`` calls may run at once from different threads (see models/concurrency.py)."""
+        return 1
+
     def predict(self, images: ImageInput | Sequence[ImageInput], **kwargs: Any) -> list[Prediction]:
         """One typed prediction per image, in order. ``images``: one image or a list of them."""
         if isinstance(images, (list, tuple)):

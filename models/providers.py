@@ -148,12 +148,14 @@ def first_build_notice(providers: list[str], settings: ModelSettings, model_key:
     return None
 
 
-def session_options(settings: ModelSettings) -> ort.SessionOptions:
+def session_options(settings: ModelSettings, intra_op_threads: int | None = None) -> ort.SessionOptions:
+    """Session options from the settings; ``intra_op_threads`` (a run plan's) overrides theirs."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    if settings.ort_intra_op_threads > 0:
-        options.intra_op_num_threads = settings.ort_intra_op_threads
+    threads = settings.ort_intra_op_threads if intra_op_threads is None else intra_op_threads
+    if threads > 0:
+        options.intra_op_num_threads = threads
     if settings.ort_inter_op_threads > 0:
         options.inter_op_num_threads = settings.ort_inter_op_threads
     if not settings.ort_allow_spinning:
@@ -182,6 +184,7 @@ def create_session(
     settings: ModelSettings,
     max_batch_size: int,
     status: Callable[[str], None] | None = None,
+    intra_op_threads: int | None = None,
 ) -> ort.InferenceSession:
     """An InferenceSession for ``path`` with the configured providers; logs the providers once.
 
@@ -190,7 +193,7 @@ def create_session(
     """
     warn_on_mixed_onnxruntime(ort.get_available_providers())
     providers = planned_providers(settings)
-    options = session_options(settings)
+    options = session_options(settings, intra_op_threads)
     notice: tuple[str, str] | None = None
     try:
         specs: list[Any] = list(providers)

@@ -243,10 +243,18 @@ def _engine_for(
     fetch the fp32 weights again: ``auto`` falls back to them, ``int8`` says how to remake the copy."""
     if choice.precision == "fp32":
         logger.info("model %s: precision fp32 (%s)", model_id, choice.reason)
-        return OnnxEngine(fp32_path, model_id, settings, status, precision="fp32", precision_reason=choice.reason)
+        return OnnxEngine(
+            fp32_path, model_id, settings, status, precision="fp32", precision_reason=choice.reason, concurrent=True
+        )
     try:
         engine = OnnxEngine(
-            choice.weights_path, model_id, settings, status, precision="int8", precision_reason=choice.reason
+            choice.weights_path,
+            model_id,
+            settings,
+            status,
+            precision="int8",
+            precision_reason=choice.reason,
+            concurrent=True,
         )
     except (CacheIntegrityError, ModelRuntimeError) as exc:
         if choice.requested == "int8":
@@ -257,6 +265,8 @@ def _engine_for(
             ) from exc
         reason = f"auto: the INT8 copy {choice.weights_path} does not load ({exc}); using fp32"
         logger.warning("model %s: %s", model_id, reason)
-        return OnnxEngine(fp32_path, model_id, settings, status, precision="fp32", precision_reason=reason)
+        return OnnxEngine(
+            fp32_path, model_id, settings, status, precision="fp32", precision_reason=reason, concurrent=True
+        )
     logger.info("model %s: precision int8 (%s; %s)", model_id, choice.reason, choice.weights_path)
     return engine

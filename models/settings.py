@@ -157,8 +157,9 @@ class ModelSettings(BaseSettings):
     ort_intra_op_threads: int = Field(
         default=0,
         ge=0,
-        description="onnxruntime intra-op threads per model (0 = onnxruntime's default: one per core; at most 4 "
-        "per core); also OpenVINO's thread count. One thread on a 2-core box cost 30-40% throughput on every provider.",
+        description="onnxruntime intra-op threads per run (0 = automatic: cores / MODEL_CONCURRENCY when several "
+        "runs are in flight on the CPU provider, else onnxruntime's default of one per core; at most 4 per core); "
+        "also OpenVINO's thread count. With one run in flight, one thread on a 2-core box cost 30-40% throughput.",
     )
     ort_inter_op_threads: int = Field(
         default=0,
@@ -170,6 +171,15 @@ class ModelSettings(BaseSettings):
         description="Let onnxruntime's worker threads spin between operators (its default). Spinning "
         "lowers model latency on an idle box but burns cores that decoders and other models could use "
         "(off: -6% throughput on the CPU provider with one stream on 2 cores, no change on OpenVINO).",
+    )
+    model_concurrency: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Batches of one model that run at once (0 = auto: 2 on the CPU execution provider with 2+ "
+        "cores, each run on cores/2 intra-op threads unless ORT_INTRA_OP_THREADS is set; 1 on GPU and OpenVINO). "
+        "Two single-threaded runs use a small CPU better than one two-threaded run (+15-25% frames on 2 "
+        "cores) at the cost of a longer run per frame; 1 gives the lowest latency for a single camera.",
     )
     confidence: UnitInterval = Field(
         default=0.4, description="Default minimum class score a detection must exceed (0..1)."

@@ -1,8 +1,12 @@
 """The inference stage: newest frame of every ready stream, one batch, run off the event loop.
 
 One stage per model. It never waits for a slow or dead stream to fill a batch: whatever is ready
-when the model becomes free is the batch. While a batch runs, cameras keep overwriting their slots,
+when the model has room is the batch. While a batch runs, cameras keep overwriting their slots,
 so the next batch again sees the newest frames (latest-frame-wins, see ``slot.py``).
+
+A model may take more than one batch at a time (two single-threaded runs on a small CPU, see
+``models/concurrency.py``): the stage then keeps that many batches in flight and hands their
+results on in launch order, so a stream's results always come out in frame order.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -85,8 +90,18 @@ def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
     return max(0.0, interval - age) + FRESHNESS_SLACK_S
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A batch on its way through the model."""
+
+    batch: list[tuple[StreamBinding, Frame]]
+    started: float
+    future: asyncio.Future[tuple[list[Prediction], float]]
+
+
 class InferenceStage:
-    """Batches frames across the streams bound to one model."""
+    """Batches frames across the streams bound to one model, with up to ``concurrency`` batches
+    in flight (the model's run plan, see models/concurrency.py)."""
 
     def __init__(
         self,
@@ -98,7 +113,10 @@ class InferenceStage:
         default_confidence: float,
         max_batch_size: int = 8,
         on_error: Callable[[str], None] | None = None,
+        concurrency: int | None = None,
     ) -> None:
+        """``concurrency``: batches in flight at once (None: the model's own ``concurrency``, else 1);
+        the executor needs at least that many workers."""
         self._model = model
         self._model_id = model_id
         self._executor = executor
@@ -106,6 +124,9 @@ class InferenceStage:
         self._on_error = on_error
         self._default_confidence = default_confidence
         self._max_batch = max(1, min(max_batch_size, getattr(model, "max_batch_size", max_batch_size) or 1))
+        if concurrency is None:
+            concurrency = int(getattr(model, "concurrency", 1) or 1)
+        self._concurrency = max(1, concurrency)
         self._bindings: dict[str, StreamBinding] = {}
         self._rotation = 0
         self._wakeup = asyncio.Event()
@@ -114,6 +135,7 @@ class InferenceStage:
         self._interval: dict[str, float] = {}
         self._stopping = False
         self.busy = False
+        self.in_flight = 0  # batches on their way through the model now
         self.batches = 0
         self.frames = 0
 
@@ -128,6 +150,10 @@ class InferenceStage:
     @property
     def max_batch_size(self) -> int:
         return self._max_batch
+
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency
 
     def attach(self, binding: StreamBinding) -> None:
         self._bindings[binding.name] = binding
@@ -197,54 +223,102 @@ class InferenceStage:
         ]
         return predictions, (time.perf_counter() - started) * 1000.0
 
+    def _launch(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[StreamBinding, Frame]]) -> _Flight:
+        thresholds = [b.confidence if b.confidence is not None else self._default_confidence for b, _ in batch]
+        options = [b.options for b, _ in batch] if any(b.options for b, _ in batch) else None
+        future = loop.run_in_executor(
+            self._executor,
+            self._run_batch,
+            [f for _, f in batch],
+            thresholds,
+            [b.mask_output for b, _ in batch],
+            options,
+        )
+        # A landing frees room for the next batch: the loop sleeps on the same event as new frames.
+        future.add_done_callback(lambda _: self._wakeup.set())
+        return _Flight(batch=batch, started=time.monotonic(), future=future)
+
+    def _land(self, flight: _Flight) -> bool:
+        """Hand a finished batch's results on; False when the batch failed."""
+        frames = [f for _, f in flight.batch]
+        try:
+            predictions, inference_ms = flight.future.result()
+        except Exception:
+            log.exception("inference failed on a batch of %d frame(s) of model %s", len(frames), self._model_id)
+            if self._on_error is not None:
+                for frame in frames:
+                    self._on_error(frame.stream)
+            return False
+        self.batches += 1
+        self.frames += len(frames)
+        for frame, prediction in zip(frames, predictions, strict=True):
+            self._on_result(
+                InferenceResult(
+                    frame=frame,
+                    prediction=prediction,
+                    model_id=self._model_id,
+                    inference_ms=inference_ms,
+                    frame_age_ms=(flight.started - frame.monotonic) * 1000.0,
+                    batch_size=len(frames),
+                )
+            )
+        return True
+
+    async def _land_finished(self, flights: deque[_Flight]) -> None:
+        """Land the finished batches at the head of the queue: in launch order, so a stream's
+        results never overtake each other when a later, smaller batch finishes first."""
+        failed = False
+        while flights and flights[0].future.done():
+            failed |= not self._land(flights.popleft())
+        self.busy, self.in_flight = bool(flights), len(flights)
+        if failed:
+            # A model that always fails must not spin a core.
+            await asyncio.sleep(ERROR_PAUSE_S)
+
+    async def _wait(self, flights: deque[_Flight], timeout: float | None = None) -> None:
+        """Until a frame arrives or a batch lands (or ``timeout`` passes).
+
+        Slot listeners and landings run on this loop's thread, so nothing slips in between the
+        caller's checks and this clear; only a head batch that finished during an earlier await
+        (its wake-up already spent) needs the check here.
+        """
+        if flights and flights[0].future.done():
+            return
+        self._wakeup.clear()
+        if timeout is None:
+            await self._wakeup.wait()
+            return
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+        except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
+            pass
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self._stopping:
-            delay = self._freshness_delay()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            batch = self._collect()
-            if not batch:
-                # Listeners run on this loop's thread, so nothing can slip in between the
-                # empty collect above and this clear.
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            thresholds = [b.confidence if b.confidence is not None else self._default_confidence for b, _ in batch]
-            frames = [f for _, f in batch]
-            options = [b.options for b, _ in batch] if any(b.options for b, _ in batch) else None
-            started = time.monotonic()
-            self.busy = True
-            try:
-                predictions, inference_ms = await loop.run_in_executor(
-                    self._executor,
-                    self._run_batch,
-                    frames,
-                    thresholds,
-                    [b.mask_output for b, _ in batch],
-                    options,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.busy = False
-                log.exception("inference failed on a batch of %d frame(s) of model %s", len(frames), self._model_id)
-                if self._on_error is not None:
-                    for frame in frames:
-                        self._on_error(frame.stream)
-                await asyncio.sleep(ERROR_PAUSE_S)
-                continue
-            self.busy = False
-            self.batches += 1
-            self.frames += len(frames)
-            for (_, frame), prediction in zip(batch, predictions, strict=True):
-                self._on_result(
-                    InferenceResult(
-                        frame=frame,
-                        prediction=prediction,
-                        model_id=self._model_id,
-                        inference_ms=inference_ms,
-                        frame_age_ms=(started - frame.monotonic) * 1000.0,
-                        batch_size=len(frames),
-                    )
-                )
+        flights: deque[_Flight] = deque()
+        try:
+            while True:
+                await self._land_finished(flights)
+                if self._stopping:
+                    break
+                if len(flights) >= self._concurrency:
+                    await self._wait(flights)
+                    continue
+                delay = self._freshness_delay()
+                if delay > 0:
+                    await self._wait(flights, delay)
+                    await self._land_finished(flights)
+                batch = self._collect()
+                if not batch:
+                    await self._wait(flights)
+                    continue
+                flights.append(self._launch(loop, batch))
+                self.busy, self.in_flight = True, len(flights)
+            # Stopping: what is in flight finishes and is handed on.
+            if flights:
+                await asyncio.wait([f.future for f in flights])
+                await self._land_finished(flights)
+        finally:
+            for flight in flights:
+                flight.future.cancel()  # a run already in a thread finishes there, unheard
+            self.busy, self.in_flight = False, 0

@@ -150,7 +150,8 @@ def test_live_stream_with_slow_model_keeps_frames_fresh_and_memory_flat(
     clip = tmp_path / "live.mp4"
     write_clip(clip, seconds=4, width=1280, height=720, seed=7, max_speed=6.0, noise_sigma=2.0)
     rtsp = rtsp_server_factory({"live": clip})
-    model_dir = write_slow_model(tmp_path / "slow", layers=14)  # well under 30 fps on these machines
+    # Well under 30 fps on these machines, even with two batches in flight (MODEL_CONCURRENCY auto).
+    model_dir = write_slow_model(tmp_path / "slow", layers=28)
     env = {
         "STREAMS": f"live={rtsp.url('live')}",
         "MODEL_ID": str(model_dir),

@@ -14,6 +14,7 @@ import pytest
 
 from edge_agent.agent.errors import ConfigError
 from edge_agent.agent.settings import SAMPLE_CLIP, load_config
+from edge_agent.models.concurrency import usable_cores
 from edge_agent.models.ids import BUILTIN_ROOT
 from tests.agent_process import AgentProcess
 from tests.test_e2e_agent import SCHEMA, by_stream, match_ground_truth
@@ -90,6 +91,9 @@ def test_global_int8_with_one_stream_on_fp32(
         "providers": ["CPUExecutionProvider"],
     }
     assert int8["streams"] == ["b"] and int8["frames"] > 0
+    # The run plan is shown too: two single-threaded runs in flight on a 2+ core CPU box.
+    assert int8["concurrency"] == (2 if usable_cores() >= 2 else 1), int8
+    assert int8["concurrency_reason"].startswith("auto")
 
 
 def test_auto_runs_the_shipped_int8_copy_on_cpu(

@@ -145,3 +145,98 @@ def test_freshness_delay_waits_only_when_every_ready_frame_is_stale() -> None:
     assert freshness_delay([(0.025, t), (0.030, t)]) == 0.0  # several streams ready: no idle model
     assert freshness_delay([(0.025, None)]) == 0.0  # rate unknown or not live
     assert freshness_delay([(0.4, 0.5)]) == 0.0  # slow streams are never waited for
+
+
+class OverlapModel:
+    """Sleeps per image as its first pixel says (value / 1000 s), raises on value 113, and records
+    how many calls overlapped and in which order they finished."""
+
+    model_id = "overlap/1"
+    max_batch_size = 1
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+        self.started: list[int] = []
+        self.finished: list[int] = []
+
+    def predict(self, images, confidence=None, **_):
+        value = int(images[0][0, 0, 0])
+        with self._lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            self.started.append(value)
+        try:
+            time.sleep(value / 1000)
+            if value == 113:
+                raise RuntimeError("bad batch")
+            return CountingModel().predict(images)
+        finally:
+            with self._lock:
+                self.active -= 1
+                self.finished.append(value)
+
+
+def _run_overlap(concurrency: int, values: list[int]) -> tuple[list[InferenceResult], list[str], OverlapModel]:
+    """One stream; each frame is put once the model has started the previous one, so with room
+    for two batches the second starts while the first still runs."""
+
+    async def scenario() -> tuple[list[InferenceResult], list[str], OverlapModel]:
+        loop = asyncio.get_running_loop()
+        model = OverlapModel(concurrency)
+        results: list[InferenceResult] = []
+        errors: list[str] = []
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="infer") as executor:
+            stage = InferenceStage(
+                model,
+                model_id=model.model_id,
+                executor=executor,
+                on_result=results.append,
+                on_error=errors.append,
+                default_confidence=0.0,
+            )
+            assert stage.concurrency == concurrency  # taken from the model
+            slot = LatestFrameSlot(loop)
+            stage.attach(StreamBinding(name="a", slot=slot, live=False))
+            task = asyncio.create_task(stage.run())
+            for i, value in enumerate(values):
+                slot.put(frame("a", i, value))
+                for _ in range(500):
+                    if len(model.started) > i:
+                        break
+                    await asyncio.sleep(0.002)
+            for _ in range(500):
+                if len(results) + len(errors) == len(values):
+                    break
+                await asyncio.sleep(0.01)
+            stage.stop()
+            await asyncio.wait_for(task, 5)
+        return results, errors, model
+
+    return asyncio.run(scenario())
+
+
+def test_two_batches_in_flight_overlap_and_land_in_launch_order() -> None:
+    results, errors, model = _run_overlap(2, [250, 20])
+    assert model.most_active == 2, "the second batch did not start while the first ran"
+    assert model.finished == [20, 250]  # the later batch finished first...
+    assert [r.frame.frame_id for r in results] == [0, 1]  # ...and still came out second
+    assert errors == []
+
+
+def test_one_batch_in_flight_never_overlaps() -> None:
+    results, _, model = _run_overlap(1, [120, 20, 20])
+    assert model.most_active == 1
+    assert model.finished == [120, 20, 20]
+    # The stream put a new frame while the first ran: latest-frame-wins may drop one of them.
+    ids = [r.frame.frame_id for r in results]
+    assert ids == sorted(ids) and ids[0] == 0
+
+
+def test_a_failed_batch_in_flight_does_not_lose_the_other() -> None:
+    results, errors, model = _run_overlap(2, [113, 200])
+    assert model.most_active == 2
+    assert errors == ["a"]
+    assert [r.frame.frame_id for r in results] == [1]

@@ -150,6 +150,10 @@ def test_pictures_mjpeg_and_metrics(tmp_path: Path, clip_factory, mosquitto) -> 
         model = str(model_dir)
         assert sample(metrics, "edge_agent_stream_info", stream="cam", model=model, kind="file") == 1
         assert sample(metrics, "edge_agent_model_load_seconds", model=model) > 0
+        concurrency = sample(metrics, "edge_agent_model_concurrency", model=model)
+        assert (
+            concurrency >= 1 and 0 <= sample(metrics, "edge_agent_model_batches_in_flight", model=model) <= concurrency
+        )
         assert '\\"model\\" \\\\ dir' in body.decode(), "label value not escaped in the exposition"
         for name in ("inference", "latency", "frame_age"):
             family = families[f"edge_agent_stream_{name}_seconds"]

@@ -102,6 +102,21 @@ def test_providers_from_env_reach_the_session(model_env, tmp_path, caplog):
         get_model(_local(tmp_path, "m2"))
 
 
+def test_the_run_plan_reaches_the_session_and_the_model(model_env, tmp_path):
+    from edge_agent.models.concurrency import usable_cores
+
+    cores = usable_cores()
+    model_env.set(ONNXRUNTIME_EXECUTION_PROVIDERS="cpu", MODEL_CONCURRENCY="2")
+    model = get_model(_local(tmp_path, "m"))
+    assert model.concurrency == 2
+    assert model.engine.session.get_session_options().intra_op_num_threads == max(1, cores // 2)
+    assert "MODEL_CONCURRENCY=2" in model.engine.concurrency_reason
+    model_env.set(ONNXRUNTIME_EXECUTION_PROVIDERS="cpu", MODEL_CONCURRENCY="1")
+    model = get_model(_local(tmp_path, "m1"))
+    assert model.concurrency == 1
+    assert model.engine.session.get_session_options().intra_op_num_threads == 0  # onnxruntime's own default
+
+
 def test_tensorrt_options_cache_engines_under_the_model_cache(model_env):
     settings = model_env.set(TENSORRT_FP16="false")
     specs = provider_options([TENSORRT, CUDA, CPU], settings, "someproj/1", "images", ["batch", 3, 640, 640], 8)

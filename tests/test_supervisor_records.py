@@ -65,7 +65,7 @@ def test_streams_churning_through_add_and_remove_leave_no_model_behind(tmp_path:
             record = supervisor.models[str(second)]
             assert record.streams == {"b1", "b2"}
             await _until(lambda r=record: r.stage.frames > 0)
-            assert len(_infer_threads(str(second))) == 1
+            assert 1 <= len(_infer_threads(str(second))) <= record.stage.concurrency
             await supervisor.remove_stream("b1")
             assert str(second) in supervisor.models  # b2 still uses it
             await supervisor.remove_stream("b2")

@@ -193,11 +193,17 @@ class AgentCollector(Collector):
         batches = _counter("model_batches", "Batches the model ran.", ["model"])
         frames = _counter("model_frames", "Frames the model ran on.", ["model"])
         busy = _gauge("model_busy", "1 while the model runs a batch.", ["model"])
+        in_flight = _gauge("model_batches_in_flight", "Batches the model is running now.", ["model"])
+        concurrency = _gauge(
+            "model_concurrency", "Batches the model may run at once (MODEL_CONCURRENCY, see the README).", ["model"]
+        )
         for model_id, model in list(sup.models.items()):
             batches.add_metric([model_id], model.stage.batches)
             frames.add_metric([model_id], model.stage.frames)
             busy.add_metric([model_id], float(model.stage.busy))
-        yield from (load, batches, frames, busy)
+            in_flight.add_metric([model_id], model.stage.in_flight)
+            concurrency.add_metric([model_id], model.stage.concurrency)
+        yield from (load, batches, frames, busy, in_flight, concurrency)
 
 
 def make_registry(supervisor: Supervisor) -> CollectorRegistry:

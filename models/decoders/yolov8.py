@@ -28,12 +28,14 @@ class YOLOv8Decoder(DetectionDecoder):
         out = outputs[0][index]
         nc = self.num_classes
         scores_all = out[4 : 4 + nc]
-        class_ids = scores_all.argmax(axis=0)
-        scores = np.take_along_axis(scores_all, class_ids[None, :], axis=0)[0]
+        # The max over classes is a fast row-wise reduction; the argmax (strided, ~10x dearer) is
+        # taken only for the few candidates above the threshold. Ties resolve as argmax does.
+        scores = scores_all.max(axis=0)
         keep = np.flatnonzero(scores > params.confidence)
         if keep.size == 0:
             return RawDetections.empty(self.extra_width)
         keep = top_candidates(scores, keep, params.max_candidates)
+        class_ids = scores_all[:, keep].argmax(axis=0)
         boxes = cxcywh_to_xyxy(out[0, keep], out[1, keep], out[2, keep], out[3, keep])
         extras = out[4 + nc :, keep].T.astype(np.float32) if self.extra_width else None
-        return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep].astype(np.int64), extras)
+        return RawDetections(boxes, scores[keep].astype(np.float32), class_ids.astype(np.int64), extras)

@@ -48,6 +48,9 @@ class Engine(ABC):
     #: the numeric precision of the weights it runs ("fp32", "int8", ...) and why (logs, stats)
     precision: str = "fp32"
     precision_reason: str = ""
+    #: how many ``run`` calls may be in flight at once (from different threads), and why
+    concurrency: int = 1
+    concurrency_reason: str = "one run in flight"
 
     def __init__(self, model_id: str, inputs: list[TensorSpec], outputs: list[TensorSpec], max_batch_size: int):
         if not inputs:

@@ -30,4 +30,4 @@ def create_engine(
         return TorchEngine(path, model_id, settings, (height, width), artifacts.static_batch_size, status)
     from edge_agent.models.engines.onnx import OnnxEngine
 
-    return OnnxEngine(path, model_id, settings, status)
+    return OnnxEngine(path, model_id, settings, status, concurrent=True)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from edge_agent.models.concurrency import plan_runs, usable_cores
 from edge_agent.models.engines.base import Engine, TensorSpec, static_dim
 from edge_agent.models.errors import ModelRuntimeError
 from edge_agent.models.settings import ModelSettings
+
+logger = logging.getLogger(__name__)
 
 _ORT_DTYPES = {
     "tensor(float)": "float32",
@@ -41,15 +45,28 @@ class OnnxEngine(Engine):
         status: Callable[[str], None] | None = None,
         precision: str = "fp32",
         precision_reason: str = "",
+        *,
+        concurrent: bool = False,
     ) -> None:
-        from edge_agent.models.providers import create_session
+        """``concurrent``: the caller may run several batches at once (a task model whose own state
+        is per thread), so the session is sized by the run plan (models/concurrency.py)."""
+        from edge_agent.models.providers import create_session, planned_providers
 
         self.weights_path = Path(weights_path)
         self.precision = precision
         self.precision_reason = precision_reason
         # An INT8 copy gets its own TensorRT/OpenVINO cache directory (and first-build notice).
         cache_key = model_id if precision == "fp32" else f"{model_id}@{precision}"
-        self.session = create_session(self.weights_path, cache_key, settings, settings.max_batch_size, status)
+        threads: int | None = None
+        if concurrent:
+            plan = plan_runs(
+                settings.model_concurrency, settings.ort_intra_op_threads, planned_providers(settings), usable_cores()
+            )
+            self.concurrency, self.concurrency_reason, threads = plan.in_flight, plan.reason, plan.intra_op_threads
+            logger.info("model %s: %s", model_id, plan.reason)
+        self.session = create_session(
+            self.weights_path, cache_key, settings, settings.max_batch_size, status, intra_op_threads=threads
+        )
         inputs = [_spec(a) for a in self.session.get_inputs()]
         outputs = [_spec(a) for a in self.session.get_outputs()]
         super().__init__(model_id, inputs, outputs, settings.max_batch_size)

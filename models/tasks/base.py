@@ -71,6 +71,11 @@ class VisionModel(Model):
         return self.engine.precision
 
     @property
+    def concurrency(self) -> int:
+        # Safe to share: pre-processing buffers are per thread, decoders keep no state per call.
+        return self.engine.concurrency
+
+    @property
     def class_names(self) -> tuple[str, ...]:
         return self.artifacts.class_names
 
