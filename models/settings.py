@@ -202,7 +202,8 @@ class ModelSettings(BaseSettings):
         default=16,
         ge=1,
         description="Largest batch sent to a model whose ONNX batch axis is dynamic; bigger lists "
-        "are split into chunks of this size.",
+        "are split into chunks of this size. Unset, the stream agent batches up to 4 frames on the CPU "
+        "provider with one run in flight and 1 frame per run with several (MODEL_CONCURRENCY).",
     )
     max_active_models: int = Field(default=8, ge=1, description="How many models the model manager keeps loaded (LRU).")
     model_download_timeout: float = Field(

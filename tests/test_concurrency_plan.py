@@ -40,3 +40,13 @@ def test_an_explicit_concurrency_is_kept_and_sizes_the_threads_on_cpu() -> None:
 def test_a_users_thread_count_is_never_changed() -> None:
     assert plan_runs(0, 2, CPU, 8).intra_op_threads == 2
     assert plan_runs(4, 1, CPU, 2).intra_op_threads == 1
+
+
+def test_batch_size_follows_the_run_plan() -> None:
+    from edge_agent.agent.supervisor import CPU_BATCH_SIZE, batch_size_for
+
+    assert batch_size_for(CPU, 2, 16, explicit=False) == 1  # two single-threaded runs: one frame each
+    assert batch_size_for(CPU, 1, 16, explicit=False) == CPU_BATCH_SIZE
+    assert batch_size_for(CPU, 1, 2, explicit=False) == 2
+    assert batch_size_for(CUDA, 1, 16, explicit=False) == 16
+    assert batch_size_for(CPU, 2, 8, explicit=True) == 8  # MAX_BATCH_SIZE set by the user wins
