@@ -306,24 +306,24 @@ class Supervisor:
             model = await self._load_model(model_id)
             record = self.models.get(model_id)  # another add_stream may have won the race
             if record is None:
+                record = self._make_model_record(model_id, model)
                 engine = getattr(model, "engine", None)
                 self.model_info[model_id] = {
                     "precision": getattr(model, "precision", "fp32"),
                     "precision_reason": getattr(engine, "precision_reason", ""),
                     "providers": list(getattr(model, "providers", [])),
-                    "concurrency": int(getattr(model, "concurrency", 1) or 1),
+                    "concurrency": record.stage.concurrency,
                     "concurrency_reason": getattr(engine, "concurrency_reason", ""),
                 }
-                record = self._make_model_record(model_id, model)
                 self.models[model_id] = record
                 self._changed.set()
         return record
 
-    def _batch_size(self, model: Any) -> int:
+    def _batch_size(self, model: Any, concurrency: int) -> int:
         settings = self.config.models
         return batch_size_for(
             list(getattr(model, "providers", [])),
-            int(getattr(model, "concurrency", 1) or 1),
+            concurrency,
             settings.max_batch_size,
             explicit="max_batch_size" in settings.model_fields_set,
         )
@@ -342,7 +342,7 @@ class Supervisor:
             on_result=self.router,
             on_error=self.router.record_error,
             default_confidence=self.config.models.confidence,
-            max_batch_size=self._batch_size(model),
+            max_batch_size=self._batch_size(model, concurrency),
             concurrency=concurrency,
         )
         task = asyncio.create_task(stage.run(), name=f"stage:{model_id}")

@@ -3,6 +3,7 @@
     python -m bench.accuracy              # through models.get_model("builtin/shapes-v1").predict
     python -m bench.accuracy --fallback   # own onnxruntime + letterbox + NMS path
     python -m bench.accuracy --model builtin/shapes-seg-v1   # box and mask mAP
+    python -m bench.accuracy --compare    # MODEL@fp32 and MODEL@int8 on the same frames
 
 500 frames from a seed never used in training, sizes spread across 640x360..1280x720, evaluated at
 confidence 0.01 with at most 100 detections per image (as COCO does); exits 1 below the targets.
@@ -13,6 +14,7 @@ pixels too (mask IoU instead of box IoU).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-detections", type=int, default=100)
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--fallback", action="store_true", help="own onnxruntime path instead of get_model")
+    p.add_argument("--compare", action="store_true", help="MODEL@fp32 and MODEL@int8 on the same frames")
+    p.add_argument("--max-drop", type=float, default=0.01, help="--compare: largest mAP drop of int8 allowed")
     p.add_argument("--size", default=None, help="fixed frame size WxH instead of a random spread")
     p.add_argument("--shape-sizes", default=None, help="size-across range LO,HI (stress runs)")
     p.add_argument("--background", choices=["gradient", "texture"], default=None)
@@ -104,20 +108,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     root = Path(__file__).resolve().parent.parent
-    masks_out: list[np.ndarray] = []
+    # label -> (infer, the list its masks land in); --compare runs both precisions on the same frames
+    paths: dict[str, tuple[Any, list[np.ndarray]]] = {}
     if args.fallback:
-        infer = _fallback_infer(root / "models" / args.model)
-        path = "fallback (own onnxruntime + letterbox + NMS)"
+        paths["fallback (own onnxruntime + letterbox + NMS)"] = (_fallback_infer(root / "models" / args.model), [])
     else:
-        infer = _get_model_infer(args.model, masks_out)
-        path = f"models.get_model({args.model!r}).predict"
+        base = args.model.split("@")[0]
+        for model_id in (f"{base}@fp32", f"{base}@int8") if args.compare else (args.model,):
+            masks_out: list[np.ndarray] = []
+            paths[f"models.get_model({model_id!r}).predict"] = (_get_model_infer(model_id, masks_out), masks_out)
 
     sizes = (sw.MIN_SIZE, sw.MAX_SIZE)
     if args.shape_sizes:
         lo, hi = (float(v) for v in args.shape_sizes.split(","))
         sizes = (lo, hi)
     rng = np.random.default_rng(args.seed)
-    preds, gts, ious = [], [], []
+    preds: dict[str, list[np.ndarray]] = {label: [] for label in paths}
+    ious: dict[str, list[np.ndarray]] = {label: [] for label in paths}
+    gts = []
     for _ in range(args.frames):
         w, h = sw.random_frame_size(rng) if args.size is None else map(int, args.size.split("x"))
         img, gt, shapes = sw.render_frame(
@@ -130,36 +138,44 @@ def main(argv: list[str] | None = None) -> int:
             size_range=sizes,
             return_shapes=True,
         )
-        preds.append(infer(img, args.confidence, args.max_detections))
         gts.append(np.array(gt, np.float32).reshape(-1, 5))
-        if masks_out and masks_out[0] is not None:
-            ids, order = sw.instance_ids(shapes, w, h)
-            ious.append(mask_ious(masks_out[0], ids, order, gts[-1]))
-    m50, m5095 = evaluate_map(preds, gts, len(sw.CLASS_NAMES))
+        for label, (infer, masks_out) in paths.items():
+            preds[label].append(infer(img, args.confidence, args.max_detections))
+            if masks_out and masks_out[0] is not None:
+                ids, order = sw.instance_ids(shapes, w, h)
+                ious[label].append(mask_ious(masks_out[0], ids, order, gts[-1]))
     n_obj = sum(len(g) for g in gts)
-    print(f"path: {path}")
     where = args.size or "640x360..1280x720"
     print(f"frames: {args.frames} (seed {args.seed}, {where}), objects: {n_obj}")
-    print(f"box mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
-    print(f"box mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
-    ok = m50 >= args.min_map50 and m5095 >= args.min_map5095
-    if ious:
-        k50, k5095 = evaluate_map(preds, gts, len(sw.CLASS_NAMES), ious=ious)
-        print(f"mask mAP@0.5      = {k50:.4f}  (target >= {args.min_mask_map50})")
-        print(f"mask mAP@0.5:0.95 = {k5095:.4f}")
-        ok = ok and k50 >= args.min_mask_map50
-
     img, _ = sw.render_frame(np.random.default_rng(args.seed + 1), 1280, 720, n_objects=6)
-    infer(img, 0.4, 300)  # warm-up
-    times = []
-    for _ in range(args.latency_runs):
-        t0 = time.perf_counter()
-        infer(img, 0.4, 300)
-        times.append(time.perf_counter() - t0)
-    print(
-        f"CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
-        f"over {args.latency_runs} runs"
-    )
+    ok = True
+    figures = []
+    for label, (infer, _) in paths.items():
+        m50, m5095 = evaluate_map(preds[label], gts, len(sw.CLASS_NAMES))
+        figures.append((m50, m5095))
+        print(f"path: {label}")
+        print(f"  box mAP@0.5      = {m50:.4f}  (target >= {args.min_map50})")
+        print(f"  box mAP@0.5:0.95 = {m5095:.4f}  (target >= {args.min_map5095})")
+        ok = ok and m50 >= args.min_map50 and m5095 >= args.min_map5095
+        if ious[label]:
+            k50, k5095 = evaluate_map(preds[label], gts, len(sw.CLASS_NAMES), ious=ious[label])
+            print(f"  mask mAP@0.5      = {k50:.4f}  (target >= {args.min_mask_map50})")
+            print(f"  mask mAP@0.5:0.95 = {k5095:.4f}")
+            ok = ok and k50 >= args.min_mask_map50
+        infer(img, 0.4, 300)  # warm-up
+        times = []
+        for _ in range(args.latency_runs):
+            t0 = time.perf_counter()
+            infer(img, 0.4, 300)
+            times.append(time.perf_counter() - t0)
+        print(
+            f"  CPU latency, one 1280x720 frame (pre + model + post): median {np.median(times) * 1000:.1f} ms "
+            f"over {args.latency_runs} runs"
+        )
+    if args.compare:
+        (a50, a95), (b50, b95) = figures
+        print(f"int8 - fp32: mAP@0.5 {b50 - a50:+.4f}, mAP@0.5:0.95 {b95 - a95:+.4f} (allowed drop {args.max_drop})")
+        ok = ok and a50 - b50 <= args.max_drop and a95 - b95 <= args.max_drop
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -85,8 +85,8 @@ def throughput(model_dir: Path, rounds: int = 5) -> list[str]:
         # Interleaved rounds of equal length: a burst of noise on a shared host hits one round,
         # and the median of the per-round ratios shrugs it off.
         bare.append(bare_session_fps(model_dir, 110))
-        for name, extra in THROUGHPUT_VARIANTS.items():
-            fps, n = agent_every_fps(model_dir, video, OUT / f"throughput-{i}-{'auto' if not extra else 'one'}", extra)
+        for variant, (name, extra) in enumerate(THROUGHPUT_VARIANTS.items()):
+            fps, n = agent_every_fps(model_dir, video, OUT / f"throughput-{i}-{variant}", extra)
             agents[name].append(fps)
     lines = [
         f"1. every-frame throughput, median of {rounds} interleaved rounds (target >= 0.95x a bare session.run loop):"

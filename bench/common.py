@@ -75,7 +75,7 @@ class Broker:
 class TimedSubscriber:
     """Records (receive wall time, topic, payload) for every message under a topic filter."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, port: int, topic: str, qos: int = 1) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -83,7 +83,7 @@ class TimedSubscriber:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}", protocol=paho.MQTTv5)
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=qos)
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

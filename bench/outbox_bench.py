@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, Broker, median, percentile
+from bench.common import OUT, Broker, TimedSubscriber, median, percentile
 from edge_agent.pipelines.sinks.mqtt import MqttConfig, MqttSink
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -72,30 +72,17 @@ async def _until(check: Any, timeout: float) -> bool:
     return True
 
 
-class _Receiver:
-    def __init__(self, port: int) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
+class _Receiver(TimedSubscriber):
+    """Keeps only each message's latency: at 1,000 messages/s the payloads are not worth storing."""
 
+    def __init__(self, port: int) -> None:
         self.latencies: list[float] = []
         self.count = 0
-        self._ready = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ob-{os.getpid()}", protocol=paho.MQTTv5)
-        self.client.on_connect = lambda c, *_: c.subscribe("edge-agent/bench/+/predictions", qos=0)
-        self.client.on_subscribe = lambda *_: self._ready.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        if not self._ready.wait(10):
-            raise RuntimeError("bench subscriber could not subscribe")
+        super().__init__(port, "edge-agent/bench/+/predictions", qos=0)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self.latencies.append(time.time() - json.loads(msg.payload)["frame_time"])
         self.count += 1
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 async def _one(port: int, rate: int, seconds: float, disk: bool, workdir: Path) -> dict[str, float]:

@@ -163,24 +163,25 @@ class RoboflowApi:
             _HTTPHandler(settings.model_download_timeout), _HTTPSHandler(settings.model_download_timeout)
         )
 
+    def _describe(self, route: str, first: str, second: str, api_key: str | None) -> Any:
+        """GET /{route}/{first}/{second} of the Roboflow API (the JSON answer, with retries)."""
+        model_id = f"{first}/{second}"
+        params = {"nocache": "true", "device": self.settings.device_id or socket.gethostname(), "dynamic": "true"}
+        if api_key:
+            params["api_key"] = api_key
+        url = f"{self.settings.api_base_url}/{route}/{quote(first, safe='')}/{quote(second, safe='')}"
+        url += "?" + urlencode(params)
+        return self._with_retries(
+            f"asking the Roboflow API about {model_id}",
+            lambda: self._fetch_json_once(url, model_id, api=True, api_key_given=bool(api_key)),
+        )
+
     # -- public ----------------------------------------------------------------------------------
 
     def describe_model(self, project: str, version: str, api_key: str | None) -> dict[str, Any]:
         """GET /ort/{project}/{version}: the ``ort`` object (type, modelType, model, environment, ...)."""
         model_id = f"{project}/{version}"
-        params = {
-            "nocache": "true",
-            "device": self.settings.device_id or socket.gethostname(),
-            "dynamic": "true",
-        }
-        if api_key:
-            params["api_key"] = api_key
-        url = f"{self.settings.api_base_url}/ort/{quote(project, safe='')}/{quote(version, safe='')}"
-        url += "?" + urlencode(params)
-        answer = self._with_retries(
-            f"asking the Roboflow API about {model_id}",
-            lambda: self._fetch_json_once(url, model_id, api=True, api_key_given=bool(api_key)),
-        )
+        answer = self._describe("ort", project, version, api_key)
         ort = answer.get("ort") if isinstance(answer, dict) else None
         if not isinstance(ort, dict):
             raise ModelDownloadError(
@@ -192,15 +193,7 @@ class RoboflowApi:
     def describe_core_model(self, family: str, variant: str, api_key: str | None) -> dict[str, str]:
         """GET /core_model/{family}/{variant}: ``{file key: URL}`` of a foundation model's weights."""
         model_id = f"{family}/{variant}"
-        params = {"nocache": "true", "device": self.settings.device_id or socket.gethostname(), "dynamic": "true"}
-        if api_key:
-            params["api_key"] = api_key
-        url = f"{self.settings.api_base_url}/core_model/{quote(family, safe='')}/{quote(variant, safe='')}"
-        url += "?" + urlencode(params)
-        answer = self._with_retries(
-            f"asking the Roboflow API about {model_id}",
-            lambda: self._fetch_json_once(url, model_id, api=True, api_key_given=bool(api_key)),
-        )
+        answer = self._describe("core_model", family, variant, api_key)
         weights = answer.get("weights") if isinstance(answer, dict) else None
         if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()):
             raise ModelDownloadError(

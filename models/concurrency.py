@@ -5,12 +5,13 @@ parallelise well: on the 2-core CI box one thread reaches only 0.58-0.76x the ra
 two threads on one run leave about a third of the CPU spinning between operators. Two runs in
 flight, one thread each, keep both cores on useful work: two single-threaded session.run loops
 reached 1.10-1.44x one two-threaded loop there, and the whole agent path (decode, colour,
-letterbox, model, decode of the output) 0.96-1.26x, against 0.84-0.88x with one run in flight
-(``bench/agent_bench.py``; figures in the README). Two callers sharing one two-threaded pool are
-worse than either (0.82x), so runs in flight and threads per run are chosen together, here.
+letterbox, model, decode of the output) 1.02-1.07x a bare two-threaded loop, against 0.88-0.89x
+with one run in flight (``python -m bench.agent_bench throughput``; figures in the README). Two
+callers sharing one two-threaded pool are worse than either (0.82x), so runs in flight and threads
+per run are chosen together, here.
 
-On an accelerator (CUDA, TensorRT) or OpenVINO (its own thread pool) the automatic choice stays
-at one run in flight: they are not measured here.
+The automatic choice stays at one run in flight on OpenVINO (its own thread pool already spreads
+one run: two runs measured 0.98-1.01x) and on accelerators (CUDA, TensorRT: not measured here).
 """
 
 from __future__ import annotations

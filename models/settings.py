@@ -178,7 +178,7 @@ class ModelSettings(BaseSettings):
         le=16,
         description="Batches of one model that run at once (0 = auto: 2 on the CPU execution provider with 2+ "
         "cores, each run on cores/2 intra-op threads unless ORT_INTRA_OP_THREADS is set; 1 on GPU and OpenVINO). "
-        "Two single-threaded runs use a small CPU better than one two-threaded run (+15-25% frames on 2 "
+        "Two single-threaded runs use a small CPU better than one two-threaded run (+15-28% frames on 2 "
         "cores) at the cost of a longer run per frame; 1 gives the lowest latency for a single camera.",
     )
     confidence: UnitInterval = Field(

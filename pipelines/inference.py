@@ -134,8 +134,7 @@ class InferenceStage:
         self._last_taken: dict[str, tuple[int, float]] = {}
         self._interval: dict[str, float] = {}
         self._stopping = False
-        self.busy = False
-        self.in_flight = 0  # batches on their way through the model now
+        self._flights: deque[_Flight] = deque()  # batches on their way through the model, oldest first
         self.batches = 0
         self.frames = 0
 
@@ -154,6 +153,16 @@ class InferenceStage:
     @property
     def concurrency(self) -> int:
         return self._concurrency
+
+    @property
+    def in_flight(self) -> int:
+        """Batches on their way through the model now."""
+        return len(self._flights)
+
+    @property
+    def busy(self) -> bool:
+        """True while the model runs a batch."""
+        return bool(self._flights)
 
     def attach(self, binding: StreamBinding) -> None:
         self._bindings[binding.name] = binding
@@ -264,25 +273,24 @@ class InferenceStage:
             )
         return True
 
-    async def _land_finished(self, flights: deque[_Flight]) -> None:
+    async def _land_finished(self) -> None:
         """Land the finished batches at the head of the queue: in launch order, so a stream's
         results never overtake each other when a later, smaller batch finishes first."""
-        failed = False
+        flights, failed = self._flights, False
         while flights and flights[0].future.done():
             failed |= not self._land(flights.popleft())
-        self.busy, self.in_flight = bool(flights), len(flights)
         if failed:
             # A model that always fails must not spin a core.
             await asyncio.sleep(ERROR_PAUSE_S)
 
-    async def _wait(self, flights: deque[_Flight], timeout: float | None = None) -> None:
+    async def _wait(self, timeout: float | None = None) -> None:
         """Until a frame arrives or a batch lands (or ``timeout`` passes).
 
         Slot listeners and landings run on this loop's thread, so nothing slips in between the
         caller's checks and this clear; only a head batch that finished during an earlier await
         (its wake-up already spent) needs the check here.
         """
-        if flights and flights[0].future.done():
+        if self._flights and self._flights[0].future.done():
             return
         self._wakeup.clear()
         if timeout is None:
@@ -295,30 +303,29 @@ class InferenceStage:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        flights: deque[_Flight] = deque()
+        flights = self._flights
         try:
             while True:
-                await self._land_finished(flights)
+                await self._land_finished()
                 if self._stopping:
                     break
                 if len(flights) >= self._concurrency:
-                    await self._wait(flights)
+                    await self._wait()
                     continue
                 delay = self._freshness_delay()
                 if delay > 0:
-                    await self._wait(flights, delay)
-                    await self._land_finished(flights)
+                    await self._wait(delay)
+                    await self._land_finished()
                 batch = self._collect()
                 if not batch:
-                    await self._wait(flights)
+                    await self._wait()
                     continue
                 flights.append(self._launch(loop, batch))
-                self.busy, self.in_flight = True, len(flights)
             # Stopping: what is in flight finishes and is handed on.
             if flights:
                 await asyncio.wait([f.future for f in flights])
-                await self._land_finished(flights)
+                await self._land_finished()
         finally:
             for flight in flights:
                 flight.future.cancel()  # a run already in a thread finishes there, unheard
-            self.busy, self.in_flight = False, 0
+            flights.clear()

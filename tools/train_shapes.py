@@ -38,6 +38,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
@@ -528,19 +529,8 @@ def train(args) -> None:
     )
     ck = out / "last.pt"
     if args.resume and ck.exists():
-        st = torch.load(ck, map_location="cpu")
-        model.load_state_dict(st["model"])
-        ema.ema.load_state_dict(st["ema"])
-        ema.updates = st["ema_updates"]
-        opt.load_state_dict(st["opt"])
-        start = st["iter"]
-    loader = torch.utils.data.DataLoader(
-        SynthStream(args.seed * 1000 + start, args.batch),
-        batch_size=None,
-        num_workers=args.workers,
-        prefetch_factor=4 if args.workers else None,
-        persistent_workers=bool(args.workers),
-    )
+        start = resume_checkpoint(ck, model, ema, opt)
+    loader = stream_loader(SynthStream(args.seed * 1000 + start, args.batch), args.workers)
     loss_fn = DetLoss(make_anchors(INPUT_W, INPUT_H))
     log = open(out / "log.txt", "a")
     t0 = time.time()
@@ -572,32 +562,57 @@ def train(args) -> None:
                 f"{(it - start) * args.batch / el:.1f} img/s elapsed {el / 60:.1f} min"
             )
             acc[:] = 0
-            print(msg, flush=True)
-            log.write(msg + "\n")
-            log.flush()
+            log_line(log, msg)
         if it % args.save_every == 0 or it == args.iters:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "ema": ema.ema.state_dict(),
-                    "ema_updates": ema.updates,
-                    "opt": opt.state_dict(),
-                    "iter": it,
-                },
-                ck,
-            )
+            save_checkpoint(ck, model, ema, opt, it)
             if args.eval_every and it % args.eval_every == 0:
                 m50, m5095 = quick_eval(ema.ema, args.eval_n)
                 msg = f"EVAL it {it} mAP50 {m50:.4f} mAP50-95 {m5095:.4f}"
-                print(msg, flush=True)
-                log.write(msg + "\n")
-                log.flush()
+                log_line(log, msg)
     log.close()
 
 
-def load_ema(out: Path) -> ShapesNet:
+def save_checkpoint(path: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer, it: int) -> None:
+    state = {
+        "model": model.state_dict(),
+        "ema": ema.ema.state_dict(),
+        "ema_updates": ema.updates,
+        "opt": opt.state_dict(),
+        "iter": it,
+    }
+    torch.save(state, path)
+
+
+def resume_checkpoint(path: Path, model: nn.Module, ema: EMA, opt: torch.optim.Optimizer) -> int:
+    """Load what :func:`save_checkpoint` wrote; the iteration to continue from."""
+    st = torch.load(path, map_location="cpu")
+    model.load_state_dict(st["model"])
+    ema.ema.load_state_dict(st["ema"])
+    ema.updates = st["ema_updates"]
+    opt.load_state_dict(st["opt"])
+    return int(st["iter"])
+
+
+def stream_loader(stream: torch.utils.data.IterableDataset, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=bool(workers),
+    )
+
+
+def log_line(log: TextIO, msg: str) -> None:
+    print(msg, flush=True)
+    log.write(msg + "\n")
+    log.flush()
+
+
+def load_ema(out: Path, model: nn.Module | None = None) -> nn.Module:
+    """The EMA weights of ``OUT/last.pt`` in ``model`` (a fresh ShapesNet by default), in eval mode."""
     st = torch.load(Path(out) / "last.pt", map_location="cpu")
-    model = ShapesNet()
+    model = ShapesNet() if model is None else model
     model.load_state_dict(st["ema"])
     return model.eval()
 

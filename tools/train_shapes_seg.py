@@ -68,9 +68,14 @@ from tools.train_shapes import (
     ShapesNet,
     assign,
     letterbox,
+    log_line,
     make_anchors,
+    resume_checkpoint,
+    save_checkpoint,
+    stream_loader,
     training_sample,
 )
+from tools.train_shapes import load_ema as base_load_ema
 
 NUM_MASKS = 32
 MASK_STRIDE = 4
@@ -463,19 +468,8 @@ def train(args) -> None:
     ema = EMA(model, decay=0.999, tau=200.0)
     start = 0
     if resumed:
-        st = torch.load(ck, map_location="cpu")
-        model.load_state_dict(st["model"])
-        ema.ema.load_state_dict(st["ema"])
-        ema.updates = st["ema_updates"]
-        opt.load_state_dict(st["opt"])
-        start = st["iter"]
-    loader = torch.utils.data.DataLoader(
-        SegSynthStream(args.seed * 1000 + start, args.batch),
-        batch_size=None,
-        num_workers=args.workers,
-        prefetch_factor=4 if args.workers else None,
-        persistent_workers=bool(args.workers),
-    )
+        start = resume_checkpoint(ck, model, ema, opt)
+    loader = stream_loader(SegSynthStream(args.seed * 1000 + start, args.batch), args.workers)
     anchors = make_anchors(INPUT_W, INPUT_H)
     det_loss = DetLoss(anchors)
     log = open(out / "log.txt", "a")
@@ -532,34 +526,20 @@ def train(args) -> None:
                 f"{(it - start) * args.batch / el:.1f} img/s elapsed {el / 60:.1f} min"
             )
             acc[:] = 0
-            print(msg, flush=True)
-            log.write(msg + "\n")
-            log.flush()
+            log_line(log, msg)
         if it % args.save_every == 0 or it == total_iters:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "ema": ema.ema.state_dict(),
-                    "ema_updates": ema.updates,
-                    "opt": opt.state_dict(),
-                    "iter": it,
-                },
-                ck,
-            )
+            save_checkpoint(ck, model, ema, opt, it)
             if args.eval_every and it % args.eval_every == 0:
                 box50, mask50 = quick_eval(ema.ema, args.eval_n)
                 msg = f"EVAL it {it} box mAP50 {box50:.4f} mask mAP50 {mask50:.4f}"
-                print(msg, flush=True)
-                log.write(msg + "\n")
-                log.flush()
+                log_line(log, msg)
     log.close()
 
 
 def load_ema(out: Path) -> ShapesSegNet:
-    st = torch.load(Path(out) / "last.pt", map_location="cpu")
     model = ShapesSegNet()
-    model.load_state_dict(st["ema"])
-    return model.eval()
+    base_load_ema(out, model)
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
