@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import av
 
-from edge_agent.pipelines.frames import Frame
+from edge_agent.pipelines.frames import Frame, to_bgr
 from edge_agent.pipelines.slot import LatestFrameSlot
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.spec import SourceSpec
@@ -448,7 +448,7 @@ class FrameReader:
         # its slot before inference takes it never pays for the colour conversion. Every-frame
         # mode drops nothing, so convert here, in parallel with the inference of the last frame.
         if self.slot.wait_for_consumer:
-            image, decoded = frame.to_ndarray(format="bgr24"), None
+            image, decoded = to_bgr(frame), None
         else:
             image, decoded = None, frame
         handed = Frame(
