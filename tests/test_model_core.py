@@ -101,6 +101,21 @@ def test_half_normalisation_and_bgr_order():
         InputNormalization(channels="gbr")
 
 
+def test_each_image_of_a_batch_lands_in_its_own_planes_with_its_own_pixels():
+    first = np.zeros((3, 4, 3), np.uint8)
+    first[..., 0], first[..., 1], first[..., 2] = 255, 0, 51  # B, G, R
+    second = np.zeros((3, 4, 3), np.uint8)
+    second[1, 2] = (0, 102, 255)
+    tensor, _ = preprocess_batch([first, second], Pre(), (4, 3))
+    assert tensor.shape == (2, 3, 3, 4) and tensor.dtype == np.float32
+    np.testing.assert_allclose(tensor[0, :, 2, 3], [0.2, 0.0, 1.0], atol=1e-7)  # R, G, B
+    np.testing.assert_allclose(tensor[1, :, 1, 2], [1.0, 0.4, 0.0], atol=1e-7)
+    assert np.count_nonzero(tensor[1]) == 2  # nothing of the first image leaked into the second
+    imagenet, _ = preprocess_batch([first, second], Pre(), (4, 3), norm=InputNormalization(mean=(0.5, 0.5, 0.5)))
+    np.testing.assert_allclose(imagenet[1, :, 0, 0], [-0.5, -0.5, -0.5], atol=1e-7)
+    np.testing.assert_allclose(imagenet[0, :, 0, 0], [0.2 - 0.5, -0.5, 0.5], atol=1e-7)
+
+
 # --- points and boxes back to source pixels --------------------------------------------------------
 
 
