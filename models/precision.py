@@ -126,6 +126,9 @@ class QuantizationRecipe(_Strict):
     calibration_method: str
     reduce_range: bool
     excluded_nodes: list[str]
+    #: inner-axis Softmax nodes of the fp32 tail written out as ReduceMax/Sub/Exp/ReduceSum/Div
+    #: (models/softmax_rewrite.py); empty in copies made before that rewrite
+    decomposed_softmax: list[str] = []
     tool: dict[str, str]
 
 

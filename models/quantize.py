@@ -57,6 +57,7 @@ from edge_agent.models.precision import (
     with_precision,
 )
 from edge_agent.models.settings import ModelSettings
+from edge_agent.models.softmax_rewrite import decompose_softmax
 
 logger = logging.getLogger(__name__)
 
@@ -405,7 +406,7 @@ def quantize_model(
     if not 0.0 < min_map50 <= 1.0:
         raise QuantizationError(f"--min-map50 must be in (0, 1], got {min_map50}")
     try:
-        import onnx  # noqa: F401 - onnxruntime.quantization needs it
+        import onnx  # onnxruntime.quantization needs it too
         import onnxruntime.quantization  # noqa: F401
     except ImportError as exc:
         raise QuantizationError(f"quantizing needs the onnx package ({exc}); pip install 'onnx>=1.15'") from None
@@ -447,6 +448,11 @@ def quantize_model(
         if any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for node in prepared.graph.node):
             raise QuantizationError(f"{fp32_path} is already quantized; quantize the fp32 export instead")
         excluded = decode_tail(prepared)
+        # The tail stays fp32; its inner-axis softmaxes (DFL) are spelled out, 4-12x faster.
+        decomposed = decompose_softmax(prepared, among=set(excluded))
+        if decomposed:
+            onnx.save(prepared, str(prepared_path))
+            excluded = [new for name in excluded for new in decomposed.get(name, [name])]
         say(
             f"calibrating on up to {frames - frames // HELD_OUT_EVERY} frames of "
             f"{source_frames.label} ({len(excluded)} decode nodes kept fp32)"
@@ -477,6 +483,7 @@ def quantize_model(
                 calibration_method="MinMax",
                 reduce_range=reduce_range,
                 excluded_nodes=excluded,
+                decomposed_softmax=list(decomposed),
                 tool=_versions(),
             ),
             calibration=CalibrationRecord(

@@ -106,6 +106,11 @@ def test_quantize_builtin_goes_to_the_cache_and_wins_over_the_shipped_copy(model
     assert record["quantization"]["format"] == "QDQ" and "per output channel" in record["quantization"]["weights"]
     excluded = record["quantization"]["excluded_nodes"]
     assert any("Softmax" in n for n in excluded) and not any("Conv" in n for n in excluded), excluded
+    # The DFL softmax of the fp32 tail is spelled out (models/softmax_rewrite.py), still fp32.
+    assert record["quantization"]["decomposed_softmax"] == ["/Softmax"]
+    assert {"/Softmax/max", "/Softmax/exp", "/Softmax/div"} <= set(excluded)
+    ops = {node.op_type for node in onnx.load(str(derived / "weights.int8.onnx")).graph.node}
+    assert "Softmax" not in ops and {"ReduceMax", "Exp", "ReduceSum"} <= ops
     acc = record["accuracy"]
     assert acc["passed"] and acc["map50"] >= 0.98 and acc["truth_detections"] > 0 and record["active"]
     assert "mAP@0.5" in done.stderr and "held-out frames" in done.stderr
@@ -247,6 +252,7 @@ def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
     assert record.source.md5 == cache.md5_of(BUILTIN / "weights.onnx"), "run python -m tools.quantize_builtin"
     assert record.int8.md5 == cache.md5_of(BUILTIN / "weights.int8.onnx")
     assert record.active and not record.forced and record.accuracy.passed
+    assert record.quantization.decomposed_softmax == ["/Softmax"], "run python -m tools.quantize_builtin"
     assert record.accuracy.map50 is not None and record.accuracy.map50 >= 0.98
     assert record.calibration.held_out_frames >= 40 and record.accuracy.truth_detections >= 100
     lookup = find_int8_copy("builtin/shapes-v1", BUILTIN / "weights.onnx", [BUILTIN])
