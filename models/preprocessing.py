@@ -7,8 +7,8 @@ normalisation (plain /255 for the YOLO families, ImageNet or 0.5 mean/std for ot
 every family, RF-DETR included (the legacy stack normalised RF-DETR before resizing).
 
 The batch is written with one ``cv2.resize`` per image straight into a preallocated uint8 NHWC
-buffer, then converted into a preallocated float NCHW buffer in one vectorised pass, so
-steady-state frames allocate almost nothing.
+buffer, then split into planes and converted into a preallocated float NCHW buffer one channel
+at a time, so steady-state frames allocate almost nothing.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def place_into(image: np.ndarray, pre: Preprocessing, slot: np.ndarray) -> Image
 def to_model_input(batch_u8: np.ndarray, out: np.ndarray, norm: InputNormalization = PLAIN) -> np.ndarray:
     """NHWC BGR uint8 -> NCHW float in the model's channel order and normalisation, into ``out``.
 
-    The plain /255 case is one vectorised pass; mean/std add one in-place pass over the tensor.
+    One contiguous pass per channel for the plain /255 case; mean/std add one in-place pass each.
     """
     # Split into contiguous planes first: scaling from a strided, channel-reversed view of the HWC
     # buffer runs at half the speed of three contiguous passes (0.23 against 0.11 ms at 640x384).
