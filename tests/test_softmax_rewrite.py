@@ -45,9 +45,7 @@ def test_dfl_shaped_softmax_is_spelled_out_with_the_same_values(opset: int) -> N
     x[0, 1, :, 0, 0] = np.arange(16) * 60.0  # logits up to 900: exp would overflow without the shift
     model = _graph(shape, [2], opset)
     replaced = decompose_softmax(model)
-    assert replaced == {
-        "/head/Softmax_0": [f"/head/Softmax_0/{step}" for step in ("max", "sub", "exp", "sum", "div")]
-    }
+    assert replaced == {"/head/Softmax_0": [f"/head/Softmax_0/{step}" for step in ("max", "sub", "exp", "sum", "div")]}
     assert [n.op_type for n in model.graph.node] == ["ReduceMax", "Sub", "Exp", "ReduceSum", "Div"]
     (y,) = _run(model, x)
     np.testing.assert_allclose(y, _by_hand(x, 2), rtol=0, atol=1e-6)
