@@ -293,15 +293,20 @@ def place_into(image: np.ndarray, pre: Preprocessing, slot: np.ndarray) -> Image
     )
 
 
-def to_model_input(batch_u8: np.ndarray, out: np.ndarray, norm: InputNormalization = PLAIN) -> np.ndarray:
+def to_model_input(
+    batch_u8: np.ndarray, out: np.ndarray, norm: InputNormalization = PLAIN, planes: np.ndarray | None = None
+) -> np.ndarray:
     """NHWC BGR uint8 -> NCHW float in the model's channel order and normalisation, into ``out``.
 
     One contiguous pass per channel for the plain /255 case; mean/std add one in-place pass each.
+    ``planes`` is a (3, H, W) uint8 scratch buffer to reuse (made here when missing or the wrong shape).
     """
     # Split into contiguous planes first: scaling from a strided, channel-reversed view of the HWC
     # buffer runs at half the speed of three contiguous passes (0.23 against 0.11 ms at 640x384).
     order = (2, 1, 0) if norm.channels == "rgb" else (0, 1, 2)
-    planes = [np.empty(batch_u8.shape[1:3], dtype=np.uint8) for _ in range(3)]
+    if planes is None or planes.shape != (3, *batch_u8.shape[1:3]) or planes.dtype != np.uint8:
+        planes = np.empty((3, *batch_u8.shape[1:3]), dtype=np.uint8)
+    views = list(planes)
     if norm.is_plain:
         gains = [_SCALE] * 3
         offsets = None
@@ -310,9 +315,9 @@ def to_model_input(batch_u8: np.ndarray, out: np.ndarray, norm: InputNormalizati
         gains = list((norm.scale / std).astype(out.dtype))
         offsets = list((np.asarray(norm.mean, dtype=np.float64) / std).astype(out.dtype))
     for image, target in zip(batch_u8, out, strict=True):
-        cv2.split(image, planes)
+        cv2.split(image, views)
         for channel, source in enumerate(order):
-            np.multiply(planes[source], gains[channel], out=target[channel], casting="unsafe")
+            np.multiply(views[source], gains[channel], out=target[channel], casting="unsafe")
             if offsets is not None:
                 np.subtract(target[channel], offsets[channel], out=target[channel])
     return out
@@ -326,6 +331,7 @@ def preprocess_batch(
     out: np.ndarray | None = None,
     dtype: Any = np.float32,
     norm: InputNormalization = PLAIN,
+    planes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[ImageMeta]]:
     """Build the model input for ``images`` (reusing the given buffers when their shape fits)."""
     width, height = input_size
@@ -335,4 +341,4 @@ def preprocess_batch(
     if out is None or out.shape[0] < n or out.shape[1:] != (3, height, width) or out.dtype != dtype:
         out = np.empty((n, 3, height, width), dtype=dtype)
     metas = [place_into(image, pre, batch_u8[i]) for i, image in enumerate(images)]
-    return to_model_input(batch_u8[:n], out[:n], norm), metas
+    return to_model_input(batch_u8[:n], out[:n], norm, planes), metas

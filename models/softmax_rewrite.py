@@ -25,6 +25,10 @@ def _opset(model: Any) -> int:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
 
 
+def _axis(node: Any) -> int:
+    return next((attr.i for attr in node.attribute if attr.name == "axis"), -1)  # opset 13+ default: last
+
+
 def _ranks(model: Any) -> dict[str, int]:
     """Rank of every tensor shape inference can tell (a hint: unknown means "maybe the last axis")."""
     import onnx
@@ -48,7 +52,7 @@ def inner_axis_softmaxes(model: Any, among: set[str] | None = None) -> list[Any]
             continue
         if among is not None and node.name not in among:
             continue
-        axis = next((attr.i for attr in node.attribute if attr.name == "axis"), -1)
+        axis = _axis(node)
         if axis == -1:
             continue
         if axis >= 0:
@@ -75,7 +79,7 @@ def decompose_softmax(model: Any, among: set[str] | None = None) -> dict[str, li
     replaced: dict[str, list[str]] = {}
     nodes = list(graph.node)
     for softmax in targets:
-        axis = next((attr.i for attr in softmax.attribute if attr.name == "axis"), -1)
+        axis = _axis(softmax)
         name = softmax.name or f"Softmax_{nodes.index(softmax)}"
         x, y = softmax.input[0], softmax.output[0]
         axes = f"{name}/axes"

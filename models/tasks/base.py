@@ -115,7 +115,12 @@ class VisionModel(Model):
         tensor = getattr(local, "tensor", None)
         if tensor is None or tensor.shape[0] < n:
             tensor = local.tensor = np.empty((n, 3, height, width), dtype=dtype)
-        return preprocess_batch(images, self.preprocessing, self.input_size, staging, tensor, dtype, self.normalization)
+        planes = getattr(local, "planes", None)
+        if planes is None:
+            planes = local.planes = np.empty((3, height, width), dtype=np.uint8)
+        return preprocess_batch(
+            images, self.preprocessing, self.input_size, staging, tensor, dtype, self.normalization, planes
+        )
 
     def run(self, inputs: Any) -> list[np.ndarray]:
         return self.engine.run(inputs)
