@@ -139,6 +139,12 @@ def get_model(
         if use_packages(ref, api_key, settings):
             return load_package_model(ref, api_key, settings, progress=progress, status=status)
     task_type, model_type = _type_of(ref, api_key, settings)
+    from edge_agent.models.foundation.vlm_families import is_vlm_type
+
+    if is_vlm_type(model_type):  # Hugging Face checkpoints (Florence-2, PaliGemma, ...): their own loader
+        from edge_agent.models.foundation.vlm_loader import get_vlm_model
+
+        return get_vlm_model(ref, task_type, model_type, api_key, settings, progress=progress, status=status)
     family = get_family(task_type, model_type, ref.model_id)
     weights_file = family.weights_file
 

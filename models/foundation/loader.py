@@ -12,7 +12,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr")
+RUNNABLE = ("clip", "pp_ocr", "paligemma", "smolvlm2")
 
 
 def get_foundation_model(
@@ -30,6 +30,20 @@ def get_foundation_model(
         return _clip(ref, api_key, settings, progress, status)
     if ref.family == "pp_ocr":
         return _pp_ocr(ref, api_key, settings, progress, status)
+    from edge_agent.models.foundation.vlm_families import is_vlm_type
+
+    if is_vlm_type(family.model_type):  # smolvlm2/..., paligemma/...: Hugging Face checkpoints
+        from edge_agent.models.foundation.vlm_loader import get_vlm_model
+
+        return get_vlm_model(
+            ref, family.task_type, family.model_type, api_key, settings, progress=progress, status=status
+        )
+    if ref.family == "moondream2":
+        raise UnsupportedModelTypeError(
+            f"{ref.model_id}: Moondream2's model code is not part of transformers (Roboflow imports the "
+            f"hf_moondream.py shipped with the checkpoint); this build of edge-agent does not run code from "
+            f"the model cache, so moondream2 is not supported"
+        )
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"

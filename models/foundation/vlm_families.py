@@ -1,0 +1,311 @@
+"""What differs between the vision-language families: model class, processor, prompt, decoding.
+
+One small class per family, each following Roboflow's model class for it (the fact sheet's
+§10-§13), with three deliberate differences listed in the README: pictures go in as RGB (Roboflow's
+current stack flips numpy input it takes to be BGR, but its legacy stack fed BGR as RGB), an unset
+``max_new_tokens`` means the family's default (Roboflow let ``None`` through to ``generate``, which
+then fell back to the checkpoint's own limit), and SmolVLM2's answer is the new text only (the
+legacy class returned the whole chat transcript).
+
+Qwen2.5-VL's and SmolVLM's processor classes want a video processor, which needs torchvision;
+an edge box has the CPU torch wheel and no torchvision, so their processors are built here from
+the image processor (``preprocessor_config.json``), the tokenizer and the chat template, with the
+same library classes (:func:`_image_processor` picks the PIL back end).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from edge_agent.models.errors import CacheIntegrityError, InvalidInputError
+from edge_agent.models.foundation import florence2
+
+
+@dataclass(frozen=True)
+class Decoded:
+    response: str | dict[str, Any]
+    new_tokens: int
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CacheIntegrityError(f"{path} is not readable JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CacheIntegrityError(f"{path} is not a JSON object")
+    return value
+
+
+def _image_processor(directory: Path, default_class: str) -> Any:
+    """The checkpoint's image processor on the PIL back end (no torchvision needed)."""
+    import transformers
+
+    config_path = directory / "preprocessor_config.json"
+    if config_path.is_file():
+        config = _read_json(config_path)
+    elif (directory / "processor_config.json").is_file():
+        config = dict(_read_json(directory / "processor_config.json").get("image_processor") or {})
+    else:
+        raise CacheIntegrityError(f"{directory} has no preprocessor_config.json")
+    name = str(config.get("image_processor_type") or default_class).removesuffix("Fast")
+    cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name, None)
+    if cls is None:
+        raise CacheIntegrityError(f"{config_path}: this transformers has no image processor {name}")
+    kwargs = {
+        k: v for k, v in config.items() if k not in ("image_processor_type", "processor_class", "_processor_class")
+    }
+    return cls(**kwargs)
+
+
+def _tokenizer(directory: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise CacheIntegrityError(f"{directory} holds no loadable tokenizer: {exc}") from exc
+
+
+def _chat_template(directory: Path, tokenizer: Any) -> str | None:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        path = directory / name
+        if path.is_file():
+            if name.endswith(".json"):
+                template = _read_json(path).get("chat_template")
+                return template if isinstance(template, str) else None
+            return path.read_text(encoding="utf-8")
+    return getattr(tokenizer, "chat_template", None)
+
+
+class VLMFamily(ABC):
+    """A family's model class, processor, prompt assembly and decoding."""
+
+    name: ClassVar[str]
+    default_prompt: ClassVar[str]
+    max_new_tokens: ClassVar[int]
+    #: decoder-only models return the prompt's tokens before the answer's
+    generation_includes_input: ClassVar[bool] = True
+    skip_special_tokens: ClassVar[bool] = True
+
+    @abstractmethod
+    def model_class(self) -> Any: ...
+
+    @abstractmethod
+    def load_processor(self, directory: Path) -> Any: ...
+
+    @abstractmethod
+    def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
+        """Tensors for ``generate`` from one RGB PIL image and the request's prompt."""
+
+    def new_tokens(self, ids: Any, inputs: dict[str, Any]) -> Any:
+        """The answer's token ids from ``generate``'s output row (input sliced off for decoder-only)."""
+        return ids[inputs["input_ids"].shape[1] :] if self.generation_includes_input else ids
+
+    def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
+        return str(processor.tokenizer.decode(tokens, skip_special_tokens=self.skip_special_tokens)).strip()
+
+
+class Florence2Family(VLMFamily):
+    """Florence-2 (§10): a task token (+ text) as prompt, answers parsed into a dict keyed by the task."""
+
+    name = "florence-2"
+    default_prompt = "<CAPTION>"
+    max_new_tokens = 1000  # Roboflow's legacy TransformerModel limit
+    generation_includes_input = False
+    skip_special_tokens = False  # the <loc_N> tokens carry the boxes
+
+    def model_class(self) -> Any:
+        from transformers import Florence2ForConditionalGeneration
+
+        return Florence2ForConditionalGeneration
+
+    def load_processor(self, directory: Path) -> Any:
+        from transformers import Florence2Processor
+
+        tokenizer = _tokenizer(directory)
+        if getattr(tokenizer, "image_token", None) is None:
+            raise CacheIntegrityError(f"{directory}: the tokenizer declares no image_token (not a Florence-2 one)")
+        config = {}
+        if (directory / "processor_config.json").is_file():
+            config = _read_json(directory / "processor_config.json")
+        return Florence2Processor(
+            image_processor=_image_processor(directory, "CLIPImageProcessor"),
+            tokenizer=tokenizer,
+            num_additional_image_tokens=int(config.get("num_additional_image_tokens", 0)),
+            post_processor_config=config.get("post_processor_config") or {},
+        )
+
+    def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
+        task = florence2.task_of(prompt)
+        if not prompt.startswith("<") or task not in florence2.TASK_PARSING:
+            raise InvalidInputError(
+                f"a Florence-2 prompt starts with a task token ({', '.join(florence2.TASK_PARSING)}), got {prompt!r}"
+            )
+        try:
+            return dict(processor(text=prompt, images=image, return_tensors="pt"))
+        except ValueError as exc:  # e.g. text after a task token that takes none
+            raise InvalidInputError(f"Florence-2 prompt {prompt!r}: {exc}") from None
+
+    def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
+        text = processor.tokenizer.decode(tokens, skip_special_tokens=False)
+        return florence2.parse_answer(text, florence2.task_of(prompt), size)
+
+
+class PaliGemmaFamily(VLMFamily):
+    """PaliGemma and PaliGemma 2 (§11): the raw prompt; the processor adds the image tokens."""
+
+    name = "paligemma"
+    default_prompt = "caption en"
+    max_new_tokens = 400
+
+    def model_class(self) -> Any:
+        from transformers import PaliGemmaForConditionalGeneration
+
+        return PaliGemmaForConditionalGeneration
+
+    def load_processor(self, directory: Path) -> Any:
+        from transformers import PaliGemmaProcessor
+
+        return PaliGemmaProcessor(
+            image_processor=_image_processor(directory, "SiglipImageProcessor"), tokenizer=_tokenizer(directory)
+        )
+
+    def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
+        return dict(processor(text=prompt, images=image, return_tensors="pt"))
+
+
+class _ChatFamily(VLMFamily):
+    """Families prompted through a chat template with an image item."""
+
+    def messages(self, prompt: str) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+    def chat_text(self, processor: Any, prompt: str) -> str:
+        template = processor.chat_template
+        if not template:
+            raise CacheIntegrityError(f"{self.name}: the checkpoint has no chat template")
+        return str(
+            processor.tokenizer.apply_chat_template(
+                self.messages(prompt), chat_template=template, add_generation_prompt=True, tokenize=False
+            )
+        )
+
+
+class Qwen25VLFamily(_ChatFamily):
+    """Qwen2.5-VL (§12): ``user text<system_prompt>system text``, a system + user chat."""
+
+    name = "qwen2.5-vl"
+    default_prompt = "Describe what's in this image."
+    default_system = "You are a Qwen2.5-VL model that can answer questions about any image."
+    max_new_tokens = 512
+
+    def model_class(self) -> Any:
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration
+
+    def load_processor(self, directory: Path) -> Any:
+        from transformers import Qwen2_5_VLProcessor
+
+        tokenizer = _tokenizer(directory)
+        return Qwen2_5_VLProcessor(
+            image_processor=_image_processor(directory, "Qwen2VLImageProcessor"),
+            tokenizer=tokenizer,
+            video_processor=None,
+            chat_template=_chat_template(directory, tokenizer),
+        )
+
+    def split(self, prompt: str) -> tuple[str, str]:
+        user, _, system = prompt.partition("<system_prompt>")
+        return user.strip() or self.default_prompt, system.strip() or self.default_system
+
+    def messages(self, prompt: str) -> list[dict[str, Any]]:
+        user, system = self.split(prompt)
+        return [
+            {"role": "system", "content": [{"type": "text", "text": system}]},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": user}]},
+        ]
+
+    def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
+        return dict(processor(text=[self.chat_text(processor, prompt)], images=[image], return_tensors="pt"))
+
+    def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
+        text = str(processor.tokenizer.decode(tokens, skip_special_tokens=True))
+        # Roboflow strips these two leftovers of Qwen's template from the answer
+        return text.replace("assistant\n", "").replace(" addCriterion\n", "").strip()
+
+
+class SmolVLMFamily(_ChatFamily):
+    """SmolVLM2 (§13): a user turn ``[image, text]``; the answer is the new text only."""
+
+    name = "smolvlm2"
+    default_prompt = "Describe what's in this image."
+    max_new_tokens = 400
+
+    def model_class(self) -> Any:
+        from transformers import SmolVLMForConditionalGeneration
+
+        return SmolVLMForConditionalGeneration
+
+    def load_processor(self, directory: Path) -> Any:
+        from transformers import SmolVLMProcessor
+
+        tokenizer = _tokenizer(directory)
+        config = (
+            _read_json(directory / "processor_config.json") if (directory / "processor_config.json").is_file() else {}
+        )
+        return SmolVLMProcessor(
+            image_processor=_image_processor(directory, "SmolVLMImageProcessor"),
+            tokenizer=tokenizer,
+            video_processor=None,
+            image_seq_len=int(config.get("image_seq_len", 169)),
+            chat_template=_chat_template(directory, tokenizer),
+        )
+
+    def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
+        return dict(processor(text=[self.chat_text(processor, prompt)], images=[[image]], return_tensors="pt"))
+
+    def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
+        text = str(processor.tokenizer.decode(tokens, skip_special_tokens=True)).strip()
+        # a checkpoint whose template leaves the speaker's tag in the answer
+        return text.removeprefix("Assistant:").strip()
+
+
+FLORENCE2 = Florence2Family()
+PALIGEMMA = PaliGemmaFamily()
+QWEN25VL = Qwen25VLFamily()
+SMOLVLM = SmolVLMFamily()
+
+# Roboflow model types -> (family, its flag in ModelSettings, whether the type is a LoRA fine-tune)
+MODEL_TYPES: dict[str, tuple[VLMFamily, str, bool]] = {
+    **{
+        f"florence-2-{s}{p}": (FLORENCE2, "florence2_enabled", bool(p))
+        for s in ("base", "large")
+        for p in ("", "-peft")
+    },
+    **{
+        f"{name}-3b-pt-{r}{p}": (PALIGEMMA, "paligemma_enabled", bool(p))
+        for name in ("paligemma", "paligemma2")
+        for r in (224, 448, 896)
+        for p in ("", "-peft")
+    },
+    "paligemma": (PALIGEMMA, "paligemma_enabled", False),
+    "paligemma-2": (PALIGEMMA, "paligemma_enabled", False),
+    "qwen25-vl-7b": (QWEN25VL, "qwen_2_5_enabled", False),
+    "qwen25-vl-7b-peft": (QWEN25VL, "qwen_2_5_enabled", True),
+    "qwen25vl": (QWEN25VL, "qwen_2_5_enabled", False),
+    "smolvlm-2.2b-instruct": (SMOLVLM, "smolvlm2_enabled", False),
+    "smolvlm2-peft": (SMOLVLM, "smolvlm2_enabled", True),
+    "smolvlm-256m-peft": (SMOLVLM, "smolvlm2_enabled", True),
+    "smolvlm-v2": (SMOLVLM, "smolvlm2_enabled", False),
+    "florence-2": (FLORENCE2, "florence2_enabled", False),
+}
+
+
+def is_vlm_type(model_type: str) -> bool:
+    return model_type in MODEL_TYPES
