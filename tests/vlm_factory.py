@@ -170,3 +170,42 @@ def tar_gz(directory: Path, prefix: str = "") -> bytes:
             if path.is_file():
                 tar.add(path, arcname=prefix + str(path.relative_to(directory)))
     return buffer.getvalue()
+
+
+# -- LoRA ------------------------------------------------------------------------------------------
+
+
+def lora_adapter(
+    base_dir: Path,
+    directory: Path,
+    model_class: Any,
+    base_name: str,
+    revision: str = "main",
+    targets: tuple[str, ...] = ("q_proj", "v_proj"),
+    rank: int = 4,
+    alpha: int = 8,
+    seed: int = 1,
+) -> Path:
+    """A peft LoRA adapter on ``base_dir``'s model, with random (non-zero) A and B, saved as Roboflow's
+    adapter packages hold it (adapter_config.json naming ``base_name``@``revision``, adapter_model.safetensors)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    base = model_class.from_pretrained(str(base_dir))
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        lora_dropout=0.0,
+        init_lora_weights=False,  # B is zero by default, which would make the merge trivially equal
+        revision=revision,
+    )
+    peft_model = get_peft_model(base, config)
+    peft_model.save_pretrained(str(directory))
+    path = directory / "adapter_config.json"
+    saved = json.loads(path.read_text())
+    saved["base_model_name_or_path"] = base_name
+    saved["revision"] = revision
+    path.write_text(json.dumps(saved, indent=2))
+    return directory
