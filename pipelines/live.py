@@ -237,6 +237,11 @@ class LiveView:
         self._pictures: dict[str, LivePicture] = {}
         self._colors: dict[str, Mapping[str, str]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self.answers: dict[str, dict[str, Any]] = {}  # stream -> newest VLM answer (prompt, text, time)
+
+    def set_answer(self, stream: str, answer: dict[str, Any]) -> None:
+        """The newest vision-language answer about ``stream`` (shown beside its picture)."""
+        self.answers[stream] = answer
 
     def set_colors(self, model_id: str, colors: Mapping[str, str]) -> None:
         self._colors[model_id] = dict(colors)
@@ -263,6 +268,7 @@ class LiveView:
         return self.track(stream)
 
     def forget(self, stream: str) -> None:
+        self.answers.pop(stream, None)
         picture = self._pictures.pop(stream, None)
         if picture is not None:
             picture.close()

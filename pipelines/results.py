@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge_agent.models.predictions import Prediction
@@ -54,6 +54,8 @@ class ResultRouter:
         steps: Sequence[ProcessingStep] = (),
         live: LiveView | None = None,
     ) -> None:
+        # Called with (frame, prediction) after the sinks: the VLM askers pick their frames here.
+        self.taps: list[Callable[[Frame, Prediction], None]] = []
         self._agent_id = agent_id
         # Keeps each stream's newest frame + prediction for the live view (a reference, no copy).
         self.live = live
@@ -92,6 +94,11 @@ class ResultRouter:
                 sink.publish_prediction(frame.stream, message)
             except Exception:  # one broken sink must not starve the others
                 log.exception("sink %s failed to take a prediction", type(sink).__name__)
+        for tap in self.taps:
+            try:
+                tap(frame, prediction)
+            except Exception:
+                log.exception("result tap %s failed", getattr(tap, "__qualname__", tap))
 
     def record_error(self, stream: str) -> None:
         self.metrics[stream].inference_errors += 1

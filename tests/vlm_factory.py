@@ -95,8 +95,11 @@ def florence_tokenizer() -> Any:
     )
 
 
-def florence_checkpoint(directory: Path, answer: str | None = None, seed: int = 0, size: int = 32) -> Path:
-    """Florence-2 (DaViT vision tower + BART), ``size`` x ``size`` input."""
+def florence_checkpoint(
+    directory: Path, answer: str | None = None, seed: int = 0, size: int = 32, endless: bool = False
+) -> Path:
+    """Florence-2 (DaViT vision tower + BART), ``size`` x ``size`` input. ``endless``: the answer
+    repeats until ``max_new_tokens`` (a slow model)."""
     import torch
     from transformers import BartConfig, CLIPImageProcessorPil, Florence2Config, Florence2ForConditionalGeneration
 
@@ -111,7 +114,7 @@ def florence_checkpoint(directory: Path, answer: str | None = None, seed: int = 
         decoder_attention_heads=2,
         encoder_ffn_dim=64,
         decoder_ffn_dim=64,
-        max_position_embeddings=256,
+        max_position_embeddings=2048,  # room for the slow (endless) answers of the e2e tests
         bos_token_id=0,
         pad_token_id=1,
         eos_token_id=2,
@@ -150,7 +153,8 @@ def florence_checkpoint(directory: Path, answer: str | None = None, seed: int = 
     chain = None
     if answer is not None:
         # the decoder starts from </s> (decoder_start_token_id), then <s> is forced
-        chain = answer_chain([2, 0], tokenizer.encode(answer, add_special_tokens=False), 2)
+        ids = tokenizer.encode(answer, add_special_tokens=False)
+        chain = answer_chain([2, 0], ids, ids[0] if endless else 2)
     _finish(directory, tokenizer, chain)
     return directory
 

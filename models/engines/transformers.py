@@ -129,6 +129,8 @@ class TransformersEngine:
             self.merged_adapter = not self.quantized
         self.model = model.eval()
         self._lock = threading.Lock()
+        # Set to end every generation at its next token (a stopping agent must not wait on an answer).
+        self.cancel = threading.Event()
 
     @property
     def providers(self) -> list[str]:
@@ -148,16 +150,32 @@ class TransformersEngine:
 
     def generate(self, inputs: dict[str, Any], generation: GenerationSettings) -> Any:
         """Token ids (batch, length) on the CPU, as ``model.generate`` returns them."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        cancel = self.cancel
+
+        class _Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
         torch = self.torch
         with self._lock, torch.inference_mode():
+            if cancel.is_set():
+                raise ModelRuntimeError(f"{self.model_id}: the model is closing")
             try:
-                out = self.model.generate(**self.to_device(inputs), **generation.kwargs())
+                out = self.model.generate(
+                    **self.to_device(inputs),
+                    **generation.kwargs(),
+                    stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                )
             except Exception as exc:
                 raise ModelRuntimeError(f"{self.model_id}: generation failed: {exc}") from exc
         return out.to("cpu")
 
     def close(self) -> None:
-        self.model = None
+        self.cancel.set()
+        with self._lock:  # after the generation in flight has stopped
+            self.model = None
 
 
 def attach_adapter(model: Any, adapter_directory: Path, *, merge: bool, model_id: str) -> Any:

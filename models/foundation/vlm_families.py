@@ -104,7 +104,8 @@ class VLMFamily(ABC):
 
     def new_tokens(self, ids: Any, inputs: dict[str, Any]) -> Any:
         """The answer's token ids from ``generate``'s output row (input sliced off for decoder-only)."""
-        return ids[inputs["input_ids"].shape[1] :] if self.generation_includes_input else ids
+        # encoder-decoder output starts with the decoder's start token, which was not generated
+        return ids[inputs["input_ids"].shape[1] :] if self.generation_includes_input else ids[1:]
 
     def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
         return str(processor.tokenizer.decode(tokens, skip_special_tokens=self.skip_special_tokens)).strip()

@@ -108,6 +108,9 @@ class StdoutSink:
     def publish_prediction(self, stream: str, payload: dict[str, Any]) -> None:
         self._put(payload)
 
+    def publish_answer(self, stream: str, payload: dict[str, Any]) -> None:
+        self._put({"type": "vlm_answer", **payload})
+
     def publish_stats(self, payload: dict[str, Any]) -> None:
         if self._include_stats:
             self._put({"type": "stats", **payload})
