@@ -98,15 +98,26 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["iou_threshold"] = args.iou_threshold
     if args.keypoint_confidence is not None:
         options["keypoint_confidence"] = args.keypoint_confidence
+    if args.max_new_tokens is not None:
+        options["max_new_tokens"] = args.max_new_tokens
     accepted = inspect.signature(model.inference_parameters).parameters
     for name in options:
         if name not in accepted:
             raise InvalidInputError(f"--{name.replace('_', '-')} does not apply to {model.task_type} models")
+    runs: list[dict[str, Any]] = [options]
+    if args.prompt:
+        if "prompt" in accepted:  # a vision-language model: one answer per prompt and image
+            runs = [{**options, "prompt": prompt} for prompt in args.prompt]
+        elif "prompts" in accepted:  # CLIP: the prompts are the classes
+            runs = [{**options, "prompts": list(args.prompt)}]
+        else:
+            raise InvalidInputError(f"--prompt does not apply to {model.task_type} models")
     step = max(1, model.max_batch_size)
-    for start in range(0, len(args.images), step):
-        for response in model.infer(list(args.images[start : start + step]), **options):
-            sys.stdout.write(to_json(response.model_dump()) + "\n")
-        sys.stdout.flush()
+    for run in runs:
+        for start in range(0, len(args.images), step):
+            for response in model.infer(list(args.images[start : start + step]), **run):
+                sys.stdout.write(to_json(response.model_dump()) + "\n")
+            sys.stdout.flush()
     return 0
 
 
@@ -256,6 +267,19 @@ def register(subparsers: Any) -> None:
     infer.add_argument("--iou-threshold", type=float, help="NMS IoU threshold 0..1 (default: IOU_THRESHOLD)")
     infer.add_argument(
         "--keypoint-confidence", type=float, help="keypoint models: minimum keypoint confidence 0..1 (default: model's)"
+    )
+    infer.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="text prompt; repeat for several (vision-language models: one answer per prompt, e.g. "
+        "--prompt '<CAPTION>' for Florence-2; CLIP: the classes)",
+    )
+    infer.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help="vision-language models: most tokens of an answer (default: VLM_MAX_NEW_TOKENS or the family's)",
     )
     infer.set_defaults(handler=cmd_infer)
 

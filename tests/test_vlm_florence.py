@@ -104,13 +104,14 @@ def test_task_of_prompt():
 # -- through get_model -----------------------------------------------------------------------------
 
 
+ANSWER = "a red car<loc_10><loc_20><loc_500><loc_999>"
+
+
 @pytest.fixture(scope="module")
 def florence_od(tmp_path_factory):
     from tests.vlm_factory import florence_checkpoint, tar_gz
 
-    directory = florence_checkpoint(
-        tmp_path_factory.mktemp("florence") / "ckpt", answer="a red car<loc_10><loc_20><loc_500><loc_999>"
-    )
+    directory = florence_checkpoint(tmp_path_factory.mktemp("florence") / "ckpt", answer=ANSWER)
     return directory, tar_gz(directory)
 
 
@@ -206,3 +207,48 @@ def test_florence_needs_lmm_enabled(model_server, model_env, florence_od):
     model_env.set(LMM_ENABLED="true", FLORENCE2_ENABLED="false")
     with pytest.raises(ModelDisabledError, match="FLORENCE2_ENABLED"):
         get_model("florence-2-base")
+
+
+def test_infer_cli_with_prompts_and_max_new_tokens(tmp_path, model_server, model_env, florence_od):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+
+    _, archive = florence_od
+    model_server.add_hf_model(
+        "florence-pretrains", "3", {"weights.tar.gz": archive}, "text-image-pairs", "florence-2-base"
+    )
+    model_env.set(API_BASE_URL=model_server.base_url, LMM_ENABLED="true")
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), _frame())
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        command = [sys.executable, "-m", "edge_agent.agent.cli", "infer", "--model", "florence-2-base", *args]
+        return subprocess.run(command, cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=180)
+
+    result = cli("--prompt", "<OD>", "--prompt", "<CAPTION>", str(image))
+    assert result.returncode == 0, result.stderr
+    od, caption = (json.loads(line) for line in result.stdout.splitlines())
+    assert od["response"]["<OD>"]["bboxes"] == [pytest.approx([6.72, 9.84, 320.32, 479.76])]
+    assert od["predictions"][0]["class"] == "a red car"
+    assert caption == {"response": {"<CAPTION>": ANSWER}, "image": {"width": 640, "height": 480}}
+    # 4 new tokens: the forced <s>, "a", " red", and </s> forced at the limit (BART's forced_eos_token_id)
+    short = cli("--prompt", "<CAPTION>", "--max-new-tokens", "4", str(image))
+    assert short.returncode == 0, short.stderr
+    assert json.loads(short.stdout)["response"] == {"<CAPTION>": "a red"}
+
+
+def test_generation_limits_are_checked():
+    from edge_agent.models.errors import InvalidInputError
+    from edge_agent.models.foundation.vlm import check_max_new_tokens, check_prompt
+
+    assert check_max_new_tokens(12) == 12
+    for bad in (0, -1, 9000, 1.5, True, "3"):
+        with pytest.raises(InvalidInputError, match="max_new_tokens"):
+            check_max_new_tokens(bad)
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        check_prompt("  ")
