@@ -213,3 +213,221 @@ def lora_adapter(
     saved["revision"] = revision
     path.write_text(json.dumps(saved, indent=2))
     return directory
+
+
+# -- PaliGemma / PaliGemma 2 ---------------------------------------------------------------------
+
+
+def paligemma_checkpoint(directory: Path, answer: str | None = None, version: int = 1, seed: int = 0) -> Path:
+    """PaliGemma (SigLIP + Gemma) or PaliGemma 2 (SigLIP + Gemma 2), 28 x 28 input (4 image tokens)."""
+    import torch
+    from transformers import (
+        Gemma2Config,
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+        SiglipVisionConfig,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"],
+        [],
+        {"image_token": "<image>"},
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+    )
+    image_processor = SiglipImageProcessorPil(size={"height": 28, "width": 28}, image_seq_length=4)
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg> tokens
+    tokenizer = processor.tokenizer
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "max_position_embeddings": 2048,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "bos_token_id": 2,
+    }
+    text = (GemmaConfig if version == 1 else Gemma2Config)(**common)
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+    )
+    config = PaliGemmaConfig(
+        vision_config=vision.to_dict(),
+        text_config=text.to_dict(),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        projection_dim=32,
+        hidden_size=32,
+    )
+    torch.manual_seed(seed)
+    PaliGemmaForConditionalGeneration(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    image_processor.save_pretrained(directory)
+    chain = None
+    if answer is not None:
+        newline = tokenizer.encode("\n", add_special_tokens=False)
+        chain = answer_chain(newline[-1:], tokenizer.encode(answer, add_special_tokens=False), 1)
+    _finish(directory, tokenizer, chain)
+    return directory
+
+
+# -- Qwen2.5-VL ------------------------------------------------------------------------------------
+
+# Qwen2-VL's chat template, reduced to what an image question uses (roles, image item, generation prompt)
+QWEN_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+
+def qwen25vl_checkpoint(directory: Path, answer: str | None = None, seed: int = 0) -> Path:
+    """Qwen2.5-VL, 56 x 56 pictures (a 4 x 4 grid of 14 px patches, merged 2 x 2: 4 image tokens)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_tokenizer(
+        QWEN_SPECIAL,
+        [],
+        {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"},
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 2048,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+            "eos_token_id": ids["<|im_end|>"],
+            "bos_token_id": ids["<|endoftext|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "window_size": 56,
+            "fullatt_block_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56).save_pretrained(directory)
+    (directory / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_TEMPLATE}))
+    chain = None
+    if answer is not None:
+        start = tokenizer.encode("assistant\n", add_special_tokens=False)[-1:]
+        chain = answer_chain(start, tokenizer.encode(answer, add_special_tokens=False), ids["<|im_end|>"])
+    _finish(directory, tokenizer, chain)
+    return directory
+
+
+# -- SmolVLM2 --------------------------------------------------------------------------------------
+
+# SmolVLM's chat template (HuggingFaceTB/SmolVLM2), reduced to image + text turns
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def smolvlm_checkpoint(directory: Path, answer: str | None = None, seed: int = 0) -> Path:
+    """SmolVLM2 (SigLIP-like vision + Llama), 32 px tiles of 8 px patches, scale factor 2: 4 tokens a tile;
+    pictures are split into 32 px tiles (at most 64 px on the long side) plus the global picture."""
+    import torch
+    from transformers import LlamaConfig, SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
+    tokenizer = make_tokenizer(
+        ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<image>"],
+        rows,
+        {
+            "image_token": "<image>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+        eos_token="<end_of_utterance>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+    )
+    eos = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=2048,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+    )
+    config = SmolVLMConfig(
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        text_config=text.to_dict(),
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(seed)
+    SmolVLMForConditionalGeneration(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    SmolVLMImageProcessorPil(
+        do_image_splitting=True, size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
+    ).save_pretrained(directory)
+    (directory / "processor_config.json").write_text(
+        json.dumps({"processor_class": "SmolVLMProcessor", "image_seq_len": 4})
+    )
+    (directory / "chat_template.json").write_text(json.dumps({"chat_template": SMOLVLM_TEMPLATE}))
+    chain = None
+    if answer is not None:
+        start = tokenizer.encode("\nAssistant:", add_special_tokens=False)[-1:]
+        chain = answer_chain(start, tokenizer.encode(" " + answer, add_special_tokens=False), eos)
+    _finish(directory, tokenizer, chain)
+    return directory

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,7 +42,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _image_processor(directory: Path, default_class: str) -> Any:
+def _image_processor(directory: Path, default_class: str, force: bool = False) -> Any:
     """The checkpoint's image processor on the PIL back end (no torchvision needed)."""
     import transformers
 
@@ -52,7 +53,7 @@ def _image_processor(directory: Path, default_class: str) -> Any:
         config = dict(_read_json(directory / "processor_config.json").get("image_processor") or {})
     else:
         raise CacheIntegrityError(f"{directory} has no preprocessor_config.json")
-    name = str(config.get("image_processor_type") or default_class).removesuffix("Fast")
+    name = default_class if force else str(config.get("image_processor_type") or default_class).removesuffix("Fast")
     cls = getattr(transformers, f"{name}Pil", None) or getattr(transformers, name, None)
     if cls is None:
         raise CacheIntegrityError(f"{config_path}: this transformers has no image processor {name}")
@@ -80,6 +81,67 @@ def _chat_template(directory: Path, tokenizer: Any) -> str | None:
                 return template if isinstance(template, str) else None
             return path.read_text(encoding="utf-8")
     return getattr(tokenizer, "chat_template", None)
+
+
+class ImageOnlyProcessor:
+    """A processor for one image and one text, for families whose library processor also wants a
+    video processor (torchvision): the image processor's tensors, and the text with the image
+    placeholder expanded to the image's tokens (``expand``), tokenised."""
+
+    def __init__(
+        self,
+        image_processor: Any,
+        tokenizer: Any,
+        chat_template: str | None,
+        placeholder: str,
+        expand: Callable[[dict[str, Any]], str],
+        image_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.placeholder = placeholder
+        self._expand = expand
+        self._image_kwargs = dict(image_kwargs or {})
+
+    def __call__(self, text: str, image: Any) -> dict[str, Any]:
+        if text.count(self.placeholder) != 1:
+            raise InvalidInputError(f"the prompt must hold exactly one {self.placeholder} (the picture)")
+        pictures = dict(self.image_processor(images=[image], return_tensors="pt", **self._image_kwargs))
+        text = text.replace(self.placeholder, self._expand(pictures))
+        encoded = dict(self.tokenizer([text], return_tensors="pt", add_special_tokens=False))
+        pictures = {k: v for k, v in pictures.items() if k not in ("rows", "cols")}
+        return {**encoded, **pictures}
+
+
+def qwen_image_tokens(image_processor: Any, token: str) -> Callable[[dict[str, Any]], str]:
+    """Qwen2-VL: one token per ``merge_size`` x ``merge_size`` block of 14 px patches."""
+
+    def expand(pictures: dict[str, Any]) -> str:
+        grid = pictures["image_grid_thw"][0]
+        return token * (int(grid.prod()) // int(image_processor.merge_size) ** 2)
+
+    return expand
+
+
+def smolvlm_image_tokens(tokenizer: Any, image_seq_len: int) -> Callable[[dict[str, Any]], str]:
+    """SmolVLM (Idefics3): per tile ``<fake_token_around_image><row_r_col_c>`` + image tokens, then the
+    global image (the library's own prompt-string function)."""
+    from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
+
+    def expand(pictures: dict[str, Any]) -> str:
+        return str(
+            get_image_prompt_string(
+                int(pictures["rows"][0][0]),
+                int(pictures["cols"][0][0]),
+                image_seq_len,
+                fake_token_around_image=getattr(tokenizer, "fake_image_token", None) or "<fake_token_around_image>",
+                image_token=getattr(tokenizer, "image_token", None) or "<image>",
+                global_image_token=getattr(tokenizer, "global_image_token", None) or "<global-img>",
+            )
+        )
+
+    return expand
 
 
 class VLMFamily(ABC):
@@ -211,14 +273,13 @@ class Qwen25VLFamily(_ChatFamily):
         return Qwen2_5_VLForConditionalGeneration
 
     def load_processor(self, directory: Path) -> Any:
-        from transformers import Qwen2_5_VLProcessor
-
         tokenizer = _tokenizer(directory)
-        return Qwen2_5_VLProcessor(
-            image_processor=_image_processor(directory, "Qwen2VLImageProcessor"),
-            tokenizer=tokenizer,
-            video_processor=None,
-            chat_template=_chat_template(directory, tokenizer),
+        # Roboflow forces Qwen2VLImageProcessor whatever preprocessor_config.json names
+        image_processor = _image_processor(directory, "Qwen2VLImageProcessor", force=True)
+        token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        template = _chat_template(directory, tokenizer)
+        return ImageOnlyProcessor(
+            image_processor, tokenizer, template, token, qwen_image_tokens(image_processor, token)
         )
 
     def split(self, prompt: str) -> tuple[str, str]:
@@ -233,7 +294,7 @@ class Qwen25VLFamily(_ChatFamily):
         ]
 
     def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
-        return dict(processor(text=[self.chat_text(processor, prompt)], images=[image], return_tensors="pt"))
+        return dict(processor(self.chat_text(processor, prompt), image))
 
     def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
         text = str(processor.tokenizer.decode(tokens, skip_special_tokens=True))
@@ -254,22 +315,22 @@ class SmolVLMFamily(_ChatFamily):
         return SmolVLMForConditionalGeneration
 
     def load_processor(self, directory: Path) -> Any:
-        from transformers import SmolVLMProcessor
-
         tokenizer = _tokenizer(directory)
         config = (
             _read_json(directory / "processor_config.json") if (directory / "processor_config.json").is_file() else {}
         )
-        return SmolVLMProcessor(
-            image_processor=_image_processor(directory, "SmolVLMImageProcessor"),
-            tokenizer=tokenizer,
-            video_processor=None,
-            image_seq_len=int(config.get("image_seq_len", 169)),
-            chat_template=_chat_template(directory, tokenizer),
+        image_seq_len = int(config.get("image_seq_len", 169))
+        return ImageOnlyProcessor(
+            _image_processor(directory, "SmolVLMImageProcessor"),
+            tokenizer,
+            _chat_template(directory, tokenizer),
+            getattr(tokenizer, "image_token", None) or "<image>",
+            smolvlm_image_tokens(tokenizer, image_seq_len),
+            {"return_row_col_info": True},
         )
 
     def inputs(self, processor: Any, image: Any, prompt: str) -> dict[str, Any]:
-        return dict(processor(text=[self.chat_text(processor, prompt)], images=[[image]], return_tensors="pt"))
+        return dict(processor(self.chat_text(processor, prompt), image))
 
     def decode(self, processor: Any, tokens: Any, prompt: str, size: tuple[int, int]) -> str | dict[str, Any]:
         text = str(processor.tokenizer.decode(tokens, skip_special_tokens=True)).strip()
