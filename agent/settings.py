@@ -110,6 +110,13 @@ class AgentSettings(BaseSettings):
         le=1000,
         description="Questions waiting for the vision-language model; when full the oldest is dropped (counted).",
     )
+    vlm_cpu_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Most of one core's time the vision-language model computes (the rest it sleeps, "
+        "so the detector keeps its pace); 1 = unpaced.",
+    )
     vlm_threads: int = Field(
         default=1, ge=1, le=256, description="CPU threads of the vision-language model (the detector keeps the rest)."
     )

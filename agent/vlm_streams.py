@@ -81,6 +81,7 @@ class VLMStreams:
                     on_answer=self._show,
                     run_id=self._run_id,
                     threads=agent.vlm_threads,
+                    cpu_share=agent.vlm_cpu_share,
                 )
                 asker.start(asyncio.get_running_loop())
                 self.askers[model_id] = asker

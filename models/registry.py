@@ -72,7 +72,9 @@ def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tup
     if ref.read_only:
         directory = ref.local_dir
         assert directory is not None
-        found = cache.read_model_type(directory) or _package_dir_type(directory)
+        from edge_agent.models.foundation.vlm_families import hf_checkpoint_type
+
+        found = cache.read_model_type(directory) or _package_dir_type(directory) or hf_checkpoint_type(directory)
         if found is None:
             logger.info("%s has no model_type.json; assuming %s/%s", directory, *artifacts.LOCAL_DEFAULT_TYPE)
             return artifacts.LOCAL_DEFAULT_TYPE

@@ -179,7 +179,12 @@ def answer_text(response: Any) -> str:
 
 
 def _lower_priority() -> None:
-    """The calling thread (and the threads it starts) yield the CPU to the detector (Linux: per thread)."""
+    """The calling thread (and the threads it starts) yield the CPU to the detector (Linux: per thread):
+    SCHED_IDLE where allowed, else nice 19."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+            return
     if hasattr(os, "setpriority"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
@@ -203,6 +208,7 @@ class VLMAsker:
         on_answer: Callable[[str, dict[str, Any]], None] | None = None,
         run_id: str | None = None,
         threads: int = 1,
+        cpu_share: float = 1.0,
     ) -> None:
         self.model = model
         self.model_id = model_id
@@ -214,6 +220,9 @@ class VLMAsker:
         self._on_answer = on_answer
         self._run_id = run_id
         self._threads = threads
+        engine = getattr(model, "engine", None)
+        if engine is not None and hasattr(engine, "cpu_share"):
+            engine.cpu_share = cpu_share
         self.answered = 0
         self.failed = 0
         self.answer_ms_last: float | None = None
@@ -314,6 +323,8 @@ class VLMAsker:
             try:
                 (answer,) = self.model.predict([question.image], prompt=question.prompt)
             except Exception as exc:
+                if self._stop.is_set():
+                    return  # cancelled by the stop
                 self.failed += 1
                 log.warning("VLM %s failed on a question of stream %s: %s", self.model_id, question.stream, exc)
                 continue

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.agent_process import AgentProcess
+from tests.fixtures.mosquitto import free_port
+from tests.http_client import get_json
 from tools.synthworld import write_clip
 
 pytest.importorskip("transformers")
@@ -57,8 +59,16 @@ def test_interval_prompt_answered_and_published(tmp_path, model_server, mosquitt
         "STREAM_CAM_VLM_PROMPT": "<OD>",
         "STREAM_CAM_VLM_INTERVAL": "1",
     }
+    port = free_port()
+    env["HEALTH_PORT"] = str(port)
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
     with AgentProcess(env, tmp_path, args=("--seconds", "9")) as agent:
+        # while it runs: the newest answer shows beside the stream in the live view's status
+        assert sub.wait_for(lambda msgs: any(m.topic.endswith("/cam/vlm") for m in msgs), timeout=120)
+        status, live = get_json(f"http://127.0.0.1:{port}/live.json", timeout=5)
+        assert status == 200
+        (cam,) = live["streams"]
+        assert cam["vlm"]["prompt"] == "<OD>" and cam["vlm"]["answer"] == "<OD> a red car"
         rc = agent.wait(timeout=240)
         log = agent.stderr_path.read_text(errors="replace")
         assert rc == 0, log[-4000:]
@@ -92,6 +102,7 @@ def test_queue_bound_holds_under_a_slow_model(tmp_path, model_server, mosquitto,
     env = _env(model_server, mosquitto, tmp_path) | {
         "STREAMS": ";".join(f"{n}={clip}" for n in names),
         "VLM_QUEUE_SIZE": "1",
+        "VLM_CPU_SHARE": "1",  # unpaced: the answers must finish within the run
         "VLM_MAX_NEW_TOKENS": "600",
     }
     for name in names:

@@ -149,3 +149,15 @@ def test_asker_interval_and_event_questions_reach_publish():
     by_kind = {m["kind"]: m for _, m in published}
     assert by_kind["interval"]["response"] == "describe:6" and by_kind["interval"]["frame_id"] == 0
     assert by_kind["event"]["response"] == "who is this?:5" and by_kind["event"]["event_id"] == "ev-9"
+
+
+def test_live_view_keeps_the_newest_answer_per_stream():
+    from edge_agent.pipelines.live import LiveView
+
+    live = LiveView()
+    live.set_answer("cam", {"prompt": "p", "answer": "one"})
+    live.set_answer("cam", {"prompt": "p", "answer": "two"})
+    assert live.answers == {"cam": {"prompt": "p", "answer": "two"}}
+    live.forget("cam")
+    assert live.answers == {}
+    live.close()

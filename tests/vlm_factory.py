@@ -59,6 +59,13 @@ def answer_chain(start: list[int], answer: list[int], eos: int) -> list[list[Any
     return [[[a, b], 100.0] for a, b in itertools.pairwise(chain)]
 
 
+def _save(model: Any, directory: Path, real: bool) -> None:
+    """Real-size (benchmark) checkpoints are stored in bfloat16, as the real ones; tiny ones in float32."""
+    import torch
+
+    (model.to(torch.bfloat16) if real else model).eval().save_pretrained(directory)
+
+
 def _finish(directory: Path, tokenizer: Any, chain: list[list[Any]] | None) -> None:
     (directory / "special_tokens_map.json").write_text(
         json.dumps({k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)})
@@ -96,24 +103,33 @@ def florence_tokenizer() -> Any:
 
 
 def florence_checkpoint(
-    directory: Path, answer: str | None = None, seed: int = 0, size: int = 32, endless: bool = False
+    directory: Path,
+    answer: str | None = None,
+    seed: int = 0,
+    size: int = 32,
+    endless: bool = False,
+    real: bool = False,
 ) -> Path:
     """Florence-2 (DaViT vision tower + BART), ``size`` x ``size`` input. ``endless``: the answer
-    repeats until ``max_new_tokens`` (a slow model)."""
+    repeats until ``max_new_tokens`` (a slow model). ``real``: Florence-2-base's dimensions (768 px,
+    577 image tokens, BART-base, 51289 tokens) for benchmarks."""
     import torch
     from transformers import BartConfig, CLIPImageProcessorPil, Florence2Config, Florence2ForConditionalGeneration
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = florence_tokenizer()
+    dims = {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64}
+    if real:
+        dims, size = {"d_model": 768, "layers": 6, "heads": 12, "ffn": 3072}, 768
     text = BartConfig(
-        vocab_size=len(tokenizer),
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        vocab_size=max(len(tokenizer), 51289 if real else 0),
+        d_model=dims["d_model"],
+        encoder_layers=dims["layers"],
+        decoder_layers=dims["layers"],
+        encoder_attention_heads=dims["heads"],
+        decoder_attention_heads=dims["heads"],
+        encoder_ffn_dim=dims["ffn"],
+        decoder_ffn_dim=dims["ffn"],
         max_position_embeddings=2048,  # room for the slow (endless) answers of the e2e tests
         bos_token_id=0,
         pad_token_id=1,
@@ -134,13 +150,26 @@ def florence_checkpoint(
         "projection_dim": 32,
         "max_position_embeddings": 16,
     }
+    if real:  # Florence-2-base's DaViT
+        vision = {
+            "depths": [1, 1, 9, 1],
+            "patch_size": [7, 3, 3, 3],
+            "patch_stride": [4, 2, 2, 2],
+            "patch_padding": [3, 1, 1, 1],
+            "patch_prenorm": [False, True, True, True],
+            "embed_dim": [128, 256, 512, 1024],
+            "num_heads": [4, 8, 16, 32],
+            "num_groups": [4, 8, 16, 32],
+            "window_size": 12,
+            "projection_dim": 768,
+        }
     config = Florence2Config(
         text_config=text.to_dict(), vision_config=vision, image_token_id=tokenizer.convert_tokens_to_ids("<image>")
     )
     torch.manual_seed(seed)
-    Florence2ForConditionalGeneration(config).eval().save_pretrained(directory)
+    _save(Florence2ForConditionalGeneration(config), directory, real)
     tokenizer.save_pretrained(directory)
-    side = size // 8  # two strided stages: 4 then 2
+    side = size // 32 if real else size // 8  # strides 4, 2, 2, 2 (real) or 4, 2 (tiny)
     CLIPImageProcessorPil(
         size={"height": size, "width": size},
         crop_size={"height": size, "width": size},
@@ -218,8 +247,11 @@ def lora_adapter(
 # -- PaliGemma / PaliGemma 2 ---------------------------------------------------------------------
 
 
-def paligemma_checkpoint(directory: Path, answer: str | None = None, version: int = 1, seed: int = 0) -> Path:
-    """PaliGemma (SigLIP + Gemma) or PaliGemma 2 (SigLIP + Gemma 2), 28 x 28 input (4 image tokens)."""
+def paligemma_checkpoint(
+    directory: Path, answer: str | None = None, version: int = 1, seed: int = 0, real: bool = False
+) -> Path:
+    """PaliGemma (SigLIP + Gemma) or PaliGemma 2 (SigLIP + Gemma 2), 28 x 28 input (4 image tokens).
+    ``real``: paligemma-3b-pt-224's dimensions (SigLIP so400m at 224 px, 256 image tokens, Gemma 2B)."""
     import torch
     from transformers import (
         Gemma2Config,
@@ -241,7 +273,8 @@ def paligemma_checkpoint(directory: Path, answer: str | None = None, version: in
         bos_token="<bos>",
         unk_token="<unk>",
     )
-    image_processor = SiglipImageProcessorPil(size={"height": 28, "width": 28}, image_seq_length=4)
+    side = 224 if real else 28
+    image_processor = SiglipImageProcessorPil(size={"height": side, "width": side}, image_seq_length=(side // 14) ** 2)
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg> tokens
     tokenizer = processor.tokenizer
     common = {
@@ -257,19 +290,34 @@ def paligemma_checkpoint(directory: Path, answer: str | None = None, version: in
         "eos_token_id": 1,
         "bos_token_id": 2,
     }
+    vision_dims = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    if real:  # Gemma 2B (PaliGemma 2 3B: Gemma 2 2B) and SigLIP so400m/14
+        common |= {"vocab_size": 257216, "hidden_size": 2048, "intermediate_size": 16384, "num_hidden_layers": 18}
+        common |= {"num_attention_heads": 8, "num_key_value_heads": 1, "head_dim": 256}
+        if version == 2:
+            common |= {
+                "hidden_size": 2304,
+                "intermediate_size": 9216,
+                "num_hidden_layers": 26,
+                "num_key_value_heads": 4,
+            }
+        vision_dims = {
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+        }
     text = (GemmaConfig if version == 1 else Gemma2Config)(**common)
-    vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
-    )
+    vision = SiglipVisionConfig(**vision_dims, image_size=side, patch_size=14)
     config = PaliGemmaConfig(
         vision_config=vision.to_dict(),
         text_config=text.to_dict(),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        projection_dim=32,
-        hidden_size=32,
+        projection_dim=common["hidden_size"],
+        hidden_size=common["hidden_size"],
     )
     torch.manual_seed(seed)
-    PaliGemmaForConditionalGeneration(config).eval().save_pretrained(directory)
+    _save(PaliGemmaForConditionalGeneration(config), directory, real)
     tokenizer.save_pretrained(directory)
     image_processor.save_pretrained(directory)
     chain = None
@@ -301,8 +349,9 @@ QWEN_SPECIAL = [
 ]
 
 
-def qwen25vl_checkpoint(directory: Path, answer: str | None = None, seed: int = 0) -> Path:
-    """Qwen2.5-VL, 56 x 56 pictures (a 4 x 4 grid of 14 px patches, merged 2 x 2: 4 image tokens)."""
+def qwen25vl_checkpoint(directory: Path, answer: str | None = None, seed: int = 0, real: bool = False) -> Path:
+    """Qwen2.5-VL, 56 x 56 pictures (a 4 x 4 grid of 14 px patches, merged 2 x 2: 4 image tokens).
+    ``real``: Qwen2.5-VL-3B's dimensions, the processor's default pixel range."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
@@ -315,38 +364,38 @@ def qwen25vl_checkpoint(directory: Path, answer: str | None = None, seed: int = 
         pad_token="<|endoftext|>",
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    text_dims = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    text_dims |= {"num_key_value_heads": 1, "mrope_section": [2, 3, 3]}
+    vision_dims = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32}
+    vision_dims |= {"window_size": 56, "fullatt_block_indexes": [0]}
+    if real:
+        text_dims = {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36}
+        text_dims |= {"num_attention_heads": 16, "num_key_value_heads": 2, "mrope_section": [16, 24, 24]}
+        vision_dims = {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16}
+        vision_dims |= {"out_hidden_size": 2048, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]}
+    section = text_dims.pop("mrope_section")
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 2048,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+            "vocab_size": max(len(tokenizer), 151936 if real else 0),
+            **text_dims,
+            "max_position_embeddings": 32768 if real else 2048,
+            "rope_parameters": {"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0},
             "eos_token_id": ids["<|im_end|>"],
             "bos_token_id": ids["<|endoftext|>"],
             "pad_token_id": ids["<|endoftext|>"],
         },
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 32,
-            "window_size": 56,
-            "fullatt_block_indexes": [0],
-        },
+        vision_config=vision_dims,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(seed)
-    Qwen2_5_VLForConditionalGeneration(config).eval().save_pretrained(directory)
+    _save(Qwen2_5_VLForConditionalGeneration(config), directory, real)
     tokenizer.save_pretrained(directory)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56).save_pretrained(directory)
+    # real: Qwen2.5-VL's preprocessor_config.json range (3136 .. 12845056 pixels)
+    pixels = {"min_pixels": 3136, "max_pixels": 12845056} if real else {"min_pixels": 56 * 56, "max_pixels": 56 * 56}
+    Qwen2VLImageProcessorPil(**pixels).save_pretrained(directory)
     (directory / "chat_template.json").write_text(json.dumps({"chat_template": QWEN_TEMPLATE}))
     chain = None
     if answer is not None:
@@ -368,9 +417,11 @@ SMOLVLM_TEMPLATE = (
 )
 
 
-def smolvlm_checkpoint(directory: Path, answer: str | None = None, seed: int = 0) -> Path:
+def smolvlm_checkpoint(directory: Path, answer: str | None = None, seed: int = 0, real: bool = False) -> Path:
     """SmolVLM2 (SigLIP-like vision + Llama), 32 px tiles of 8 px patches, scale factor 2: 4 tokens a tile;
-    pictures are split into 32 px tiles (at most 64 px on the long side) plus the global picture."""
+    pictures are split into 32 px tiles (at most 64 px on the long side) plus the global picture.
+    ``real``: SmolVLM2-256M's dimensions (512 px tiles of 16 px patches, scale 4: 64 tokens a tile,
+    long side up to 2048 px; SmolLM2-135M-sized text model)."""
     import torch
     from transformers import LlamaConfig, SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil
 
@@ -390,39 +441,40 @@ def smolvlm_checkpoint(directory: Path, answer: str | None = None, seed: int = 0
         bos_token="<|im_start|>",
     )
     eos = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    text_dims = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    text_dims["num_key_value_heads"] = 1
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision |= {"image_size": 32, "patch_size": 8}
+    tile, longest, scale = 32, 64, 2
+    if real:
+        text_dims = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9}
+        text_dims["num_key_value_heads"] = 3
+        vision = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+        vision |= {"image_size": 512, "patch_size": 16}
+        tile, longest, scale = 512, 2048, 4
     text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        vocab_size=max(len(tokenizer), 49280 if real else 0),
+        **text_dims,
         max_position_embeddings=2048,
         eos_token_id=eos,
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
         bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
     )
     config = SmolVLMConfig(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=vision,
         text_config=text.to_dict(),
-        scale_factor=2,
+        scale_factor=scale,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
     torch.manual_seed(seed)
-    SmolVLMForConditionalGeneration(config).eval().save_pretrained(directory)
+    _save(SmolVLMForConditionalGeneration(config), directory, real)
     tokenizer.save_pretrained(directory)
     SmolVLMImageProcessorPil(
-        do_image_splitting=True, size={"longest_edge": 64}, max_image_size={"longest_edge": 32}
+        do_image_splitting=True, size={"longest_edge": longest}, max_image_size={"longest_edge": tile}
     ).save_pretrained(directory)
+    seq_len = (tile // vision["patch_size"]) ** 2 // scale**2
     (directory / "processor_config.json").write_text(
-        json.dumps({"processor_class": "SmolVLMProcessor", "image_seq_len": 4})
+        json.dumps({"processor_class": "SmolVLMProcessor", "image_seq_len": seq_len})
     )
     (directory / "chat_template.json").write_text(json.dumps({"chat_template": SMOLVLM_TEMPLATE}))
     chain = None

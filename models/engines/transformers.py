@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from edge_agent.models.settings import ModelSettings
 logger = logging.getLogger(__name__)
 
 _DTYPES = ("float32", "float16", "bfloat16")
+
+
+class GenerationCancelled(ModelRuntimeError):
+    """The model is closing: the generation in flight was stopped."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ def import_transformers(what: str) -> Any:
     except ImportError:
         raise MissingExtraError(what, "vlm", "transformers") from None
     transformers.logging.set_verbosity_error()  # load reports and progress bars are not service logs
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -129,8 +135,39 @@ class TransformersEngine:
             self.merged_adapter = not self.quantized
         self.model = model.eval()
         self._lock = threading.Lock()
-        # Set to end every generation at its next token (a stopping agent must not wait on an answer).
+        # Set to end the generation in flight: between tokens (a stopping criterion) and inside a
+        # forward pass, at the next layer (a pre-hook on every layer of every ModuleList), so a
+        # stopping agent never waits on a long prefill (a real-size vision tower takes seconds).
         self.cancel = threading.Event()
+        # Fraction of the wall time a generation may compute (1 = unpaced; see _pace)
+        self.cpu_share = 1.0
+        self._busy = 0.0
+        self._resumed = time.perf_counter()
+        for module in list(model.modules()):
+            if isinstance(module, torch.nn.ModuleList):
+                for layer in module:
+                    layer.register_forward_pre_hook(self._check_cancel)
+
+    def _check_cancel(self, module: Any, args: Any) -> None:
+        if self.cancel.is_set():
+            raise GenerationCancelled(f"{self.model_id}: generation cancelled")
+        if self.cpu_share < 1.0:
+            self._pace()
+
+    def _pace(self) -> None:
+        """Keep the generating thread busy at most ``cpu_share`` of the wall time: after every 20 ms
+        of work (measured layer to layer), sleep long enough to bring the share back down. A VLM
+        beside a detector on a small box then takes its answer slower instead of the detector's
+        frames (nice alone does not keep it from the memory bandwidth and caches the detector needs)."""
+        now = time.perf_counter()
+        self._busy += now - self._resumed
+        self._resumed = now
+        if self._busy >= 0.02:
+            pause = self._busy * (1.0 / self.cpu_share - 1.0)
+            self._busy = 0.0
+            if self.cancel.wait(pause):
+                raise GenerationCancelled(f"{self.model_id}: generation cancelled")
+            self._resumed = time.perf_counter()
 
     @property
     def providers(self) -> list[str]:
@@ -162,12 +199,15 @@ class TransformersEngine:
         with self._lock, torch.inference_mode():
             if cancel.is_set():
                 raise ModelRuntimeError(f"{self.model_id}: the model is closing")
+            self._busy, self._resumed = 0.0, time.perf_counter()
             try:
                 out = self.model.generate(
                     **self.to_device(inputs),
                     **generation.kwargs(),
                     stopping_criteria=StoppingCriteriaList([_Cancelled()]),
                 )
+            except GenerationCancelled:
+                raise
             except Exception as exc:
                 raise ModelRuntimeError(f"{self.model_id}: generation failed: {exc}") from exc
         return out.to("cpu")

@@ -369,5 +369,26 @@ MODEL_TYPES: dict[str, tuple[VLMFamily, str, bool]] = {
 }
 
 
+# config.json's model_type of a Hugging Face checkpoint -> the Roboflow model type it runs as
+HF_MODEL_TYPES = {
+    "florence2": "florence-2",
+    "paligemma": "paligemma",
+    "qwen2_5_vl": "qwen25vl",
+    "smolvlm": "smolvlm-v2",
+}
+
+
 def is_vlm_type(model_type: str) -> bool:
     return model_type in MODEL_TYPES
+
+
+def hf_checkpoint_type(directory: Path) -> tuple[str, str] | None:
+    """("lmm", type) of a local Hugging Face vision-language checkpoint without model_type.json."""
+    config = directory / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ("lmm", HF_MODEL_TYPES[kind]) if kind in HF_MODEL_TYPES else None

@@ -304,9 +304,7 @@ class MqttSink:
     def publish_answer(self, stream: str, payload: dict[str, Any]) -> None:
         """Queue one vision-language answer (through the same outbox as predictions); never blocks."""
         self._enqueue(
-            OutMessage(
-                self.topics.answers(stream), encode_json(payload), self.config.qos, False, expires=True, stream=stream
-            )
+            OutMessage(self.topics.answers(stream), encode_json(payload), self.config.qos, False, expires=True)
         )
 
     def publish_stats(self, payload: dict[str, Any]) -> None:

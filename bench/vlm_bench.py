@@ -1,0 +1,172 @@
+"""Vision-language models on the CPU: one answer's latency at real size, and the detector beside a VLM.
+
+    python -m bench.vlm_bench                      # latency of florence2 + smolvlm, then the detector
+    python -m bench.vlm_bench latency --families florence2,smolvlm,paligemma,qwen --tokens 32
+    python -m bench.vlm_bench detector --rounds 3
+
+1. latency   the smallest variant of each family at its real size, random weights (built from
+             transformers' config classes, saved as a local checkpoint, loaded with ``get_model``):
+             time to first token (the prompt's prefill, vision tower included), tokens/s of the decode,
+             and the whole ``ask`` (pictures in, answer out) against a bare ``model.generate`` on
+             ready tensors of the same run (the ratio is what edge-agent adds around the model).
+             Florence-2-base 0.23 B and SmolVLM2-256M fit a small box; PaliGemma-3B (~12 GB in
+             float32) and Qwen2.5-VL-3B (~15 GB) need --families and the memory.
+2. detector  every-frame throughput of the detector (the YOLOv8n-sized bench model) alone, and with
+             a real-size Florence-2-base asked about the same stream every second (VLM_INTERVAL=1,
+             so the VLM is never idle); target >= 0.9x. Median of interleaved rounds.
+
+Pictures are 640x480 frames. All traffic stays on 127.0.0.1; checkpoints go to bench/_out/vlm/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import OUT, bench_model, clip, median
+
+VLM_OUT = OUT / "vlm"
+# family -> (factory name, factory kwargs, Roboflow model type, prompt)
+FAMILIES: dict[str, tuple[str, dict[str, Any], str, str]] = {
+    "florence2": ("florence_checkpoint", {}, "florence-2-base", "<CAPTION>"),
+    "smolvlm": ("smolvlm_checkpoint", {}, "smolvlm-2.2b-instruct", "Describe what's in this image."),
+    "paligemma": ("paligemma_checkpoint", {"version": 1}, "paligemma-3b-pt-224", "caption en"),
+    "qwen": ("qwen25vl_checkpoint", {}, "qwen25-vl-7b", "Describe what's in this image."),
+}
+
+
+def checkpoint(family: str) -> Path:
+    """A real-size random-weight checkpoint of ``family`` as a local model directory (built once)."""
+    import tests.vlm_factory as factory
+
+    name, kwargs, model_type, _ = FAMILIES[family]
+    directory = VLM_OUT / family
+    if not (directory / "model_type.json").is_file():
+        print(f"   building a real-size {family} checkpoint in {directory} ...", flush=True)
+        getattr(factory, name)(directory, real=True, **kwargs)
+        (directory / "model_type.json").write_text(
+            json.dumps({"project_task_type": "text-image-pairs", "model_type": model_type})
+        )
+    return directory
+
+
+def _frame() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+
+
+def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
+    os.environ["LMM_ENABLED"] = "true"
+    from edge_agent.models import get_model
+    from edge_agent.models.engines.transformers import GenerationSettings
+    from edge_agent.models.settings import reload_model_settings
+
+    reload_model_settings()
+    lines = [f"1. one answer on the CPU, real size, random weights ({tokens} new tokens forced, median of {repeats}):"]
+    frame = _frame()
+    for family in families:
+        directory = checkpoint(family)
+        started = time.perf_counter()
+        model: Any = get_model(str(directory))
+        load_s = time.perf_counter() - started
+        prompt = FAMILIES[family][3]
+        config = model.engine.model.generation_config
+        config.min_new_tokens = tokens  # random weights may pick <eos> at once: the decode must run
+        picture = model.preprocess([frame])[0][0]
+        inputs = model.family.inputs(model.processor, picture, prompt)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+
+        def bare(n: int, inputs: dict[str, Any] = inputs, model: Any = model, config: Any = config) -> float:
+            config.min_new_tokens = n
+            t0 = time.perf_counter()
+            model.engine.generate(inputs, GenerationSettings(max_new_tokens=n))
+            return time.perf_counter() - t0
+
+        bare(2)  # warm-up
+        first = [bare(1) for _ in range(repeats)]
+        whole = [bare(tokens) for _ in range(repeats)]
+        config.min_new_tokens = tokens
+        asked = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            answer = model.ask(frame, prompt=prompt, max_new_tokens=tokens)
+            asked.append(time.perf_counter() - t0)
+        ttft, total, ask = median(first), median(whole), median(asked)
+        rate = (tokens - 1) / max(total - ttft, 1e-9)
+        params = sum(p.numel() for p in model.engine.model.parameters()) / 1e9
+        lines.append(
+            f"   {family:10s} {params:.2f} B params, {prompt_tokens} prompt tokens: time to first token "
+            f"{ttft * 1000:.0f} ms, {rate:.1f} tokens/s, one {answer.new_tokens}-token answer {ask:.2f} s "
+            f"= {ask / total:.3f}x a bare generate ({total:.2f} s); load {load_s:.1f} s"
+        )
+        model.close()
+        del model
+    return lines
+
+
+def detector(rounds: int) -> list[str]:
+    from bench.agent_bench import agent_every_fps
+
+    model_dir = bench_model()
+    florence = checkpoint("florence2")
+    video = clip("vlm-detector", seconds=6, width=640, height=480)
+    with_vlm = {
+        "LMM_ENABLED": "true",
+        "VLM_MODEL_ID": str(florence),
+        "STREAM_CLIP_VLM_PROMPT": "<MORE_DETAILED_CAPTION>",
+        "STREAM_CLIP_VLM_INTERVAL": "1",
+        "VLM_MAX_NEW_TOKENS": "64",
+        "STATS_INTERVAL": "1",
+    }
+    alone: list[float] = []
+    beside: list[float] = []
+    for i in range(rounds):
+        alone.append(agent_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-alone")[0])
+        beside.append(agent_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)[0])
+    ratios = sorted(b / a for a, b in zip(alone, beside, strict=True))
+    return [
+        f"2. detector every-frame throughput with a Florence-2-base asked every second beside it "
+        f"(target >= 0.9x), median of {rounds} interleaved rounds: {median(ratios):.3f}x; "
+        f"round ratios {', '.join(f'{r:.2f}' for r in ratios)}",
+        f"   alone {', '.join(f'{v:.1f}' for v in alone)} fps; "
+        f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs)",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="*", choices=["latency", "detector"], default=[])
+    parser.add_argument("--families", default="florence2,smolvlm", help="comma list of " + ", ".join(FAMILIES))
+    parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer (forced)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="detector: interleaved rounds")
+    args = parser.parse_args()
+    parts = args.parts or ["latency", "detector"]
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        parser.error(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+    import torch
+
+    print(
+        f"vlm_bench on {platform.node()} ({os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)"
+    )
+    lines: list[str] = []
+    if "latency" in parts:
+        lines += latency(families, args.tokens, args.repeats)
+        print("\n".join(lines), flush=True)
+    if "detector" in parts:
+        more = detector(args.rounds)
+        print("\n".join(more), flush=True)
+
+
+if __name__ == "__main__":
+    main()
