@@ -111,9 +111,23 @@ def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
     return lines
 
 
-def detector(rounds: int) -> list[str]:
-    from bench.agent_bench import agent_every_fps
+def _every_fps(model_dir: Path, video: Path, workdir: Path, extra: dict[str, str]) -> tuple[float, int]:
+    """The detector's every-frame pace (as bench.agent_bench measures it) and the VLM answers given."""
+    from bench.common import agent
 
+    env = {"STREAMS": f"clip={video}", "STREAM_CLIP_MODE": "every", "MODEL_ID": str(model_dir)}
+    env |= {"STDOUT_SINK": "true", **extra}
+    with agent(env, workdir) as proc:
+        rc = proc.wait(timeout=900)
+        lines = [p for _, p in proc.lines if "predictions" in p]
+        answers = [p for _, p in proc.lines if p.get("type") == "vlm_answer"]
+    if rc != 0 or len(lines) < 10:
+        raise RuntimeError(f"agent failed (rc={rc}, {len(lines)} predictions); see {workdir}")
+    steady = [p["frame_time"] for p in lines[10:]]
+    return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers)
+
+
+def detector(rounds: int) -> list[str]:
     model_dir = bench_model()
     florence = checkpoint("florence2")
     video = clip("vlm-detector", seconds=6, width=640, height=480)
@@ -127,16 +141,20 @@ def detector(rounds: int) -> list[str]:
     }
     alone: list[float] = []
     beside: list[float] = []
+    answered = []
     for i in range(rounds):
-        alone.append(agent_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-alone")[0])
-        beside.append(agent_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)[0])
+        alone.append(_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-alone", {})[0])
+        fps, answers = _every_fps(model_dir, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)
+        beside.append(fps)
+        answered.append(answers)
     ratios = sorted(b / a for a, b in zip(alone, beside, strict=True))
     return [
         f"2. detector every-frame throughput with a Florence-2-base asked every second beside it "
         f"(target >= 0.9x), median of {rounds} interleaved rounds: {median(ratios):.3f}x; "
         f"round ratios {', '.join(f'{r:.2f}' for r in ratios)}",
         f"   alone {', '.join(f'{v:.1f}' for v in alone)} fps; "
-        f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs)",
+        f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs); "
+        f"VLM answers per run {', '.join(str(a) for a in answered)} (VLM_CPU_SHARE default 0.25)",
     ]
 
 
