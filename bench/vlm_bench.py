@@ -127,10 +127,10 @@ def _every_fps(model_dir: Path, video: Path, workdir: Path, extra: dict[str, str
     return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers)
 
 
-def detector(rounds: int) -> list[str]:
+def detector(rounds: int, cpu_share: float, seconds: float) -> list[str]:
     model_dir = bench_model()
     florence = checkpoint("florence2")
-    video = clip("vlm-detector", seconds=6, width=640, height=480)
+    video = clip("vlm-detector", seconds=seconds, width=640, height=480)
     with_vlm = {
         "LMM_ENABLED": "true",
         "VLM_MODEL_ID": str(florence),
@@ -138,6 +138,7 @@ def detector(rounds: int) -> list[str]:
         "STREAM_CLIP_VLM_INTERVAL": "1",
         "VLM_MAX_NEW_TOKENS": "64",
         "STATS_INTERVAL": "1",
+        "VLM_CPU_SHARE": str(cpu_share),
     }
     alone: list[float] = []
     beside: list[float] = []
@@ -154,7 +155,7 @@ def detector(rounds: int) -> list[str]:
         f"round ratios {', '.join(f'{r:.2f}' for r in ratios)}",
         f"   alone {', '.join(f'{v:.1f}' for v in alone)} fps; "
         f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs); "
-        f"VLM answers per run {', '.join(str(a) for a in answered)} (VLM_CPU_SHARE default 0.25)",
+        f"VLM answers per run {', '.join(str(a) for a in answered)} (VLM_CPU_SHARE={cpu_share:g})",
     ]
 
 
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer (forced)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="detector: interleaved rounds")
+    parser.add_argument("--cpu-share", type=float, default=0.25, help="detector: VLM_CPU_SHARE of the VLM")
+    parser.add_argument("--seconds", type=float, default=30, help="detector: clip length (30 fps, every frame)")
     args = parser.parse_args()
     parts = args.parts or ["latency", "detector"]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -182,7 +185,7 @@ def main() -> None:
         lines += latency(families, args.tokens, args.repeats)
         print("\n".join(lines), flush=True)
     if "detector" in parts:
-        more = detector(args.rounds)
+        more = detector(args.rounds, args.cpu_share, args.seconds)
         print("\n".join(more), flush=True)
 
 
