@@ -22,10 +22,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge_agent.agent.errors import ConfigError
 from edge_agent.agent.web.access import check_token, read_token_file
-from edge_agent.models.errors import EdgeAgentError
-from edge_agent.models.precision import with_precision
-from edge_agent.models.redaction import MASK, redact_url
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.errors import EdgeAgentError
+from edge_agent.models.common.redaction import MASK, redact_url
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.speed.precision import with_precision
 from edge_agent.pipelines import state
 from edge_agent.pipelines.live import LiveViewOptions
 from edge_agent.pipelines.sinks.mqtt_config import MqttConfig, parse_broker
@@ -468,7 +468,7 @@ def state_dir(config: Config) -> Path:
 
 def secrets_of(config: Config) -> list[str]:
     """Every secret the configuration holds, for the log scrubber (``agent.logs``)."""
-    from edge_agent.models.redaction import url_secrets
+    from edge_agent.models.common.redaction import url_secrets
 
     found: list[str] = []
     for stream in config.streams:

@@ -47,7 +47,7 @@ from edge_agent.agent.settings import (
 from edge_agent.agent.systemd_notify import SystemdNotifier
 from edge_agent.agent.validation import prepare_source
 from edge_agent.models import ModelManager
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.live import LiveView, model_colors

@@ -20,8 +20,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge_agent.models.polygons import POLYGON, MaskOutput
-from edge_agent.models.predictions import InstanceSegmentation, Prediction
+from edge_agent.models.maths.polygons import POLYGON, MaskOutput
+from edge_agent.models.maths.predictions import InstanceSegmentation, Prediction
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.results import InferenceResult
 from edge_agent.pipelines.slot import LatestFrameSlot

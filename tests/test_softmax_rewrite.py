@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from edge_agent.models.softmax_rewrite import decompose_softmax, inner_axis_softmaxes
+from edge_agent.models.quantization.softmax_rewrite import decompose_softmax, inner_axis_softmaxes
 from tests.onnx_factory import IR_VERSION
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from edge_agent.models.errors import ApiAuthError, ModelDownloadError, ModelNotFoundError
-from edge_agent.models.redaction import redact_url
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.errors import ApiAuthError, ModelDownloadError, ModelNotFoundError
+from edge_agent.models.common.redaction import redact_url
+from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,9 @@ class RoboflowApi:
         progress: ProgressCallback | None = None,
     ) -> DownloadedFile:
         """Stream ``url`` into a temp file in ``target_dir``; checks Content-Length and md5 if given."""
-        from edge_agent.models.cache import temp_path_in  # local import keeps api free of cache at import time
+        from edge_agent.models.artifacts.cache import (
+            temp_path_in,  # local import keeps api free of cache at import time
+        )
 
         def attempt() -> DownloadedFile:
             temp = temp_path_in(target_dir, name)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.models import cache
-from edge_agent.models.errors import ModelArtifactsError, ModelError
-from edge_agent.models.preprocessing import InputNormalization, Preprocessing, parse_preprocessing
+from edge_agent.models.artifacts import cache
+from edge_agent.models.common.errors import ModelArtifactsError, ModelError
+from edge_agent.models.maths.preprocessing import InputNormalization, Preprocessing, parse_preprocessing
 
 logger = logging.getLogger(__name__)
 

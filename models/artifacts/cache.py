@@ -28,9 +28,9 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from edge_agent.models.errors import CacheLockTimeoutError, CacheWriteError, InvalidModelIdError
-from edge_agent.models.ids import ModelRef, cache_dir_for, lock_name, parse_model_id
-from edge_agent.models.settings import ModelSettings, get_model_settings
+from edge_agent.models.common.errors import CacheLockTimeoutError, CacheWriteError, InvalidModelIdError
+from edge_agent.models.common.settings import ModelSettings, get_model_settings
+from edge_agent.models.identity.ids import ModelRef, cache_dir_for, lock_name, parse_model_id
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
     found: list[CachedModel] = []
     if not root.is_dir():
         return found
-    from edge_agent.models.packages.layout import RESERVED_SEGMENTS
+    from edge_agent.models.artifacts.packages.layout import RESERVED_SEGMENTS
 
     for project in sorted(root.iterdir()):
         if project.name.startswith(".") or not project.is_dir() or project.is_symlink():
@@ -334,8 +334,8 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
 
 def _package_models(settings: ModelSettings) -> list[CachedModel]:
     """Models in the inference-models layout (models-cache/<slug>/<package>/)."""
-    from edge_agent.models.packages.loader import package_types
-    from edge_agent.models.packages.store import PackageStore, files_size
+    from edge_agent.models.artifacts.packages.store import PackageStore, files_size
+    from edge_agent.models.resolution.package_loader import package_types
 
     store = PackageStore(settings)
     out = []
@@ -370,12 +370,12 @@ def clear_cache(model_id: str, settings: ModelSettings | None = None) -> bool:
             f"it is read in place and never deleted by edge-agent"
         )
     if ref.kind == "generic":
-        from edge_agent.models.foundation.core_cache import core_model_dir
+        from edge_agent.models.artifacts.core_cache import core_model_dir
 
         directory = core_model_dir(ref, settings.model_cache_dir)
     else:
         directory = cache_dir_for(ref, settings.model_cache_dir)
-    from edge_agent.models.packages.store import PackageStore
+    from edge_agent.models.artifacts.packages.store import PackageStore
 
     with model_lock(ref, settings):
         # Both layouts of the model go, under its one lock; blobs other models use are kept.

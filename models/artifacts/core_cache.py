@@ -19,18 +19,18 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from edge_agent.models import cache
-from edge_agent.models.api import ProgressCallback, RoboflowApi
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts.api import ProgressCallback, RoboflowApi
+from edge_agent.models.artifacts.packages.layout import RESERVED_SEGMENTS, legacy_slug
+from edge_agent.models.common.errors import (
     CacheIntegrityError,
     CacheWriteError,
     InvalidModelIdError,
     ModelDownloadError,
     ModelNotCachedError,
 )
-from edge_agent.models.ids import ModelRef
-from edge_agent.models.packages.layout import RESERVED_SEGMENTS, legacy_slug
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.identity.ids import ModelRef
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.models import cache
-from edge_agent.models.api import ProgressCallback, RoboflowApi
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts.api import ProgressCallback, RoboflowApi
+from edge_agent.models.common.errors import (
     CacheIntegrityError,
     CacheWriteError,
     ModelDownloadError,
@@ -30,8 +30,8 @@ from edge_agent.models.errors import (
     ModelNotFoundError,
     UnsupportedModelTypeError,
 )
-from edge_agent.models.ids import BUILTIN_ROOT, ModelRef, cache_dir_for
-from edge_agent.models.settings import ModelSettings, get_model_settings
+from edge_agent.models.common.settings import ModelSettings, get_model_settings
+from edge_agent.models.identity.ids import BUILTIN_ROOT, ModelRef, cache_dir_for
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from edge_agent.models.errors import ModelSettingsError
+from edge_agent.models.common.errors import ModelSettingsError
 
 # Short spellings accepted in ONNXRUNTIME_EXECUTION_PROVIDERS, mapped to onnxruntime's names.
 PROVIDER_SHORT_NAMES: dict[str, str] = {

@@ -12,8 +12,8 @@ import logging
 import re
 from pathlib import Path
 
-from edge_agent.models.packages.selection import Box, Gpu
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.artifacts.packages.selection import Box, Gpu
+from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def probe_box(settings: ModelSettings, *, need_torch: bool = False) -> Box:
     """This box as package choice sees it. ``need_torch``: look at GPUs through torch (imports it)."""
     import onnxruntime
 
-    from edge_agent.models.providers import resolve_providers
+    from edge_agent.models.engines.providers import resolve_providers
 
     providers = tuple(
         resolve_providers(

@@ -19,9 +19,9 @@ from typing import Any
 
 import onnxruntime as ort
 
-from edge_agent.models.errors import CacheIntegrityError, ExecutionProviderError, ModelRuntimeError
-from edge_agent.models.openvino import OPENVINO, compile_notice, openvino_options, warn_on_mixed_onnxruntime
-from edge_agent.models.settings import PROVIDER_SHORT_NAMES, ModelSettings
+from edge_agent.models.common.errors import CacheIntegrityError, ExecutionProviderError, ModelRuntimeError
+from edge_agent.models.common.settings import PROVIDER_SHORT_NAMES, ModelSettings
+from edge_agent.models.speed.openvino import OPENVINO, compile_notice, openvino_options, warn_on_mixed_onnxruntime
 
 logger = logging.getLogger(__name__)
 

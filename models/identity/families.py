@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edge_agent.models.errors import ModelDisabledError
+from edge_agent.models.common.errors import ModelDisabledError
 
 if TYPE_CHECKING:
-    from edge_agent.models.settings import ModelSettings
+    from edge_agent.models.common.settings import ModelSettings
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from edge_agent.models.aliases import resolve_alias
-from edge_agent.models.errors import InvalidModelIdError
-from edge_agent.models.families import BARE_FAMILIES, canonical_variant, find_family
+from edge_agent.models.common.errors import InvalidModelIdError
+from edge_agent.models.identity.aliases import resolve_alias
+from edge_agent.models.identity.families import BARE_FAMILIES, canonical_variant, find_family
 
-BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
+BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
 BUILTIN_PREFIX = "builtin"
 
 MAX_MODEL_ID_LENGTH = 256

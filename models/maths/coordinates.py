@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.models.preprocessing import ImageMeta
+from edge_agent.models.maths.preprocessing import ImageMeta
 
 
 def points_to_source(points: np.ndarray, meta: ImageMeta, clip: bool = True) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError
+from edge_agent.models.common.errors import InvalidInputError
 
 ImageInput = np.ndarray | str | os.PathLike | bytes | bytearray | memoryview
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from edge_agent.models.polygons import MaskOutput, masks_to_polygons
+from edge_agent.models.maths.polygons import MaskOutput, masks_to_polygons
 
 _NO_BOXES = np.zeros((0, 4), dtype=np.float64)
 

@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import ModelError
+from edge_agent.models.common.errors import ModelError
 
 logger = logging.getLogger(__name__)
 

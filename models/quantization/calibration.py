@@ -18,8 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from edge_agent.models.errors import CalibrationSourceError
-from edge_agent.models.ids import BUILTIN_ROOT
+from edge_agent.models.common.errors import CalibrationSourceError
+from edge_agent.models.identity.ids import BUILTIN_ROOT
 
 logger = logging.getLogger(__name__)
 

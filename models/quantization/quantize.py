@@ -35,12 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models import cache
-from edge_agent.models.calibration import open_frames
-from edge_agent.models.errors import AccuracyGuardError, CalibrationSourceError, QuantizationError
-from edge_agent.models.evaluation import evaluate_map
-from edge_agent.models.ids import parse_model_id
-from edge_agent.models.precision import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.common.errors import AccuracyGuardError, CalibrationSourceError, QuantizationError
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.identity.ids import parse_model_id
+from edge_agent.models.maths.evaluation import evaluate_map
+from edge_agent.models.quantization.calibration import open_frames
+from edge_agent.models.quantization.softmax_rewrite import decompose_softmax
+from edge_agent.models.speed.precision import (
     DEFAULT_FRAMES,
     DEFAULT_MIN_MAP50,
     AccuracyRecord,
@@ -56,8 +58,6 @@ from edge_agent.models.precision import (
     split_precision,
     with_precision,
 )
-from edge_agent.models.settings import ModelSettings
-from edge_agent.models.softmax_rewrite import decompose_softmax
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def _describe_preprocessing(model: Any) -> str:
 def _load_fp32(model_id: str) -> tuple[Any, Any, Any]:
     """(ref, fp32 model, its OnnxEngine), checked to be quantizable here."""
     from edge_agent.models.engines.onnx import OnnxEngine
-    from edge_agent.models.registry import get_model
+    from edge_agent.models.resolution.registry import get_model
     from edge_agent.models.tasks.base import VisionModel
 
     ref = parse_model_id(split_precision(model_id)[0])
@@ -342,7 +342,7 @@ class _Check:
 def _check_against_fp32(ref: Any, fp32: Any, engine: Any, int8_path: Path, held_out: list[np.ndarray]) -> _Check:
     """The INT8 copy built as the agent would build it, scored and timed against the fp32 model."""
     from edge_agent.models.engines.onnx import OnnxEngine
-    from edge_agent.models.registry import get_family
+    from edge_agent.models.resolution.registry import get_family
 
     settings = fp32.settings
     int8_engine = OnnxEngine(int8_path, ref.model_id, settings, precision="int8")

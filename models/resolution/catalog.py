@@ -12,15 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edge_agent.models.base import Model
-from edge_agent.models.cache import WEIGHTS_FILE
-from edge_agent.models.decoders import EndToEndDecoder, RFDETRDecoder, YOLONASDecoder, YOLOv5Decoder, YOLOv8Decoder
-from edge_agent.models.decoders.rfdetr_seg import RFDETRSegDecoder
-from edge_agent.models.preprocessing import HALF, IMAGENET, InputNormalization
+from edge_agent.models.artifacts.cache import WEIGHTS_FILE
+from edge_agent.models.maths.preprocessing import HALF, IMAGENET, InputNormalization
 from edge_agent.models.tasks.base import ModelContext
 from edge_agent.models.tasks.classification import MULTI_LABEL_TASK, ClassificationModel
+from edge_agent.models.tasks.decoders import (
+    EndToEndDecoder,
+    RFDETRDecoder,
+    YOLONASDecoder,
+    YOLOv5Decoder,
+    YOLOv8Decoder,
+)
+from edge_agent.models.tasks.decoders.rfdetr_seg import RFDETRSegDecoder
 from edge_agent.models.tasks.instance_segmentation import InstanceSegmentationModel, RFDETRInstanceSegmentation
 from edge_agent.models.tasks.keypoints import KeypointDetectionModel
+from edge_agent.models.tasks.model import Model
 from edge_agent.models.tasks.object_detection import ObjectDetectionModel, RFDETRObjectDetection
 
 Builder = Callable[[ModelContext], Model]

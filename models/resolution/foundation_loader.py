@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edge_agent.models.api import ProgressCallback
-from edge_agent.models.base import Model
-from edge_agent.models.errors import UnsupportedModelTypeError
-from edge_agent.models.families import GENERIC_FAMILIES, check_family_enabled
-from edge_agent.models.ids import ModelRef
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.artifacts.api import ProgressCallback
+from edge_agent.models.common.errors import UnsupportedModelTypeError
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.identity.families import GENERIC_FAMILIES, check_family_enabled
+from edge_agent.models.identity.ids import ModelRef
+from edge_agent.models.tasks.model import Model
 
 StatusCallback = Callable[[str], None]
 RUNNABLE = ("clip", "pp_ocr")
@@ -43,8 +43,8 @@ def _clip(
     progress: ProgressCallback | None,
     status: StatusCallback | None,
 ) -> Model:
+    from edge_agent.models.artifacts.core_cache import ensure_core_files
     from edge_agent.models.foundation.clip import TEXTUAL_FILE, VISUAL_FILE, ClipModel
-    from edge_agent.models.foundation.core_cache import ensure_core_files
     from edge_agent.models.foundation.tokenizer import ClipTokenizer
 
     ClipTokenizer(f"{ref.model_id} (CLIP)")  # a missing extra is said before anything is downloaded
@@ -72,9 +72,9 @@ def _pp_ocr(
 ) -> Model:
     import importlib.util
 
-    from edge_agent.models.errors import MissingExtraError
+    from edge_agent.models.common.errors import MissingExtraError
     from edge_agent.models.foundation.ocr import DET_PACKAGE, REC_PACKAGE, PPOCRModel
-    from edge_agent.models.packages.loader import package_directory
+    from edge_agent.models.resolution.package_loader import package_directory
 
     assert ref.version is not None
     if importlib.util.find_spec("yaml") is None:  # said before anything is downloaded

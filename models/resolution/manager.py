@@ -7,11 +7,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
-from edge_agent.models.api import ProgressCallback
-from edge_agent.models.base import Model
-from edge_agent.models.precision import canonical_key
-from edge_agent.models.registry import get_model
-from edge_agent.models.settings import get_model_settings
+from edge_agent.models.artifacts.api import ProgressCallback
+from edge_agent.models.common.settings import get_model_settings
+from edge_agent.models.resolution.registry import get_model
+from edge_agent.models.speed.precision import canonical_key
+from edge_agent.models.tasks.model import Model
 
 logger = logging.getLogger(__name__)
 

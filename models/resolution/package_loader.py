@@ -13,10 +13,15 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.models import artifacts, cache
-from edge_agent.models.api import ProgressCallback
-from edge_agent.models.base import Model
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts import fetch as artifacts
+from edge_agent.models.artifacts.api import ProgressCallback
+from edge_agent.models.artifacts.packages.client import PackageRegistry
+from edge_agent.models.artifacts.packages.inference_config import package_artifacts
+from edge_agent.models.artifacts.packages.manifest import QUANTIZATIONS, ModelMetadata, ModelPackage
+from edge_agent.models.artifacts.packages.selection import BACKEND_RANK, Preferences, Selection, choose
+from edge_agent.models.artifacts.packages.store import CachedPackage, PackageStore
+from edge_agent.models.common.errors import (
     CacheIntegrityError,
     ModelNotCachedError,
     ModelNotFoundError,
@@ -24,14 +29,10 @@ from edge_agent.models.errors import (
     ModelSettingsError,
     UnsupportedModelTypeError,
 )
-from edge_agent.models.ids import ModelRef, cache_dir_for
-from edge_agent.models.packages.box import probe_box
-from edge_agent.models.packages.client import PackageRegistry
-from edge_agent.models.packages.inference_config import package_artifacts
-from edge_agent.models.packages.manifest import QUANTIZATIONS, ModelMetadata, ModelPackage
-from edge_agent.models.packages.selection import BACKEND_RANK, Preferences, Selection, choose
-from edge_agent.models.packages.store import CachedPackage, PackageStore
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.engines.box import probe_box
+from edge_agent.models.identity.ids import ModelRef, cache_dir_for
+from edge_agent.models.tasks.model import Model
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def preferences(settings: ModelSettings) -> Preferences:
 
 def package_types(architecture: str | None, task_type: str | None, variant: str | None) -> tuple[str, str]:
     """(task_type, model_type) in edge-agent's registry for what a package's metadata says."""
-    from edge_agent.models.registry import MODEL_REGISTRY
+    from edge_agent.models.resolution.registry import MODEL_REGISTRY
 
     task = task_type or "object-detection"
     for candidate in (variant, architecture):
@@ -143,7 +144,7 @@ def _build(
     settings: ModelSettings,
     status: StatusCallback | None,
 ) -> Model:
-    from edge_agent.models.registry import build_from_artifacts, get_family
+    from edge_agent.models.resolution.registry import build_from_artifacts, get_family
 
     task_type, model_type = types
     family = get_family(task_type, model_type, model_id)
@@ -201,7 +202,7 @@ def load_package_model(
     progress: ProgressCallback | None = None,
     status: StatusCallback | None = None,
 ) -> Model:
-    from edge_agent.models.cache import model_lock
+    from edge_agent.models.artifacts.cache import model_lock
 
     store = PackageStore(settings)
     model = _from_cache(ref, settings, status, store)
@@ -223,7 +224,7 @@ def load_package_model(
             metadata.recommended_parameters,
         )
     types = package_types(metadata.architecture, metadata.task_type, metadata.variant)
-    from edge_agent.models.registry import get_family
+    from edge_agent.models.resolution.registry import get_family
 
     get_family(*types, ref.model_id)  # refuse an unsupported family before downloading anything
     box = probe_box(settings, need_torch=any(p.backend in _TORCH_BACKENDS for p in metadata.packages))
@@ -264,8 +265,8 @@ def package_directory(
     """
     import dataclasses
 
-    from edge_agent.models.cache import model_lock
-    from edge_agent.models.ids import parse_model_id
+    from edge_agent.models.artifacts.cache import model_lock
+    from edge_agent.models.identity.ids import parse_model_id
 
     ref = parse_model_id(model_id)
     store = PackageStore(settings)

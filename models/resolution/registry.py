@@ -10,27 +10,34 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_agent.models import artifacts, cache
-from edge_agent.models.api import ProgressCallback
-from edge_agent.models.artifact_loader import ModelArtifacts, load_artifacts
-from edge_agent.models.base import Model
-from edge_agent.models.catalog import FAMILIES, ModelFamily, family_table
-from edge_agent.models.engines.base import Engine
-from edge_agent.models.engines.factory import create_engine, is_torchscript
-from edge_agent.models.engines.onnx import OnnxEngine
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts import fetch as artifacts
+from edge_agent.models.artifacts.api import ProgressCallback
+from edge_agent.models.artifacts.artifact_loader import ModelArtifacts, load_artifacts
+from edge_agent.models.artifacts.packages.inference_config import INFERENCE_CONFIG_FILE, package_artifacts
+from edge_agent.models.common.errors import (
     CacheIntegrityError,
     Int8CopyMissingError,
     ModelNotCachedError,
     ModelRuntimeError,
     UnsupportedModelTypeError,
 )
-from edge_agent.models.families import GENERIC_FAMILIES, check_family_enabled
-from edge_agent.models.ids import ModelRef, cache_dir_for, parse_model_id
-from edge_agent.models.packages.inference_config import INFERENCE_CONFIG_FILE, package_artifacts
-from edge_agent.models.precision import Precision, PrecisionChoice, quantize_command, select_weights, split_precision
-from edge_agent.models.settings import ModelSettings, get_model_settings
+from edge_agent.models.common.settings import ModelSettings, get_model_settings
+from edge_agent.models.engines.base import Engine
+from edge_agent.models.engines.factory import create_engine, is_torchscript
+from edge_agent.models.engines.onnx import OnnxEngine
+from edge_agent.models.identity.families import GENERIC_FAMILIES, check_family_enabled
+from edge_agent.models.identity.ids import ModelRef, cache_dir_for, parse_model_id
+from edge_agent.models.resolution.catalog import FAMILIES, ModelFamily, family_table
+from edge_agent.models.speed.precision import (
+    Precision,
+    PrecisionChoice,
+    quantize_command,
+    select_weights,
+    split_precision,
+)
 from edge_agent.models.tasks.base import ModelContext
+from edge_agent.models.tasks.model import Model
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +70,7 @@ def _package_dir_type(directory: Path) -> tuple[str, str] | None:
     config = cache.read_json_file(directory / "model_config.json")
     if not isinstance(config, dict) or not isinstance(config.get("model_architecture"), str):
         return None
-    from edge_agent.models.packages.loader import package_types
+    from edge_agent.models.resolution.package_loader import package_types
 
     return package_types(config["model_architecture"], config.get("task_type"), None)
 
@@ -82,7 +89,7 @@ def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tup
         family = GENERIC_FAMILIES[ref.family]
         check_family_enabled(ref.family, family, settings)
         return family.task_type, family.model_type
-    from edge_agent.models.packages.loader import package_model_type, use_packages
+    from edge_agent.models.resolution.package_loader import package_model_type, use_packages
 
     api_key = api_key or settings.api_key
     if use_packages(ref, api_key, settings):
@@ -130,11 +137,11 @@ def get_model(
     ref = parse_model_id(model_id)
     api_key = api_key or settings.api_key
     if ref.kind == "generic":
-        from edge_agent.models.foundation.loader import get_foundation_model
+        from edge_agent.models.resolution.foundation_loader import get_foundation_model
 
         return get_foundation_model(ref, api_key, settings, progress=progress, status=status)
     if not ref.read_only:
-        from edge_agent.models.packages.loader import load_package_model, use_packages
+        from edge_agent.models.resolution.package_loader import load_package_model, use_packages
 
         if use_packages(ref, api_key, settings):
             return load_package_model(ref, api_key, settings, progress=progress, status=status)

@@ -10,8 +10,8 @@ import logging
 from importlib import metadata
 from pathlib import Path
 
-from edge_agent.models.precision import keyed_dir
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.speed.precision import keyed_dir
 
 logger = logging.getLogger(__name__)
 

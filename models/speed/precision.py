@@ -24,9 +24,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edge_agent.models import cache
-from edge_agent.models.errors import Int8CopyMissingError
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.artifacts import cache
+from edge_agent.models.common.errors import Int8CopyMissingError
+from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def select_weights(
     model_id: str, fp32_path: Path, requested: Precision | None, settings: ModelSettings
 ) -> PrecisionChoice:
     """The weights ``model_id`` should load under ``requested`` (None: MODEL_PRECISION)."""
-    from edge_agent.models.providers import planned_providers
+    from edge_agent.models.engines.providers import planned_providers
 
     wanted: Precision = requested or settings.model_precision
     if wanted == "fp32":
@@ -324,7 +324,7 @@ def select_weights(
 
 def canonical_key(model_id: str) -> str:
     """One key per (model, precision): the canonical id plus the precision suffix, if any."""
-    from edge_agent.models.ids import parse_model_id
+    from edge_agent.models.identity.ids import parse_model_id
 
     base, precision = split_precision(model_id)
     return with_precision(parse_model_id(base).model_id, precision)

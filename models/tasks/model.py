@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.images import ImageInput, load_image
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.images import ImageInput, load_image
+from edge_agent.models.maths.predictions import Prediction
 
 
 class Model(ABC):
@@ -94,7 +94,7 @@ class Model(ABC):
 
     def clear_cache(self) -> bool:
         """Delete this model's cached artifacts (not allowed for local/built-in directories)."""
-        from edge_agent.models.cache import clear_cache
+        from edge_agent.models.artifacts.cache import clear_cache
 
         return clear_cache(self.model_id)
 

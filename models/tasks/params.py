@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.errors import InvalidInputError
+from edge_agent.models.common.settings import ModelSettings
 
 
 def unit_interval(name: str, value: Any) -> float:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from edge_agent.models.api import RoboflowApi
-from edge_agent.models.errors import ModelDownloadError
-from edge_agent.models.packages.manifest import ModelMetadata, ModelPackage, metadata_from_pages, parse_page
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.artifacts.api import RoboflowApi
+from edge_agent.models.artifacts.packages.manifest import ModelMetadata, ModelPackage, metadata_from_pages, parse_page
+from edge_agent.models.common.errors import ModelDownloadError
+from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 

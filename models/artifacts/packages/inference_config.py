@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.models import cache
-from edge_agent.models.artifact_loader import ModelArtifacts, read_class_names, read_keypoints
-from edge_agent.models.errors import ModelArtifactsError
-from edge_agent.models.preprocessing import CONTRAST_TYPES, InputNormalization, Preprocessing
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts.artifact_loader import ModelArtifacts, read_class_names, read_keypoints
+from edge_agent.models.common.errors import ModelArtifactsError
+from edge_agent.models.maths.preprocessing import CONTRAST_TYPES, InputNormalization, Preprocessing
 
 logger = logging.getLogger(__name__)
 

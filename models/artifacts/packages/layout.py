@@ -17,7 +17,7 @@ import os
 import re
 from pathlib import Path
 
-from edge_agent.models.errors import InvalidModelIdError, ModelDownloadError
+from edge_agent.models.common.errors import InvalidModelIdError, ModelDownloadError
 
 MODELS_CACHE = "models-cache"
 SHARED_BLOBS = "shared-blobs"

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.models.errors import ModelDownloadError
-from edge_agent.models.packages.layout import check_file_handle, check_md5, check_package_id
+from edge_agent.models.artifacts.packages.layout import check_file_handle, check_md5, check_package_id
+from edge_agent.models.common.errors import ModelDownloadError
 
 logger = logging.getLogger(__name__)
 

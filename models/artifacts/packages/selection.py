@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
-from edge_agent.models.errors import NoSuitablePackageError
-from edge_agent.models.packages.manifest import ModelPackage
+from edge_agent.models.artifacts.packages.manifest import ModelPackage
+from edge_agent.models.common.errors import NoSuitablePackageError
 
 BACKEND_RANK = {"coreml": 8, "trt": 7, "onnx": 6, "torch": 5, "hugging-face": 4, "torch-script": 3, "ultralytics": 1}
 QUANTIZATION_RANK = {"int8": 4, "fp16": 3, "fp32": 2, "bf16": 2, "unknown": 1}

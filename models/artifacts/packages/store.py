@@ -32,12 +32,17 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from edge_agent.models import cache
-from edge_agent.models.api import ProgressCallback, RoboflowApi
-from edge_agent.models.errors import CacheLockTimeoutError, ChecksumMismatchError, ModelDownloadError
-from edge_agent.models.packages.layout import MODEL_CONFIG_FILE, PackageLayout, check_file_handle, check_package_id
-from edge_agent.models.packages.manifest import ModelMetadata, ModelPackage, PackageFile, TrtDetails
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts.api import ProgressCallback, RoboflowApi
+from edge_agent.models.artifacts.packages.layout import (
+    MODEL_CONFIG_FILE,
+    PackageLayout,
+    check_file_handle,
+    check_package_id,
+)
+from edge_agent.models.artifacts.packages.manifest import ModelMetadata, ModelPackage, PackageFile, TrtDetails
+from edge_agent.models.common.errors import CacheLockTimeoutError, ChecksumMismatchError, ModelDownloadError
+from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 

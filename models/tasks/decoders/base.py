@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from edge_agent.models.common.errors import ModelLayoutError
 from edge_agent.models.engines.base import TensorSpec
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.params import DetectionParams
+from edge_agent.models.tasks.params import DetectionParams
 
 _EMPTY_BOXES = np.zeros((0, 4), dtype=np.float32)
 _END_TO_END_HINT = "This looks like an end-to-end (B, 300, 6) output"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.models.coordinates import cxcywh_to_xyxy
-from edge_agent.models.decoders.base import RawDetections
-from edge_agent.models.decoders.rfdetr import RFDETRDecoder
 from edge_agent.models.engines.base import TensorSpec
-from edge_agent.models.params import DetectionParams
+from edge_agent.models.maths.coordinates import cxcywh_to_xyxy
+from edge_agent.models.tasks.decoders.base import RawDetections
+from edge_agent.models.tasks.decoders.rfdetr import RFDETRDecoder
+from edge_agent.models.tasks.params import DetectionParams
 
 MASK_OUTPUT = 2
 
