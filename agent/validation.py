@@ -107,7 +107,7 @@ def _cross_checks(config: Config) -> None:
 
 def _check_http_access(config: Config) -> None:
     """A readable, usable HTTP_TOKEN; none needed only while the HTTP port stays on loopback."""
-    from edge_agent.agent.settings import http_token
+    from edge_agent.agent.config_views import http_token
     from edge_agent.agent.web.access import is_loopback_host
 
     agent = config.agent
@@ -121,8 +121,8 @@ def _check_http_access(config: Config) -> None:
 
 def validate_config(config: Config) -> None:
     """Raise :class:`ConfigError` (one line naming the culprit) for anything ``run`` would refuse."""
-    from edge_agent.agent.health import check_health_address
-    from edge_agent.agent.settings import mqtt_config
+    from edge_agent.agent.config_views import mqtt_config
+    from edge_agent.agent.web.listen import check_health_address
 
     _cross_checks(config)
     agent = config.agent

@@ -52,12 +52,12 @@ _EXPORTS: dict[str, str] = {
     "load_artifacts": "edge_agent.models.artifacts.artifact_loader",
     "ModelFamily": "edge_agent.models.resolution.catalog",
     "ObjectDetectionModel": "edge_agent.models.tasks.object_detection",
-    "clear_cache": "edge_agent.models.artifacts.cache",
-    "list_cached_models": "edge_agent.models.artifacts.cache",
+    "clear_cache": "edge_agent.models.artifacts.clear",
+    "list_cached_models": "edge_agent.models.resolution.cached_models",
     "ModelRef": "edge_agent.models.identity.ids",
     "parse_model_id": "edge_agent.models.identity.ids",
     "ModelManager": "edge_agent.models.resolution.manager",
-    "MODEL_REGISTRY": "edge_agent.models.resolution.registry",
+    "MODEL_REGISTRY": "edge_agent.models.resolution.build",
     "get_model": "edge_agent.models.resolution.registry",
     "get_model_type": "edge_agent.models.resolution.registry",
     "ImageDimensions": "edge_agent.models.maths.responses",
@@ -67,7 +67,7 @@ _EXPORTS: dict[str, str] = {
     "get_model_settings": "edge_agent.models.common.settings",
     "reload_model_settings": "edge_agent.models.common.settings",
     "set_model_settings": "edge_agent.models.common.settings",
-    "get_family": "edge_agent.models.resolution.registry",
+    "get_family": "edge_agent.models.resolution.build",
     **{
         name: "edge_agent.models.common.errors"
         for name in (
@@ -113,7 +113,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from edge_agent.models.artifacts.artifact_loader import ModelArtifacts, load_artifacts
-    from edge_agent.models.artifacts.cache import clear_cache, list_cached_models
+    from edge_agent.models.artifacts.clear import clear_cache
     from edge_agent.models.common.errors import (
         ApiAuthError,
         CacheIntegrityError,
@@ -153,9 +153,11 @@ if TYPE_CHECKING:
         Prediction,
     )
     from edge_agent.models.maths.responses import ImageDimensions, ObjectDetectionPrediction, ObjectDetectionResponse
+    from edge_agent.models.resolution.build import MODEL_REGISTRY, get_family
+    from edge_agent.models.resolution.cached_models import list_cached_models
     from edge_agent.models.resolution.catalog import ModelFamily
     from edge_agent.models.resolution.manager import ModelManager
-    from edge_agent.models.resolution.registry import MODEL_REGISTRY, get_family, get_model, get_model_type
+    from edge_agent.models.resolution.registry import get_model, get_model_type
     from edge_agent.models.tasks.model import Model
     from edge_agent.models.tasks.object_detection import ObjectDetectionModel
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,9 +27,9 @@ from typing import Any
 from filelock import FileLock
 from filelock import Timeout as FileLockTimeout
 
-from edge_agent.models.common.errors import CacheLockTimeoutError, CacheWriteError, InvalidModelIdError
+from edge_agent.models.common.errors import CacheLockTimeoutError, CacheWriteError
 from edge_agent.models.common.settings import ModelSettings, get_model_settings
-from edge_agent.models.identity.ids import ModelRef, cache_dir_for, lock_name, parse_model_id
+from edge_agent.models.identity.ids import ModelRef, lock_name
 
 logger = logging.getLogger(__name__)
 
@@ -257,136 +256,3 @@ def file_fingerprint(path: Path) -> tuple[int, int] | None:
 
 
 # --- listing and clearing ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CachedModel:
-    model_id: str
-    path: Path
-    size_bytes: int
-    task_type: str | None
-    model_type: str | None
-    complete: bool
-    #: "legacy" (<project>/<version>/) or "inference-models" (models-cache/<slug>/<package>/)
-    layout: str = "legacy"
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
-
-
-def list_cached_models(settings: ModelSettings | None = None) -> list[CachedModel]:
-    """Every ``<project>/<version>`` directory in the cache that holds model files."""
-    settings = settings or get_model_settings()
-    root = settings.model_cache_dir
-    found: list[CachedModel] = []
-    if not root.is_dir():
-        return found
-    from edge_agent.models.artifacts.packages.layout import RESERVED_SEGMENTS
-
-    for project in sorted(root.iterdir()):
-        if project.name.startswith(".") or not project.is_dir() or project.is_symlink():
-            continue
-        if project.name in RESERVED_SEGMENTS:
-            continue
-        if project.name.startswith("~"):  # a foundation model under Roboflow's slugged name
-            content = read_json_file(project / MODEL_TYPE_FILE)
-            if isinstance(content, dict) and isinstance(content.get("model_id"), str):
-                types = read_model_type(project)
-                found.append(
-                    CachedModel(
-                        model_id=content["model_id"],
-                        path=project,
-                        size_bytes=_dir_size(project),
-                        task_type=types[0] if types else None,
-                        model_type=types[1] if types else None,
-                        complete=(read_manifest(project) or {}).get("files") is not None,
-                    )
-                )
-            continue
-        for version in sorted(project.iterdir()):
-            if version.name.startswith(".") or not version.is_dir() or version.is_symlink():
-                continue
-            names = {p.name for p in version.iterdir()}
-            if not names & {WEIGHTS_FILE, MODEL_TYPE_FILE, ENVIRONMENT_FILE} and not any(
-                n.endswith(".onnx") for n in names
-            ):
-                continue
-            types = read_model_type(version)
-            found.append(
-                CachedModel(
-                    model_id=f"{project.name}/{version.name}",
-                    path=version,
-                    size_bytes=_dir_size(version),
-                    task_type=types[0] if types else None,
-                    model_type=types[1] if types else None,
-                    complete=inspect_cache_dir(version).complete,
-                )
-            )
-    found.extend(_package_models(settings))
-    return found
-
-
-def _package_models(settings: ModelSettings) -> list[CachedModel]:
-    """Models in the inference-models layout (models-cache/<slug>/<package>/)."""
-    from edge_agent.models.artifacts.packages.store import PackageStore, files_size
-    from edge_agent.models.resolution.package_loader import package_types
-
-    store = PackageStore(settings)
-    out = []
-    for model_id, model_dir in store.model_ids():
-        packages = store.cached_packages(model_id)
-        first = packages[0] if packages else None
-        types = package_types(first.architecture, first.task_type, first.variant) if first else (None, None)
-        out.append(
-            CachedModel(
-                model_id=model_id,
-                path=model_dir,
-                size_bytes=sum(files_size(p) for p in packages),
-                task_type=types[0],
-                model_type=types[1],
-                complete=bool(packages),
-                layout="inference-models",
-            )
-        )
-    return out
-
-
-def clear_cache(model_id: str, settings: ModelSettings | None = None) -> bool:
-    """Delete a model's cache directory under its lock; True when something was removed.
-
-    Local directories and built-in models are never deleted (InvalidModelIdError says so).
-    """
-    settings = settings or get_model_settings()
-    ref = parse_model_id(model_id)
-    if ref.read_only:
-        raise InvalidModelIdError(
-            f"{ref.model_id} is a {'built-in model' if ref.kind == 'builtin' else 'local directory'}; "
-            f"it is read in place and never deleted by edge-agent"
-        )
-    if ref.kind == "generic":
-        from edge_agent.models.artifacts.core_cache import core_model_dir
-
-        directory = core_model_dir(ref, settings.model_cache_dir)
-    else:
-        directory = cache_dir_for(ref, settings.model_cache_dir)
-    from edge_agent.models.artifacts.packages.store import PackageStore
-
-    with model_lock(ref, settings):
-        # Both layouts of the model go, under its one lock; blobs other models use are kept.
-        removed_packages = PackageStore(settings).clear(ref.model_id)
-        if not directory.exists():
-            return removed_packages
-        # Rename first so readers never see a half-deleted directory, then delete at leisure.
-        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=settings.model_cache_dir))
-        target = trash / "model"
-        os.replace(directory, target)
-        _fsync_dir(directory.parent)
-    shutil.rmtree(trash, ignore_errors=True)
-    logger.info("cleared cache of %s (%s)", ref.model_id, directory)
-    return True

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_agent.models.maths.activations import stable_sigmoid
 from edge_agent.models.maths.preprocessing import ImageMeta
-from edge_agent.models.tasks.decoders.rfdetr import stable_sigmoid
 
 #: YOLO masks: a pixel is in the mask when the interpolated probability exceeds this
 MASK_THRESHOLD = 0.5

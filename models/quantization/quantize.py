@@ -342,7 +342,7 @@ class _Check:
 def _check_against_fp32(ref: Any, fp32: Any, engine: Any, int8_path: Path, held_out: list[np.ndarray]) -> _Check:
     """The INT8 copy built as the agent would build it, scored and timed against the fp32 model."""
     from edge_agent.models.engines.onnx import OnnxEngine
-    from edge_agent.models.resolution.registry import get_family
+    from edge_agent.models.resolution.build import get_family
 
     settings = fp32.settings
     int8_engine = OnnxEngine(int8_path, ref.model_id, settings, precision="int8")

@@ -32,6 +32,7 @@ from edge_agent.models.common.errors import (
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.box import probe_box
 from edge_agent.models.identity.ids import ModelRef, cache_dir_for
+from edge_agent.models.resolution.build import MODEL_REGISTRY, build_from_artifacts, get_family
 from edge_agent.models.tasks.model import Model
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,6 @@ def preferences(settings: ModelSettings) -> Preferences:
 
 def package_types(architecture: str | None, task_type: str | None, variant: str | None) -> tuple[str, str]:
     """(task_type, model_type) in edge-agent's registry for what a package's metadata says."""
-    from edge_agent.models.resolution.registry import MODEL_REGISTRY
-
     task = task_type or "object-detection"
     for candidate in (variant, architecture):
         if candidate and (task, candidate) in MODEL_REGISTRY:
@@ -144,8 +143,6 @@ def _build(
     settings: ModelSettings,
     status: StatusCallback | None,
 ) -> Model:
-    from edge_agent.models.resolution.registry import build_from_artifacts, get_family
-
     task_type, model_type = types
     family = get_family(task_type, model_type, model_id)
     if status:
@@ -224,8 +221,6 @@ def load_package_model(
             metadata.recommended_parameters,
         )
     types = package_types(metadata.architecture, metadata.task_type, metadata.variant)
-    from edge_agent.models.resolution.registry import get_family
-
     get_family(*types, ref.model_id)  # refuse an unsupported family before downloading anything
     box = probe_box(settings, need_torch=any(p.backend in _TORCH_BACKENDS for p in metadata.packages))
     selection = choose(ref.model_id, metadata.packages, box, preferences(settings))

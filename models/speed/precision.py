@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edge_agent.models.artifacts import cache
 from edge_agent.models.common.errors import Int8CopyMissingError
-from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -306,20 +305,6 @@ def choose_precision(
         return PrecisionChoice("int8", requested, found.weights_path, reason, found.record)
     reason = f"auto: {provider} gains nothing from INT8 (QDQ) graphs; @int8 or MODEL_PRECISION=int8 forces the copy"
     return PrecisionChoice("fp32", requested, fp32_path, reason, found.record)
-
-
-def select_weights(
-    model_id: str, fp32_path: Path, requested: Precision | None, settings: ModelSettings
-) -> PrecisionChoice:
-    """The weights ``model_id`` should load under ``requested`` (None: MODEL_PRECISION)."""
-    from edge_agent.models.engines.providers import planned_providers
-
-    wanted: Precision = requested or settings.model_precision
-    if wanted == "fp32":
-        return PrecisionChoice("fp32", wanted, fp32_path, "fp32 requested")
-    lookup = find_int8_copy(model_id, fp32_path, int8_locations(model_id, fp32_path.parent, settings.model_cache_dir))
-    provider = planned_providers(settings)[0]
-    return choose_precision(model_id, wanted, fp32_path, lookup, provider, cpu_name())
 
 
 def canonical_key(model_id: str) -> str:

@@ -94,7 +94,7 @@ class Model(ABC):
 
     def clear_cache(self) -> bool:
         """Delete this model's cached artifacts (not allowed for local/built-in directories)."""
-        from edge_agent.models.artifacts.cache import clear_cache
+        from edge_agent.models.artifacts.clear import clear_cache
 
         return clear_cache(self.model_id)
 

@@ -12,19 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from edge_agent.models.engines.base import TensorSpec
+from edge_agent.models.maths.activations import stable_sigmoid
 from edge_agent.models.maths.coordinates import cxcywh_to_xyxy
 from edge_agent.models.tasks.decoders.base import DetectionDecoder, RawDetections
 from edge_agent.models.tasks.params import DetectionParams
-
-
-def stable_sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + e^-x) without overflow for large |x|."""
-    out = np.empty_like(x, dtype=np.float32)
-    positive = x >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-x[positive]))
-    e = np.exp(x[~positive])
-    out[~positive] = e / (1.0 + e)
-    return out
 
 
 class RFDETRDecoder(DetectionDecoder):
