@@ -230,7 +230,7 @@ class Config:
 
     def model_of(self, stream: StreamConfig) -> str:
         """The model a stream runs: its own, else MODEL_ID; with its MODEL_PRECISION as the id's suffix
-        (``coco/3@int8``: one loaded model per precision, models/precision.py)."""
+        (``coco/3@int8``: one loaded model per precision, models/speed/precision.py)."""
         return with_precision(stream.model_id or self.agent.model_id, stream.model_precision)
 
     def with_default_model(self, stream: StreamConfig) -> StreamConfig:

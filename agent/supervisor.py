@@ -325,7 +325,7 @@ class Supervisor:
 
     def _make_model_record(self, model_id: str, model: Any) -> ModelRecord:
         assert self.router is not None
-        # One worker per batch the model may have in flight (its run plan, models/concurrency.py);
+        # One worker per batch the model may have in flight (its run plan, models/speed/concurrency.py);
         # the stage keeps each stream's results in order whatever finishes first.
         concurrency = max(1, int(getattr(model, "concurrency", 1) or 1))
         executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{model_id}"[:40])

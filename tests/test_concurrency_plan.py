@@ -1,4 +1,4 @@
-"""The run plan of a model: batches in flight and intra-op threads per run (models/concurrency.py)."""
+"""The run plan of a model: batches in flight and intra-op threads per run (models/speed/concurrency.py)."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ def test_quantize_builtin_goes_to_the_cache_and_wins_over_the_shipped_copy(model
     assert record["quantization"]["format"] == "QDQ" and "per output channel" in record["quantization"]["weights"]
     excluded = record["quantization"]["excluded_nodes"]
     assert any("Softmax" in n for n in excluded) and not any("Conv" in n for n in excluded), excluded
-    # The DFL softmax of the fp32 tail is spelled out (models/softmax_rewrite.py), still fp32.
+    # The DFL softmax of the fp32 tail is spelled out (models/quantization/softmax_rewrite.py), still fp32.
     assert record["quantization"]["decomposed_softmax"] == ["/Softmax"]
     assert {"/Softmax/max", "/Softmax/exp", "/Softmax/div"} <= set(excluded)
     ops = {node.op_type for node in onnx.load(str(derived / "weights.int8.onnx")).graph.node}

@@ -1,4 +1,4 @@
-"""Inner-axis Softmax spelled out for INT8 copies (models/softmax_rewrite.py): onnx.helper graphs
+"""Inner-axis Softmax spelled out for INT8 copies (models/quantization/softmax_rewrite.py): onnx.helper graphs
 run by onnxruntime, checked against softmax computed by hand with numpy."""
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ STALL_MIN_BYTES = 1024
 
 
 def redact(url: str) -> str:
-    """The one URL redactor (models/redaction.py): user info and secret query values, api_key too."""
+    """The one URL redactor (models/common/redaction.py): user info and secret query values, api_key too."""
     return redact_url(url)
 
 

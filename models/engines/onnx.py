@@ -49,7 +49,7 @@ class OnnxEngine(Engine):
         concurrent: bool = False,
     ) -> None:
         """``concurrent``: the caller may run several batches at once (a task model whose own state
-        is per thread), so the session is sized by the run plan (models/concurrency.py)."""
+        is per thread), so the session is sized by the run plan (models/speed/concurrency.py)."""
         from edge_agent.models.engines.providers import create_session, planned_providers
 
         self.weights_path = Path(weights_path)

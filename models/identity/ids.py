@@ -43,7 +43,7 @@ _ID_FORMS = (
 
 Kind = Literal["roboflow", "generic", "builtin", "local"]
 
-# Directories of Roboflow's inference-models layout in MODEL_CACHE_DIR (models/packages/layout.py).
+# Directories of Roboflow's inference-models layout in MODEL_CACHE_DIR (models/artifacts/packages/layout.py).
 _RESERVED_PROJECTS = frozenset({"models-cache", "shared-blobs", "offline-weights-registry", "auto-resolution-cache"})
 
 

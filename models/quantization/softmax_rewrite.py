@@ -5,7 +5,7 @@ YOLOv8-style heads read box edges with a softmax over the 16 DFL bins, an inner 
 transposes: on the 2-core CI box 2.3 ms for (1, 4, 16, 80, 80) with onnxruntime 1.32 (0.92 ms
 with 1.24), against 0.19 ms for the same maths as five element-wise and reduction nodes, so in
 an INT8 copy the fp32 softmax of the tail cost 12% of the whole run. Only INT8 copies are
-rewritten (``models/quantize.py``): the fp32 weights a user brings run as they are, so their
+rewritten (``models/quantization/quantize.py``): the fp32 weights a user brings run as they are, so their
 outputs stay the ones Roboflow's stack gives. Results differ from onnxruntime's Softmax by float
 rounding only (a few 1e-7).
 

@@ -73,7 +73,7 @@ def build_model(
 ) -> Model:
     """A ready model of ``family`` from the artifacts in ``directory`` (no network).
 
-    ``precision`` (None: MODEL_PRECISION) picks the fp32 weights or their INT8 copy (models/precision.py).
+    ``precision`` (None: MODEL_PRECISION) picks the fp32 weights or their INT8 copy (models/speed/precision.py).
     """
     if status:
         status(f"loading {model_id}")

@@ -126,7 +126,7 @@ class QuantizationRecipe(_Strict):
     reduce_range: bool
     excluded_nodes: list[str]
     #: inner-axis Softmax nodes of the fp32 tail written out as ReduceMax/Sub/Exp/ReduceSum/Div
-    #: (models/softmax_rewrite.py); empty in copies made before that rewrite
+    #: (models/quantization/softmax_rewrite.py); empty in copies made before that rewrite
     decomposed_softmax: list[str] = []
     tool: dict[str, str]
 

@@ -34,12 +34,12 @@ class Model(ABC):
 
     @property
     def precision(self) -> str:
-        """Precision of the weights in use (``fp32``, ``int8``); see models/precision.py."""
+        """Precision of the weights in use (``fp32``, ``int8``); see models/speed/precision.py."""
         return "fp32"
 
     @property
     def concurrency(self) -> int:
-        """How many ``predict`` calls may run at once from different threads (see models/concurrency.py)."""
+        """How many ``predict`` calls may run at once from different threads (see models/speed/concurrency.py)."""
         return 1
 
     def predict(self, images: ImageInput | Sequence[ImageInput], **kwargs: Any) -> list[Prediction]:
