@@ -8,7 +8,7 @@
 ``models`` knows nothing of asyncio, streams or MQTT; everything here is synchronous.
 
 Subpackages, in layered order: each imports only the ones above it in this list (and itself);
-``tests/test_import_graph.py`` keeps it so.
+``tests/test_layout.py`` keeps it so.
 
  1. ``common``        errors, model settings, secret redaction
  2. ``identity``      what a model id is: ids, aliases, foundation families

@@ -4,6 +4,8 @@ A decoder states the outputs it expects and checks them when the model loads (``
 turns one image's slice of the outputs into :class:`~edge_agent.models.tasks.decoders.base.RawDetections`. Tasks own
 everything around it (pre-processing, NMS when the layout needs it, mapping to source pixels,
 responses).
+
+May import: ``models.common`` .. ``models.engines`` and ``models.tasks.params``.
 """
 
 from edge_agent.models.tasks.decoders.base import DetectionDecoder, RawDetections
