@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.agent.errors import ConfigError
-from edge_agent.agent.settings import Config
 from edge_agent.pipelines.live import LiveView
 from edge_agent.pipelines.sinks.base import Sink
 from edge_agent.pipelines.stream_config import StreamConfig, env_name
 from edge_agent.pipelines.vlm_answers import StreamPrompt, VLMAsker, answer_text
+
+if TYPE_CHECKING:  # agent.settings imports validation, which asks vlm_model_of
+    from edge_agent.agent.settings import Config
 
 log = logging.getLogger("edge_agent.vlm")
 

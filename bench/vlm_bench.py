@@ -65,8 +65,8 @@ def _frame() -> np.ndarray:
 def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
     os.environ["LMM_ENABLED"] = "true"
     from edge_agent.models import get_model
+    from edge_agent.models.common.settings import reload_model_settings
     from edge_agent.models.engines.transformers import GenerationSettings
-    from edge_agent.models.settings import reload_model_settings
 
     reload_model_settings()
     lines = [f"1. one answer on the CPU, real size, random weights ({tokens} new tokens forced, median of {repeats}):"]

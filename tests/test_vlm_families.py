@@ -55,7 +55,7 @@ def test_paligemma_raw_prompt_and_sliced_answer(model_server, model_env, checkpo
     assert answer.to_response() == {"response": ANSWER, "image": {"width": 30, "height": 20}}
     assert answer.new_tokens == len(tokenizer.encode(ANSWER, add_special_tokens=False)) + 1  # + <eos>
     model_env.set(PALIGEMMA_ENABLED="false")
-    from edge_agent.models.errors import ModelDisabledError
+    from edge_agent.models.common.errors import ModelDisabledError
 
     with pytest.raises(ModelDisabledError, match="PALIGEMMA_ENABLED"):
         get_model("paligemma-3b-mix-224")
@@ -119,7 +119,7 @@ def test_qwen_pretrained_adapter_package_uses_its_base(tmp_path, model_server, m
 
 def test_qwen_disabled_by_its_flag(model_server, model_env, checkpoints):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelDisabledError
+    from edge_agent.models.common.errors import ModelDisabledError
     from tests.vlm_factory import files_of
 
     model_server.add_hf_model("qwen-pretrains", "1", files_of(checkpoints["qwen"]), "text-image-pairs", "qwen25-vl-7b")
@@ -155,7 +155,7 @@ def test_smolvlm_chat_prompt_and_answer_without_transcript(model_server, model_e
 
 def test_moondream2_says_it_is_not_supported(model_env):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import UnsupportedModelTypeError
+    from edge_agent.models.common.errors import UnsupportedModelTypeError
 
     model_env.set(LMM_ENABLED="true")
     with pytest.raises(UnsupportedModelTypeError, match="hf_moondream"):

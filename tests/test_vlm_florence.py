@@ -181,7 +181,7 @@ def test_florence_prompt_assembly_and_response_model(model_server, model_env, fl
 
 def test_bad_florence_prompt_is_a_clear_error(model_server, model_env, florence_od):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import InvalidInputError
+    from edge_agent.models.common.errors import InvalidInputError
 
     _, archive = florence_od
     model_server.add_hf_model(
@@ -195,7 +195,7 @@ def test_bad_florence_prompt_is_a_clear_error(model_server, model_env, florence_
 
 def test_florence_needs_lmm_enabled(model_server, model_env, florence_od):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelDisabledError
+    from edge_agent.models.common.errors import ModelDisabledError
 
     _, archive = florence_od
     model_server.add_hf_model(
@@ -243,7 +243,7 @@ def test_infer_cli_with_prompts_and_max_new_tokens(tmp_path, model_server, model
 
 
 def test_generation_limits_are_checked():
-    from edge_agent.models.errors import InvalidInputError
+    from edge_agent.models.common.errors import InvalidInputError
     from edge_agent.models.foundation.vlm import check_max_new_tokens, check_prompt
 
     assert check_max_new_tokens(12) == 12

@@ -112,7 +112,7 @@ def test_base_in_roboflow_slug_directory_is_used(tmp_path, model_server, model_e
 
 
 def test_bad_base_name_is_refused(model_env):
-    from edge_agent.models.errors import InvalidModelIdError
+    from edge_agent.models.common.errors import InvalidModelIdError
     from edge_agent.models.foundation.vlm_artifacts import lora_base_dirs
 
     with pytest.raises(InvalidModelIdError):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_agent.models.common.errors import CacheIntegrityError, MissingExtraError, ModelRuntimeError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.torch_runtime import import_torch, resolve_device
-from edge_agent.models.errors import CacheIntegrityError, MissingExtraError, ModelRuntimeError
-from edge_agent.models.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.models.common.errors import InvalidInputError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.transformers import GenerationSettings, TransformersEngine
-from edge_agent.models.errors import InvalidInputError
 from edge_agent.models.foundation import florence2
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.vlm_artifacts import Checkpoint
 from edge_agent.models.foundation.vlm_families import FLORENCE2, VLMFamily
-from edge_agent.models.predictions import Prediction
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Prediction
 
 logger = logging.getLogger(__name__)
 

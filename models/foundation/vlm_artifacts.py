@@ -29,18 +29,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.models import cache
-from edge_agent.models.api import ProgressCallback, RoboflowApi
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts.api import ProgressCallback, RoboflowApi
+from edge_agent.models.artifacts.core_cache import file_name_of
+from edge_agent.models.artifacts.packages.layout import legacy_slug
+from edge_agent.models.common.errors import (
     CacheIntegrityError,
     CacheWriteError,
     InvalidModelIdError,
     ModelDownloadError,
     ModelNotCachedError,
 )
-from edge_agent.models.foundation.core_cache import file_name_of
-from edge_agent.models.packages.layout import legacy_slug
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 

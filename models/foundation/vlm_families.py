@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edge_agent.models.errors import CacheIntegrityError, InvalidInputError
+from edge_agent.models.common.errors import CacheIntegrityError, InvalidInputError
 from edge_agent.models.foundation import florence2
 
 

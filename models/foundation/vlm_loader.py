@@ -5,15 +5,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 
-from edge_agent.models import cache
-from edge_agent.models.api import ProgressCallback, RoboflowApi
-from edge_agent.models.base import Model
-from edge_agent.models.errors import MissingExtraError, ModelDisabledError, ModelDownloadError
-from edge_agent.models.foundation.core_cache import core_model_dir
+from edge_agent.models.artifacts import cache
+from edge_agent.models.artifacts.api import ProgressCallback, RoboflowApi
+from edge_agent.models.artifacts.core_cache import core_model_dir
+from edge_agent.models.common.errors import MissingExtraError, ModelDisabledError, ModelDownloadError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.vlm_artifacts import ensure_hf_files, resolve_checkpoint
 from edge_agent.models.foundation.vlm_families import MODEL_TYPES
-from edge_agent.models.ids import ModelRef, cache_dir_for, lock_name
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.identity.ids import ModelRef, cache_dir_for, lock_name
+from edge_agent.models.tasks.model import Model
 
 StatusCallback = Callable[[str], None]
 
