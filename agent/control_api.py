@@ -84,6 +84,8 @@ def add_control_routes(app: web.Application, supervisor: Supervisor) -> None:
         try:
             if stream.model_id:
                 check_model_id(stream.model_id, "model_id")
+            if stream.second_model_id:
+                check_model_id(stream.second_model_id, "second_model_id")
             await supervisor.add_stream(stream)
         except EdgeAgentError as exc:
             return _error(status_for(exc), str(exc), secrets)

@@ -35,6 +35,7 @@ from edge_agent.agent.errors import (
     StreamExistsError,
     UnknownStreamError,
 )
+from edge_agent.agent.second_models import SecondModels, split_options
 from edge_agent.agent.settings import (
     Config,
     StreamConfig,
@@ -133,6 +134,7 @@ class Supervisor:
         self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
+        self.second: SecondModels | None = None  # models run on other models' detections
         self.streams: dict[str, StreamRecord] = {}
         self.models: dict[str, ModelRecord] = {}
         # Each stream's newest frame + prediction for the live page (kept and drawn only when watched).
@@ -199,6 +201,11 @@ class Supervisor:
         self.router = ResultRouter(
             agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
         )
+        self.second = SecondModels(self.router, self._load_model, self._wake_stages)
+
+    def _wake_stages(self) -> None:
+        for record in self.models.values():
+            record.stage.wake()
 
     def _stdout_closed_threadsafe(self) -> None:
         loop = self._loop
@@ -285,10 +292,12 @@ class Supervisor:
 
     def _check_model_options(self, stream: StreamConfig) -> None:
         """A stream's PROMPTS/ROI must be options its model takes (exit 2 otherwise: no restart helps)."""
-        wanted = stream.model_options
+        model = self.models[self.config.model_of(stream)].model
+        wanted = self._first_options(stream, model)
+        if stream.second_model_id and self.second is not None:
+            SecondModels.check(stream, model, self.second.records[stream.second_model_id].model)
         if not wanted:
             return
-        model = self.models[self.config.model_of(stream)].model
         accepted = tuple(getattr(model, "stream_options", ()))
         names = {"prompts": "PROMPTS", "regions": "ROI"}
         for key in wanted:
@@ -298,6 +307,13 @@ class Supervisor:
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
                     f"PROMPTS needs a CLIP model (clip/ViT-B-16), ROI an OCR model (pp_ocr)"
                 )
+
+    def _first_options(self, stream: StreamConfig, model: Any) -> dict[str, Any]:
+        """The stream's per-image options its first model gets (the rest go to its second model)."""
+        second = None
+        if stream.second_model_id and self.second is not None and stream.second_model_id in self.second.records:
+            second = self.second.records[stream.second_model_id].model
+        return split_options(stream.model_options, model, second)[0]
 
     async def _ensure_model(self, model_id: str) -> ModelRecord:
         """The record of ``model_id``, loading the model and starting its stage on first use."""
@@ -339,7 +355,7 @@ class Supervisor:
             model,
             model_id=model_id,
             executor=executor,
-            on_result=self.router,
+            on_result=self.second.dispatch if self.second is not None else self.router,
             on_error=self.router.record_error,
             default_confidence=self.config.models.confidence,
             max_batch_size=self._batch_size(model, concurrency),
@@ -377,10 +393,13 @@ class Supervisor:
                 slot=slot,
                 confidence=stream.confidence,
                 live=options.mode == "live",
-                options=stream.model_options or None,
+                options=self._first_options(stream, model.model) or None,
                 mask_output=stream.masks,
+                gate=self.second.gate(stream) if self.second is not None else None,
             )
         )
+        if stream.second_model_id and self.second is not None:
+            self.second.attach(stream, model.model)
         model.streams.add(stream.name)
         self.live.track(stream.name)
         task = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
@@ -401,6 +420,8 @@ class Supervisor:
         spec, options = prepare_source(stream, self.config)
         model_id = self.config.model_of(stream)
         record = await self._ensure_model(model_id)
+        if stream.second_model_id and self.second is not None:
+            await self.second.ensure(stream.second_model_id)
         self._check_free(stream.name)  # added meanwhile by a concurrent request
         if self.models.get(model_id) is not record:  # retired while we waited for it
             record = await self._ensure_model(model_id)
@@ -421,6 +442,8 @@ class Supervisor:
         self.live.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
+        if self.second is not None:
+            await self.second.detach(name)
         model = self.models.get(record.model_id)
         if model is not None:
             model.stage.detach(name)
@@ -442,6 +465,8 @@ class Supervisor:
         entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
+        if self.second is not None:
+            entry.update(self.second.stream_stats(name))
         return entry
 
     def stats(self) -> dict[str, Any]:
@@ -524,6 +549,9 @@ class Supervisor:
             try:
                 for model_id in dict.fromkeys(self.config.model_of(stream) for stream, _, _ in sources):
                     await self._ensure_model(model_id)
+                assert self.second is not None
+                for model_id in dict.fromkeys(s.second_model_id for s, _, _ in sources if s.second_model_id):
+                    await self.second.ensure(model_id)
             except StopRequested:
                 log.info("%s while starting: stopping before any stream started", self._stop_reason)
                 exit_code = EXIT_OK
@@ -564,6 +592,8 @@ class Supervisor:
         self._close_state()
         for record in self.models.values():
             record.executor.shutdown(wait=False, cancel_futures=True)
+        if self.second is not None:
+            self.second.close()
         log.info("agent stopped")
         if self._all_failed:
             raise NoStreamLeftError(self._all_failed)
@@ -610,6 +640,7 @@ class Supervisor:
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait(), name="streams-changed")
                 tasks = [r.task for r in self.streams.values()] + [r.task for r in self.models.values()]
+                tasks += self.second.tasks if self.second is not None else []
                 watched = {stop_task, changed, *tasks} - reported
                 if timer is not None:
                     watched.add(timer)
@@ -646,6 +677,7 @@ class Supervisor:
         while time.monotonic() < deadline and not self._stop.is_set():
             pending = any(r.slot.has_frame for r in self.streams.values())
             busy = any(r.stage.busy for r in self.models.values())
+            busy = busy or (self.second is not None and self.second.busy)
             if not pending and not busy:
                 return
             await asyncio.sleep(0.02)
@@ -663,6 +695,8 @@ class Supervisor:
             _, pending = await asyncio.wait(stage_tasks, timeout=max(deadline - time.monotonic(), 0.1))
             for task in pending:
                 task.cancel()
+        if self.second is not None:  # after the first stages: their last results are handed over
+            await self.second.stop(deadline - time.monotonic())
 
     async def _abort(self) -> None:
         """Cancel whatever started before a start-up failure (bounded, never raises)."""
@@ -673,6 +707,8 @@ class Supervisor:
             await asyncio.wait(tasks, timeout=RETIRE_TIMEOUT_S)
         for record in self.models.values():
             record.executor.shutdown(wait=False, cancel_futures=True)
+        if self.second is not None:
+            self.second.close()
 
     async def _close_sinks(self, timeout: float) -> None:
         for sink in self.sinks:
