@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from edge_agent.models.aliases import resolve_alias
 from edge_agent.models.errors import InvalidModelIdError
-from edge_agent.models.families import BARE_FAMILIES, canonical_variant, find_family
+from edge_agent.models.families import bare_variant, canonical_variant, find_family
 
 BUILTIN_ROOT = Path(__file__).resolve().parent / "builtin"
 BUILTIN_PREFIX = "builtin"
@@ -164,8 +164,9 @@ def parse_model_id(model_id: object) -> ModelRef:
     parts = resolved.split("/")
     if len(parts) == 1:
         _check_part(model_id, parts[0], "id")
-        if parts[0] in BARE_FAMILIES:
-            parts = [parts[0], BARE_FAMILIES[parts[0]]]
+        variant = bare_variant(parts[0])
+        if variant is not None:
+            parts = [parts[0], variant]
             resolved = "/".join(parts)
         else:
             raise _reject(model_id, f"not a known alias and has no '/'; {_ID_FORMS}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import jsonschema
 import numpy as np
+import pytest
 
 from tests.agent_process import AgentProcess
 from tests.clip_factory import colour_tokens, text_table, textual_model, visual_model
@@ -124,3 +125,60 @@ def test_second_models_on_a_detectors_boxes(tmp_path: Path, model_server, mosqui
     for m in got["plain"].values():
         assert "second_model_id" not in m and all("second_model" not in p for p in m["predictions"])
         assert sorted(p["class"] for p in m["predictions"]) == ["car", "plate"]
+
+
+SEG_SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "pipelines/schemas/instance-segmentation.schema.json").read_text()
+)
+SAM_FRAMES = 2
+
+
+def test_detector_and_sam2_chain_masks_lie_inside_the_boxes(
+    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory
+):
+    """A detector + SAM2 (tiny random weights, Roboflow's legacy weights.pt) on a stream: published
+    as instance segmentation with the detector's classes, every mask inside its box."""
+    from tests.sam_factory import checkpoint_bytes, original_sam2_state, sam2_model, tiny_sam2_config
+
+    frame, plate = _scene()
+    clip = _clip_of(tmp_path / "scene.mp4", [frame] * SAM_FRAMES)
+    model_server.add_model(
+        "det", "1", _detector(plate), environment=letterbox_env(320, 320, "Stretch to"), classes=["plate", "car"]
+    )
+    weights = checkpoint_bytes(original_sam2_state(sam2_model(tiny_sam2_config())))
+    model_server.add_core_model("sam2", "hiera_tiny", {"weights.pt": weights})
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": AGENT,
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "det/1",
+        "SHUTDOWN_TIMEOUT": "120",
+        "STREAMS": f"gate={clip}",
+        "STREAM_GATE_MODE": "every",
+        "STREAM_GATE_SECOND_MODEL_ID": "sam2/hiera_tiny",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=400)
+        log = agent.stderr_path.read_text(errors="replace")
+        assert rc == 0, log[-4000:]
+    assert "second model sam2/hiera_tiny ready (takes boxes as prompts)" in log
+    assert sub.wait_for(lambda msgs: len({m.json()["message_id"] for m in msgs}) >= SAM_FRAMES, timeout=30)
+    messages = {m.json()["frame_id"]: m.json() for m in sub.messages}
+    assert sorted(messages) == list(range(SAM_FRAMES))  # MODE=every: none dropped at the second model
+    boxes = {"plate": plate, "car": RED_SQUARE}
+    points_seen = 0
+    for m in messages.values():
+        jsonschema.validate(m, SEG_SCHEMA)
+        assert m["model_id"] == "det/1" and m["second_model_id"] == "sam2/hiera_tiny"
+        assert sorted(p["class"] for p in m["predictions"]) == ["car", "plate"]
+        for p in m["predictions"]:
+            assert p["mask_format"] == "polygon" and p["confidence"] == pytest.approx(0.9)
+            x0, y0, x1, y1 = boxes[p["class"]]
+            assert (p["x"], p["y"]) == pytest.approx(((x0 + x1) / 2, (y0 + y1) / 2), abs=0.5)  # the detector's box
+            for point in p["points"]:  # pixel centres of mask pixels, all inside the box
+                assert x0 - 1 <= point["x"] <= x1 + 1 and y0 - 1 <= point["y"] <= y1 + 1, (p["class"], point)
+            points_seen += len(p["points"])
+    assert points_seen > 0  # the random network does segment something in the boxes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from edge_agent.models.api import ProgressCallback
 from edge_agent.models.base import Model
@@ -12,7 +13,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr")
+RUNNABLE = ("clip", "pp_ocr", "sam2")
 
 
 def get_foundation_model(
@@ -30,6 +31,8 @@ def get_foundation_model(
         return _clip(ref, api_key, settings, progress, status)
     if ref.family == "pp_ocr":
         return _pp_ocr(ref, api_key, settings, progress, status)
+    if ref.family == "sam2":
+        return _sam2(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -90,3 +93,71 @@ def _pp_ocr(
     if status:
         status(f"loading {ref.model_id}")
     return PPOCRModel(ref.model_id, directories[0], directories[1], settings, status)
+
+
+def _require_transformers(model_id: str, extra: str) -> None:
+    import importlib.util
+
+    from edge_agent.models.errors import MissingExtraError
+
+    for module in ("torch", "transformers"):
+        if importlib.util.find_spec(module) is None:  # said before anything is downloaded
+            raise MissingExtraError(model_id, extra, module)
+
+
+def _sam2(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    """Legacy ``/core_model/sam2/<v>`` (``weights.pt``) or the current stack's package (``model.pt`` +
+    ``sam_configuration.json``), whichever the cache holds; a download takes the legacy route."""
+    import json
+
+    from edge_agent.models.errors import ModelArtifactsError
+    from edge_agent.models.foundation.core_cache import core_model_dir, ensure_core_files, inspect
+    from edge_agent.models.foundation.sam2 import LEGACY_FILE, PACKAGE_FILES, Sam2Segmenter
+
+    assert ref.version is not None
+    _require_transformers(ref.model_id, "sam2")
+    weights, version = None, ref.version
+    if not inspect(core_model_dir(ref, settings.model_cache_dir), (LEGACY_FILE,)).complete:
+        package = _cached_package(ref, settings, ("torch",), PACKAGE_FILES)
+        if package is not None:
+            config_path = package / "sam_configuration.json"
+            try:
+                version = str(json.loads(config_path.read_text())["version"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise ModelArtifactsError(config_path, 'must be {"version": "<sam2 version>"}') from None
+            weights = package / "model.pt"
+    if weights is None:
+        directory = ensure_core_files(
+            ref,
+            (LEGACY_FILE,),
+            api_key,
+            settings,
+            task_type="embed",
+            model_type="sam2",
+            progress=progress,
+            status=status,
+        )
+        weights = directory / LEGACY_FILE
+    if status:
+        status(f"loading {ref.model_id}")
+    return Sam2Segmenter(ref.model_id, weights, version, settings, status)
+
+
+def _cached_package(
+    ref: ModelRef, settings: ModelSettings, backends: tuple[str, ...], files: tuple[str, ...]
+) -> Path | None:
+    """The directory of an intact cached package of ``ref`` (current stack) holding ``files``, or None."""
+    from edge_agent.models.packages.store import PackageStore
+
+    store = PackageStore(settings)
+    for entry in store.cached_packages(ref.model_id):
+        if entry.package.backend in backends and not store.problems(entry):
+            if all((entry.directory / name).is_file() for name in files):
+                return entry.directory
+    return None

@@ -48,6 +48,20 @@ class OCRResponse(_Shape):
     predictions: list[ObjectDetectionPrediction]
 
 
+class PromptedMask(_Shape):
+    """One prompt's mask: all outer contours as integer points (``json``) or COCO RLE (``rle``)."""
+
+    masks: list[list[list[int]]] | dict[str, Any]
+    confidence: float
+    format: str
+
+
+class PromptedMasksResponse(_Shape):
+    """Roboflow's ``/sam2/segment_image``: one prediction per prompt."""
+
+    predictions: list[PromptedMask]
+
+
 def response_of(prediction: Prediction) -> Any:
     body = prediction.to_response()
     if isinstance(prediction, Embeddings):
