@@ -160,3 +160,84 @@ def sam2_package(package_id: str, weights: bytes, version: str = "sam2.1_hiera_t
     }
     files = {"model.pt": weights, "sam_configuration.json": json.dumps({"version": version}).encode()}
     return ServedPackage(package_id, manifest, files)
+
+
+# -- SAM (v1) ---------------------------------------------------------------------------------------
+
+_SAM_BACK: tuple[tuple[str, str], ...] = (
+    (r"^vision_encoder\.layers\.", "image_encoder.blocks."),
+    (r"^vision_encoder\.", "image_encoder."),
+    (r"\.patch_embed\.projection\.", ".patch_embed.proj."),
+    (r"\.neck\.conv1\.", ".neck.0."),
+    (r"\.neck\.layer_norm1\.", ".neck.1."),
+    (r"\.neck\.conv2\.", ".neck.2."),
+    (r"\.neck\.layer_norm2\.", ".neck.3."),
+    (r"\.mask_embed\.conv1\.", ".mask_downscaling.0."),
+    (r"\.mask_embed\.layer_norm1\.", ".mask_downscaling.1."),
+    (r"\.mask_embed\.conv2\.", ".mask_downscaling.3."),
+    (r"\.mask_embed\.layer_norm2\.", ".mask_downscaling.4."),
+    (r"\.mask_embed\.conv3\.", ".mask_downscaling.6."),
+    (r"\.layer_norm", ".norm"),
+    (r"\.point_embed\.", ".point_embeddings."),
+    (r"\.shared_embedding\.positional_embedding$", ".pe_layer.positional_encoding_gaussian_matrix"),
+    (r"\.upscale_conv1\.", ".output_upscaling.0."),
+    (r"\.upscale_layer_norm\.", ".output_upscaling.1."),
+    (r"\.upscale_norm\.", ".output_upscaling.1."),
+    (r"\.upscale_conv2\.", ".output_upscaling.3."),
+    (rf"\.({_HEADS})\.layers\.0\.", r".\1.LAYER1."),
+    (rf"\.({_HEADS})\.proj_in\.", r".\1.layers.0."),
+    (rf"\.({_HEADS})\.proj_out\.", r".\1.layers.2."),
+)
+
+
+def tiny_sam_config() -> Any:
+    """``vit_b``'s depth, heads and global blocks with small widths."""
+    from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+    vision = SamVisionConfig(
+        hidden_size=48,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        global_attn_indexes=[2, 5, 8, 11],
+        mlp_dim=96,
+        output_channels=32,
+        num_pos_feats=16,
+    )
+    return SamConfig(
+        vision_config=vision,
+        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=32),
+        mask_decoder_config=SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, iou_head_hidden_dim=32),
+    )
+
+
+def sam_model(config: Any, seed: int = 0) -> Any:
+    from transformers import SamModel
+
+    torch.manual_seed(seed)
+    model = SamModel(config).eval()
+    with torch.no_grad():
+        model.shared_image_embedding.positional_embedding.copy_(
+            model.prompt_encoder.shared_embedding.positional_embedding
+        )
+    return model
+
+
+def original_sam_state(model: Any) -> dict[str, torch.Tensor]:
+    """``model``'s tensors under segment_anything's names (``encoder.pth``/``model.pth``)."""
+    state: dict[str, torch.Tensor] = {
+        "pixel_mean": torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1),
+        "pixel_std": torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1),
+    }
+    for key, value in model.state_dict().items():
+        if key == "shared_image_embedding.positional_embedding":
+            continue
+        for pattern, replacement in _SAM_BACK:
+            key = re.sub(pattern, replacement, key)
+        state[key.replace("LAYER1", "layers.1")] = value.clone()
+    return state
+
+
+def sam_state_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # segment_anything's checkpoints are the bare state dict
+    return buffer.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge_agent.models.api import ProgressCallback
 from edge_agent.models.base import Model
@@ -13,7 +14,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "sam2")
+RUNNABLE = ("clip", "pp_ocr", "sam", "sam2")
 
 
 def get_foundation_model(
@@ -31,8 +32,8 @@ def get_foundation_model(
         return _clip(ref, api_key, settings, progress, status)
     if ref.family == "pp_ocr":
         return _pp_ocr(ref, api_key, settings, progress, status)
-    if ref.family == "sam2":
-        return _sam2(ref, api_key, settings, progress, status)
+    if ref.family in ("sam", "sam2"):
+        return _sam(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -105,48 +106,52 @@ def _require_transformers(model_id: str, extra: str) -> None:
             raise MissingExtraError(model_id, extra, module)
 
 
-def _sam2(
+def _sam(
     ref: ModelRef,
     api_key: str | None,
     settings: ModelSettings,
     progress: ProgressCallback | None,
     status: StatusCallback | None,
 ) -> Model:
-    """Legacy ``/core_model/sam2/<v>`` (``weights.pt``) or the current stack's package (``model.pt`` +
-    ``sam_configuration.json``), whichever the cache holds; a download takes the legacy route."""
+    """Legacy ``/core_model/<family>/<v>`` (SAM ``encoder.pth``, SAM2 ``weights.pt``) or the current
+    stack's package (``model.pth``/``model.pt`` + ``sam_configuration.json``), whichever the cache
+    holds; a download takes the legacy route."""
     import json
 
     from edge_agent.models.errors import ModelArtifactsError
+    from edge_agent.models.foundation import sam, sam2
     from edge_agent.models.foundation.core_cache import core_model_dir, ensure_core_files, inspect
-    from edge_agent.models.foundation.sam2 import LEGACY_FILE, PACKAGE_FILES, Sam2Segmenter
 
-    assert ref.version is not None
-    _require_transformers(ref.model_id, "sam2")
+    assert ref.version is not None and ref.family is not None
+    module: Any = sam2 if ref.family == "sam2" else sam
+    cls: Any = sam2.Sam2Segmenter if ref.family == "sam2" else sam.SamSegmenter
+    _require_transformers(ref.model_id, ref.family)
     weights, version = None, ref.version
-    if not inspect(core_model_dir(ref, settings.model_cache_dir), (LEGACY_FILE,)).complete:
-        package = _cached_package(ref, settings, ("torch",), PACKAGE_FILES)
+    if not inspect(core_model_dir(ref, settings.model_cache_dir), (module.LEGACY_FILE,)).complete:
+        package = _cached_package(ref, settings, ("torch",), module.PACKAGE_FILES)
         if package is not None:
             config_path = package / "sam_configuration.json"
             try:
                 version = str(json.loads(config_path.read_text())["version"])
             except (OSError, ValueError, KeyError, TypeError):
-                raise ModelArtifactsError(config_path, 'must be {"version": "<sam2 version>"}') from None
-            weights = package / "model.pt"
+                raise ModelArtifactsError(config_path, 'must be {"version": "<variant>"}') from None
+            weights = package / module.PACKAGE_FILES[0]
     if weights is None:
         directory = ensure_core_files(
             ref,
-            (LEGACY_FILE,),
+            (module.LEGACY_FILE,),
             api_key,
             settings,
             task_type="embed",
-            model_type="sam2",
+            model_type=ref.family,
             progress=progress,
             status=status,
         )
-        weights = directory / LEGACY_FILE
+        weights = directory / module.LEGACY_FILE
     if status:
         status(f"loading {ref.model_id}")
-    return Sam2Segmenter(ref.model_id, weights, version, settings, status)
+    model: Model = cls(ref.model_id, weights, version, settings, status)
+    return model
 
 
 def _cached_package(

@@ -62,6 +62,12 @@ class PromptedMasksResponse(_Shape):
     predictions: list[PromptedMask]
 
 
+class SamResponse(_Shape):
+    """Roboflow's ``/sam/segment_image`` (json format): each mask's largest outer contour."""
+
+    masks: list[list[list[int]]]
+
+
 def response_of(prediction: Prediction) -> Any:
     body = prediction.to_response()
     if isinstance(prediction, Embeddings):

@@ -136,24 +136,42 @@ class Sam2Segmenter(FoundationModel):
         settings: ModelSettings,
         status: Callable[[str], None] | None = None,
     ) -> None:
-        super().__init__(model_id, "interactive-instance-segmentation", "sam2")
+        super().__init__(model_id, "interactive-instance-segmentation", self.model_type)
         import torch
-        from transformers import Sam2Model
 
         self.directory = weights.parent
         self.settings = settings
-        state = read_checkpoint(weights)
-        config = sam2_config(state, sam2_spec(version), weights)
-        model = Sam2Model(config)
+        self._torch = torch
+        self.network = self._build(read_checkpoint(weights), version, weights).eval().to(torch.float32)
+        self._lock = threading.Lock()  # one frame's embedding at a time; decoders reuse it
+        self._last: _Embedding | None = None
+        self.max_batch_size = 1
+
+    model_type = "sam2"
+    #: Roboflow's default for a prompt: three masks, the best kept (SAM v1: one)
+    multimask_default = True
+
+    def _build(self, state: dict[str, Any], version: str, weights: Path) -> Any:
+        from transformers import Sam2Model
+
+        model = Sam2Model(sam2_config(state, sam2_spec(version), weights))
         try:
             model.load_state_dict(sam2_state_to_hf(state, weights), strict=True)
         except RuntimeError as exc:
             raise ModelArtifactsError(weights, f"does not fit SAM2 {version} ({str(exc)[:400]})") from None
-        self.network = model.eval().to(torch.float32)
-        self._torch = torch
-        self._lock = threading.Lock()  # one frame's embedding at a time; decoders reuse it
-        self._last: _Embedding | None = None
-        self.max_batch_size = 1
+        return model
+
+    def _network_input(self, image: np.ndarray) -> np.ndarray:
+        return sam2_input(image)
+
+    def _coord_scale(self, size: tuple[int, int]) -> tuple[float, float]:
+        return squash_scale(size)
+
+    def _to_source(self, low_res: Any, size: tuple[int, int]) -> Any:
+        """(P, 1, 256, 256) logits -> (P, 1, H, W): ``SAM2Transforms.postprocess_masks``, bilinear
+        straight to the source size."""
+        width, height = size
+        return self._torch.nn.functional.interpolate(low_res, (height, width), mode="bilinear", align_corners=False)
 
     # -- the network ---------------------------------------------------------------------------
 
@@ -162,7 +180,7 @@ class Sam2Segmenter(FoundationModel):
         last = self._last
         if last is not None and last.key == key:
             return last.features
-        pixels = self._torch.from_numpy(sam2_input(image))[None]
+        pixels = self._torch.from_numpy(self._network_input(image))[None]
         features = self.network.get_image_embeddings(pixels)
         self._last = _Embedding(key, features)
         return features
@@ -174,7 +192,7 @@ class Sam2Segmenter(FoundationModel):
         and which of the network's masks was chosen (P,)."""
         torch = self._torch
         height, width = image.shape[:2]
-        scale = squash_scale((width, height))
+        scale = self._coord_scale((width, height))
         logits = np.zeros((len(prompts), height, width), np.float32)
         scores = np.zeros(len(prompts), np.float32)
         chosen = np.zeros(len(prompts), np.int64)
@@ -198,8 +216,7 @@ class Sam2Segmenter(FoundationModel):
                 iou = outputs.iou_scores[0]  # (P, M)
                 best = iou.argmax(dim=-1)
                 picked = low_res[torch.arange(len(indices)), best][:, None]  # (P, 1, 256, 256)
-                # SAM2Transforms.postprocess_masks: bilinear straight to the source size
-                full = torch.nn.functional.interpolate(picked, (height, width), mode="bilinear", align_corners=False)
+                full = self._to_source(picked, (width, height))
                 for k, i in enumerate(indices):
                     logits[i] = full[k, 0].numpy()
                     scores[i] = float(iou[k, best[k]])
@@ -214,13 +231,14 @@ class Sam2Segmenter(FoundationModel):
         boxes: Any = None,
         points: Any = None,
         mask_format: str = "json",
-        multimask_output: bool = True,
+        multimask_output: bool | None = None,
     ) -> SamParams:
         """``boxes``/``points`` in source pixels (see :func:`prompts_from`); ``confidence`` drops masks
         whose predicted IoU is lower."""
         if mask_format not in MASK_FORMATS:
             raise InvalidInputError(f"mask format {mask_format!r} is not one of {', '.join(MASK_FORMATS)}")
-        return SamParams(prompts_from(boxes, points), mask_format, bool(multimask_output), confidence)
+        multimask = self.multimask_default if multimask_output is None else bool(multimask_output)
+        return SamParams(prompts_from(boxes, points), mask_format, multimask, confidence)
 
     def predict_chunk(self, images: list[np.ndarray], options: list[dict[str, Any]], params: SamParams) -> list[Any]:
         out: list[Any] = []

@@ -196,6 +196,108 @@ def sam2_spec(version: str) -> HieraSpec:
     return SAM2_VARIANTS[letter]
 
 
+# -- SAM (v1) ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VitSpec:
+    """What a SAM image encoder's weights do not say (segment_anything's build_sam_vit_*)."""
+
+    heads: int
+    global_blocks: tuple[int, ...]
+
+
+SAM_VARIANTS: dict[str, VitSpec] = {
+    "vit_b": VitSpec(12, (2, 5, 8, 11)),
+    "vit_l": VitSpec(16, (5, 11, 17, 23)),
+    "vit_h": VitSpec(16, (7, 15, 23, 31)),
+}
+
+_SAM_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^image_encoder\.", "vision_encoder."),
+    (r"\.blocks\.", ".layers."),
+    (r"\.patch_embed\.proj\.", ".patch_embed.projection."),
+    (r"\.neck\.0\.", ".neck.conv1."),
+    (r"\.neck\.1\.", ".neck.layer_norm1."),
+    (r"\.neck\.2\.", ".neck.conv2."),
+    (r"\.neck\.3\.", ".neck.layer_norm2."),
+    (r"\.norm", ".layer_norm"),
+    (r"\.point_embeddings\.", ".point_embed."),
+    (r"\.pe_layer\.positional_encoding_gaussian_matrix$", ".shared_embedding.positional_embedding"),
+    (r"\.mask_downscaling\.0\.", ".mask_embed.conv1."),
+    (r"\.mask_downscaling\.1\.", ".mask_embed.layer_norm1."),
+    (r"\.mask_downscaling\.3\.", ".mask_embed.conv2."),
+    (r"\.mask_downscaling\.4\.", ".mask_embed.layer_norm2."),
+    (r"\.mask_downscaling\.6\.", ".mask_embed.conv3."),
+    (r"\.output_upscaling\.0\.", ".upscale_conv1."),
+    (r"\.output_upscaling\.1\.", ".upscale_layer_norm."),
+    (r"\.output_upscaling\.3\.", ".upscale_conv2."),
+    (r"\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.", r".\1.proj_in."),
+    (r"\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.1\.", r".\1.layers.0."),
+    (r"\.(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.2\.", r".\1.proj_out."),
+)
+
+
+def sam_state_to_hf(state: Mapping[str, Any], where: Path | str = "SAM checkpoint") -> dict[str, Any]:
+    """An original ``segment_anything`` state dict as ``SamModel``'s (pixel mean/std are constants there)."""
+    out = {_rename(k, _SAM_RENAMES): v for k, v in state.items() if k not in ("pixel_mean", "pixel_std")}
+    gaussian = out.get("prompt_encoder.shared_embedding.positional_embedding")
+    if gaussian is None:
+        raise ModelArtifactsError(where, "has no prompt_encoder.pe_layer tensor (not SAM)")
+    out["shared_image_embedding.positional_embedding"] = gaussian
+    return out
+
+
+def sam_config(state: Mapping[str, Any], spec: VitSpec, where: Path | str = "SAM checkpoint") -> Any:
+    """A ``SamConfig`` matching an original SAM state dict's shapes (+ ``spec`` for the rest)."""
+    from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))})
+    if not blocks or blocks != list(range(len(blocks))):
+        raise ModelArtifactsError(where, "has no consecutive image_encoder.blocks.<n> (not SAM)")
+    hidden = _shape(state, "image_encoder.patch_embed.proj.weight", where)[0]
+    gaussian = _shape(state, "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix", where)
+    head_dim = hidden // spec.heads
+    windowed = [b for b in blocks if b not in spec.global_blocks]
+    window = 14
+    if windowed:
+        window = (_shape(state, f"image_encoder.blocks.{windowed[0]}.attn.rel_pos_h", where)[0] + 1) // 2
+    layers = {int(m.group(1)) for k in state if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))}
+    decoder_hidden = _shape(state, "mask_decoder.iou_token.weight", where)[1]
+    vision = SamVisionConfig(
+        hidden_size=hidden,
+        num_hidden_layers=len(blocks),
+        num_attention_heads=spec.heads,
+        global_attn_indexes=[g for g in spec.global_blocks if g < len(blocks)],
+        mlp_dim=_shape(state, "image_encoder.blocks.0.mlp.lin1.weight", where)[0],
+        output_channels=_shape(state, "image_encoder.neck.0.weight", where)[0],
+        window_size=window,
+        num_pos_feats=gaussian[1],
+    )
+    if head_dim * spec.heads != hidden:
+        raise ModelArtifactsError(where, f"has width {hidden}, which {spec.heads} attention heads do not divide")
+    return SamConfig(
+        vision_config=vision,
+        prompt_encoder_config=SamPromptEncoderConfig(
+            hidden_size=_shape(state, "prompt_encoder.no_mask_embed.weight", where)[1],
+            mask_input_channels=_shape(state, "prompt_encoder.mask_downscaling.3.weight", where)[0],
+        ),
+        mask_decoder_config=SamMaskDecoderConfig(
+            hidden_size=decoder_hidden,
+            mlp_dim=_shape(state, "mask_decoder.transformer.layers.0.mlp.lin1.weight", where)[0],
+            num_hidden_layers=len(layers),
+            iou_head_hidden_dim=_shape(state, "mask_decoder.iou_prediction_head.layers.0.weight", where)[0],
+        ),
+    )
+
+
+def sam_spec(version: str) -> VitSpec:
+    spec = SAM_VARIANTS.get(version)
+    if spec is None:
+        raise ModelArtifactsError("sam", f"version {version!r} is not one of {', '.join(SAM_VARIANTS)}")
+    return spec
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A torch checkpoint's state dict (``{"model": ...}`` unwrapped), read without running pickled code."""
     import torch
@@ -214,9 +316,14 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 __all__ = [
     "SAM2_VARIANTS",
     "SAM2_VERSION_NAMES",
+    "SAM_VARIANTS",
     "HieraSpec",
+    "VitSpec",
     "read_checkpoint",
     "sam2_config",
     "sam2_spec",
     "sam2_state_to_hf",
+    "sam_config",
+    "sam_spec",
+    "sam_state_to_hf",
 ]
