@@ -78,7 +78,7 @@ def test_current_stack_model_pth_loads(tiny, model_env) -> None:
     from edge_agent.models.foundation.sam import SamSegmenter
     from edge_agent.models.settings import get_model_settings
 
-    model, weights = tiny
+    _, weights = tiny
     directory = model_env.cache_dir / "pkg"
     directory.mkdir(parents=True)
     (directory / "model.pth").write_bytes(weights)
