@@ -110,6 +110,8 @@ def _prompt_options(args: argparse.Namespace) -> dict[str, Any]:
         options["points"] = points
     if getattr(args, "mask_format", None):
         options["mask_format"] = args.mask_format
+    if getattr(args, "training_data", None):
+        options["training_data"] = args.training_data
     return options
 
 
@@ -129,7 +131,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["keypoint_confidence"] = args.keypoint_confidence
     options.update(_prompt_options(args))
     accepted = inspect.signature(model.inference_parameters).parameters
-    flags = {"prompts": "--prompt", "boxes": "--box", "points": "--point"}
+    flags = {"prompts": "--prompt", "boxes": "--box", "points": "--point", "training_data": "--training-data"}
     for name in options:
         if name not in accepted:
             flag = flags.get(name, f"--{name.replace('_', '-')}")
@@ -308,6 +310,12 @@ def register(subparsers: Any) -> None:
         help="SAM/SAM2: a point prompt in source pixels, 1 object (default) or 0 background (repeatable)",
     )
     infer.add_argument("--mask-format", choices=("json", "rle"), help="SAM2: polygons (json, default) or COCO RLE")
+    infer.add_argument(
+        "--training-data",
+        metavar="FILE.json",
+        help="OWLv2: Roboflow's training_data list (example boxes on reference images; image paths "
+        "relative to the file)",
+    )
     infer.set_defaults(handler=cmd_infer)
 
     models = subparsers.add_parser(

@@ -299,13 +299,14 @@ class Supervisor:
         if not wanted:
             return
         accepted = tuple(getattr(model, "stream_options", ()))
-        names = {"prompts": "PROMPTS", "regions": "ROI"}
+        names = {"prompts": "PROMPTS", "regions": "ROI", "training_data": "TRAINING_DATA"}
         for key in wanted:
             if key not in accepted:
                 raise ConfigError(
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
-                    f"PROMPTS needs a CLIP model (clip/ViT-B-16), ROI an OCR model (pp_ocr)"
+                    f"PROMPTS needs a CLIP model (clip/ViT-B-16), ROI an OCR model (pp_ocr), TRAINING_DATA an "
+                    f"OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
 
     def _first_options(self, stream: StreamConfig, model: Any) -> dict[str, Any]:
@@ -335,6 +336,14 @@ class Supervisor:
                 self._changed.set()
         return record
 
+    def _default_confidence(self, model: Any) -> float:
+        """CONFIDENCE when the user set it, else the model's own default (OWLv2: 0.99, as Roboflow)."""
+        settings = self.config.models
+        own = getattr(model, "default_confidence", None)
+        if own is not None and "confidence" not in settings.model_fields_set:
+            return float(own)
+        return settings.confidence
+
     def _batch_size(self, model: Any, concurrency: int) -> int:
         settings = self.config.models
         return batch_size_for(
@@ -357,7 +366,7 @@ class Supervisor:
             executor=executor,
             on_result=self.second.dispatch if self.second is not None else self.router,
             on_error=self.router.record_error,
-            default_confidence=self.config.models.confidence,
+            default_confidence=self._default_confidence(model),
             max_batch_size=self._batch_size(model, concurrency),
             concurrency=concurrency,
         )

@@ -50,7 +50,7 @@ BARE_FAMILIES = {"pp_ocr": "small-small"}
 
 
 #: families whose bare id takes its variant from a setting (Roboflow's *_VERSION_ID variables)
-VERSION_SETTINGS = {"sam": "sam_version_id", "sam2": "sam2_version_id"}
+VERSION_SETTINGS = {"sam": "sam_version_id", "sam2": "sam2_version_id", "owlv2": "owlv2_version_id"}
 
 
 def bare_variant(family: str) -> str | None:

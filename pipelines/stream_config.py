@@ -131,6 +131,11 @@ class StreamOptions(ReadOptions):
         "(or a JSON list)",
     )
 
+    training_data: Annotated[str, AfterValidator(_model_id)] | None = Field(
+        default=None,
+        description="OWLv2: a JSON file of Roboflow's training_data (example boxes on reference images; "
+        "image paths relative to the file)",
+    )
     second_model_id: Annotated[str, AfterValidator(_model_id)] | None = Field(
         default=None,
         description="a second model run on this stream's detections (sam2/hiera_tiny: a mask per box; a "
@@ -171,6 +176,8 @@ class StreamOptions(ReadOptions):
             options["prompts"] = list(self.prompts)
         if self.roi:
             options["regions"] = [list(r) for r in self.roi]
+        if self.training_data:
+            options["training_data"] = self.training_data
         return options
 
 

@@ -14,7 +14,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "sam", "sam2")
+RUNNABLE = ("clip", "pp_ocr", "sam", "sam2", "owlv2")
 
 
 def get_foundation_model(
@@ -34,6 +34,12 @@ def get_foundation_model(
         return _pp_ocr(ref, api_key, settings, progress, status)
     if ref.family in ("sam", "sam2"):
         return _sam(ref, api_key, settings, progress, status)
+    if ref.family == "owlv2":
+        from edge_agent.models.foundation.owlv2 import load_owlv2
+
+        assert ref.version is not None
+        _require_transformers(ref.model_id, "owlv2")
+        return load_owlv2(ref.model_id, ref.version, settings, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
