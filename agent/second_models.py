@@ -111,6 +111,17 @@ class SecondModels:
         record.streams.add(stream.name)
         self.dispatch.bind(stream.name, record.stage)
 
+    def update(self, stream: StreamConfig, first: Any) -> None:
+        """A running stream's changed options (classes, padding, mask output, prompts for crops)."""
+        stage = self.dispatch.stage_of(stream.name)
+        binding = stage.binding(stream.name) if stage is not None else None
+        if stage is None or binding is None:
+            return
+        binding.classes = stream.second_classes
+        binding.padding = stream.second_padding
+        binding.mask_output = stream.masks
+        binding.options = split_options(stream.model_options, first, stage.model)[1] or None
+
     async def detach(self, stream: str) -> None:
         stage = self.dispatch.stage_of(stream)
         self.dispatch.unbind(stream)

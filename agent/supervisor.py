@@ -462,6 +462,56 @@ class Supervisor:
         self._changed.set()
         log.info("stream %s removed", name)
 
+    #: per-stream options a running stream may change (PATCH /streams/NAME): what its model and
+    #: second model take per frame; the rest (URL, model, reading) needs the stream re-added
+    LIVE_OPTIONS = frozenset(
+        {
+            "confidence",
+            "prompts",
+            "roi",
+            "training_data",
+            "mask_output",
+            "mask_tolerance",
+            "second_classes",
+            "second_padding",
+        }
+    )
+
+    def update_stream(self, name: str, changes: dict[str, Any]) -> StreamConfig:
+        """Change a running stream's per-frame options in place; ConfigError (400) for any other
+        field or a value its model does not take. Text prompts are embedded once per new set."""
+        record = self.streams.get(name)
+        if record is None:
+            raise UnknownStreamError(name, list(self.streams))
+        fixed = sorted(set(changes) - self.LIVE_OPTIONS)
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)}: cannot change on a running stream (remove and add it again); "
+                f"changeable: {', '.join(sorted(self.LIVE_OPTIONS))}"
+            )
+        from pydantic import ValidationError
+
+        try:
+            updated = StreamConfig.model_validate({**record.config.model_dump(exclude_defaults=True), **changes})
+        except ValidationError as exc:  # inputs never echoed: the record holds the URL
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise ConfigError(problems) from None
+        self._check_model_options(updated)
+        model = self.models[record.model_id]
+        binding = model.stage.binding(name)
+        if binding is not None:
+            binding.confidence = updated.confidence
+            binding.options = self._first_options(updated, model.model) or None
+            binding.mask_output = updated.masks
+        if self.second is not None:
+            self.second.update(updated, model.model)
+        record.config = updated
+        log.info("stream %s changed: %s", name, ", ".join(sorted(changes)))
+        return updated
+
     # -- stats -------------------------------------------------------------------------------
 
     def stream_stats(self, name: str) -> dict[str, Any]:

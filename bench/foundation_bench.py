@@ -141,7 +141,7 @@ def chain(cache: Path, sam2_id: str, seconds: float, workdir: Path) -> list[str]
     both, _ = fps({"STREAM_CAM_SECOND_MODEL_ID": sam2_id}, "chain")
     return [
         f"stream {video.name}, MODE=every: bundled detector alone {alone:.2f} fps ({boxes} boxes/frame); "
-        f"+ {sam2_id} on its boxes {both:.2f} fps ({both / alone:.2f}x)"
+        f"+ {sam2_id} on its boxes {both:.3f} fps ({both / alone:.4f}x)"
     ]
 
 

@@ -175,6 +175,11 @@ class InferenceStage:
     def detach(self, name: str) -> None:
         self._bindings.pop(name, None)
 
+    def binding(self, name: str) -> StreamBinding | None:
+        """The stream's binding (its threshold, options and mask output may be changed in place:
+        the next batch uses them)."""
+        return self._bindings.get(name)
+
     def wake(self) -> None:
         """Look at the slots again (a gate may have opened)."""
         self._wakeup.set()

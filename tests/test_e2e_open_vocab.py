@@ -70,3 +70,52 @@ def test_owlv2_streams_with_example_boxes(tmp_path: Path, mosquitto, mqtt_subscr
     for m in got["other"].values():
         assert m["predictions"] == []
     assert len(list((cache / "owlv2-embeddings" / VERSION).glob("*.npz"))) == 1
+
+
+def test_visual_prompts_change_through_the_control_api(tmp_path: Path):
+    """PATCH /streams/NAME swaps a running stream's training data: the next frames find only the
+    new examples; a field that cannot change on a running stream is refused (400)."""
+    from tests.fixtures.mosquitto import free_port
+    from tests.http_client import request
+
+    cache = tmp_path / "cache"
+    write_hub_snapshot(cache / "hf_home" / "hub", VERSION, tiny_owlv2())
+    frame = noise_frame()
+    training = _training_file(tmp_path, frame)
+    only_tag = tmp_path / "only-tag.json"
+    data = json.loads(training.read_text())
+    data[0]["boxes"] = [data[0]["boxes"][0]]
+    only_tag.write_text(json.dumps(data))
+    clip = lossless_clip(tmp_path / "same.mkv", [frame] * 10)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "MODEL_CACHE_DIR": str(cache),
+        "OFFLINE_MODE": "true",
+        "CORE_MODEL_OWLV2_ENABLED": "true",
+        "MODEL_ID": f"owlv2/{VERSION}",
+        "STREAMS": f"cam={clip}",
+        "STREAM_CAM_LOOP": "true",
+        "STREAM_CAM_MAX_FPS": "5",
+        "STREAM_CAM_TRAINING_DATA": str(training),
+        "STDOUT_SINK": "true",
+        "HEALTH_PORT": str(port),
+        "CONTROL_API": "true",
+    }
+
+    def classes(p: dict) -> set[str]:
+        return {row["class"] for row in p["predictions"]}
+
+    with AgentProcess(env, tmp_path) as agent:
+        assert agent.wait_for(lambda ps: any(classes(p) == {"tag", "badge"} for p in ps), timeout=120), agent.stderr()
+        status, _, body = request(f"{base}/streams/cam", method="PATCH", body={"url": "/elsewhere.mp4"})
+        assert status == 400 and b"cannot change on a running stream" in body
+        status, _, body = request(f"{base}/streams/cam", method="PATCH", body={"training_data": str(only_tag)})
+        assert status == 200, body
+        assert json.loads(body)["config"]["training_data"] == str(only_tag)
+        seen = len(agent.predictions())
+        assert agent.wait_for(lambda ps: any(classes(p) == {"tag"} for p in ps[seen:]), timeout=60), agent.stderr()
+        settled = len(agent.predictions()) + 1  # a batch already in flight may still use the old set
+        assert agent.wait_for(lambda ps: len(ps) >= settled + 2, timeout=60)
+        assert all(classes(p) == {"tag"} for p in agent.predictions()[settled:])
+        agent.terminate()
