@@ -135,7 +135,12 @@ def _parse_local(model_id: str, text: str) -> ModelRef:
             f"{path} is not a directory; a local model id names a directory holding weights.onnx, "
             f"environment.json and class_names.txt",
         )
-    has_weights = (path / "weights.onnx").is_file() or any(path.glob("*.onnx")) or any(path.glob("*.torchscript"))
+    has_weights = (
+        (path / "weights.onnx").is_file()
+        or any(path.glob("*.onnx"))
+        or any(path.glob("*.torchscript"))
+        or (path / "weights.pt").is_file()  # a Roboflow Instant model (serialized OWLv2)
+    )
     if not has_weights:
         raise _reject(
             model_id,

@@ -102,3 +102,45 @@ def lossless_clip(path: Path, frames: list[np.ndarray]) -> Path:
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+def instant_weights(path: Path, version: str, classes: dict[str, dict[str, Any]], image_embeds: dict) -> Path:
+    """A Roboflow Instant ``weights.pt`` as ``SerializedOwlV2.save_model`` writes it: a torch pickle
+    whose reference embeddings sit in Roboflow's own ``LimitedSizeDict`` class (stood in for here
+    under its module path, so the file names the class exactly as Roboflow's does)."""
+    import sys
+    import types
+    from collections import OrderedDict
+
+    import torch
+
+    module_name = "inference.models.owlv2.owlv2"
+    created = [
+        name
+        for name in ("inference", "inference.models", "inference.models.owlv2", module_name)
+        if name not in sys.modules
+    ]
+    for name in created:
+        sys.modules[name] = types.ModuleType(name)
+    limited = type("LimitedSizeDict", (OrderedDict,), {"__module__": module_name})
+    sys.modules[module_name].LimitedSizeDict = limited  # type: ignore[attr-defined]
+    try:
+        embeds = limited()
+        embeds.update(image_embeds)
+        torch.save(
+            {
+                "huggingface_id": f"google/{version}",
+                "train_data_dict": {
+                    name: {k: (None if v is None else torch.from_numpy(np.asarray(v))) for k, v in kinds.items()}
+                    for name, kinds in classes.items()
+                },
+                "class_names": list(classes),
+                "roboflow_id": f"owlv2/{version}",
+                "image_embeds": embeds,
+            },
+            str(path),
+        )
+    finally:
+        for name in created:
+            sys.modules.pop(name, None)
+    return path

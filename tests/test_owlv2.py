@@ -184,3 +184,46 @@ def test_infer_cli_training_data(owl_cache, tmp_path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert sorted(p["class"] for p in json.loads(run.stdout)["predictions"]) == ["badge", "tag"]
+
+
+def test_roboflow_instant_model_from_its_weights_pt(owl_cache, tmp_path) -> None:
+    """A serialized OWLv2 (model type owlv2-finetuned) finds its stored classes without training
+    data, from a local directory and from the model cache, offline."""
+    import torch
+
+    from edge_agent.models import get_model
+    from tests.owl_factory import instant_weights
+
+    frame = noise_frame()
+    training = _training_file(tmp_path, frame)
+    base = get_model(f"owlv2/{VERSION}")
+    classes = base.class_queries(
+        json.loads(training.read_text().replace("reference.png", str(tmp_path / "reference.png"))), 0.3
+    )
+    reference = {"abc123": tuple(torch.zeros(2, 2) for _ in range(5))}
+    for directory in (tmp_path / "instant", owl_cache.cache_dir / "shapes-instant" / "3"):
+        directory.mkdir(parents=True)
+        instant_weights(directory / "weights.pt", VERSION, classes, reference)
+        (directory / "model_type.json").write_text(
+            json.dumps({"project_task_type": "object-detection", "model_type": "owlv2-finetuned"})
+        )
+    for model_id in (str(tmp_path / "instant"), "shapes-instant/3"):
+        model = get_model(model_id)
+        assert model.model_type == "owlv2-finetuned"
+        (response,) = model.infer([frame])
+        rows = sorted(response.model_dump()["predictions"], key=lambda r: r["class"])
+        assert [(r["class"], r["class_id"]) for r in rows] == [("badge", 0), ("tag", 1)]
+        assert (rows[1]["x"], rows[1]["y"]) == pytest.approx((40, 40), abs=0.05)
+
+
+def test_instant_without_weights_is_a_clear_error(owl_cache, tmp_path) -> None:
+    from edge_agent.models import get_model
+    from edge_agent.models.errors import ModelNotCachedError
+
+    directory = owl_cache.cache_dir / "shapes-instant" / "4"
+    directory.mkdir(parents=True)
+    (directory / "model_type.json").write_text(
+        json.dumps({"project_task_type": "object-detection", "model_type": "owlv2-finetuned"})
+    )
+    with pytest.raises(ModelNotCachedError, match="Roboflow Instant"):
+        get_model("shapes-instant/4")

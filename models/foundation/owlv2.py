@@ -141,6 +141,7 @@ class Owlv2Detector(FoundationModel):
         self.settings = settings
         self.version = version
         self.fixed_classes = fixed_classes
+        self.directory: Path | None = None
         self.disk_cache = settings.model_cache_dir / "owlv2-embeddings" / version
         self._lock = threading.Lock()
         self._images: OrderedDict[str, ImageEmbedding] = OrderedDict()
@@ -348,4 +349,69 @@ def load_owlv2(
     return Owlv2Detector(model_id, network, image_size, mean, std, settings, version=version, status=status, **kwargs)
 
 
-__all__ = ["DEFAULT_CONFIDENCE", "Owlv2Detector", "check_training_data", "hub_cache_dir", "load_owlv2"]
+INSTANT_FILE = "weights.pt"
+#: Roboflow Instant's model type (a serialized OWLv2)
+INSTANT_TYPES = ("owlv2-finetuned",)
+#: the cache class Roboflow's pickles may hold the reference embeddings in
+_ROBOFLOW_CACHE_CLASS = "inference.models.owlv2.owlv2.LimitedSizeDict"
+
+
+def read_instant(path: Path) -> tuple[str, ClassQueries]:
+    """(Hugging Face id, class queries) of a Roboflow Instant ``weights.pt``: a torch pickle of
+    ``{huggingface_id, train_data_dict: {class: {"positive": (n, D) | None, "negative": ...}},
+    class_names, roboflow_id, image_embeds}``, read without running pickled code."""
+    import torch
+
+    try:
+        # Roboflow's LimitedSizeDict (an OrderedDict with a size limit) is read as a plain OrderedDict
+        with torch.serialization.safe_globals([(OrderedDict, _ROBOFLOW_CACHE_CLASS)]):
+            content = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a damaged or foreign file
+        raise ModelArtifactsError(
+            path, f"cannot be read as a Roboflow Instant model ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(content, Mapping) or not isinstance(content.get("train_data_dict"), Mapping):
+        raise ModelArtifactsError(path, "has no train_data_dict (not a Roboflow Instant model)")
+    hf_id = str(content.get("huggingface_id") or "")
+    if not hf_id.startswith("google/"):
+        raise ModelArtifactsError(path, f"names base model {hf_id!r}; expected google/<owlv2 version>")
+    classes: ClassQueries = {}
+    for name, kinds in content["train_data_dict"].items():
+        if not isinstance(kinds, Mapping):
+            raise ModelArtifactsError(path, f"class {name!r} has no positive/negative embeddings")
+        classes[str(name)] = {
+            kind: (None if kinds.get(kind) is None else np.asarray(kinds[kind].float().numpy(), np.float32))
+            for kind in ("positive", "negative")
+        }
+    return hf_id, classes
+
+
+def load_instant(
+    model_id: str, directory: Path, settings: ModelSettings, status: Callable[[str], None] | None = None
+) -> Owlv2Detector:
+    """A Roboflow Instant model from its directory (``weights.pt``) and its base OWLv2."""
+    from edge_agent.models.errors import ModelNotCachedError
+
+    weights = directory / INSTANT_FILE
+    if not weights.is_file():
+        raise ModelNotCachedError(
+            f"{model_id} is a Roboflow Instant model (a serialized OWLv2): its {INSTANT_FILE} is read from "
+            f"{directory}, which does not hold one; this build does not download Instant models"
+        )
+    hf_id, classes = read_instant(weights)
+    detector = load_owlv2(model_id, hf_id.removeprefix("google/"), settings, status, fixed_classes=classes)
+    detector.model_type = INSTANT_TYPES[0]
+    detector.directory = directory
+    return detector
+
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "INSTANT_TYPES",
+    "Owlv2Detector",
+    "check_training_data",
+    "hub_cache_dir",
+    "load_instant",
+    "load_owlv2",
+    "read_instant",
+]
