@@ -1,7 +1,7 @@
 """Promptable segmentation on this box: SAM2 and SAM at real model size (random weights), and a
 detector + SAM2 chain on a stream against the detector alone.
 
-    python -m bench.foundation_bench [--sam2 t] [--sam vit_b] [--rounds 3] [--chain-seconds 4]
+    python -m bench.foundation_bench [--sam2 t] [--sam vit_b] [--owlv2 base] [--rounds 3] [--chain-seconds 4]
 
 Real weights cannot be had offline; cost depends on the shapes, not the values, so each network
 is built from transformers' config classes at the variant's published size (``--sam2 t|s|b+|l``,
@@ -9,7 +9,8 @@ is built from transformers' config classes at the variant's published size (``--
 into a private model cache and loaded through edge-agent's real loader. Printed, medians of
 interleaved rounds on a 1280x720 frame: the image embedding, the prompt decoder for 1 and for 5
 boxes, and each against the YOLOv8n-sized detector of bench/yolov8n_like.py measured in the same
-run. Then the chain: the agent (MODE=every, stdout sink) on the same synthetic clip with the
+run; OWLv2 base per frame and the cost of changing a stream's example set (its visual prompt).
+Then the chain: the agent (MODE=every, stdout sink) on the same synthetic clip with the
 bundled shape detector alone and with ``STREAM_<NAME>_SECOND_MODEL_ID=sam2/...``: frames per
 second and the ratio. Use ``--chain-seconds 0`` to skip it.
 """
@@ -116,6 +117,47 @@ def latency(ids: dict[str, str], rounds: int) -> list[str]:
     return lines
 
 
+def owlv2(cache: Path, rounds: int) -> list[str]:
+    """OWLv2 base (ViT-B/16 at 960x960, Owlv2Config's defaults = google/owlv2-base-patch16-ensemble's
+    shape) from the hub cache layout: a frame against two example boxes, and what changing the
+    example set costs (embedding the new reference image + the class queries)."""
+    import json
+
+    import cv2
+    from transformers import Owlv2Config, Owlv2ForObjectDetection
+
+    from edge_agent.models.foundation.owlv2 import load_owlv2
+    from edge_agent.models.settings import reload_model_settings
+    from tests.owl_factory import write_hub_snapshot
+
+    version = "owlv2-base-patch16-ensemble"
+    write_hub_snapshot(cache / "hf_home" / "hub", version, Owlv2ForObjectDetection(Owlv2Config()).eval())
+    model = load_owlv2(f"owlv2/{version}", version, reload_model_settings())
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8) for _ in range(rounds + 1)]
+    sets = []
+    for i in range(rounds + 1):
+        reference = cache / f"reference-{i}.png"
+        cv2.imwrite(str(reference), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+        path = cache / f"training-{i}.json"
+        boxes = [
+            {"x": 200, "y": 200, "w": 80, "h": 80, "cls": "a"},
+            {"x": 400, "y": 300, "w": 120, "h": 90, "cls": "b"},
+        ]
+        path.write_text(json.dumps([{"image": str(reference), "boxes": boxes}]))
+        sets.append(path)
+    model.predict([frames[0]], training_data=str(sets[0]))  # warm-up
+    frame_ms, change_ms = [], []
+    for i in range(1, rounds + 1):
+        frame_ms.append(_ms(lambda i=i: model.predict([frames[i]], training_data=str(sets[0])), 1))
+        change_ms.append(_ms(lambda i=i: model._queries_of_file(sets[i], 0.3), 1))
+    frame, change = statistics.median(frame_ms), statistics.median(change_ms)
+    return [
+        f"owlv2/{version} (real size, random weights): {frame:.0f} ms per 1280x720 frame with 2 example boxes; "
+        f"changing the example set {change:.0f} ms once (its reference embedded, then kept on disk)"
+    ]
+
+
 def chain(cache: Path, sam2_id: str, seconds: float, workdir: Path) -> list[str]:
     video = clip("chain", seconds=seconds, fps=10)
 
@@ -149,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sam2", default="t", choices=[*LETTERS, "none"])
     parser.add_argument("--sam", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "none"])
+    parser.add_argument("--owlv2", default="base", choices=["base", "none"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chain-seconds", type=float, default=4.0)
     args = parser.parse_args()
@@ -159,6 +202,9 @@ def main() -> None:
         ids = build_caches(cache, None if args.sam2 == "none" else args.sam2, None if args.sam == "none" else args.sam)
         for line in latency(ids, args.rounds):
             print(line, flush=True)
+        if args.owlv2 != "none":
+            for line in owlv2(cache, args.rounds):
+                print(line, flush=True)
         if args.chain_seconds > 0 and "sam2" in ids:
             for line in chain(cache, ids["sam2"], args.chain_seconds, Path(tmp)):
                 print(line, flush=True)
