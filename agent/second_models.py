@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.agent.errors import ConfigError
-from edge_agent.models.on_detections import boxes_as
+from edge_agent.models.tasks.on_detections import boxes_as
 from edge_agent.pipelines.results import InferenceResult
 from edge_agent.pipelines.second_stage import ResultDispatch, SecondBinding, SecondStage
 from edge_agent.pipelines.stream_config import StreamConfig, env_name

@@ -126,8 +126,8 @@ def owlv2(cache: Path, rounds: int) -> list[str]:
     import cv2
     from transformers import Owlv2Config, Owlv2ForObjectDetection
 
+    from edge_agent.models.common.settings import reload_model_settings
     from edge_agent.models.foundation.owlv2 import load_owlv2
-    from edge_agent.models.settings import reload_model_settings
     from tests.owl_factory import write_hub_snapshot
 
     version = "owlv2-base-patch16-ensemble"

@@ -2,7 +2,7 @@
 
 A stream with a second model (``STREAM_<NAME>_SECOND_MODEL_ID``) has its first model's results
 handed here instead of to the sinks (:class:`ResultDispatch` does the routing). The second model
-runs on the detections (``models/on_detections.py``: SAM masks for the boxes, a classifier or OCR
+runs on the detections (``models/tasks/on_detections.py``: SAM masks for the boxes, a classifier or OCR
 on crops...) and the combined prediction is published as one message.
 
 It never stalls the first model: the first stage only drops its result into this stage's slot for
@@ -29,9 +29,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from edge_agent.models.on_detections import run_on_detections
-from edge_agent.models.polygons import POLYGON, MaskOutput
-from edge_agent.models.predictions import Detections, InstanceSegmentation, Prediction
+from edge_agent.models.maths.polygons import POLYGON, MaskOutput
+from edge_agent.models.maths.predictions import Detections, InstanceSegmentation, Prediction
+from edge_agent.models.tasks.on_detections import run_on_detections
 from edge_agent.pipelines.results import InferenceResult
 
 log = logging.getLogger("edge_agent.second_stage")

@@ -122,7 +122,7 @@ def _training_file(directory: Path, frame: np.ndarray) -> Path:
 
 def test_owlv2_is_off_by_default(model_env) -> None:
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelDisabledError
+    from edge_agent.models.common.errors import ModelDisabledError
 
     with pytest.raises(ModelDisabledError, match="CORE_MODEL_OWLV2_ENABLED"):
         get_model(f"owlv2/{VERSION}")
@@ -146,8 +146,8 @@ def test_example_boxes_find_their_objects(owl_cache, tmp_path) -> None:
     # the reference's embedding is on disk: a fresh model (a restart) does not embed it again
     cached = list((owl_cache.cache_dir / "owlv2-embeddings" / VERSION).glob("*.npz"))
     assert len(cached) == 1
+    from edge_agent.models.common.settings import get_model_settings
     from edge_agent.models.foundation.owlv2 import load_owlv2
-    from edge_agent.models.settings import get_model_settings
 
     fresh = load_owlv2(f"owlv2/{VERSION}", VERSION, get_model_settings())
     data = json.loads(training.read_text().replace("reference.png", str(tmp_path / "reference.png")))
@@ -160,7 +160,7 @@ def test_example_boxes_find_their_objects(owl_cache, tmp_path) -> None:
 
 def test_bare_id_and_missing_training_data(owl_cache) -> None:
     from edge_agent.models import get_model
-    from edge_agent.models.errors import InvalidInputError
+    from edge_agent.models.common.errors import InvalidInputError
 
     owl_cache.set(OWLV2_VERSION_ID=VERSION)
     model = get_model("owlv2")
@@ -218,7 +218,7 @@ def test_roboflow_instant_model_from_its_weights_pt(owl_cache, tmp_path) -> None
 
 def test_instant_without_weights_is_a_clear_error(owl_cache, tmp_path) -> None:
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelNotCachedError
+    from edge_agent.models.common.errors import ModelNotCachedError
 
     directory = owl_cache.cache_dir / "shapes-instant" / "4"
     directory.mkdir(parents=True)

@@ -75,8 +75,8 @@ def test_both_layouts_load_and_masks_map_back(tiny, model_server, model_env) -> 
 
 def test_current_stack_model_pth_loads(tiny, model_env) -> None:
     """The package's files (the package layout itself is the one SAM2's test reads offline)."""
+    from edge_agent.models.common.settings import get_model_settings
     from edge_agent.models.foundation.sam import SamSegmenter
-    from edge_agent.models.settings import get_model_settings
 
     _, weights = tiny
     directory = model_env.cache_dir / "pkg"

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from edge_agent.models.errors import InvalidInputError  # noqa: E402
+from edge_agent.models.common.errors import InvalidInputError  # noqa: E402
 from edge_agent.models.foundation.sam2 import prompts_from, sam2_input  # noqa: E402
 from edge_agent.models.foundation.sam_steps import (  # noqa: E402
     IGNORED_POINT,
@@ -176,9 +176,9 @@ def test_legacy_core_model_layout_downloads_and_loads_offline(tiny, model_server
 
 def test_current_stack_package_layout_loads_offline(tiny, model_server, model_env) -> None:
     from edge_agent.models import get_model
-    from edge_agent.models.packages.client import PackageRegistry
-    from edge_agent.models.packages.store import PackageStore
-    from edge_agent.models.settings import get_model_settings
+    from edge_agent.models.artifacts.packages.client import PackageRegistry
+    from edge_agent.models.artifacts.packages.store import PackageStore
+    from edge_agent.models.common.settings import get_model_settings
 
     model, weights = tiny
     model_server.add_package_model(
@@ -202,7 +202,7 @@ def test_current_stack_package_layout_loads_offline(tiny, model_server, model_en
 
 def test_a_damaged_checkpoint_is_a_clear_error(model_env) -> None:
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelArtifactsError
+    from edge_agent.models.common.errors import ModelArtifactsError
 
     directory = model_env.cache_dir / "sam2" / "hiera_tiny"
     directory.mkdir(parents=True)
@@ -262,7 +262,7 @@ def test_masks_map_back_to_source_pixels(tiny, model_env) -> None:
     # low-res cells 128..191 of 256 are source x 320..479 of 640; rows 64..127 are y 120..239 of 480
     assert (min(xs), max(xs), min(ys), max(ys)) == (320, 479, 120, 239)
 
-    from edge_agent.models.predictions import Detections
+    from edge_agent.models.maths.predictions import Detections
 
     detections = Detections(
         boxes=np.array([[330.0, 100.0, 400.0, 200.0], [0.0, 0.0, 50.0, 50.0]]),

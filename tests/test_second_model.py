@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.models.on_detections import boxes_as, crop_window, run_on_detections, selected, shift_prediction
-from edge_agent.models.predictions import (
+from edge_agent.models.maths.predictions import (
     ClassificationPrediction,
     Detections,
     InstanceSegmentation,
     KeypointDetections,
     TextDetections,
 )
+from edge_agent.models.tasks.on_detections import boxes_as, crop_window, run_on_detections, selected, shift_prediction
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.results import InferenceResult
 from edge_agent.pipelines.second_stage import ResultDispatch, SecondBinding, SecondStage

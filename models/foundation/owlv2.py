@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError, ModelArtifactsError
+from edge_agent.models.common.errors import InvalidInputError, ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.owlv2_steps import (
     ClassQueries,
@@ -40,10 +41,9 @@ from edge_agent.models.foundation.owlv2_steps import (
     score_frame,
     top_boxes,
 )
-from edge_agent.models.images import load_image
-from edge_agent.models.params import unit_interval
-from edge_agent.models.predictions import Detections, Prediction
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.images import load_image
+from edge_agent.models.maths.predictions import Detections, Prediction
+from edge_agent.models.tasks.params import unit_interval
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class Owlv2Detector(FoundationModel):
             return None
 
     def _to_disk(self, key: str, embedding: ImageEmbedding) -> None:
-        from edge_agent.models import cache
+        from edge_agent.models.artifacts import cache
 
         try:
             self.disk_cache.mkdir(parents=True, exist_ok=True)
@@ -312,7 +312,7 @@ class Owlv2Detector(FoundationModel):
         raise NotImplementedError  # predict_chunk does the work
 
     def make_response(self, prediction: Prediction) -> Any:
-        from edge_agent.models.responses import ObjectDetectionResponse
+        from edge_agent.models.maths.responses import ObjectDetectionResponse
 
         return ObjectDetectionResponse.model_validate(prediction.to_response())
 
@@ -329,7 +329,7 @@ def load_owlv2(
     try:
         snapshot = Path(snapshot_download(repo, cache_dir=str(cache), local_files_only=settings.offline_mode))
     except Exception as exc:  # huggingface_hub's errors for a missing cache or network
-        from edge_agent.models.errors import ModelNotCachedError
+        from edge_agent.models.common.errors import ModelNotCachedError
 
         raise ModelNotCachedError(
             f"{model_id}: {repo} is not in the Hugging Face cache {cache}"
@@ -390,7 +390,7 @@ def load_instant(
     model_id: str, directory: Path, settings: ModelSettings, status: Callable[[str], None] | None = None
 ) -> Owlv2Detector:
     """A Roboflow Instant model from its directory (``weights.pt``) and its base OWLv2."""
-    from edge_agent.models.errors import ModelNotCachedError
+    from edge_agent.models.common.errors import ModelNotCachedError
 
     weights = directory / INSTANT_FILE
     if not weights.is_file():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_agent.models.nms import non_max_suppression
+from edge_agent.models.maths.nms import non_max_suppression
 
 MAX_BOXES = 300
 PAD_VALUE = 0.5

@@ -19,11 +19,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import ModelArtifactsError
+from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.foundation.sam2 import PromptedMasks, Sam2Segmenter
 from edge_agent.models.foundation.sam_steps import NETWORK_SIZE, largest_polygon, longest_side_scale, longest_side_size
 from edge_agent.models.foundation.sam_weights import sam_config, sam_spec, sam_state_to_hf
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.predictions import Prediction
 
 PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)

@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError, ModelArtifactsError
+from edge_agent.models.common.errors import InvalidInputError, ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.sam_steps import (
     NETWORK_SIZE,
@@ -37,8 +38,7 @@ from edge_agent.models.foundation.sam_steps import (
     squash_scale,
 )
 from edge_agent.models.foundation.sam_weights import read_checkpoint, sam2_config, sam2_spec, sam2_state_to_hf
-from edge_agent.models.predictions import Detections, InstanceSegmentation, Prediction
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Detections, InstanceSegmentation, Prediction
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)

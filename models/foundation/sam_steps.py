@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError
+from edge_agent.models.common.errors import InvalidInputError
 
 NETWORK_SIZE = 1024
 #: the label transformers' prompt encoder turns into a zero embedding: pads prompts to one length

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.models.errors import ModelArtifactsError
+from edge_agent.models.common.errors import ModelArtifactsError
 
 # -- SAM2 -------------------------------------------------------------------------------------------
 
