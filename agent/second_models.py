@@ -83,8 +83,6 @@ class SecondModels:
                 f"but the stream's model {getattr(first, 'model_id', '?')!r} is a {task} model; "
                 f"accepted first models: {', '.join(BOX_TASKS)}"
             )
-        if boxes_as(second) == "crops" and getattr(second, "task_type", "") == "interactive-instance-segmentation":
-            raise ConfigError(f"second model {stream.second_model_id!r} cannot take boxes")
 
     def gate(self, stream: StreamConfig) -> Callable[[], bool] | None:
         """The first stage's gate for a MODE=every stream with a second model (None otherwise)."""

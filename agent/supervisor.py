@@ -282,6 +282,12 @@ class Supervisor:
     def _check_model_options(self, stream: StreamConfig) -> None:
         """A stream's PROMPTS/ROI must be options its model takes (exit 2 otherwise: no restart helps)."""
         model = self.models[self.config.model_of(stream)].model
+        if getattr(model, "task_type", "") == "interactive-instance-segmentation":
+            raise ConfigError(
+                f"stream {stream.name!r}: {self.config.model_of(stream)!r} segments what prompts point at and "
+                f"frames bring none; run it on a detector's boxes: STREAM_{env_name(stream.name)}_MODEL_ID=<detector> "
+                f"STREAM_{env_name(stream.name)}_SECOND_MODEL_ID={self.config.model_of(stream)}"
+            )
         wanted = self._first_options(stream, model)
         if stream.second_model_id and self.second is not None:
             SecondModels.check(stream, model, self.second.records[stream.second_model_id].model)

@@ -182,3 +182,26 @@ def test_detector_and_sam2_chain_masks_lie_inside_the_boxes(
                 assert x0 - 1 <= point["x"] <= x1 + 1 and y0 - 1 <= point["y"] <= y1 + 1, (p["class"], point)
             points_seen += len(p["points"])
     assert points_seen > 0  # the random network does segment something in the boxes
+
+
+def test_sam2_as_a_streams_own_model_is_refused(tmp_path: Path):
+    """SAM2 needs prompts; a stream's frames bring none: exit 2 naming the way to run it."""
+    from tests.sam_factory import checkpoint_bytes, original_sam2_state, sam2_model, tiny_sam2_config
+
+    cache = tmp_path / "cache"
+    (cache / "sam2" / "hiera_tiny").mkdir(parents=True)
+    weights = checkpoint_bytes(original_sam2_state(sam2_model(tiny_sam2_config())))
+    (cache / "sam2" / "hiera_tiny" / "weights.pt").write_bytes(weights)
+    frame, _ = _scene()
+    clip = _clip_of(tmp_path / "scene.mp4", [frame])
+    env = {
+        "MODEL_CACHE_DIR": str(cache),
+        "OFFLINE_MODE": "true",
+        "MODEL_ID": "sam2/hiera_tiny",
+        "STREAMS": f"cam={clip}",
+    }
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=120)
+        log = agent.stderr_path.read_text(errors="replace")
+    assert rc == 2, log
+    assert "STREAM_CAM_SECOND_MODEL_ID=sam2/hiera_tiny" in log
