@@ -83,23 +83,43 @@ def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
         inputs = model.family.inputs(model.processor, picture, prompt)
         prompt_tokens = int(inputs["input_ids"].shape[1])
 
-        def bare(n: int, inputs: dict[str, Any] = inputs, model: Any = model, config: Any = config) -> float:
+        class Clock:
+            """A generate streamer noting when each token comes (the first call is the prompt)."""
+
+            def __init__(self) -> None:
+                self.times: list[float] = []
+
+            def put(self, value: Any) -> None:
+                self.times.append(time.perf_counter())
+
+            def end(self) -> None:
+                pass
+
+        def bare(
+            n: int, inputs: dict[str, Any] = inputs, model: Any = model, config: Any = config
+        ) -> tuple[float, ...]:
+            """(time to first token, decode tokens/s, whole generate s) of one generate call."""
             config.min_new_tokens = n
+            clock = Clock()
             t0 = time.perf_counter()
-            model.engine.generate(inputs, GenerationSettings(max_new_tokens=n))
-            return time.perf_counter() - t0
+            model.engine.generate(inputs, GenerationSettings(max_new_tokens=n), streamer=clock)
+            end = time.perf_counter()
+            tokens = clock.times[1:]  # after the prompt (or the decoder's start token)
+            rate = (len(tokens) - 1) / (tokens[-1] - tokens[0]) if len(tokens) > 1 else float("nan")
+            return tokens[0] - t0, rate, end - t0
 
         bare(2)  # warm-up
-        first = [bare(1) for _ in range(repeats)]
-        whole = [bare(tokens) for _ in range(repeats)]
+        runs = [bare(tokens) for _ in range(repeats)]
+        first = [r[0] for r in runs]
+        rates = [r[1] for r in runs]
+        whole = [r[2] for r in runs]
         config.min_new_tokens = tokens
         asked = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             answer = model.ask(frame, prompt=prompt, max_new_tokens=tokens)
             asked.append(time.perf_counter() - t0)
-        ttft, total, ask = median(first), median(whole), median(asked)
-        rate = (tokens - 1) / max(total - ttft, 1e-9)
+        ttft, total, ask, rate = median(first), median(whole), median(asked), median(rates)
         params = sum(p.numel() for p in model.engine.model.parameters()) / 1e9
         lines.append(
             f"   {family:10s} {params:.2f} B params, {prompt_tokens} prompt tokens: time to first token "

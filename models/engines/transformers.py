@@ -185,8 +185,9 @@ class TransformersEngine:
             out[key] = value
         return out
 
-    def generate(self, inputs: dict[str, Any], generation: GenerationSettings) -> Any:
-        """Token ids (batch, length) on the CPU, as ``model.generate`` returns them."""
+    def generate(self, inputs: dict[str, Any], generation: GenerationSettings, **extra: Any) -> Any:
+        """Token ids (batch, length) on the CPU, as ``model.generate`` returns them (``extra``: more
+        ``generate`` arguments, e.g. a streamer)."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         cancel = self.cancel
@@ -204,6 +205,7 @@ class TransformersEngine:
                 out = self.model.generate(
                     **self.to_device(inputs),
                     **generation.kwargs(),
+                    **extra,
                     stopping_criteria=StoppingCriteriaList([_Cancelled()]),
                 )
             except GenerationCancelled:
