@@ -120,7 +120,10 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         model = get_model(args.model_id, progress=bar)
     finally:
         bar.close()
-    where = getattr(model, "directory", "")
+    from edge_agent.models import get_model_settings
+
+    # a model of several packages (PP-OCR) has no one directory: the cache holds them all
+    where = model.directory or get_model_settings().model_cache_dir
     print(f"{model.model_id}: {model.task_type}/{model.model_type} ready in {where}", file=sys.stderr)
     return 0
 

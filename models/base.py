@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from edge_agent.models.predictions import Prediction
 class Model(ABC):
     task_type: str = ""
     model_type: str = ""
+    #: Where the model's files are (its cache, package or local directory); None when it has no one
+    #: directory (a model built in memory, or one made of several packages).
+    directory: Path | None = None
 
     def __init__(self, model_id: str, task_type: str, model_type: str) -> None:
         self.model_id = model_id

@@ -168,7 +168,7 @@ def _build(
         status(f"loading {model_id}")
     loaded = package_artifacts(directory, model_id, weights_handle(package))
     model = build_from_artifacts(family, model_id, loaded, task_type, model_type, settings, status)
-    model.directory = directory  # type: ignore[attr-defined]
+    model.directory = directory
     return model
 
 
