@@ -76,7 +76,7 @@ def package_types(architecture: str | None, task_type: str | None, variant: str 
     return task, variant or architecture or "unknown"
 
 
-def _legacy_holds_weights(ref: ModelRef, settings: ModelSettings) -> bool:
+def legacy_holds_weights(ref: ModelRef, settings: ModelSettings) -> bool:
     """Does the legacy ``<project>/<version>/`` directory hold the model's weights?
 
     A ``model_type.json`` alone does not count: Roboflow's inference-models writes one there
@@ -101,10 +101,12 @@ def use_packages(ref: ModelRef, api_key: str | None, settings: ModelSettings) ->
     """
     if settings.model_registry != "auto":
         return settings.model_registry == "packages"
-    if _legacy_holds_weights(ref, settings):
+    if legacy_holds_weights(ref, settings):
         return False
     if PackageStore(settings).cached_packages(ref.model_id):
         return True
+    if cache.read_model_type(cache_dir_for(ref, settings.model_cache_dir)) is not None:
+        return False  # a legacy record of the model's type: /ort fetches its weights
     if settings.offline_mode:
         return False  # the legacy path names the directory it looked in
     try:
