@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from tests.agent_cli import assert_refused, run_cli
 from tests.fixtures.mosquitto import free_port
-from tests.onnx_factory import write_model_dir
+from tests.onnx_factory import constant_detector, write_model_dir
 
 BUILTIN = Path(__file__).resolve().parent.parent / "models" / "builtin" / "shapes-v1"
 
@@ -63,3 +67,43 @@ def test_the_401_message_reads_as_one_sentence(model_server, model_env) -> None:
     message = str(info.value)
     assert "revoked). Set ROBOFLOW_API_KEY (or API_KEY)" in message and ".." not in message, message
     assert "pass api_key" not in message
+
+
+# -- items 7 and 8: `infer` reads MODEL_ID, answers every readable image, stamps its responses -------
+
+
+def _detector_dir(tmp_path: Path) -> Path:
+    pred = np.zeros((7, 1), np.float32)
+    pred[:, 0] = (160, 160, 64, 48, 0.9, 0, 0)  # 320x320 input: a door at the centre of any image
+    return write_model_dir(tmp_path / "door-model", constant_detector(pred), ["door", "window", "wall"])
+
+
+def test_infer_uses_model_id_and_answers_every_readable_image(tmp_path: Path) -> None:
+    model_dir = _detector_dir(tmp_path)
+    good, other = tmp_path / "good.png", tmp_path / "other.png"
+    cv2.imwrite(str(good), np.zeros((480, 640, 3), np.uint8))
+    cv2.imwrite(str(other), np.zeros((240, 320, 3), np.uint8))
+    missing, text = tmp_path / "missing.png", tmp_path / "notes.txt"
+    text.write_text("not a picture\n")
+    env = _env(tmp_path, MODEL_ID=str(model_dir))
+
+    result = run_cli("infer", str(good), str(missing), str(text), str(other), env=env)
+    assert result.returncode == 2, result.stderr
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert first["image"] == {"width": 640, "height": 480} and second["image"] == {"width": 320, "height": 240}
+    assert [(p["class"], p["x"], p["y"]) for p in first["predictions"]] == [("door", 320, 240)]  # MODEL_ID's model
+    for response in (first, second):
+        assert str(uuid.UUID(response["inference_id"])) == response["inference_id"]
+        assert isinstance(response["time"], float) and 0 < response["time"] < 60
+    assert first["inference_id"] != second["inference_id"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3 and str(missing) in errors[0] and str(text) in errors[1], result.stderr
+    assert "2 of 4 images could not be read" in errors[2]
+
+    everything_read = run_cli("infer", str(good), env=env)
+    assert everything_read.returncode == 0 and len(everything_read.stdout.splitlines()) == 1
+    # --model overrides MODEL_ID; a MODEL_ID that names no model is refused as `run` refuses it
+    builtin = run_cli("infer", str(good), "--model", "builtin/shapes-v1", env=env)
+    assert builtin.returncode == 0 and "door" not in builtin.stdout, builtin.stderr
+    nope = run_cli("infer", str(good), env=_env(tmp_path, MODEL_ID="builtin/nope"))
+    assert nope.returncode == 2 and "builtin/nope" in nope.stderr and nope.stdout == "", nope.stderr
