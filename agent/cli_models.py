@@ -225,12 +225,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 @_guarded
 def cmd_models_clear(args: argparse.Namespace) -> int:
-    """Delete one model from the cache."""
+    """Delete one model from the cache (of a built-in or local model: the INT8 copies made of it)."""
     from edge_agent.models import clear_cache, parse_model_id
 
-    canonical = parse_model_id(args.model_id).model_id
+    ref = parse_model_id(args.model_id)
+    canonical = ref.model_id
     if clear_cache(args.model_id):
-        print(f"cleared {canonical}", file=sys.stderr)
+        if ref.read_only:  # only the INT8 copies made on this box go; the model is read in place
+            print(f"cleared the INT8 copy of {canonical} ({canonical} itself stays)", file=sys.stderr)
+        else:
+            print(f"cleared {canonical}", file=sys.stderr)
     else:
         print(f"{canonical} was not cached", file=sys.stderr)
     return 0
@@ -315,7 +319,9 @@ def register(subparsers: Any) -> None:
     listing = sub.add_parser("list", help="list cached models: id, size, task, type")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=cmd_models_list)
-    clear = sub.add_parser("clear", help="delete a model from the cache")
+    clear = sub.add_parser(
+        "clear", help="delete a model from the cache (built-in and local models: their INT8 copies only)"
+    )
     clear.add_argument("model_id", metavar="ID")
     clear.set_defaults(handler=cmd_models_clear)
     from edge_agent.models.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50

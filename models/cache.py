@@ -329,7 +329,65 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
                 )
             )
     found.extend(_package_models(settings))
+    found.extend(_int8_copies(settings))
     return found
+
+
+def _int8_copies(settings: ModelSettings) -> list[CachedModel]:
+    """INT8 copies of read-in-place (built-in, local) models, kept under ``.quantized/`` of the cache.
+
+    (A cached model's copy lives in its own directory and is counted with it.)
+    """
+    from edge_agent.models.precision import QUANTIZED_DIR, read_record
+
+    root = settings.model_cache_dir / QUANTIZED_DIR
+    out: list[CachedModel] = []
+    if not root.is_dir():
+        return out
+    for directory in sorted(root.iterdir()):
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        for record_path in sorted(directory.glob("*.int8.json")):
+            record = read_record(record_path)
+            if record is None:
+                continue
+            weights = record_path.with_name(record_path.name[: -len(".json")] + ".onnx")
+            types = _read_in_place_types(record.model_id)
+            out.append(
+                CachedModel(
+                    model_id=record.model_id,
+                    path=directory,
+                    size_bytes=_dir_size(directory),
+                    task_type=types[0] if types else None,
+                    model_type=types[1] if types else None,
+                    complete=weights.is_file() and weights.stat().st_size == record.int8.size,
+                    layout="int8-copy",
+                )
+            )
+    return out
+
+
+def _read_in_place_types(model_id: str) -> tuple[str, str] | None:
+    try:
+        ref = parse_model_id(model_id)
+    except InvalidModelIdError:
+        return None
+    return read_model_type(ref.local_dir) if ref.local_dir is not None else None
+
+
+def clear_int8_copies(ref: ModelRef, settings: ModelSettings) -> bool:
+    """Delete the INT8 copies this box made of a read-in-place model (never the model itself)."""
+    from edge_agent.models.precision import quantized_dir
+
+    directory = quantized_dir(settings.model_cache_dir, ref.model_id)
+    if not directory.is_dir():
+        return False
+    with model_lock(ref, settings):
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=settings.model_cache_dir))
+        os.replace(directory, trash / "copies")
+    shutil.rmtree(trash, ignore_errors=True)
+    logger.info("cleared the INT8 copies of %s (%s)", ref.model_id, directory)
+    return True
 
 
 def _package_models(settings: ModelSettings) -> list[CachedModel]:
@@ -365,9 +423,11 @@ def clear_cache(model_id: str, settings: ModelSettings | None = None) -> bool:
     settings = settings or get_model_settings()
     ref = parse_model_id(model_id)
     if ref.read_only:
+        if clear_int8_copies(ref, settings):
+            return True
         raise InvalidModelIdError(
             f"{ref.model_id} is a {'built-in model' if ref.kind == 'builtin' else 'local directory'}; "
-            f"it is read in place and never deleted by edge-agent"
+            f"it is read in place and never deleted by edge-agent (it has no INT8 copy to clear)"
         )
     if ref.kind == "generic":
         from edge_agent.models.foundation.core_cache import core_model_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -107,3 +108,34 @@ def test_infer_uses_model_id_and_answers_every_readable_image(tmp_path: Path) ->
     assert builtin.returncode == 0 and "door" not in builtin.stdout, builtin.stderr
     nope = run_cli("infer", str(good), env=_env(tmp_path, MODEL_ID="builtin/nope"))
     assert nope.returncode == 2 and "builtin/nope" in nope.stderr and nope.stdout == "", nope.stderr
+
+
+# -- item 12: INT8 copies of built-in models are listed and can be cleared ----------------------------
+
+
+def test_int8_copies_are_listed_and_cleared_never_the_built_in(tmp_path: Path) -> None:
+    from edge_agent.models.precision import quantized_dir
+
+    env = _env(tmp_path)
+    cache_dir = Path(env["MODEL_CACHE_DIR"])
+    # what `models quantize builtin/shapes-v1` leaves (tests/test_quantize.py): the copy and its record
+    copies = quantized_dir(cache_dir, "builtin/shapes-v1")
+    copies.mkdir(parents=True)
+    for name in ("weights.int8.onnx", "weights.int8.json"):
+        shutil.copy(BUILTIN / name, copies / name)
+    shipped = sorted(p.name for p in BUILTIN.iterdir())
+
+    listed = run_cli("models", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    _header, row = listed.stdout.splitlines()
+    assert row.split()[0] == "builtin/shapes-v1" and row.split()[-3:] == ["object-detection", "yolov8n", "int8-copy"]
+    record = json.loads(run_cli("models", "list", "--json", env=env).stdout)
+    assert (record["model_id"], record["layout"], record["complete"]) == ("builtin/shapes-v1", "int8-copy", True)
+    assert record["size_bytes"] == sum(p.stat().st_size for p in copies.iterdir())
+
+    cleared = run_cli("models", "clear", "builtin/shapes-v1", env=env)
+    assert cleared.returncode == 0 and "cleared the INT8 copy of builtin/shapes-v1" in cleared.stderr, cleared.stderr
+    assert not copies.exists() and sorted(p.name for p in BUILTIN.iterdir()) == shipped
+    assert run_cli("models", "list", "--json", env=env).stdout == ""
+    again = run_cli("models", "clear", "builtin/shapes-v1", env=env)
+    assert again.returncode == 2 and "never deleted" in again.stderr and "no INT8 copy" in again.stderr
