@@ -126,6 +126,21 @@ def _check_http_access(config: Config) -> None:
         )
 
 
+def _check_int8_copies(config: Config) -> None:
+    """Each model to run as int8 whose weights are on disk has a usable copy (its record), as ``run``
+    will find when it loads the model."""
+    from edge_agent.models.int8_check import check_int8_copy
+
+    users: dict[str, list[str]] = {}
+    for stream in config.streams:
+        users.setdefault(config.model_of(stream), []).append(stream.name)
+    for model_id, streams in users.items():
+        try:
+            check_int8_copy(model_id, config.models)
+        except EdgeAgentError as exc:
+            raise ConfigError(f"model {redact_url(model_id)!r} (streams: {', '.join(streams)}): {exc}") from None
+
+
 def validate_config(config: Config) -> None:
     """Raise :class:`ConfigError` (one line naming the culprit) for anything ``run`` would refuse."""
     from edge_agent.agent.health import check_health_address
@@ -138,6 +153,7 @@ def validate_config(config: Config) -> None:
     label = "stream" if config.using_sample else "STREAMS: stream"
     for stream in config.streams:
         prepare_stream(stream, config, label)
+    _check_int8_copies(config)
     if agent.mqtt_host:
         try:
             mqtt_config(config)

@@ -17,6 +17,7 @@ from tests.fixtures.mosquitto import free_port
 from tests.onnx_factory import constant_detector, write_model_dir
 
 BUILTIN = Path(__file__).resolve().parent.parent / "models" / "builtin" / "shapes-v1"
+SAMPLE = BUILTIN.parent / "sample.mp4"
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -139,3 +140,27 @@ def test_int8_copies_are_listed_and_cleared_never_the_built_in(tmp_path: Path) -
     assert run_cli("models", "list", "--json", env=env).stdout == ""
     again = run_cli("models", "clear", "builtin/shapes-v1", env=env)
     assert again.returncode == 2 and "never deleted" in again.stderr and "no INT8 copy" in again.stderr
+
+
+# -- item 15: `config` refuses int8 on a model without a copy, as `run` does --------------------------
+
+
+def test_config_refuses_int8_without_a_copy_as_run_does(tmp_path: Path) -> None:
+    local = tmp_path / "door-model"
+    local.mkdir()
+    for name in ("weights.onnx", "environment.json", "class_names.txt", "model_type.json"):
+        shutil.copy(BUILTIN / name, local / name)
+    env = _env(tmp_path, STREAMS=f"door={SAMPLE}", MODEL_ID=str(local), MODEL_PRECISION="int8")
+    line = assert_refused(
+        run_cli("config", env=env), "door", "no usable INT8 copy", f"edge-agent models quantize {local}"
+    )
+    run_line = assert_refused(run_cli("run", "--seconds", "20", env=env), "door", "no usable INT8 copy")
+    assert f"edge-agent models quantize {local}" in run_line and line
+    # per stream too; fp32 and auto need no copy; the built-in model ships one
+    per_stream = {
+        **_env(tmp_path, STREAMS=f"door={SAMPLE}", MODEL_ID=str(local)),
+        "STREAM_DOOR_MODEL_PRECISION": "int8",
+    }
+    assert_refused(run_cli("config", env=per_stream), "door", "no usable INT8 copy")
+    assert run_cli("config", env={**env, "MODEL_PRECISION": "auto"}).returncode == 0
+    assert run_cli("config", env=_env(tmp_path, MODEL_PRECISION="int8")).returncode == 0
