@@ -164,3 +164,26 @@ def test_config_refuses_int8_without_a_copy_as_run_does(tmp_path: Path) -> None:
     assert_refused(run_cli("config", env=per_stream), "door", "no usable INT8 copy")
     assert run_cli("config", env={**env, "MODEL_PRECISION": "auto"}).returncode == 0
     assert run_cli("config", env=_env(tmp_path, MODEL_PRECISION="int8")).returncode == 0
+
+
+# -- item 14: misspelled variables are named with the closest known one ------------------------------
+
+
+def test_misspelled_variables_are_named_with_the_closest_known_one(tmp_path: Path) -> None:
+    env = _env(tmp_path, MQTT_HOTS="broker.local", CONFIDENSE="0.5", mqtt_pasword="hunter2-secret")
+    # the rest of a normal environment is not ours and is left alone
+    env.update(HTTP_PROXY="http://127.0.0.1:9", LOGNAME="edge", HOSTNAME="box", ROBOFLOW_REGION="eu")
+    config = run_cli("config", env=env)
+    assert config.returncode == 0, config.stderr
+    warnings = [line for line in config.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: CONFIDENSE is not a variable edge-agent reads (ignored); did you mean CONFIDENCE?",
+        "warning: MQTT_HOTS is not a variable edge-agent reads (ignored); did you mean MQTT_HOST?",
+        "warning: mqtt_pasword is not a variable edge-agent reads (ignored); did you mean MQTT_PASSWORD?",
+    ], config.stderr
+    assert "hunter2" not in config.stderr + config.stdout and "broker.local" not in config.stderr
+    run = run_cli("run", "--seconds", "2", env=env, timeout=90)
+    assert run.returncode == 0, run.stderr
+    assert "MQTT_HOTS is not a variable edge-agent reads (ignored); did you mean MQTT_HOST?" in run.stderr
+    assert "HTTP_PROXY" not in run.stderr and "LOGNAME" not in run.stderr and "ROBOFLOW_REGION" not in run.stderr
+    assert "warning" not in run_cli("config", env=_env(tmp_path, MQTT_HOST="127.0.0.1")).stderr.lower()
