@@ -187,3 +187,35 @@ def test_misspelled_variables_are_named_with_the_closest_known_one(tmp_path: Pat
     assert "MQTT_HOTS is not a variable edge-agent reads (ignored); did you mean MQTT_HOST?" in run.stderr
     assert "HTTP_PROXY" not in run.stderr and "LOGNAME" not in run.stderr and "ROBOFLOW_REGION" not in run.stderr
     assert "warning" not in run_cli("config", env=_env(tmp_path, MQTT_HOST="127.0.0.1")).stderr.lower()
+
+
+# -- item 9: one log line says where the HTTP port serves what ----------------------------------------
+
+
+def test_the_http_port_is_announced_with_its_urls(tmp_path: Path) -> None:
+    port = free_port()
+    token = "s3cret-http-token-123"
+    env = _env(tmp_path, HEALTH_PORT=str(port), CONTROL_API="true", HTTP_TOKEN=token)
+    result = run_cli("run", "--seconds", "3", env=env, timeout=90)
+    assert result.returncode == 0, result.stderr
+    base = f"http://127.0.0.1:{port}"
+    expected = (
+        f"HTTP port: live view {base}/, metrics {base}/metrics, control API {base}/streams, "
+        f"probes {base}/healthz, {base}/readyz; HTTP_TOKEN needed on all but the probes"
+    )
+    assert expected in result.stderr, result.stderr
+    assert token not in result.stderr
+
+
+def test_listening_line_for_every_interface_and_ipv6() -> None:
+    import socket
+
+    from edge_agent.agent.health import listening_line
+
+    name = socket.gethostname()
+    line = listening_line("0.0.0.0", 8090, control_api=False, token=False)
+    assert line == (
+        f"HTTP port (listening on every interface): live view http://{name}:8090/, metrics http://{name}:8090/metrics, "
+        f"probes http://{name}:8090/healthz, http://{name}:8090/readyz; no token needed"
+    )
+    assert listening_line("::1", 80, control_api=True, token=False).startswith("HTTP port: live view http://[::1]:80/")
