@@ -219,3 +219,18 @@ def test_listening_line_for_every_interface_and_ipv6() -> None:
         f"probes http://{name}:8090/healthz, http://{name}:8090/readyz; no token needed"
     )
     assert listening_line("::1", 80, control_api=True, token=False).startswith("HTTP port: live view http://[::1]:80/")
+
+
+# -- item 13: frame_id numbers decoded frames, as documented -------------------------------------------
+
+
+def test_frame_id_counts_decoded_frames_with_a_rate_cap(tmp_path: Path) -> None:
+    from tests.fixtures.media import make_clip
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0, fps=30)  # 60 frames
+    env = _env(tmp_path, STREAMS=f"cam={clip}", STREAM_CAM_MODE="every", STREAM_CAM_MAX_FPS="10", STDOUT_SINK="true")
+    result = run_cli("run", "--seconds", "60", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ids = [json.loads(line)["frame_id"] for line in result.stdout.splitlines() if line.startswith("{")]
+    # 30 fps capped at 10: every third decoded frame is processed; its id is its index in the file
+    assert ids == list(range(0, 60, 3)), ids

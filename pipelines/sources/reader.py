@@ -195,10 +195,13 @@ class CaptureClock:
 
 
 class FrameCounter:
-    """Hands out per-stream frame ids that keep counting across reconnects."""
+    """Per-stream counts that keep counting across reconnects: ``next_id`` numbers every decoded
+    frame (so a gap in the ids a consumer sees is frames not processed: replaced in the slot or
+    skipped by the rate cap), ``delivered`` counts the frames handed to the slot."""
 
     def __init__(self) -> None:
         self.next_id = 0
+        self.delivered = 0
 
 
 @dataclass
@@ -425,6 +428,8 @@ class FrameReader:
             status.first_frame_mono = now
         status.frames_decoded += 1
         status.last_frame_mono = now
+        frame_id = self.counter.next_id  # every decoded frame has its number, delivered or not
+        self.counter.next_id += 1
         pts = frame.time  # seconds, None without a timestamp
         if pace:
             delay = self._pacer.delay(pts)
@@ -453,7 +458,7 @@ class FrameReader:
             image, decoded = None, frame
         handed = Frame(
             stream=self.name,
-            frame_id=self.counter.next_id,
+            frame_id=frame_id,
             capture_time=wall,
             pts=pts,
             image=image,
@@ -470,7 +475,7 @@ class FrameReader:
         else:
             ok = self.slot.put(handed, cancel=self.stop_event)
         if ok:
-            self.counter.next_id += 1
+            self.counter.delivered += 1
             status.frames_delivered += 1
             return True
         return not (self.stop_event.is_set() or self.slot.closed)

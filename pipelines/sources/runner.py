@@ -52,7 +52,7 @@ class StreamStats:
     kind: str
     state: State
     frames_decoded: int
-    frames_delivered: int  # handed to the slot (== next frame_id)
+    frames_delivered: int  # handed to the slot
     fps_in: float  # decoded frames per second over the last few seconds
     reconnects: int  # connection attempts after the first one
     last_error: str | None
@@ -138,7 +138,7 @@ class StreamRunner:
             kind=self.spec.kind,
             state=self._state,
             frames_decoded=decoded,
-            frames_delivered=self._counter.next_id,
+            frames_delivered=self._counter.delivered,
             fps_in=round(self._fps(now, decoded), 2),
             reconnects=self._reconnects,
             last_error=self._last_error,
