@@ -234,3 +234,45 @@ def test_frame_id_counts_decoded_frames_with_a_rate_cap(tmp_path: Path) -> None:
     ids = [json.loads(line)["frame_id"] for line in result.stdout.splitlines() if line.startswith("{")]
     # 30 fps capped at 10: every third decoded frame is processed; its id is its index in the file
     assert ids == list(range(0, 60, 3)), ids
+
+
+# -- item 6: URLs with white space are refused; FFmpeg's codes are said in words ----------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "culprits"),
+    [
+        ("rtsp://admin:pw@192.0 .2.10/s", ["'door'", "a space (character 22)", "its host"]),
+        ("rtsp://admin:p w@192.0.2.10/s", ["'door'", "a space", "user name or password", "%20"]),
+        ("http://192.0.2.10/live\tstream.m3u8", ["'door'", "a tab", "path or query", "%09"]),
+    ],
+)
+def test_stream_urls_with_white_space_are_refused(tmp_path: Path, url: str, culprits: list[str]) -> None:
+    env = _env(tmp_path, STREAMS=f"door={url}")
+    line = assert_refused(run_cli("config", env=env), "STREAMS", *culprits)
+    assert "p w" not in line and ":pw@" not in line  # the password stays masked
+    assert assert_refused(run_cli("run", "--seconds", "20", env=env), *culprits) == line
+
+
+def test_ffmpeg_errors_are_said_in_words(tmp_path: Path) -> None:
+    import av
+
+    from edge_agent.pipelines.sources.av_errors import describe_error
+
+    def error_of(url: str) -> BaseException:
+        try:
+            av.open(url, timeout=5).close()
+        except Exception as exc:
+            return exc
+        raise AssertionError(f"{url} opened")
+
+    text = tmp_path / "notes.bin"
+    text.write_bytes(b"\x00not a video" * 100)
+    refused = describe_error(error_of(f"rtsp://127.0.0.1:{free_port()}/live"))
+    invalid = describe_error(error_of(str(text)))
+    missing = describe_error(error_of(str(tmp_path / "nothing.mp4")))
+    assert refused.startswith("Connection refused (nothing listens on that host and port")
+    assert invalid.startswith("invalid data: what came back is not a video FFmpeg can read")
+    assert missing.startswith("No such file or directory (is the path right")
+    for said in (refused, invalid, missing):
+        assert "Errno" not in said and "1094995529" not in said and "127.0.0.1" not in said

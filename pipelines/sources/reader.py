@@ -482,6 +482,6 @@ class FrameReader:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    from edge_agent.pipelines.sources.av_errors import describe_error
+
+    return describe_error(exc)
