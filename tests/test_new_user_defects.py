@@ -276,3 +276,32 @@ def test_ffmpeg_errors_are_said_in_words(tmp_path: Path) -> None:
     assert missing.startswith("No such file or directory (is the path right")
     for said in (refused, invalid, missing):
         assert "Errno" not in said and "1094995529" not in said and "127.0.0.1" not in said
+
+
+# -- item 2: a text file is not a video --------------------------------------------------------------
+
+
+def _notes(tmp_path: Path) -> Path:
+    notes = tmp_path / "notes.txt"  # long enough for FFmpeg's tty demuxer to take it
+    notes.write_text("".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200)))
+    return notes
+
+
+def test_a_text_file_alone_is_refused_with_exit_2(tmp_path: Path) -> None:
+    env = _env(tmp_path, STREAMS=f"bad={_notes(tmp_path)}", STDOUT_SINK="true")
+    result = run_cli("run", "--seconds", "30", env=env, timeout=90)
+    line = assert_refused(result, "no stream can produce frames", "bad: not a video", "text rendered into pictures")
+    assert "container tty" in line and result.stdout == ""  # nothing published from the text's "frames"
+    assert "retrying" not in result.stderr  # the same file would say the same again
+
+
+def test_a_text_file_beside_a_good_stream_fails_alone(tmp_path: Path) -> None:
+    from tests.fixtures.media import make_clip
+
+    good = make_clip(tmp_path / "good.mp4", seconds=1.0, fps=10)
+    env = _env(tmp_path, STREAMS=f"bad={_notes(tmp_path)};good={good}", STREAM_GOOD_MODE="every", STDOUT_SINK="true")
+    result = run_cli("run", "--seconds", "60", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    ids = [(m["stream"], m["frame_id"]) for m in map(json.loads, result.stdout.splitlines())]
+    assert ids == [("good", i) for i in range(10)], ids  # every frame of the good clip, nothing of the text
+    assert "edge_agent.stream.bad: failed: not a video: FFmpeg reads it as text rendered into pictures" in result.stderr

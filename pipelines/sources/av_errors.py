@@ -12,6 +12,8 @@ import errno
 
 import av
 
+from edge_agent.models.errors import EdgeAgentError
+
 # PyAV's classes for FFmpeg's own codes (AVERROR_*), most specific first.
 _AV_WORDS: tuple[tuple[type[BaseException], str], ...] = (
     (
@@ -52,8 +54,27 @@ _ERRNO_HINTS: dict[int, str] = {
 }
 
 
+# FFmpeg demuxers and decoders that render text as pictures (a .txt or .nfo file "plays" as
+# 640x400 frames of ANSI art through the tty demuxer): no camera or recording ever uses them.
+TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
+
+
+def not_a_video(format_name: str, codec_name: str) -> str | None:
+    """Why an opened source is not a video (a text file rendered as pictures), or None."""
+    formats = set(format_name.split(","))
+    if formats & TEXT_FORMATS or codec_name in TEXT_CODECS:
+        return (
+            f"not a video: FFmpeg reads it as text rendered into pictures (container {format_name}, codec "
+            f"{codec_name}); give a video file, a camera or a stream URL"
+        )
+    return None
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failure to open or read a source: words, not ``[Errno 1094995529]``."""
+    if isinstance(exc, EdgeAgentError):
+        return str(exc)  # our own message says it already
     for kind, words in _AV_WORDS:
         if isinstance(exc, kind):
             return words
@@ -68,4 +89,4 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["describe_error"]
+__all__ = ["describe_error", "not_a_video"]

@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 import av
 
+from edge_agent.pipelines.errors import SourceConfigError
 from edge_agent.pipelines.frames import Frame, to_bgr
 from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.av_errors import describe_error, not_a_video
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.spec import SourceSpec
 
@@ -227,6 +229,7 @@ class ReaderStatus:
     corrupt_packets: int = 0  # packets of a file the decoder refused (skipped)
     end_reason: EndReason | None = None
     error: str | None = None
+    permanent: bool = False  # the error is one no new attempt can change (a text file, not a video)
     finite: bool = False  # the source has an end (file, HTTP video with a duration)
     width: int | None = None
     height: int | None = None
@@ -295,6 +298,7 @@ class FrameReader:
             else:
                 status.end_reason = "error"
                 status.error = self.spec.redact(_describe(exc))
+                status.permanent = isinstance(exc, SourceConfigError)
         finally:
             if self.stop_event.is_set() and status.end_reason != "eof":
                 status.end_reason = "stopped"
@@ -343,6 +347,9 @@ class FrameReader:
                 if not container.streams.video:
                     raise ValueError("the source has no video stream")
                 stream = container.streams.video[0]
+                refused = not_a_video(container.format.name, stream.codec_context.name)
+                if refused is not None:
+                    raise SourceConfigError(refused)
                 status.finite = spec.kind == "file" or (spec.kind == "http" and bool(container.duration))
                 # Slice threads, not frame threads ("AUTO"): frame threading holds each picture
                 # back by (threads - 1) frames (~70 ms on a 30 fps camera), and when the model
@@ -482,6 +489,4 @@ class FrameReader:
 
 
 def _describe(exc: BaseException) -> str:
-    from edge_agent.pipelines.sources.av_errors import describe_error
-
     return describe_error(exc)

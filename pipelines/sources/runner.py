@@ -262,6 +262,8 @@ class StreamRunner:
         if status.frames_decoded == 0:
             self._file_failures += 1
             self._last_error = status.error or "the file has no decodable video frame"
+            if status.permanent:  # the same file says the same again: no second attempt
+                return "failed"
             return "failed" if self._file_failures >= self.options.file_attempts else "retry"
         self._file_failures = 0
         if status.end_reason == "eof":
