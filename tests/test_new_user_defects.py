@@ -305,3 +305,64 @@ def test_a_text_file_beside_a_good_stream_fails_alone(tmp_path: Path) -> None:
     ids = [(m["stream"], m["frame_id"]) for m in map(json.loads, result.stdout.splitlines())]
     assert ids == [("good", i) for i in range(10)], ids  # every frame of the good clip, nothing of the text
     assert "edge_agent.stream.bad: failed: not a video: FFmpeg reads it as text rendered into pictures" in result.stderr
+
+
+# -- item 3: a model whose declared output shape is wrong runs as Roboflow runs it ---------------------
+
+
+def _declared_wrong(predictions: np.ndarray) -> bytes:
+    """A YOLOv8-layout graph computing (1, rows, anchors) whose output is declared (rows, anchors):
+    ONNX Runtime warns "Error merging shape info" and reports the output's shape as []."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows, anchors = predictions.shape
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean_all"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["mean_all", "zero"], ["zeros_b"]),
+        helper.make_node("Reshape", ["zeros_b", "shape_b11"], ["zeros_b11"]),
+        helper.make_node("Add", ["zeros_b11", "pred"], ["output0"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "shape_b11"),
+        numpy_helper.from_array(predictions[None].astype(np.float32), "pred"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "declared_wrong",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [rows, anchors])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_a_wrongly_declared_output_shape_is_checked_on_the_real_output(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from edge_agent.models import get_model
+    from edge_agent.models.errors import ModelLayoutError
+    from tests.onnx_factory import letterbox_env
+
+    pred = np.zeros((7, 16), np.float32)  # 4 box rows + 3 classes, 16 anchors
+    pred[:, 3] = (160, 160, 64, 48, 0.05, 0.9, 0.1)  # anchor 3: class 1, centred, 64x48 in the 320 input
+    pred[:, 9] = (40, 200, 20, 30, 0.7, 0.0, 0.0)  # anchor 9: class 0
+    weights = _declared_wrong(pred)
+    session = ort.InferenceSession(weights, providers=["CPUExecutionProvider"])
+    assert session.get_outputs()[0].shape == []  # what the layout check used to refuse
+    model_dir = write_model_dir(tmp_path / "m", weights, ["door", "window", "wall"], letterbox_env())
+
+    (response,) = get_model(str(model_dir)).infer(np.zeros((480, 640, 3), np.uint8))
+    got = sorted((p["class"], p["x"], p["y"], p["width"], p["height"]) for p in response.model_dump()["predictions"])
+    # 640x480 letterboxed into 320x320: scale 0.5, 40 px of padding above and below (80 in the input)
+    # anchor 3: centre (160, 160 - 40) / 0.5, size (64, 48) / 0.5; anchor 9: (40, 200 - 40) / 0.5, (20, 30) / 0.5
+    assert got == [("door", 80.0, 320.0, 40.0, 60.0), ("window", 320.0, 240.0, 128.0, 96.0)]
+
+    # outputs that really do not fit are refused as clearly as declared ones
+    bad_dir = write_model_dir(tmp_path / "bad", _declared_wrong(np.zeros((9, 16), np.float32)), ["a", "b", "c"])
+    with pytest.raises(ModelLayoutError, match=r"output0 \[1, 9, 16\]. The output has 5 class rows but 3 class names"):
+        get_model(str(bad_dir))
