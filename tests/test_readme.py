@@ -145,3 +145,84 @@ def test_every_example_in_the_env_table_is_checked() -> None:
     assert with_examples - NOT_VALUES <= checked, (
         f"examples nobody checks: {sorted(with_examples - NOT_VALUES - checked)}"
     )
+
+
+# -- the "Common setups" blocks: every variable known, every value accepted ---------------------------
+
+
+def _setup_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Common setups\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)```", section, re.S)
+
+
+def _commands(block: str) -> list[tuple[dict[str, str], list[str]]]:
+    """(variables, command words) of each command of a shell block; a heredoc's KEY=value lines
+    (an EnvironmentFile) are variables with no command."""
+    import shlex
+
+    out: list[tuple[dict[str, str], list[str]]] = []
+    lines = iter(block.replace("\\\n", " ").splitlines())
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if "<<" in line:  # sudo tee FILE <<'EOF' ... EOF: the file's lines
+            end = line.rsplit("<<", 1)[1].strip().strip("'\"")
+            body = []
+            for inner in lines:
+                if inner.strip() == end:
+                    break
+                body.append(inner)
+            out.append((dict(entry.split("=", 1) for entry in body if entry.strip()), []))
+            continue
+        env: dict[str, str] = {}
+        while words and re.match(r"^[A-Z][A-Z0-9_]*=", words[0]):
+            name, _, value = words.pop(0).partition("=")
+            env[name] = value
+        out.append((env, words))
+    return out
+
+
+def _check_variables(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.agent.env_typos import known_names, warnings_for
+    from edge_agent.agent.settings import AgentSettings, parse_streams, stream_from_env
+    from edge_agent.models.settings import ModelSettings
+    from edge_agent.pipelines.sources.spec import SourceSpec
+    from edge_agent.pipelines.stream_config import STREAM_KEYS, env_name
+
+    known = known_names((AgentSettings, ModelSettings))
+    for name in known:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    AgentSettings()  # every value of the service's variables is accepted ...
+    ModelSettings()  # ... and of the model layer's
+    streams = parse_streams(env["STREAMS"]) if "STREAMS" in env else []
+    names = {env_name(n) for n, _ in streams}
+    for name in env:
+        per_stream = any(name.startswith(f"STREAM_{n}_") and name[len(n) + 8 :] in STREAM_KEYS for n in names)
+        assert name in known or per_stream, f"{name} is not a variable edge-agent reads"
+    for stream, url in streams:
+        config = stream_from_env(stream, url, {k.upper(): v for k, v in env.items()})
+        if "://" in url:
+            SourceSpec.parse(config.url)  # network URLs parse (files and devices exist on the box only)
+    assert warnings_for(env, (AgentSettings, ModelSettings)) == []
+
+
+def test_common_setups_variables_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.agent.cli import build_parser
+
+    blocks = _setup_blocks()
+    assert len(blocks) == 5, "one camera to MQTT; several cameras and the live view; offline; INT8; systemd"
+    parser = build_parser()
+    checked = 0
+    for block in blocks:
+        for env, words in _commands(block):
+            if words and words[0] == "edge-agent":
+                args = parser.parse_args(words[1:])  # a command the CLI has, with its options
+                assert getattr(args, "handler", None) is not None, words
+            if env:
+                _check_variables(env, monkeypatch)
+                checked += 1
+    assert checked >= 6  # every block sets variables (the offline one twice, the service in its file)
