@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_agent.models.errors import EdgeAgentError, InvalidInputError
+from edge_agent.models.common.errors import EdgeAgentError, InvalidInputError
 from edge_agent.pipelines.sinks.encoding import to_json
 
 DEFAULT_MODEL = "builtin/shapes-v1"
@@ -227,14 +227,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 def cmd_models_clear(args: argparse.Namespace) -> int:
     """Delete one model from the cache (of a built-in or local model: the INT8 copies made of it)."""
     from edge_agent.models import clear_cache, parse_model_id
+    from edge_agent.models.resolution.cached_models import clear_int8_copies
 
     ref = parse_model_id(args.model_id)
     canonical = ref.model_id
-    if clear_cache(args.model_id):
-        if ref.read_only:  # only the INT8 copies made on this box go; the model is read in place
-            print(f"cleared the INT8 copy of {canonical} ({canonical} itself stays)", file=sys.stderr)
-        else:
-            print(f"cleared {canonical}", file=sys.stderr)
+    if ref.read_only and clear_int8_copies(args.model_id):
+        # only the INT8 copies made on this box go; the model itself is read in place
+        print(f"cleared the INT8 copy of {canonical} ({canonical} itself stays)", file=sys.stderr)
+    elif clear_cache(args.model_id):  # a built-in model or local directory without copies: refused
+        print(f"cleared {canonical}", file=sys.stderr)
     else:
         print(f"{canonical} was not cached", file=sys.stderr)
     return 0
@@ -243,8 +244,8 @@ def cmd_models_clear(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_models_quantize(args: argparse.Namespace) -> int:
     """Make a static INT8 copy of a model beside its fp32 weights, checked against fp32."""
-    from edge_agent.models.errors import AccuracyGuardError
-    from edge_agent.models.quantize import quantize_model
+    from edge_agent.models.common.errors import AccuracyGuardError
+    from edge_agent.models.quantization.quantize import quantize_model
 
     def say(text: str) -> None:
         print(f"{args.model_id}: {text}", file=sys.stderr, flush=True)
@@ -324,7 +325,7 @@ def register(subparsers: Any) -> None:
     )
     clear.add_argument("model_id", metavar="ID")
     clear.set_defaults(handler=cmd_models_clear)
-    from edge_agent.models.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50
+    from edge_agent.models.speed.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50
 
     quantize = sub.add_parser(
         "quantize",

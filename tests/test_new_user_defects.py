@@ -59,7 +59,7 @@ def test_fine_tuned_id_without_a_key_is_refused_at_once(tmp_path: Path) -> None:
 
 def test_the_401_message_reads_as_one_sentence(model_server, model_env) -> None:  # type: ignore[no-untyped-def]
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ApiAuthError
+    from edge_agent.models.common.errors import ApiAuthError
 
     model_server.add_model("someproj", "1", (BUILTIN / "weights.onnx").read_bytes())
     model_server.require_api_key = "right"
@@ -115,7 +115,7 @@ def test_infer_uses_model_id_and_answers_every_readable_image(tmp_path: Path) ->
 
 
 def test_int8_copies_are_listed_and_cleared_never_the_built_in(tmp_path: Path) -> None:
-    from edge_agent.models.precision import quantized_dir
+    from edge_agent.models.speed.precision import quantized_dir
 
     env = _env(tmp_path)
     cache_dir = Path(env["MODEL_CACHE_DIR"])
@@ -345,7 +345,7 @@ def test_a_wrongly_declared_output_shape_is_checked_on_the_real_output(tmp_path:
     import onnxruntime as ort
 
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelLayoutError
+    from edge_agent.models.common.errors import ModelLayoutError
     from tests.onnx_factory import letterbox_env
 
     pred = np.zeros((7, 16), np.float32)  # 4 box rows + 3 classes, 16 anchors

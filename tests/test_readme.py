@@ -49,25 +49,25 @@ def _stream(key: str, value: str) -> Any:
 
 
 def _providers(value: str) -> list[str]:
-    from edge_agent.models.settings import parse_provider_list
+    from edge_agent.models.common.settings import parse_provider_list
 
     return parse_provider_list(value)
 
 
 def _model_settings(**values: str) -> Any:
-    from edge_agent.models.settings import ModelSettings
+    from edge_agent.models.common.settings import ModelSettings
 
     return ModelSettings(**values)  # type: ignore[arg-type]
 
 
 def _backends(value: str) -> Any:
-    from edge_agent.models.packages.loader import preferences
+    from edge_agent.models.resolution.package_loader import preferences
 
     return preferences(_model_settings(model_package_backends=value)).backends
 
 
 def _precision(value: str) -> Any:
-    from edge_agent.models.precision import split_precision
+    from edge_agent.models.speed.precision import split_precision
 
     return split_precision(value)
 
@@ -187,7 +187,7 @@ def _commands(block: str) -> list[tuple[dict[str, str], list[str]]]:
 def _check_variables(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from edge_agent.agent.env_typos import known_names, warnings_for
     from edge_agent.agent.settings import AgentSettings, parse_streams, stream_from_env
-    from edge_agent.models.settings import ModelSettings
+    from edge_agent.models.common.settings import ModelSettings
     from edge_agent.pipelines.sources.spec import SourceSpec
     from edge_agent.pipelines.stream_config import STREAM_KEYS, env_name
 

@@ -12,7 +12,7 @@ import errno
 
 import av
 
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 
 # PyAV's classes for FFmpeg's own codes (AVERROR_*), most specific first.
 _AV_WORDS: tuple[tuple[type[BaseException], str], ...] = (
