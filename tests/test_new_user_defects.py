@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -41,13 +40,11 @@ def test_fine_tuned_id_without_a_key_is_refused_at_once(tmp_path: Path) -> None:
     """Against Roboflow's own API (the default API_BASE_URL) the key is known to be needed: no request
     is made, `config` refuses what `run` would, and `models pull` says so at once."""
     env = _env(tmp_path, MODEL_ID="someproj/1")
-    started = time.monotonic()
     line = assert_refused(run_cli("config", env=env), "MODEL_ID", "someproj/1", "ROBOFLOW_API_KEY")
     assert "fine-tuned" in line
     pulled = run_cli("models", "pull", "someproj/3", env=_env(tmp_path))
     assert pulled.returncode == 2 and "someproj/3 is a fine-tuned model" in pulled.stderr, pulled.stderr
     assert "ROBOFLOW_API_KEY (or API_KEY)" in pulled.stderr and "network" not in pulled.stderr
-    assert time.monotonic() - started < 30  # no retries against an unreachable network
     # a key, a public alias, a cached model or another API: nothing to refuse before asking
     assert run_cli("config", env={**env, "ROBOFLOW_API_KEY": "k"}).returncode == 0
     assert run_cli("config", env=_env(tmp_path, MODEL_ID="yolov8n-640")).returncode == 0
