@@ -274,6 +274,30 @@ def test_ffmpeg_errors_are_said_in_words(tmp_path: Path) -> None:
     for said in (refused, invalid, missing):
         assert "Errno" not in said and "1094995529" not in said and "127.0.0.1" not in said
 
+    import http.server
+    import threading
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # /401/x.m3u8 answers 401, /404/... 404
+            self.send_response(int(self.path.split("/")[1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        unauthorized = describe_error(error_of(f"{base}/401/live.m3u8"))
+        not_found = describe_error(error_of(f"{base}/404/live.m3u8"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert unauthorized.startswith("HTTP 401 unauthorized: the server refused the credentials")
+    assert not_found.startswith("HTTP 404 not found: the server has no such stream")
+
 
 # -- item 2: a text file is not a video --------------------------------------------------------------
 
