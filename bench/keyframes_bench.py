@@ -39,7 +39,11 @@ GOP_S = 2.0
 FPS = 30
 WIDTH, HEIGHT = 1920, 1080
 CLIP_SECONDS = 6.0  # three GOPs, looped by the server
-CLIP_CRF = 17  # with the VBV cap below: ~3-4 Mbit/s, what 1080p cameras send
+CLIP_CRF = 20
+# Fresh sensor-like noise in every frame: without it P-frames are nearly free (~1 KB) and the clip
+# is nothing like a camera's. With it and the VBV cap below: ~4-5 Mbit/s, keyframes ~150 KB and
+# P-frames ~18 KB, what 1080p cameras send.
+CLIP_NOISE_SIGMA = 6.0
 RESULT_SHARE = 0.95
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,11 +55,12 @@ def gop_clip() -> Path:
 
     from tools.synthworld import Scene
 
-    path = OUT / f"gop2s-{WIDTH}x{HEIGHT}-{FPS}fps-{CLIP_SECONDS:g}s-crf{CLIP_CRF}.mp4"
+    path = OUT / f"gop2s-{WIDTH}x{HEIGHT}-{FPS}fps-{CLIP_SECONDS:g}s-crf{CLIP_CRF}-noise{CLIP_NOISE_SIGMA:g}.mp4"
     if path.is_file():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
     scene = Scene(np.random.default_rng(7), WIDTH, HEIGHT, n_objects=6, noise_sigma=2.0)
+    noise = np.random.default_rng(1)
     gop = int(GOP_S * FPS)
     tmp = path.with_suffix(".part.mp4")
     with av.open(str(tmp), "w") as out:
@@ -74,6 +79,8 @@ def gop_clip() -> Path:
             if i:
                 scene.step()
             img, _ = scene.render()
+            grain = noise.normal(0.0, CLIP_NOISE_SIGMA, img.shape).astype(np.int16)
+            img = np.clip(img.astype(np.int16) + grain, 0, 255).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="bgr24")
             frame.pts = i
             for packet in stream.encode(frame):
