@@ -113,6 +113,8 @@ def status_field(pid: int, name: str) -> int:
 def _decode(path: Path, keyframes: bool, threads: int, seconds_of_video: float, out: list[int]) -> None:
     import av
 
+    from edge_agent.pipelines.frames import to_bgr
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"
@@ -124,56 +126,71 @@ def _decode(path: Path, keyframes: bool, threads: int, seconds_of_video: float, 
         while loops * CLIP_SECONDS < seconds_of_video:
             container.seek(0)
             for frame in container.decode(stream):
-                frame.to_ndarray(format="bgr24")  # the agent converts what it hands on
+                to_bgr(frame)  # the agent converts what it hands on, the same way
                 decoded += 1
             loops += 1
         out.append(decoded)
 
 
-def decoders(path: Path, streams: int, seconds_of_video: float = 12.0) -> list[str]:
-    from edge_agent.pipelines.sources.decoding import decoder_thread_budget
+def _variant(path: str, streams: int, keyframes: bool, threads: int, seconds_of_video: float) -> dict[str, float]:
+    """One decoder variant in a fresh process (so no run inherits another's freed memory)."""
+    import av  # noqa: F401 - loaded before the baseline is read
 
     pid = os.getpid()
+    rss0 = status_field(pid, "VmRSS") / 1024
+    threads0 = status_field(pid, "Threads")
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    outs: list[list[int]] = [[] for _ in range(streams)]
+    workers = [
+        threading.Thread(target=_decode, args=(Path(path), keyframes, threads, seconds_of_video, outs[i]))
+        for i in range(streams)
+    ]
+    peak_threads, peak_rss = 0, rss0
+    for w in workers:
+        w.start()
+    while any(w.is_alive() for w in workers):
+        peak_threads = max(peak_threads, status_field(pid, "Threads"))
+        peak_rss = max(peak_rss, status_field(pid, "VmRSS") / 1024)
+        time.sleep(0.02)
+    return {
+        "cpu": cpu_seconds(pid) - cpu0,
+        "wall": time.monotonic() - wall0,
+        "frames": sum(o[0] for o in outs),
+        "threads": peak_threads - threads0,
+        "rss": max(peak_rss, status_field(pid, "VmHWM") / 1024) - rss0,
+    }
+
+
+def decoders(path: Path, streams: int, seconds_of_video: float = 12.0) -> list[str]:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from edge_agent.pipelines.sources.decoding import decoder_thread_budget
+
     cores = len(os.sched_getaffinity(0))
     lines = [f"1. decoders alone: {streams} x {WIDTH}x{HEIGHT} {FPS} fps H.264, GOP {GOP_S:g} s, on {cores} cores"]
-    results: dict[str, tuple[float, float, int, float]] = {}
     budget = decoder_thread_budget(streams, cores)
-    for label, keyframes, threads in (
-        ("all, FFmpeg default threads (0)", False, 0),
-        (f"all, budget ({budget} per decoder)", False, budget),
-        ("keyframes, budget (1)", True, 1),
-    ):
-        rss0 = status_field(pid, "VmRSS") / 1024
-        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-        outs: list[list[int]] = [[] for _ in range(streams)]
-        workers = [
-            threading.Thread(target=_decode, args=(path, keyframes, threads, seconds_of_video, outs[i]))
-            for i in range(streams)
-        ]
-        peak_threads, peak_rss = 0, rss0
-        for w in workers:
-            w.start()
-        while any(w.is_alive() for w in workers):
-            peak_threads = max(peak_threads, status_field(pid, "Threads"))
-            peak_rss = max(peak_rss, status_field(pid, "VmRSS") / 1024)
-            time.sleep(0.05)
-        cpu = cpu_seconds(pid) - cpu0
-        wall = time.monotonic() - wall0
-        rss = peak_rss - rss0
-        frames = sum(o[0] for o in outs)
-        results[label] = (cpu, wall, peak_threads, rss)
+    variants = {
+        "all, FFmpeg default threads (0)": (False, 0),
+        f"all, budget ({budget} per decoder)": (False, budget),
+        "keyframes, budget (1)": (True, 1),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for label, (keyframes, threads) in variants.items():
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            r = pool.submit(_variant, str(path), streams, keyframes, threads, seconds_of_video).result(timeout=600)
+        results[label] = r
         lines.append(
-            f"   {label}: {cpu / (streams * seconds_of_video):.3f} CPU s per second of video per stream, "
-            f"{1000 * cpu / frames:.2f} ms/frame, wall {wall:.1f} s, peak threads {peak_threads}, "
-            f"peak RSS +{rss:.0f} MB ({rss / streams:.1f} MB per decoder)"
+            f"   {label}: {r['cpu'] / (streams * seconds_of_video):.3f} CPU s per second of video per stream, "
+            f"{1000 * r['cpu'] / r['frames']:.2f} ms per decoded frame, wall {r['wall']:.1f} s, "
+            f"+{r['threads']:.0f} threads, peak RSS +{r['rss']:.0f} MB ({r['rss'] / streams:.1f} MB per decoder)"
         )
-    all_default = results["all, FFmpeg default threads (0)"]
-    all_budget = results[f"all, budget ({budget} per decoder)"]
-    keyframes_only = results["keyframes, budget (1)"]
+    default, shared, keyframes_only = (results[label] for label in variants)
     lines.append(
-        f"   keyframes / all (budget): {all_budget[0] / keyframes_only[0]:.1f}x less CPU; "
-        f"budget / FFmpeg default threads: CPU {all_budget[0] / all_default[0]:.2f}x, "
-        f"threads {all_budget[2]} vs {all_default[2]}"
+        f"   keyframes / all (budget): {shared['cpu'] / keyframes_only['cpu']:.1f}x less CPU; "
+        f"budget / FFmpeg default threads: CPU {shared['cpu'] / default['cpu']:.2f}x, "
+        f"threads +{shared['threads']:.0f} vs +{default['threads']:.0f}, "
+        f"RSS {shared['rss'] / streams:.1f} vs {default['rss'] / streams:.1f} MB per decoder"
     )
     return lines
 

@@ -548,7 +548,7 @@ class FrameReader:
         mode: Effective = "all"
         reason: str | None = None
         if options.decode != "all":
-            impossible = intra_only_reason(codec.name, bool(codec.codec.intra_only))
+            impossible = intra_only_reason(codec.name, bool(getattr(codec.codec, "intra_only", False)))
             if impossible is not None:
                 reason = impossible
                 self._cannot_skip = True
