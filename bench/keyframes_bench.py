@@ -24,6 +24,8 @@ in this run. Everything stays on 127.0.0.1; every wait is bounded.
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
 import platform
 import threading
@@ -239,15 +241,14 @@ def trial(server: Any, n: int, mode: str, window: float, settle: float) -> dict[
         time.sleep(4.0)  # results of frames taken inside the window
         messages = proc.predictions()
         proc.terminate(60)
-    counts: dict[str, int] = defaultdict(int)
+    times: dict[str, list[float]] = defaultdict(list)
     latency, inference = [], []
     for m in messages:
         if t0 <= m["frame_time"] < t1:
-            counts[m["stream"]] += 1
+            times[m["stream"]].append(m["frame_time"])
             latency.append(m["latency_ms"])
             inference.append(m["inference_ms"])
-    expected = window / GOP_S
-    shares = [counts.get(name, 0) / expected for name in names]
+    shares = [result_share(sorted(times.get(name, [])), t0, t1) for name in names]
     p95 = percentile(latency, 95)
     infer = percentile(inference, 50)
     bound = GOP_S * 1000 + infer
@@ -265,6 +266,21 @@ def trial(server: Any, n: int, mode: str, window: float, settle: float) -> dict[
         "rss_mb": rss_now,
         "threads": threads,
     }
+
+
+def result_share(times: list[float], t0: float, t1: float) -> float:
+    """Keyframes delivered as results / keyframes sent, from one stream's result frame times.
+
+    A keyframe lost shows as a gap of two GOPs between results (``round(gap / GOP) - 1`` lost per
+    gap), which jitter cannot fake; counting results against ``window / GOP`` instead would call
+    a keyframe that jitters across the window's edge a loss. At each edge of the window up to one
+    lost keyframe cannot be told from the phase of the stream's GOP and is not counted.
+    """
+    if not times:
+        return 0.0
+    lost = sum(max(0, round((b - a) / GOP_S) - 1) for a, b in itertools.pairwise(times))
+    lost += max(0, math.floor((times[0] - t0) / GOP_S - 0.5)) + max(0, math.floor((t1 - times[-1]) / GOP_S - 0.5))
+    return len(times) / (len(times) + lost)
 
 
 def ladder(server: Any, mode: str, counts: list[int], window: float, settle: float) -> tuple[int, list[str]]:
