@@ -316,6 +316,31 @@ def test_a_codec_that_cannot_skip_falls_back_to_all(
     assert why in caplog.text
 
 
+def test_mjpeg_camera_over_rtsp_falls_back_to_all(
+    rtsp_server_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An MJPEG camera (RTP/JPEG from the real RTSP server): every frame is a keyframe, so
+    DECODE=keyframes has nothing to skip; every frame comes through and the log says why."""
+    clip = _encode(tmp_path / "mjpeg.mkv", "mjpeg", frames=30, fps=10)
+    server = rtsp_server_factory({"cam": clip})
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        runner, slot = _runner(server.url("cam"), loop, decode="keyframes")
+        task = asyncio.create_task(runner.run())
+        frames = await collect_frames(slot, seconds=12, n=12)
+        stats = runner.stats
+        await cancel_and_wait(task)
+        steps = [(read_counter(b.image) - read_counter(a.image)) % 30 for a, b in itertools.pairwise(frames)]
+        assert steps.count(1) >= 9, steps  # consecutive frames, not one per GOP
+        assert stats.codec == "mjpeg" and stats.decoding == "all", stats
+        assert "nothing to skip" in (stats.decode_reason or "")
+
+    with caplog.at_level(logging.WARNING, logger="edge_agent.stream"):
+        asyncio.run(scenario())
+    assert "every frame of mjpeg is a keyframe" in caplog.text
+
+
 def test_file_in_live_mode_and_hls_decode_keyframes(tmp_path: Path, clip_factory) -> None:
     clip = clip_factory(4.0, FPS, (320, 240), gop=GOP)
     root = tmp_path / "www"

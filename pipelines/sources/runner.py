@@ -65,6 +65,7 @@ class StreamStats:
     width: int | None
     height: int | None
     # decoding (see sources.decoding)
+    codec: str | None = None  # FFmpeg's name of the video codec (h264, hevc, mjpeg, ...)
     decode: str = "all"  # as configured: all / keyframes / auto
     decoding: str = "all"  # what the current connection decodes: all / keyframes
     decode_reason: str | None = None  # why ``decoding`` differs from ``decode`` (auto's rule, a fallback)
@@ -164,6 +165,7 @@ class StreamRunner:
             abandoned_threads=self._abandoned,
             width=width,
             height=height,
+            codec=status.codec if status is not None else None,
             decode=self.options.decode,
             decoding=decoding,
             decode_reason=status.decode_reason if status is not None else None,
