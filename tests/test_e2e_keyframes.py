@@ -69,4 +69,4 @@ def test_agent_decodes_keyframes_and_reports_the_interval(tmp_path: Path, clip_f
     ids = [m["frame_id"] for m in cam]
     assert ids == list(range(ids[0], ids[0] + len(ids))), ids
     gaps = [b["frame_time"] - a["frame_time"] for a, b in itertools.pairwise(cam[2:])]
-    assert all(g == pytest.approx(GOP / FPS, abs=0.12) for g in gaps), gaps
+    assert all(g == pytest.approx(GOP / FPS, abs=0.2) for g in gaps), gaps
