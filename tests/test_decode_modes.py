@@ -362,7 +362,7 @@ def test_file_in_live_mode_and_hls_decode_keyframes(tmp_path: Path, clip_factory
             counters = [read_counter(f.image) for f in frames]
             assert counters == list(range(0, LOOP_FRAMES, GOP)), (url, counters)
             for a, b in itertools.pairwise(frames):  # paced like the camera would have sent them
-                assert b.capture_time - a.capture_time == pytest.approx(GOP / FPS, abs=0.15)
+                assert b.capture_time - a.capture_time == pytest.approx(GOP / FPS, abs=0.2)
             assert runner.stats.frames_decoded == len(counters)
 
     try:
