@@ -1,8 +1,10 @@
 """The inference stage: newest frame of every ready stream, one batch, run off the event loop.
 
 One stage per model. It never waits for a slow or dead stream to fill a batch: whatever is ready
-when the model has room is the batch. While a batch runs, cameras keep overwriting their slots,
-so the next batch again sees the newest frames (latest-frame-wins, see ``slot.py``).
+when the model has room is the batch, taken in a strict circle over the streams (see
+``round_robin_start``), so none starves however many are ready at once. While a batch runs,
+cameras keep overwriting their slots, so the next batch again sees the newest frames
+(latest-frame-wins, see ``slot.py``).
 
 A model may take more than one batch at a time (two single-threaded runs on a small CPU, see
 ``models/speed/concurrency.py``): the stage then keeps that many batches in flight and hands their

@@ -3,6 +3,8 @@
 A :class:`FrameReader` opens the source once, demuxes and decodes it (slice-threaded decoding),
 and hands the frames it keeps to the stream's :class:`~pipelines.slot.LatestFrameSlot` (live:
 still decoded, converted to BGR only if inference takes them; every-frame: converted here).
+With ``decode=keyframes`` (or ``auto``'s choice) the decoder skips every non-key frame and only
+keyframes come out; what decides that, and the fallbacks, are in ``decoding.py``.
 It never retries: when the connection fails or
 ends it records why in its :class:`ReaderStatus` and returns; reconnecting, stall detection and
 backoff are the runner's job (``runner.py``), one level up, on the event loop.
