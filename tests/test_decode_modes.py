@@ -172,6 +172,32 @@ def test_keyframes_mode_delivers_only_keyframes_at_their_times(gop_server: RtspS
     asyncio.run(scenario())
 
 
+def test_decoders_share_the_cores_out(gop_server: RtspServer) -> None:
+    """An 8-core budget shared by four streams: those decoding everything get 8 // 4 = 2 slice
+    threads each, a keyframes-only one 1, and decoder_threads set by hand wins."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        budget = DecoderBudget(cores=8)
+        runners = []
+        for decode, threads in (("all", 0), ("all", 0), ("keyframes", 0), ("all", 3)):
+            options = SourceOptions(**(FAST | {"decode": decode, "decoder_threads": threads}))
+            runner = StreamRunner(
+                "cam", SourceSpec.parse(gop_server.url("cam")), options, LatestFrameSlot(loop), budget=budget
+            )
+            runners.append(runner)
+        tasks = [asyncio.create_task(r.run()) for r in runners]
+        await wait_until(lambda: all(r.stats.state == "streaming" for r in runners), 15)
+        threads = [r.stats.decoder_threads for r in runners]
+        assert budget.streams == 4
+        for task in tasks:
+            await cancel_and_wait(task)
+        assert threads == [2, 2, 1, 3]  # 8 cores // 4 streams; keyframes: 1; set by hand: 3
+        assert budget.streams == 0  # the readers left when they stopped
+
+    asyncio.run(scenario())
+
+
 def test_all_mode_measures_the_keyframe_interval_too(gop_server: RtspServer) -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ from typing import Literal
 
 from edge_agent.pipelines.backoff import Backoff
 from edge_agent.pipelines.slot import LatestFrameSlot
-from edge_agent.pipelines.sources.decoding import long_gop
+from edge_agent.pipelines.sources.decoding import DECODER_BUDGET, DecoderBudget, long_gop
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.reader import DecodeMemory, FrameCounter, FrameReader, ReaderStatus
 from edge_agent.pipelines.sources.spec import SourceSpec
@@ -85,7 +85,10 @@ class StreamRunner:
         slot: LatestFrameSlot,
         *,
         rng: random.Random | None = None,
+        budget: DecoderBudget = DECODER_BUDGET,
     ) -> None:
+        """``budget``: the decoder threads shared out between the streams (the process-wide one
+        unless a test brings its own)."""
         options.validate_for(spec)
         if slot.wait_for_consumer != (options.mode == "every"):
             raise ValueError(
@@ -105,6 +108,7 @@ class StreamRunner:
         )
         self._counter = FrameCounter()
         self._decode_memory = DecodeMemory()
+        self._budget = budget
         self._last_status: ReaderStatus | None = None
         self._reader: FrameReader | None = None
         self._retiring: list[tuple[FrameReader, float]] = []
@@ -222,6 +226,7 @@ class StreamRunner:
             on_change=on_change,
             logger=self.log,
             memory=self._decode_memory,
+            budget=self._budget,
         )
         self._reader = reader
         self._set_state("connecting")
