@@ -47,11 +47,14 @@ class KeyframeClock:
 
     The median of the last few gaps, so one scene-cut keyframe or one lost keyframe does not
     swing the figure. Timestamps going backwards (a file looping, a reconnect) start afresh.
+    Written by the reader thread; :attr:`interval` is a plain float computed there, so the event
+    loop reads it without touching the gaps while they change.
     """
 
     def __init__(self) -> None:
         self._last_pts: float | None = None
         self._gaps: deque[float] = deque(maxlen=_GAPS_KEPT)
+        self._interval: float | None = None
         self.keyframes = 0
 
     def observe(self, pts: float | None) -> None:
@@ -68,6 +71,7 @@ class KeyframeClock:
             self._gaps.clear()  # time went backwards: a new timeline
         elif gap >= _MIN_GAP_S:
             self._gaps.append(gap)
+        self._interval = float(statistics.median(self._gaps)) if self._gaps else None
 
     def restart(self) -> None:
         """A new connection: its timestamps need not continue the old ones (the gaps stay)."""
@@ -76,9 +80,7 @@ class KeyframeClock:
     @property
     def interval(self) -> float | None:
         """Seconds between keyframes (median of the recent gaps), None until two were seen."""
-        if not self._gaps:
-            return None
-        return float(statistics.median(self._gaps))
+        return self._interval
 
 
 def intra_only_reason(codec: str, intra_only: bool) -> str | None:
