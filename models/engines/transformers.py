@@ -11,7 +11,6 @@ Roboflow's current stack). ``generate`` runs one greedy/beam search at a time un
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +21,6 @@ from typing import Any
 from edge_agent.models.common.errors import CacheIntegrityError, MissingExtraError, ModelRuntimeError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.torch_runtime import import_torch, resolve_device
-
-logger = logging.getLogger(__name__)
 
 _DTYPES = ("float32", "float16", "bfloat16")
 

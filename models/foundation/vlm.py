@@ -8,10 +8,9 @@ object-detection ``predictions`` when Florence-2 answered with boxes (``<OD>`` a
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,6 @@ from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.vlm_artifacts import Checkpoint
 from edge_agent.models.foundation.vlm_families import FLORENCE2, VLMFamily
 from edge_agent.models.maths.predictions import Prediction
-
-logger = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 4000
 
@@ -42,7 +39,6 @@ class VLMAnswer:
     seconds: float = 0.0
     predictions: tuple[dict[str, Any], ...] | None = None
     task_type: str = "lmm"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.predictions) if self.predictions is not None else 1
