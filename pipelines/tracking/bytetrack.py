@@ -1,0 +1,256 @@
+"""A ByteTrack-style multi-object tracker in frame time (Zhang et al., "ByteTrack", ECCV 2022).
+
+Per frame, with every track predicted to the frame's time by the Kalman filter:
+
+1. tracked and lost tracks are matched to the *high*-confidence detections by IoU;
+2. tracked tracks left over are matched to the *low*-confidence detections (the "byte" step that
+   keeps a track through a partial occlusion where the detector's score drops), stricter gate;
+3. tentative tracks (seen once) are matched to the high detections still free; unmatched ones die;
+4. high detections still free and confident enough start tentative tracks.
+
+A track is *confirmed* after ``confirm_hits`` matched frames and only then gets its id (from
+``next_id``, so ids are dense, unique per stream and never reused: the caller persists the
+counter). Lost tracks are kept for ``lost_s`` seconds of frame time, predicted forward, and can
+be picked up again in step 1. Association ignores the class (detectors flip classes on hard
+frames); a track's class is the confidence-weighted vote of its detections.
+
+A track whose centre stays within ``stationary_radius`` of its box size for ``stationary_s`` is
+``stationary``; it becomes active again when it leaves that radius.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_agent.pipelines.tracking import kalman
+from edge_agent.pipelines.tracking.association import assign, iou_matrix
+
+
+@dataclass(frozen=True)
+class TrackerParams:
+    high_threshold: float = 0.5
+    low_threshold: float = 0.1
+    new_track_threshold: float = 0.6
+    match_iou: float = 0.2  # step 1 gate
+    low_match_iou: float = 0.5  # step 2 gate
+    tentative_match_iou: float = 0.3  # step 3 gate
+    confirm_hits: int = 2
+    lost_s: float = 1.5
+    stationary_s: float = 5.0
+    stationary_radius: float = 0.1  # fraction of the box's larger side
+
+
+@dataclass(eq=False)
+class Track:
+    """One object followed over frames."""
+
+    uid: int  # internal, never published
+    mean: np.ndarray
+    cov: np.ndarray
+    t: float  # frame time of ``mean``
+    first_seen: float
+    last_seen: float
+    box: np.ndarray  # last observed xyxy
+    confidence: float
+    best_confidence: float
+    hits: int = 1
+    track_id: int | None = None  # published id, set on confirmation
+    lost: bool = False
+    votes: dict[int, float] = field(default_factory=dict)
+    stationary: bool = False
+    ref_point: tuple[float, float] = (0.0, 0.0)
+    ref_time: float = 0.0
+
+    @property
+    def confirmed(self) -> bool:
+        return self.track_id is not None
+
+    @property
+    def class_id(self) -> int:
+        return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+
+    def predicted_box(self) -> np.ndarray:
+        return kalman.cxcywh_to_xyxy(self.mean[None, :4])[0]
+
+
+@dataclass
+class FrameTracks:
+    """What one update produced."""
+
+    det_track_ids: list[int | None]  # per input detection: its confirmed track id, or None
+    observed: list[Track]  # confirmed tracks matched in this frame
+    started: list[Track]  # confirmed in this frame
+    ended: list[Track]  # confirmed tracks dropped in this frame (lost too long)
+    moved: list[Track]  # became active again in this frame
+    stopped: list[Track]  # became stationary in this frame
+
+
+class ByteTracker:
+    def __init__(self, params: TrackerParams | None = None, next_id: Callable[[], int] | None = None) -> None:
+        self.params = params or TrackerParams()
+        self._next_id = next_id or _counter()
+        self._uid = 0
+        self.tracks: list[Track] = []  # tracked + lost, confirmed or not
+        self.t: float | None = None
+
+    def _new(self, box: np.ndarray, conf: float, cls: int, t: float) -> Track:
+        self._uid += 1
+        mean, cov = kalman.initiate(kalman.xyxy_to_cxcywh(box[None]))
+        c = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        return Track(
+            uid=self._uid,
+            mean=mean[0],
+            cov=cov[0],
+            t=t,
+            first_seen=t,
+            last_seen=t,
+            box=box.copy(),
+            confidence=conf,
+            best_confidence=conf,
+            votes={cls: conf},
+            ref_point=c,
+            ref_time=t,
+        )
+
+    def reset(self) -> list[Track]:
+        """Forget every track (time went backwards: a looped file); returns the confirmed ones."""
+        ended = [tr for tr in self.tracks if tr.confirmed]
+        self.tracks = []
+        self.t = None
+        return ended
+
+    def update(self, boxes: np.ndarray, confidences: np.ndarray, class_ids: np.ndarray, t: float) -> FrameTracks:
+        p = self.params
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
+        cls = np.asarray(class_ids, dtype=np.int64).reshape(-1)
+        self.t = t
+        tracks = self.tracks
+        # predict every track to this frame's time
+        if tracks:
+            means = np.stack([tr.mean for tr in tracks])
+            covs = np.stack([tr.cov for tr in tracks])
+            dt = np.array([max(t - tr.t, 0.0) for tr in tracks])
+            means, covs = kalman.predict(means, covs, dt)
+            for i, tr in enumerate(tracks):
+                tr.mean, tr.cov, tr.t = means[i], covs[i], t
+        pred = kalman.cxcywh_to_xyxy(np.stack([tr.mean[:4] for tr in tracks])) if tracks else np.zeros((0, 4))
+
+        high = np.flatnonzero(conf >= p.high_threshold)
+        low = np.flatnonzero((conf >= p.low_threshold) & (conf < p.high_threshold))
+        confirmed_idx = [i for i, tr in enumerate(tracks) if tr.confirmed]
+        tentative_idx = [i for i, tr in enumerate(tracks) if not tr.confirmed]
+        det_track: dict[int, Track] = {}
+
+        # 1. confirmed (tracked and lost) vs high detections
+        cost = 1.0 - iou_matrix(pred[confirmed_idx], boxes[high])
+        m1, free_tracks, free_high = assign(cost, 1.0 - p.match_iou)
+        for r, c in m1:
+            det_track[int(high[c])] = tracks[confirmed_idx[r]]
+        rest = [confirmed_idx[r] for r in free_tracks]
+        # 2. tracked (not lost) leftovers vs low detections
+        tracked_rest = [i for i in rest if not tracks[i].lost]
+        cost = 1.0 - iou_matrix(pred[tracked_rest], boxes[low])
+        m2, _, _ = assign(cost, 1.0 - p.low_match_iou)
+        for r, c in m2:
+            det_track[int(low[c])] = tracks[tracked_rest[r]]
+        # 3. tentative tracks vs the high detections still free
+        high_free = high[free_high]
+        cost = 1.0 - iou_matrix(pred[tentative_idx], boxes[high_free])
+        m3, _, free_high2 = assign(cost, 1.0 - p.tentative_match_iou)
+        for r, c in m3:
+            det_track[int(high_free[c])] = tracks[tentative_idx[r]]
+
+        matched = set()
+        started: list[Track] = []
+        moved: list[Track] = []
+        stopped: list[Track] = []
+        if det_track:
+            order = sorted(det_track)
+            mt = [det_track[d] for d in order]
+            means, covs = kalman.update(
+                np.stack([tr.mean for tr in mt]), np.stack([tr.cov for tr in mt]), kalman.xyxy_to_cxcywh(boxes[order])
+            )
+            for k, (d, tr) in enumerate(zip(order, mt, strict=True)):
+                tr.mean, tr.cov = means[k], covs[k]
+                tr.box = boxes[d].copy()
+                tr.last_seen = t
+                tr.lost = False
+                tr.hits += 1
+                score = float(conf[d])
+                tr.confidence = score
+                tr.best_confidence = max(tr.best_confidence, score)
+                tr.votes[int(cls[d])] = tr.votes.get(int(cls[d]), 0.0) + score
+                matched.add(tr.uid)
+                if not tr.confirmed and tr.hits >= p.confirm_hits:
+                    tr.track_id = self._next_id()
+                    started.append(tr)
+                change = self._motion(tr, t)
+                if change == "moved":
+                    moved.append(tr)
+                elif change == "stopped":
+                    stopped.append(tr)
+
+        survivors: list[Track] = []
+        ended: list[Track] = []
+        for tr in tracks:
+            if tr.uid in matched:
+                survivors.append(tr)
+            elif not tr.confirmed:
+                continue  # a tentative track that missed a frame dies quietly
+            elif t - tr.last_seen > p.lost_s:
+                ended.append(tr)
+            else:
+                tr.lost = True
+                survivors.append(tr)
+        # 4. new tentative tracks
+        for c in free_high2:
+            d = int(high_free[c])
+            if conf[d] >= p.new_track_threshold:
+                tr = self._new(boxes[d], float(conf[d]), int(cls[d]), t)
+                if p.confirm_hits <= 1:
+                    tr.track_id = self._next_id()
+                    started.append(tr)
+                    det_track[d] = tr
+                survivors.append(tr)
+        self.tracks = survivors
+
+        det_ids: list[int | None] = [None] * len(boxes)
+        for d, tr in det_track.items():
+            det_ids[d] = tr.track_id
+        observed = [tr for tr in survivors if tr.uid in matched and tr.confirmed]
+        if p.confirm_hits <= 1:
+            observed += [tr for tr in started if tr.uid not in matched]
+        return FrameTracks(det_ids, observed, started, ended, moved, stopped)
+
+    def _motion(self, tr: Track, t: float) -> str | None:
+        p = self.params
+        cx = (tr.box[0] + tr.box[2]) / 2
+        cy = (tr.box[1] + tr.box[3]) / 2
+        size = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1], 1.0)
+        if np.hypot(cx - tr.ref_point[0], cy - tr.ref_point[1]) > p.stationary_radius * size:
+            tr.ref_point, tr.ref_time = (cx, cy), t
+            if tr.stationary:
+                tr.stationary = False
+                return "moved"
+            return None
+        if not tr.stationary and t - tr.ref_time >= p.stationary_s:
+            tr.stationary = True
+            return "stopped"
+        return None
+
+
+def _counter() -> Callable[[], int]:
+    n = [0]
+
+    def nxt() -> int:
+        n[0] += 1
+        return n[0]
+
+    return nxt
+
+
+__all__ = ["ByteTracker", "FrameTracks", "Track", "TrackerParams"]
