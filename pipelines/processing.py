@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from edge_agent.models.predictions import Prediction
+from edge_agent.pipelines.frames import Frame
 
 log = logging.getLogger("edge_agent.processing")
 
@@ -22,7 +23,8 @@ class ProcessingStep(Protocol):
 
     name: str
 
-    def __call__(self, stream: str, prediction: Prediction) -> Prediction: ...
+    def __call__(self, stream: str, prediction: Prediction, frame: Frame | None = None) -> Prediction:
+        """``frame``: the picture the prediction is of (its times, its pixels for snapshots)."""
 
     def forget(self, stream: str) -> None:
         """Drop the state of a stream that was removed."""
@@ -36,10 +38,10 @@ class ProcessingChain:
         self.steps = list(steps)
         self._failed: set[str] = set()
 
-    def __call__(self, stream: str, prediction: Prediction) -> Prediction:
+    def __call__(self, stream: str, prediction: Prediction, frame: Frame | None = None) -> Prediction:
         for step in self.steps:
             try:
-                prediction = step(stream, prediction)
+                prediction = step(stream, prediction, frame)
             except Exception:
                 if step.name not in self._failed:
                     self._failed.add(step.name)

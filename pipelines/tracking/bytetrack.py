@@ -3,6 +3,10 @@
 Per frame, with every track predicted to the frame's time by the Kalman filter:
 
 1. tracked and lost tracks are matched to the *high*-confidence detections by IoU;
+   1b. lost tracks left over are matched to the high detections of their class still free, by
+   centre distance within a reach that grows with the time lost: an object that passed behind
+   an occluder comes out ahead of a prediction whose velocity was dragged down (and whose box
+   shrank) while it disappeared, so IoU with the prediction is often 0;
 2. tracked tracks left over are matched to the *low*-confidence detections (the "byte" step that
    keeps a track through a partial occlusion where the detector's score drops), stricter gate;
 3. tentative tracks (seen once) are matched to the high detections still free; unmatched ones die;
@@ -20,6 +24,8 @@ A track whose centre stays within ``stationary_radius`` of its box size for ``st
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +41,9 @@ class TrackerParams:
     low_threshold: float = 0.1
     new_track_threshold: float = 0.6
     match_iou: float = 0.2  # step 1 gate
+    # step 1b: a lost track takes a free detection of its class whose centre is within
+    # size * (1 + lost_reach * seconds lost) of its prediction (size: its largest recent box side)
+    lost_reach: float = 2.0
     low_match_iou: float = 0.5  # step 2 gate
     tentative_match_iou: float = 0.3  # step 3 gate
     confirm_hits: int = 2
@@ -63,14 +72,20 @@ class Track:
     stationary: bool = False
     ref_point: tuple[float, float] = (0.0, 0.0)
     ref_time: float = 0.0
+    sizes: deque[float] = field(default_factory=lambda: deque(maxlen=15))  # recent larger box sides
 
     @property
     def confirmed(self) -> bool:
         return self.track_id is not None
 
-    @property
-    def class_id(self) -> int:
-        return max(self.votes.items(), key=lambda kv: (kv[1], -kv[0]))[0]
+    class_id: int = 0  # the class with the most confidence-weighted votes (lowest id on a tie)
+
+    def vote(self, cls: int, score: float) -> None:
+        total = self.votes.get(cls, 0.0) + score
+        self.votes[cls] = total
+        best = self.votes.get(self.class_id, 0.0)
+        if cls != self.class_id and (total > best or (total == best and cls < self.class_id)):
+            self.class_id = cls
 
     def predicted_box(self) -> np.ndarray:
         return kalman.cxcywh_to_xyxy(self.mean[None, :4])[0]
@@ -100,7 +115,7 @@ class ByteTracker:
         self._uid += 1
         mean, cov = kalman.initiate(kalman.xyxy_to_cxcywh(box[None]))
         c = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-        return Track(
+        track = Track(
             uid=self._uid,
             mean=mean[0],
             cov=cov[0],
@@ -111,9 +126,12 @@ class ByteTracker:
             confidence=conf,
             best_confidence=conf,
             votes={cls: conf},
+            class_id=cls,
             ref_point=c,
             ref_time=t,
         )
+        track.sizes.append(float(max(box[2] - box[0], box[3] - box[1])))
+        return track
 
     def reset(self) -> list[Track]:
         """Forget every track (time went backwards: a looped file); returns the confirmed ones."""
@@ -122,7 +140,17 @@ class ByteTracker:
         self.t = None
         return ended
 
-    def update(self, boxes: np.ndarray, confidences: np.ndarray, class_ids: np.ndarray, t: float) -> FrameTracks:
+    def update(
+        self,
+        boxes: np.ndarray,
+        confidences: np.ndarray,
+        class_ids: np.ndarray,
+        t: float,
+        frame_size: tuple[int, int] | None = None,
+    ) -> FrameTracks:
+        """One frame's detections at frame time ``t``. With ``frame_size`` (width, height), a lost
+        track predicted to have left the frame ends at once instead of waiting out ``lost_s``
+        (and cannot take an object entering where it left)."""
         p = self.params
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
@@ -131,13 +159,20 @@ class ByteTracker:
         tracks = self.tracks
         # predict every track to this frame's time
         if tracks:
+            for tr in tracks:
+                if tr.lost:
+                    # no size change while unseen (ByteTrack does the same): a box that shrank
+                    # into an occluder must not be predicted down to nothing
+                    tr.mean[6:8] = 0.0
             means = np.stack([tr.mean for tr in tracks])
             covs = np.stack([tr.cov for tr in tracks])
             dt = np.array([max(t - tr.t, 0.0) for tr in tracks])
             means, covs = kalman.predict(means, covs, dt)
             for i, tr in enumerate(tracks):
                 tr.mean, tr.cov, tr.t = means[i], covs[i], t
-        pred = kalman.cxcywh_to_xyxy(np.stack([tr.mean[:4] for tr in tracks])) if tracks else np.zeros((0, 4))
+            pred = kalman.cxcywh_to_xyxy(means[:, :4])
+        else:
+            pred = np.zeros((0, 4))
 
         high = np.flatnonzero(conf >= p.high_threshold)
         low = np.flatnonzero((conf >= p.low_threshold) & (conf < p.high_threshold))
@@ -151,6 +186,17 @@ class ByteTracker:
         for r, c in m1:
             det_track[int(high[c])] = tracks[confirmed_idx[r]]
         rest = [confirmed_idx[r] for r in free_tracks]
+        # 1b. lost leftovers vs the free high detections, on buffered boxes
+        lost_rest = [i for i in rest if tracks[i].lost]
+        if lost_rest and free_high:
+            free_idx = high[free_high]
+            cost = _reach_cost([tracks[i] for i in lost_rest], boxes[free_idx], cls[free_idx], t, p.lost_reach)
+            m1b, _, still_free = assign(cost, 1.0)
+            for r, c in m1b:
+                det_track[int(free_idx[c])] = tracks[lost_rest[r]]
+            taken = {lost_rest[r] for r, _ in m1b}
+            rest = [i for i in rest if i not in taken]
+            free_high = [free_high[c] for c in still_free]
         # 2. tracked (not lost) leftovers vs low detections
         tracked_rest = [i for i in rest if not tracks[i].lost]
         cost = 1.0 - iou_matrix(pred[tracked_rest], boxes[low])
@@ -174,21 +220,28 @@ class ByteTracker:
             means, covs = kalman.update(
                 np.stack([tr.mean for tr in mt]), np.stack([tr.cov for tr in mt]), kalman.xyxy_to_cxcywh(boxes[order])
             )
-            for k, (d, tr) in enumerate(zip(order, mt, strict=True)):
+            rows = boxes[order]
+            rows_l = rows.tolist()
+            conf_l = conf[order].tolist()
+            cls_l = cls[order].tolist()
+            for k, tr in enumerate(mt):
                 tr.mean, tr.cov = means[k], covs[k]
-                tr.box = boxes[d].copy()
+                tr.box = rows[k]
+                x1, y1, x2, y2 = rows_l[k]
+                tr.sizes.append(max(x2 - x1, y2 - y1))
                 tr.last_seen = t
                 tr.lost = False
                 tr.hits += 1
-                score = float(conf[d])
+                score = conf_l[k]
                 tr.confidence = score
-                tr.best_confidence = max(tr.best_confidence, score)
-                tr.votes[int(cls[d])] = tr.votes.get(int(cls[d]), 0.0) + score
+                if score > tr.best_confidence:
+                    tr.best_confidence = score
+                tr.vote(cls_l[k], score)
                 matched.add(tr.uid)
                 if not tr.confirmed and tr.hits >= p.confirm_hits:
                     tr.track_id = self._next_id()
                     started.append(tr)
-                change = self._motion(tr, t)
+                change = self._motion(tr, t, x1, y1, x2, y2)
                 if change == "moved":
                     moved.append(tr)
                 elif change == "stopped":
@@ -201,7 +254,7 @@ class ByteTracker:
                 survivors.append(tr)
             elif not tr.confirmed:
                 continue  # a tentative track that missed a frame dies quietly
-            elif t - tr.last_seen > p.lost_s:
+            elif t - tr.last_seen > p.lost_s or (frame_size is not None and _outside(tr, frame_size)):
                 ended.append(tr)
             else:
                 tr.lost = True
@@ -226,12 +279,12 @@ class ByteTracker:
             observed += [tr for tr in started if tr.uid not in matched]
         return FrameTracks(det_ids, observed, started, ended, moved, stopped)
 
-    def _motion(self, tr: Track, t: float) -> str | None:
+    def _motion(self, tr: Track, t: float, x1: float, y1: float, x2: float, y2: float) -> str | None:
         p = self.params
-        cx = (tr.box[0] + tr.box[2]) / 2
-        cy = (tr.box[1] + tr.box[3]) / 2
-        size = max(tr.box[2] - tr.box[0], tr.box[3] - tr.box[1], 1.0)
-        if np.hypot(cx - tr.ref_point[0], cy - tr.ref_point[1]) > p.stationary_radius * size:
+        cx = (x1 + x2) / 2
+        cy = (y1 + y2) / 2
+        size = max(x2 - x1, y2 - y1, 1.0)
+        if math.hypot(cx - tr.ref_point[0], cy - tr.ref_point[1]) > p.stationary_radius * size:
             tr.ref_point, tr.ref_time = (cx, cy), t
             if tr.stationary:
                 tr.stationary = False
@@ -241,6 +294,22 @@ class ByteTracker:
             tr.stationary = True
             return "stopped"
         return None
+
+
+def _outside(tr: Track, frame_size: tuple[int, int]) -> bool:
+    x, y = tr.mean[0], tr.mean[1]
+    return bool(x < 0 or y < 0 or x >= frame_size[0] or y >= frame_size[1])
+
+
+def _reach_cost(tracks: list[Track], boxes: np.ndarray, classes: np.ndarray, t: float, reach: float) -> np.ndarray:
+    """(T, D) centre distance over the allowed reach (> 1: out of reach; other class: out)."""
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+    pred = np.stack([tr.mean[:2] for tr in tracks])
+    allowed = np.array([max(tr.sizes) * (1.0 + reach * (t - tr.last_seen)) for tr in tracks])
+    dist = np.linalg.norm(pred[:, None, :] - centres[None, :, :], axis=2)
+    same = np.array([[tr.class_id == c for c in classes.tolist()] for tr in tracks], dtype=bool).reshape(dist.shape)
+    # another class costs a quarter of the reach: partly hidden shapes are often classed wrong
+    return dist / allowed[:, None] + np.where(same, 0.0, 0.25)
 
 
 def _counter() -> Callable[[], int]:

@@ -46,14 +46,21 @@ def predict(means: np.ndarray, covs: np.ndarray, dt: np.ndarray) -> tuple[np.nda
     if n == 0:
         return means, covs
     dt = np.asarray(dt, dtype=np.float64).reshape(n)
-    f = np.broadcast_to(np.eye(8), (n, 8, 8)).copy()
-    f[:, np.arange(4), np.arange(4) + 4] = dt[:, None]
     new_means = means.copy()
     new_means[:, :4] += means[:, 4:] * dt[:, None]
     s = _size_scale(means)
     k = (dt / REF_DT)[:, None]
     q = np.concatenate([(STD_POS * s) ** 2 * k, (STD_VEL * s / REF_DT) ** 2 * k], axis=1)
-    new_covs = f @ covs @ np.transpose(f, (0, 2, 1))
+    # F P F^T with F = [[I, dt I], [0, I]] written out on the 4x4 blocks P = [[A, B], [B^T, C]]:
+    # [[A + dt (B + B^T) + dt^2 C, B + dt C], [B^T + dt C, C]] (no 8x8 products)
+    d = dt[:, None, None]
+    a, b, c = covs[:, :4, :4], covs[:, :4, 4:], covs[:, 4:, 4:]
+    bt = np.transpose(b, (0, 2, 1))
+    new_covs = np.empty_like(covs)
+    new_covs[:, :4, :4] = a + d * (b + bt) + d * d * c
+    new_covs[:, :4, 4:] = b + d * c
+    new_covs[:, 4:, :4] = bt + d * c
+    new_covs[:, 4:, 4:] = c
     new_covs[:, np.arange(8), np.arange(8)] += q
     return new_means, new_covs
 

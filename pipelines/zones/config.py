@@ -19,7 +19,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 NAME_RULE = "1-63 letters, digits, '_' or '-', starting with a letter or digit"
@@ -218,7 +218,7 @@ def _hysteresis(value: Any) -> Any:
         raise ValueError(f"{value!r}: accepted a whole number of frames >= 1 (3) or seconds with an s (0.5s)") from None
 
 
-HysteresisSetting = Annotated[Hysteresis, BeforeValidator(_hysteresis)]
+HysteresisSetting = Annotated[Hysteresis, BeforeValidator(_hysteresis), PlainSerializer(str, return_type=str)]
 
 SpeedUnit = Literal["km/h", "mph"]
 

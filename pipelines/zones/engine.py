@@ -261,6 +261,8 @@ class ZoneEngine:
 
     def zones_of(self, tid: int) -> list[str]:
         """The zones the track is in now (confirmed), in configuration order."""
+        if not self.zones:
+            return []
         return [z.name for zi, z in enumerate(self.zones) if (m := self._members.get((tid, zi))) and m.inside]
 
     def speed_of(self, tid: int) -> float | None:
