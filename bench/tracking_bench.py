@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -114,44 +113,6 @@ def mot_metrics(predictions: list[dict[str, Any]], gt: dict[str, Any], visible: 
     return {k: float(row[k]) for k in summary.columns}
 
 
-def truth_counts(gt: dict[str, Any]) -> tuple[Counter[str], Counter[str]]:
-    """Line crossings and zone entries of the ground truth under the agent's own rules."""
-    from edge_agent.pipelines.events.options import TrackingOptions
-    from edge_agent.pipelines.zones.engine import ZoneEngine
-
-    opts = TrackingOptions(zones=ZONES, lines=LINES)  # type: ignore[arg-type]
-    engine = ZoneEngine(
-        opts.zones, opts.lines, enter=opts.zone_enter, leave=opts.zone_exit, line_rule=opts.line_hysteresis
-    )
-    names = gt["classes"]
-    size = (gt["width"], gt["height"])
-    lines: Counter[str] = Counter()
-    zones: Counter[str] = Counter()
-    cls_of: dict[int, str] = {}
-    for k, objects in enumerate(gt["frames"]):
-        ids = [o[0] for o in objects]
-        for o in objects:
-            cls_of[o[0]] = names[o[5]]
-        boxes = np.array([o[1:5] for o in objects], dtype=np.float64).reshape(-1, 4)
-        for tn in engine.observe(ids, [cls_of[i] for i in ids], boxes, k / gt["fps"], size):
-            if tn.kind == "cross":
-                lines[f"{tn.name}/{cls_of[tn.track_id]}/{tn.direction}"] += 1
-            elif tn.kind == "enter":
-                zones[f"{tn.name}/{cls_of[tn.track_id]}"] += 1
-    return lines, zones
-
-
-def event_counts(events: list[dict[str, Any]]) -> tuple[Counter[str], Counter[str]]:
-    lines: Counter[str] = Counter()
-    zones: Counter[str] = Counter()
-    for e in events:
-        if e["type"] == "line.cross":
-            lines[f"{e['line']}/{e['class']}/{e['direction']}"] += 1
-        elif e["type"] == "zone.enter":
-            zones[f"{e['zone']}/{e['class']}"] += 1
-    return lines, zones
-
-
 def cost_per_frame(objects: int = 20, frames: int = 600, rounds: int = 5) -> tuple[float, float]:
     """Median ms per frame of StreamEvents.process at ``objects`` moving boxes, and of building +
     encoding the prediction message of the same boxes (the baseline)."""
@@ -222,7 +183,10 @@ def main() -> None:
     )
     tracks = len({e["tracker_id"] for e in events if e["type"] == "track.start"})
     print(f"tracks started: {tracks} (ground-truth objects: {n_ids})")
-    t_lines, t_zones = truth_counts(gt)
+    from edge_agent.pipelines.events.options import TrackingOptions
+    from tests.tracking_truth import event_counts, truth_counts
+
+    t_lines, t_zones = truth_counts(gt, TrackingOptions(zones=ZONES, lines=LINES))  # type: ignore[arg-type]
     e_lines, e_zones = event_counts(events)
     for what, truth, got in (("line crossings", t_lines, e_lines), ("zone entries", t_zones, e_zones)):
         keys = sorted(set(truth) | set(got))
