@@ -15,7 +15,8 @@ import pytest
 
 from edge_agent.pipelines.events.options import TrackingOptions
 from tests.agent_process import AgentProcess
-from tests.fixtures.mosquitto import MqttSubscriber
+from tests.fixtures.mosquitto import MqttSubscriber, free_port
+from tests.http_client import get_json, request
 from tests.tracking_truth import event_counts, identity_map, truth_counts
 from tools.synthworld import write_tracking_clip
 
@@ -198,3 +199,83 @@ def test_events_survive_a_broker_kill_and_an_agent_sigkill(
         runs[r] for r in sorted(runs, key=lambda r: min(e["seq"] for e in events if e["run_id"] == r))
     )
     assert min(second_ids) > max(first_ids), "tracker ids are never reused after a restart"
+
+
+def test_zones_and_lines_at_run_time_counts_reset_snapshots_over_http(
+    tmp_path: Path,
+    world_clip: tuple[Path, dict[str, Any]],
+    mosquitto: Any,
+    mqtt_subscriber_factory: Any,
+) -> None:
+    clip, _ = world_clip
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    state_dir = tmp_path / "state"
+    env = env_for(mosquitto, state_dir, clip, STREAM_CLIP_LOOP="true", CONTROL_API="true", HEALTH_PORT=str(port))
+    del env["STREAM_CLIP_ZONES"], env["STREAM_CLIP_LINES"]
+    topic = f"edge-agent/{AGENT}/clip/"
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
+    run1 = tmp_path / "run1"
+    run1.mkdir()
+    with AgentProcess(env, run1) as agent:
+        assert sub.wait_for(lambda _: messages(sub, "/events"), 120), agent.stderr()
+        assert get_json(f"{base}/streams/clip/geometry") == (200, {"zones": [], "lines": []})
+        status, _, body = request(
+            f"{base}/streams/clip/geometry", method="PUT", body={"zones": "bay=0.15,0 1.4,0 0.4,1"}
+        )
+        assert status == 400 and "zone 'bay', point 2 (1.4,0)" in json.loads(body)["error"]
+        assert request(f"{base}/streams/nope/geometry")[0] == 404
+        status, _, body = request(f"{base}/streams/clip/geometry", method="PUT", body={"zones": ZONES, "lines": LINES})
+        assert status == 200, body
+        assert [z["name"] for z in json.loads(body)["zones"]] == ["bay"]
+
+        def crossed(_: object) -> bool:
+            return any(e["type"] == "line.cross" for e in messages(sub, "/events"))
+
+        assert sub.wait_for(crossed, 120), agent.stderr()
+        assert sub.wait_for(lambda _: any(k.startswith("lines/door/") for k in latest_retained(sub, topic)), 10)
+
+        # a snapshot by the id of any event of its track
+        with_snapshot = [e for e in messages(sub, "/events") if e["snapshot"]]
+        assert with_snapshot
+        time.sleep(0.5)  # written by the store's thread
+        status, headers, jpeg = request(f"{base}/events/{with_snapshot[-1]['event_id']}/snapshot.jpg")
+        assert status == 200 and headers["Content-Type"] == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+        assert request(f"{base}/events/0123456789abcdef-1/snapshot.jpg")[0] == 404
+
+        status, _, _ = request(f"{base}/streams/clip/counts/reset", method="POST")
+        assert status == 200
+        lines_now = {k: v for k, v in latest_retained(sub, topic).items() if k.startswith("lines/")}
+        assert sub.wait_for(
+            lambda _: all(v == b"0" for k, v in latest_retained(sub, topic).items() if k in lines_now), 10
+        ), latest_retained(sub, topic)
+        assert agent.terminate(30) == 0
+    last = {k: v for k, v in latest_retained(sub, topic).items() if k.startswith("lines/")}
+    # wipe them on the broker: after the restart they must come from the agent's saved state
+    for key in last:
+        sub.client.publish(topic + key, b"", qos=1, retain=True).wait_for_publish(5)
+
+    # after a restart: the zones and lines set at run time are back, the counts continue
+    sub2 = mqtt_subscriber_factory(mosquitto, [f"{topic}lines/#"], qos=1)
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    with AgentProcess(env, run2) as agent:
+        assert wait_http(f"{base}/streams/clip/geometry", 60), agent.stderr()
+        status, geometry = get_json(f"{base}/streams/clip/geometry")
+        assert status == 200 and [ln["name"] for ln in geometry["lines"]] == ["door"]
+        assert sub2.wait_for(lambda _: latest_retained(sub2, topic) == last, 20), (latest_retained(sub2, topic), last)
+        status, _, _ = request(f"{base}/streams/clip/geometry", method="DELETE")
+        assert status == 200 and get_json(f"{base}/streams/clip/geometry")[1] == {"zones": [], "lines": []}
+        assert agent.terminate(30) == 0
+
+
+def wait_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if request(url, timeout=2)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
