@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge_agent.models.predictions import Prediction
 from edge_agent.pipelines.frames import Frame
@@ -51,3 +51,13 @@ class ProcessingChain:
     def forget(self, stream: str) -> None:
         for step in self.steps:
             step.forget(stream)
+
+    def overlay(self, stream: str) -> Any:
+        """What the steps would draw on the live view for ``stream`` now (zones, trails), or None."""
+        for step in self.steps:
+            make = getattr(step, "overlay", None)
+            if make is not None:
+                drawn = make(stream)
+                if drawn is not None:
+                    return drawn
+        return None

@@ -93,7 +93,8 @@ class ResultRouter:
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms
         )
         if self.live is not None:
-            self.live.update(frame.stream, result.model_id, frame, prediction)
+            overlay = self.processing.overlay(frame.stream) if self.live.watched(frame.stream) else None
+            self.live.update(frame.stream, result.model_id, frame, prediction, overlay)
         for sink in self._sinks:
             try:
                 sink.publish_prediction(frame.stream, message)

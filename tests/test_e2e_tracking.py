@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import jsonschema
+import numpy as np
 import pytest
 
 from edge_agent.pipelines.events.options import TrackingOptions
@@ -234,6 +236,14 @@ def test_zones_and_lines_at_run_time_counts_reset_snapshots_over_http(
 
         assert sub.wait_for(crossed, 120), agent.stderr()
         assert sub.wait_for(lambda _: any(k.startswith("lines/door/") for k in latest_retained(sub, topic)), 10)
+
+        # the live view draws the line (and the zone) set at run time
+        status, _, picture = request(f"{base}/streams/clip/latest.jpg")
+        assert status == 200
+        image = cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR)
+        column = image[100:440, 478:483].reshape(-1, 3).astype(int)
+        near = np.abs(column - np.array([0, 215, 255])).max(axis=1) < 60
+        assert near.mean() > 0.5, "the door line is drawn at x = 0.5 of the frame"
 
         # a snapshot by the id of any event of its track
         with_snapshot = [e for e in messages(sub, "/events") if e["snapshot"]]

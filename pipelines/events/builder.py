@@ -20,6 +20,7 @@ snapshot, so a snapshot is found from any of its track's event ids.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,11 +29,14 @@ import numpy as np
 
 from edge_agent.models.predictions import Detections, class_label
 from edge_agent.pipelines.events.options import TrackingOptions
+from edge_agent.pipelines.events.overlay import Overlay
 from edge_agent.pipelines.events.snapshots import SnapshotChoice, render_snapshot
 from edge_agent.pipelines.tracking.bytetrack import ByteTracker, FrameTracks, Track, TrackerParams
 from edge_agent.pipelines.zones.engine import Transition, ZoneEngine
+from edge_agent.pipelines.zones.geometry import anchor_points
 
 EVENT_SCHEMA_VERSION = 1
+TRAIL_POINTS = 30  # anchor points kept per track for the live view's trails
 
 
 @dataclass
@@ -44,6 +48,7 @@ class _TrackInfo:
     reasons: list[str] = field(default_factory=list)
     snapshot: SnapshotChoice = field(default_factory=SnapshotChoice)
     snapshot_sent: int = 0  # version of the snapshot last published
+    trail: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=TRAIL_POINTS))
 
 
 @dataclass
@@ -139,6 +144,10 @@ class StreamEvents:
             self._size,
         )
         by_uid = {tr.uid: tr for tr in wanted}
+        if wanted:
+            anchors = anchor_points(np.array([tr.box for tr in wanted]), self.options.anchor).tolist()
+            for tr, (ax, ay) in zip(wanted, anchors, strict=True):
+                self._info[tr.uid].trail.append((ax, ay))
         for tn in transitions:
             self._transition(by_uid[tn.track_id], tn, out)
         for tr in frame.stopped:
@@ -161,6 +170,35 @@ class StreamEvents:
         if transitions or frame.ended or frame.stopped or frame.moved or self._dirty:
             self._counts(out)
         return out
+
+    def overlay(self) -> Overlay:
+        """Zones with their counts, lines with their totals, trails and speeds, in pixels."""
+        w, h = self._size
+        counts: dict[str, int] = {}
+        cls_totals: dict[tuple[str, str], int] = {}
+        for tr in self.tracker.tracks:
+            if tr.uid in self._info:
+                for name in self.engine.zones_of(tr.uid):
+                    counts[name] = counts.get(name, 0) + 1
+        for key, n in self.line_totals.items():
+            name, _, direction = key.split("/")
+            cls_totals[(name, direction)] = cls_totals.get((name, direction), 0) + n
+        zones = tuple((z.name, z.polygon(w, h), counts.get(z.name, 0)) for z in self.engine.zones)
+        lines = []
+        for ln in self.engine.lines:
+            a, b = ln.segment(w, h)
+            lines.append((ln.name, a, b, cls_totals.get((ln.name, "in"), 0), cls_totals.get((ln.name, "out"), 0)))
+        trails = []
+        speeds = {}
+        for tr in self.tracker.tracks:
+            info = self._info.get(tr.uid)
+            if info is None or tr.lost or tr.track_id is None:
+                continue
+            trails.append((tr.track_id, np.array(info.trail)))
+            speed = self.engine.speed_of(tr.uid)
+            if speed is not None:
+                speeds[tr.track_id] = f"{speed:.0f} {self.options.speed_unit}"
+        return Overlay(zones, tuple(lines), tuple(trails), speeds)
 
     def finish(self) -> FrameOutput:
         """Every open track ends now (the stream stops): its zone exits, then its track.end."""

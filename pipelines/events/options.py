@@ -66,7 +66,9 @@ class TrackingOptions(BaseModel):
     speed_unit: Annotated[Literal["km/h", "mph"], _choice("km/h", "mph")] = Field(
         default="km/h", description="speed zones: km/h (distances in metres) or mph (feet)"
     )
-    event_update_s: Seconds = Field(default=1.0, description="track.update at most this often per track (seconds)")
+    event_update_s: SecondsOrZero = Field(
+        default=1.0, description="track.update at most once per this many seconds per track (0 = no limit)"
+    )
     snapshots: Bool = Field(default=True, description="best JPEG snapshot per track (MQTT retained, HTTP, disk)")
 
 

@@ -42,9 +42,10 @@ def touches_edge(box: np.ndarray, size: tuple[int, int], margin: float = EDGE_MA
 
 def clearly_better(conf: float, area: float, best_conf: float, best_area: float) -> bool:
     """Whether a sighting (conf, area) should replace the kept one (see the module doc)."""
-    if conf >= best_conf + CONF_STEP:
+    eps = 1e-9  # 0.80 + 0.05 is 0.8500000000000001 in floating point
+    if conf >= best_conf + CONF_STEP - eps:
         return True
-    return area >= AREA_GAIN * best_area and conf > best_conf - CONF_STEP
+    return area >= AREA_GAIN * best_area - eps and conf > best_conf - CONF_STEP
 
 
 @dataclass

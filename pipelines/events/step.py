@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from edge_agent.models.predictions import Detections, Prediction
 from edge_agent.pipelines.events.builder import StreamEvents
 from edge_agent.pipelines.events.options import TrackingOptions
+from edge_agent.pipelines.events.overlay import Overlay
 from edge_agent.pipelines.events.snapshots import SnapshotStore
 from edge_agent.pipelines.events.store import TrackingStore
 from edge_agent.pipelines.frames import Frame
@@ -146,6 +147,10 @@ class TrackingStep:
             self.outlet.publish_event(stream, event)
         if counts:
             self.outlet.publish_counts(stream, counts)
+
+    def overlay(self, stream: str) -> Overlay | None:
+        s = self._streams.get(stream)
+        return s.events.overlay() if s is not None else None
 
     def finish(self, stream: str) -> None:
         """End every open track of the stream (zone.exit, track.end) at its last frame time."""
