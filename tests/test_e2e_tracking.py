@@ -83,8 +83,9 @@ def test_clip_gives_the_true_counts_stable_ids_and_valid_messages(
     mqtt_subscriber_factory: Any,
 ) -> None:
     clip, gt = world_clip
-    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
-    with AgentProcess(env_for(mosquitto, tmp_path / "state", clip), tmp_path) as agent:
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#", "homeassistant/#"], qos=1)
+    env = env_for(mosquitto, tmp_path / "state", clip, MQTT_HA_DISCOVERY="true")
+    with AgentProcess(env, tmp_path) as agent:
         assert agent.wait(240) == 0, agent.stderr()
     base = f"edge-agent/{AGENT}/clip/"
     predictions = messages(sub, "/predictions")
@@ -141,6 +142,18 @@ def test_clip_gives_the_true_counts_stable_ids_and_valid_messages(
     assert zone_counts and all(v == b"0" for v in zone_counts.values()), zone_counts
     snapshots = {k: v for k, v in counts.items() if k.startswith("snapshots/")}
     assert snapshots and all(v[:2] == b"\xff\xd8" for v in snapshots.values()), "retained JPEG snapshots"
+
+    # Home Assistant: retained discovery documents pointing at the retained counts
+    configs = [m for m in list(sub.messages) if m.topic.startswith("homeassistant/")]
+    docs = {m.topic: m.json() for m in configs}
+    occupancy = [d for t, d in docs.items() if "/binary_sensor/" in t and d.get("device_class") == "occupancy"]
+    assert occupancy and all(d["state_topic"].startswith(base + "zones/bay/") for d in occupancy)
+    assert any("/event/" in t and d["state_topic"] == base + "events" for t, d in docs.items())
+    assert any("/image/" in t and d["image_topic"].startswith(base + "snapshots/") for t, d in docs.items())
+    assert any(
+        "/sensor/" in t and d["state_topic"].startswith(base + "lines/door/") and d["state_class"] == "total_increasing"
+        for t, d in docs.items()
+    )
 
     # the same file processed again, at another pace (one frame per inference call instead of
     # batches), gives the same events: frame time is media time, not wall time

@@ -240,3 +240,24 @@ def test_cost_is_measured_in_bench_not_here() -> None:
     started = time.monotonic()
     run(se, [det((20 + k, 50, 0, 0.9)) for k in range(50)])
     assert time.monotonic() - started < 30
+
+
+def test_stdout_sink_prints_events_one_line_each() -> None:
+    import asyncio
+    import io
+    import json
+
+    from edge_agent.pipelines.sinks.stdout import StdoutSink
+
+    out = io.StringIO()
+    sink = StdoutSink(out)
+
+    async def go() -> None:
+        await sink.start()
+        sink.publish_event("cam", {"type": "line.cross", "event_id": "0123456789abcdef-1"})
+        sink.publish_event("cam", {"type": "track.end", "event_id": "0123456789abcdef-2"})
+        await sink.close(2.0)
+
+    asyncio.run(go())
+    lines = out.getvalue().splitlines()
+    assert [json.loads(line)["type"] for line in lines] == ["line.cross", "track.end"]

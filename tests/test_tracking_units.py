@@ -310,3 +310,22 @@ def test_line_syntax_and_json_form() -> None:
     assert lines[0].classes == ("car",)
     with pytest.raises(ValidationError, match="same"):
         TypeAdapter(Lines).validate_python("door=0.5,0 0.5,0")
+
+
+def test_speed_in_a_calibrated_zone() -> None:
+    # a 100 px square zone measured as 10 x 10 (metres for km/h, feet for mph): 10 px = 1 unit;
+    # the anchor moves 10 px per 0.1 s: 10 m/s = 36 km/h, or 10 ft/s = 6.818 mph
+    zones = TypeAdapter(Zones).validate_python(
+        '[{"name": "road", "points": [[0, 0], [100, 0], [100, 100], [0, 100]], "pixels": true,'
+        ' "speed": {"width": 10, "length": 10}}]'
+    )
+    for unit, expected in (("km/h", 36.0), ("mph", 6.818)):
+        eng = ZoneEngine(zones, speed_unit=unit)  # type: ignore[arg-type]
+        for k in range(8):
+            x = 10 + 10 * k
+            eng.observe([1], ["car"], np.array([[x - 5, 40, x + 5, 50]]), k * 0.1, (200, 200))
+        assert eng.speed_of(1) == pytest.approx(expected, abs=0.01)
+    with pytest.raises(ValidationError, match="exactly 4 points"):
+        TypeAdapter(Zones).validate_python(
+            '[{"name": "r", "points": [[0,0],[1,0],[1,1]], "speed": {"width": 1, "length": 1}}]'
+        )
