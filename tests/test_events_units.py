@@ -261,3 +261,43 @@ def test_stdout_sink_prints_events_one_line_each() -> None:
     asyncio.run(go())
     lines = out.getvalue().splitlines()
     assert [json.loads(line)["type"] for line in lines] == ["line.cross", "track.end"]
+
+
+class _Recorder:
+    """Collects what the tracking step hands its outlet (the result router in the agent)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.counts: dict[str, int] = {}
+
+    def publish_event(self, stream: str, event: dict) -> None:
+        self.events.append(event)
+
+    def publish_counts(self, stream: str, counts: dict[str, int]) -> None:
+        self.counts.update(counts)
+
+    def publish_snapshot(self, stream: str, cls: str, jpeg: bytes) -> None:
+        pass
+
+
+def test_after_a_crash_zone_counts_are_zeroed_and_line_totals_continue(tmp_path: Path) -> None:
+    from edge_agent.pipelines.events.step import TrackingStep
+    from edge_agent.pipelines.frames import Frame
+
+    db = tmp_path / "state.db"
+    out = _Recorder()
+    step = TrackingStep(TrackingStore("a", db), out)
+    step.configure("cam", options(), media_time=True)
+    image = np.zeros((100, 200, 3), np.uint8)
+    for k, x in enumerate([120, 130, 140, 150, 160, 170, 60, 60, 60]):  # across the door, then jumps into the bay
+        frame = Frame("cam", k, 1000.0 + k, k * 0.1, image)
+        step("cam", det((x, 50, 0, 0.9)), frame)
+    assert out.counts["lines/door/car/in"] == 1 and out.counts["zones/bay/car"] == 1
+    step.store.flush()  # the saver thread's periodic write; then a SIGKILL (no finish, no close)
+
+    again = _Recorder()
+    restarted = TrackingStep(TrackingStore("a", db), again)
+    restarted.configure("cam", options(), media_time=True)
+    assert again.counts == {"lines/door/car/in": 1, "zones/bay/car": 0, "zones/bay/car/active": 0}
+    step.store.close()
+    restarted.store.close()

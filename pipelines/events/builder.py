@@ -110,6 +110,10 @@ class StreamEvents:
         self._published.update(zeroed)
         return zeroed
 
+    def note_published(self, counts: dict[str, int]) -> None:
+        """Counts published on the stream's behalf (the zeros of a restart)."""
+        self._published.update(counts)
+
     def initial_counts(self) -> dict[str, int]:
         """What to publish before the first frame: restored line totals."""
         out = {f"lines/{k}": v for k, v in self.line_totals.items()}

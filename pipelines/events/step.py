@@ -75,14 +75,19 @@ class TrackingStep:
                 options = options.model_copy(update=_validated(options, saved))
             except ValueError as exc:
                 log.warning("stream %s: saved zones/lines are invalid (%s); using the environment's", stream, exc)
-        events = StreamEvents(
-            stream, options, next_id=self.store.id_source(stream), line_totals=self.store.line_totals(stream)
-        )
+        saved_counts = self.store.line_totals(stream)
+        totals = {k: v for k, v in saved_counts.items() if not k.startswith("zones/")}
+        events = StreamEvents(stream, options, next_id=self.store.id_source(stream), line_totals=totals)
         self._streams[stream] = _Stream(events, media_time)
-        if self.outlet is not None:
-            initial = events.initial_counts()
-            if initial:
-                self.outlet.publish_counts(stream, initial)
+        initial = events.initial_counts()
+        # Zone counts left above 0 by the last run (a crash, or objects still there at the stop)
+        # are retained on the broker: the objects are no longer tracked, so they are 0 now.
+        stale = {k: 0 for k, v in saved_counts.items() if k.startswith("zones/") and v != 0}
+        initial.update(stale)
+        events.note_published(stale)
+        self.store.save_line_totals(stream, stale)
+        if self.outlet is not None and initial:
+            self.outlet.publish_counts(stream, initial)
 
     def options(self, stream: str) -> TrackingOptions | None:
         s = self._streams.get(stream)
@@ -137,9 +142,9 @@ class TrackingStep:
             if self.outlet is not None:
                 self.outlet.publish_snapshot(stream, cls, jpeg)
         if counts:
-            lines = {k.removeprefix("lines/"): v for k, v in counts.items() if k.startswith("lines/")}
-            if lines:
-                self.store.save_line_totals(stream, lines)
+            # line totals to continue from; zone counts to zero after a crash (see configure)
+            saved = {k.removeprefix("lines/"): v for k, v in counts.items()}
+            self.store.save_line_totals(stream, saved)
         if self.outlet is None:
             return
         for event in events:

@@ -3,8 +3,9 @@
 * Track ids are reserved in blocks of ``ID_BLOCK``: the next block's start is written (and
   committed) before any id of the current block is handed out, so ids are never reused after a
   restart or a crash; a crash skips the rest of a block, which is harmless.
-* Line totals are saved by a background thread every ``interval_s`` (and on close): after a
-  SIGKILL the last fraction of a second of counting may be lost, never double-counted.
+* Line totals (and zone counts, so that a restart can zero what a crash left retained on the
+  broker) are saved by a background thread every ``interval_s`` (and on close): after a SIGKILL
+  the last fraction of a second of counting may be lost, never double-counted.
 * Zones and lines set through the control API are saved at once and override the environment's
   until they are cleared.
 """

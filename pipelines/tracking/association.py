@@ -20,8 +20,8 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    # where the union is 0 both boxes are empty and so is the intersection: 0 / tiny = 0
+    return inter / np.maximum(union, 1e-12)
 
 
 def assign(cost: np.ndarray, max_cost: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -37,7 +37,8 @@ def assign(cost: np.ndarray, max_cost: float) -> tuple[list[tuple[int, int]], li
     big = max_cost + 1e6
     gated = np.where(cost <= max_cost, cost, big)
     rows, cols = linear_sum_assignment(gated)
-    matches = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if gated[r, c] <= max_cost]
+    keep = gated[rows, cols] <= max_cost
+    matches = list(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
     used_r = {r for r, _ in matches}
     used_c = {c for _, c in matches}
     return (
