@@ -111,15 +111,19 @@ def test_tracker_keeps_the_id_through_an_occlusion_and_ends_after_the_buffer() -
     assert _feed(tr, [_box(500, 500)], 71 / 30) == [2]
 
 
-def test_tracker_low_confidence_detection_keeps_a_track_but_cannot_start_one() -> None:
-    tr = ByteTracker(TrackerParams(confirm_hits=2))
+def test_tracker_low_confidence_detection_keeps_a_track_and_starts_one_only_above_the_new_track_threshold() -> None:
+    tr = ByteTracker(TrackerParams(confirm_hits=2, new_track_threshold=0.35))
     _feed(tr, [_box(100, 100)], 0.0)
     _feed(tr, [_box(100, 100)], 1 / 30)
     # the score drops to 0.3 (partial occlusion): step 2 keeps the track
     assert _feed(tr, [_box(100, 100)], 2 / 30, conf=0.3) == [1]
-    # a lone low-score detection elsewhere starts nothing
+    # a lone detection at 0.3 elsewhere starts nothing under a 0.35 threshold
     assert _feed(tr, [_box(100, 100), _box(400, 400)], 3 / 30, conf=0.3) == [1, None]
     assert _feed(tr, [_box(100, 100), _box(400, 400)], 4 / 30, conf=0.3) == [1, None]
+    # by default any detection the stream publishes may start a track (confirmed on its 2nd frame)
+    default = ByteTracker()
+    assert _feed(default, [_box(400, 400)], 0.0, conf=0.45) == [None]
+    assert _feed(default, [_box(400, 400)], 1 / 30, conf=0.45) == [1]
 
 
 def test_tracker_stationary_and_active_again() -> None:

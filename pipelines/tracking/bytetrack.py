@@ -9,8 +9,10 @@ Per frame, with every track predicted to the frame's time by the Kalman filter:
    shrank) while it disappeared, so IoU with the prediction is often 0;
 2. tracked tracks left over are matched to the *low*-confidence detections (the "byte" step that
    keeps a track through a partial occlusion where the detector's score drops), stricter gate;
-3. tentative tracks (seen once) are matched to the high detections still free; unmatched ones die;
-4. high detections still free and confident enough start tentative tracks.
+3. tentative tracks (seen once) are matched to the detections still free; unmatched ones die;
+4. detections still free start tentative tracks (ByteTrack starts them from high detections only;
+   here the stream's own CONFIDENCE has already filtered what the tracker sees, so an object the
+   stream publishes is tracked even when its score stays under the high threshold).
 
 A track is *confirmed* after ``confirm_hits`` matched frames and only then gets its id (from
 ``next_id``, so ids are dense, unique per stream and never reused: the caller persists the
@@ -39,7 +41,7 @@ from edge_agent.pipelines.tracking.association import assign, iou_matrix
 class TrackerParams:
     high_threshold: float = 0.5
     low_threshold: float = 0.1
-    new_track_threshold: float = 0.6
+    new_track_threshold: float = 0.0  # 0: any detection the stream publishes may start a track
     match_iou: float = 0.2  # step 1 gate
     # step 1b: a lost track takes a free detection of its class whose centre is within
     # size * (1 + lost_reach * seconds lost) of its prediction (size: its largest recent box side)
@@ -200,11 +202,13 @@ class ByteTracker:
         # 2. tracked (not lost) leftovers vs low detections
         tracked_rest = [i for i in rest if not tracks[i].lost]
         cost = 1.0 - iou_matrix(pred[tracked_rest], boxes[low])
-        m2, _, _ = assign(cost, 1.0 - p.low_match_iou)
+        m2, _, low_free = assign(cost, 1.0 - p.low_match_iou)
         for r, c in m2:
             det_track[int(low[c])] = tracks[tracked_rest[r]]
-        # 3. tentative tracks vs the high detections still free
-        high_free = high[free_high]
+        # 3. tentative tracks vs the detections still free (low ones too: every detection the
+        # stream publishes passed its CONFIDENCE, and an object steadily scored under the high
+        # threshold must still be tracked)
+        high_free = np.sort(np.concatenate([high[free_high], low[low_free]])).astype(np.int64)
         cost = 1.0 - iou_matrix(pred[tentative_idx], boxes[high_free])
         m3, _, free_high2 = assign(cost, 1.0 - p.tentative_match_iou)
         for r, c in m3:
