@@ -51,14 +51,18 @@ def options(**kw: object) -> TrackingOptions:
     return TrackingOptions.model_validate(base | kw)
 
 
-def test_unconfirmed_detections_are_left_out_and_ids_are_integers() -> None:
+def test_every_detection_has_an_integer_id_from_its_first_frame_events_wait_for_confirmation() -> None:
     se = StreamEvents("cam", options())
     first = se.process(det((20, 50, 0, 0.9), (150, 50, 1, 0.9)), 0.0, None)
-    assert len(first.prediction) == 0  # both tentative
+    assert first.prediction.track_ids.tolist() == [1, 2] and first.events == []
     second = se.process(det((22, 50, 0, 0.9), (150, 50, 1, 0.9), (100, 90, 0, 0.3)), 0.1, None)
-    assert second.prediction.track_ids.tolist() == [1, 2]  # the lone low-score box is not tracked
+    assert second.prediction.track_ids.tolist() == [1, 2, 3]
+    assert [(e["type"], e["tracker_id"]) for e in second.events] == [("track.start", 1), ("track.start", 2)]
     rows = second.prediction.to_response()["predictions"]
-    assert [r["tracker_id"] for r in rows] == [1, 2] and all(type(r["tracker_id"]) is int for r in rows)
+    assert [r["tracker_id"] for r in rows] == [1, 2, 3] and all(type(r["tracker_id"]) is int for r in rows)
+    # a box under the tracker's low threshold (only with a stream CONFIDENCE below it) has no id
+    third = se.process(det((24, 50, 0, 0.9), (150, 50, 1, 0.05)), 0.2, None)
+    assert third.prediction.track_ids.tolist() == [1]
 
 
 def test_event_order_for_a_track_that_walks_through_a_zone_and_a_line_then_vanishes_in_the_zone() -> None:

@@ -74,12 +74,21 @@ def _feed(tracker: ByteTracker, boxes: list[list[float]], t: float, conf: float 
     return out.det_track_ids
 
 
-def test_tracker_confirms_after_two_hits_and_keeps_ids_apart() -> None:
+def test_tracker_ids_from_the_first_frame_confirmed_after_two_hits_and_kept_apart() -> None:
     tr = ByteTracker(TrackerParams(confirm_hits=2))
-    assert _feed(tr, [_box(100, 100), _box(300, 100)], 0.0) == [None, None]  # tentative: not published
-    assert _feed(tr, [_box(104, 100), _box(296, 100)], 1 / 30) == [1, 2]
+    first = tr.update(np.array([_box(100, 100), _box(300, 100)]), np.full(2, 0.9), np.zeros(2, np.int64), 0.0)
+    assert first.det_track_ids == [1, 2] and first.started == [] and first.observed == []  # no events yet
+    second = tr.update(np.array([_box(104, 100), _box(296, 100)]), np.full(2, 0.9), np.zeros(2, np.int64), 1 / 30)
+    assert second.det_track_ids == [1, 2] and [t.track_id for t in second.started] == [1, 2]
+    # a detection seen once costs an id but no event, and it is not kept while lost
+    flicker = tr.update(
+        np.array([_box(108, 100), _box(292, 100), _box(500, 300)]), np.full(3, 0.9), np.zeros(3, np.int64), 2 / 30
+    )
+    assert flicker.det_track_ids == [1, 2, 3] and flicker.started == []
+    gone = tr.update(np.array([_box(112, 100), _box(288, 100)]), np.full(2, 0.9), np.zeros(2, np.int64), 3 / 30)
+    assert gone.ended == [] and len(tr.tracks) == 2
     # crossing paths far apart in y keep their ids, whatever the detection order
-    assert _feed(tr, [_box(292, 100), _box(108, 100)], 2 / 30) == [2, 1]
+    assert _feed(tr, [_box(284, 100), _box(116, 100)], 4 / 30) == [2, 1]
 
 
 def test_tracker_bridges_a_gap_of_dropped_frames_with_the_time_based_motion() -> None:
@@ -120,9 +129,9 @@ def test_tracker_low_confidence_detection_keeps_a_track_and_starts_one_only_abov
     # a lone detection at 0.3 elsewhere starts nothing under a 0.35 threshold
     assert _feed(tr, [_box(100, 100), _box(400, 400)], 3 / 30, conf=0.3) == [1, None]
     assert _feed(tr, [_box(100, 100), _box(400, 400)], 4 / 30, conf=0.3) == [1, None]
-    # by default any detection the stream publishes may start a track (confirmed on its 2nd frame)
+    # by default any detection the stream publishes starts a track
     default = ByteTracker()
-    assert _feed(default, [_box(400, 400)], 0.0, conf=0.45) == [None]
+    assert _feed(default, [_box(400, 400)], 0.0, conf=0.45) == [1]
     assert _feed(default, [_box(400, 400)], 1 / 30, conf=0.45) == [1]
 
 

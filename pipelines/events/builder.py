@@ -2,8 +2,9 @@
 
 :class:`StreamEvents` holds a stream's tracker and zone engine and turns each frame into:
 
-* the prediction with ``track_ids`` (detections of unconfirmed tracks are left out: a tracked
-  stream never publishes a placeholder id);
+* the prediction with ``track_ids`` (every detection has its track's real id from its first
+  frame; only detections under the tracker's ``low_threshold``, which the stream's CONFIDENCE
+  normally removes first, have none and are left out: never a placeholder id);
 * the events of the frame, in causal order per track: ``track.start``; ``zone.enter`` /
   ``zone.exit`` / ``zone.loiter`` / ``line.cross``; ``track.update`` (zones changed, became
   stationary/active, a better snapshot; at most one per ``event_update_s``); and, for a track
@@ -196,7 +197,7 @@ class StreamEvents:
         speeds = {}
         for tr in self.tracker.tracks:
             info = self._info.get(tr.uid)
-            if info is None or tr.lost or tr.track_id is None:
+            if info is None or tr.lost:
                 continue
             trails.append((tr.track_id, np.array(info.trail)))
             speed = self.engine.speed_of(tr.uid)

@@ -14,9 +14,12 @@ Per frame, with every track predicted to the frame's time by the Kalman filter:
    here the stream's own CONFIDENCE has already filtered what the tracker sees, so an object the
    stream publishes is tracked even when its score stays under the high threshold).
 
-A track is *confirmed* after ``confirm_hits`` matched frames and only then gets its id (from
-``next_id``, so ids are dense, unique per stream and never reused: the caller persists the
-counter). Lost tracks are kept for ``lost_s`` seconds of frame time, predicted forward, and can
+Every track gets its id when it starts (from ``next_id``: unique per stream and never reused, the
+caller persists the counter), so every detection the tracker takes carries a real id from its
+first frame and a tracked stream publishes the same detections as an untracked one. A track is
+*confirmed* after ``confirm_hits`` matched frames: only confirmed tracks make events (a
+detection that flickers for one frame costs an id, never a track.start), and only they are
+kept while lost. Lost tracks are kept for ``lost_s`` seconds of frame time, predicted forward, and can
 be picked up again in step 1. Association ignores the class (detectors flip classes on hard
 frames); a track's class is the confidence-weighted vote of its detections.
 
@@ -68,7 +71,7 @@ class Track:
     confidence: float
     best_confidence: float
     hits: int = 1
-    track_id: int | None = None  # published id, set on confirmation
+    track_id: int = 0  # published id, from the start
     lost: bool = False
     votes: dict[int, float] = field(default_factory=dict)
     stationary: bool = False
@@ -76,9 +79,7 @@ class Track:
     ref_time: float = 0.0
     sizes: deque[float] = field(default_factory=lambda: deque(maxlen=15))  # recent larger box sides
 
-    @property
-    def confirmed(self) -> bool:
-        return self.track_id is not None
+    confirmed: bool = False  # matched in confirm_hits frames
 
     class_id: int = 0  # the class with the most confidence-weighted votes (lowest id on a tie)
 
@@ -97,7 +98,7 @@ class Track:
 class FrameTracks:
     """What one update produced."""
 
-    det_track_ids: list[int | None]  # per input detection: its confirmed track id, or None
+    det_track_ids: list[int | None]  # per input detection: its track's id (None: under low_threshold)
     observed: list[Track]  # confirmed tracks matched in this frame
     started: list[Track]  # confirmed in this frame
     ended: list[Track]  # confirmed tracks dropped in this frame (lost too long)
@@ -119,6 +120,7 @@ class ByteTracker:
         c = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
         track = Track(
             uid=self._uid,
+            track_id=self._next_id(),
             mean=mean[0],
             cov=cov[0],
             t=t,
@@ -243,7 +245,7 @@ class ByteTracker:
                 tr.vote(cls_l[k], score)
                 matched.add(tr.uid)
                 if not tr.confirmed and tr.hits >= p.confirm_hits:
-                    tr.track_id = self._next_id()
+                    tr.confirmed = True
                     started.append(tr)
                 change = self._motion(tr, t, x1, y1, x2, y2)
                 if change == "moved":
@@ -269,9 +271,9 @@ class ByteTracker:
             if conf[d] >= p.new_track_threshold:
                 tr = self._new(boxes[d], float(conf[d]), int(cls[d]), t)
                 if p.confirm_hits <= 1:
-                    tr.track_id = self._next_id()
+                    tr.confirmed = True
                     started.append(tr)
-                    det_track[d] = tr
+                det_track[d] = tr
                 survivors.append(tr)
         self.tracks = survivors
 
