@@ -141,18 +141,14 @@ class StreamEvents:
             if self._wanted(tr):
                 out.events.append(self._event("track.start", tr, t))
         wanted = [tr for tr in observed if self._wanted(tr)]
+        boxes = np.array([tr.box for tr in wanted]).reshape(-1, 4)
+        anchors = anchor_points(boxes, self.options.anchor)
         transitions = self.engine.observe(
-            [tr.uid for tr in wanted],
-            [self._cls(tr) for tr in wanted],
-            np.array([tr.box for tr in wanted]).reshape(-1, 4),
-            t,
-            self._size,
+            [tr.uid for tr in wanted], [self._cls(tr) for tr in wanted], boxes, t, self._size, anchors
         )
         by_uid = {tr.uid: tr for tr in wanted}
-        if wanted:
-            anchors = anchor_points(np.array([tr.box for tr in wanted]), self.options.anchor).tolist()
-            for tr, (ax, ay) in zip(wanted, anchors, strict=True):
-                self._info[tr.uid].trail.append((ax, ay))
+        for tr, (ax, ay) in zip(wanted, anchors.tolist(), strict=True):
+            self._info[tr.uid].trail.append((ax, ay))
         for tn in transitions:
             self._transition(by_uid[tn.track_id], tn, out)
         for tr in frame.stopped:

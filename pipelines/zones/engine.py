@@ -199,13 +199,21 @@ class ZoneEngine:
     # -- per frame --------------------------------------------------------------------------------
 
     def observe(
-        self, track_ids: list[int], classes: list[str], boxes: np.ndarray, t: float, size: tuple[int, int]
+        self,
+        track_ids: list[int],
+        classes: list[str],
+        boxes: np.ndarray,
+        t: float,
+        size: tuple[int, int],
+        points: np.ndarray | None = None,
     ) -> list[Transition]:
-        """The tracks seen in this frame (ids, their classes, xyxy boxes); returns what happened."""
+        """The tracks seen in this frame (ids, their classes, xyxy boxes; ``points``: their anchor
+        points when the caller has them already); returns what happened."""
         if not track_ids or (not self.zones and not self.lines):
             return []
         r = self._resolve(size)
-        points = anchor_points(boxes, self.anchor)
+        if points is None:
+            points = anchor_points(boxes, self.anchor)
         out: list[Transition] = []
         for zi, zone in enumerate(self.zones):
             inside = points_in_polygon(points, r.polygons[zi])
