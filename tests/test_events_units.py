@@ -305,3 +305,31 @@ def test_after_a_crash_zone_counts_are_zeroed_and_line_totals_continue(tmp_path:
     assert again.counts == {"lines/door/car/in": 1, "zones/bay/car": 0, "zones/bay/car/active": 0}
     step.store.close()
     restarted.store.close()
+
+
+def test_env_errors_name_the_variable_the_zone_and_the_point() -> None:
+    from edge_agent.agent.errors import ConfigError
+    from edge_agent.agent.settings import stream_from_env
+
+    env = {"STREAM_CAM_ZONES": "bay=0.1,0.5 1.4,0.5 0.4,0.9", "STREAM_CAM_ZONE_EXIT": "soon"}
+    with pytest.raises(ConfigError) as info:
+        stream_from_env("cam", "/dev/video0", env)
+    text = str(info.value)
+    assert "STREAM_CAM_ZONES=" in text and "zone 'bay', point 2 (1.4,0.5)" in text
+    assert "STREAM_CAM_ZONE_EXIT='soon' is invalid" in text and "0.5s" in text
+    ok = stream_from_env(
+        "cam", "/dev/video0", {"STREAM_CAM_LINES": "door=px:640,0 640,720", "STREAM_CAM_TRACKING": "off"}
+    )
+    assert ok.lines[0].pixels and ok.tracking is False
+
+
+def test_tracking_off_leaves_predictions_untouched(tmp_path: Path) -> None:
+    from edge_agent.pipelines.events.step import TrackingStep
+    from edge_agent.pipelines.frames import Frame
+
+    out = _Recorder()
+    step = TrackingStep(TrackingStore("a", None), out)
+    step.configure("cam", options(tracking=False), media_time=True)
+    d = det((20, 50, 0, 0.9))
+    assert step("cam", d, Frame("cam", 0, 0.0, 0.0, np.zeros((100, 200, 3), np.uint8))) is d
+    assert d.track_ids is None and not step.tracked("cam") and out.events == []
