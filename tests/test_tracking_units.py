@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -342,3 +344,34 @@ def test_speed_in_a_calibrated_zone() -> None:
         TypeAdapter(Zones).validate_python(
             '[{"name": "r", "points": [[0,0],[1,0],[1,1]], "speed": {"width": 1, "length": 1}}]'
         )
+
+
+def test_tracking_world_ground_truth_has_identities_occlusions_stops_entries_and_exits() -> None:
+    from tools.synthworld import TrackingWorld
+
+    world = TrackingWorld(np.random.default_rng(5), 640, 360, noise_sigma=0, stop_probability=1.0)
+    frames = []
+    for k in range(450):
+        if k:
+            world.step()
+        image, gt = world.render()
+        frames.append(gt)
+    assert image.shape == (360, 640, 3)
+    seen: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
+    for k, objects in enumerate(frames):
+        assert len({o[0] for o in objects}) == len(objects)  # one box per identity
+        for ident, x1, y1, x2, y2, cls, visible in objects:
+            assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 360 and 0 < visible <= 1 and cls in (0, 1, 2)
+            seen.setdefault(ident, []).append((k, (x1, y1, x2, y2)))
+    pillar = world.pillars[0]
+    hidden = [i for i, s in seen.items() if any(b[0] - a[0] > 1 for a, b in itertools.pairwise(s))]
+    assert hidden, "an object passes fully behind the pillar and comes back with its identity"
+    for i in hidden:
+        gap = next(a for a, b in itertools.pairwise(seen[i]) if b[0] - a[0] > 1)
+        x1, _, x2, _ = gap[1]
+        # last seen at the pillar's edge (from the left its right side, from the right its left side)
+        assert pillar[0] - 1 <= x2 <= pillar[0] + 1 or pillar[1] - 1 <= x1 <= pillar[1] + 1, (gap, pillar)
+    entered = [i for i, s in seen.items() if s[0][1][0] == 0 or s[0][1][2] == 640]
+    assert entered, "objects come in through the side edges"
+    stopped = [i for i, s in seen.items() if sum(1 for a, b in itertools.pairwise(s) if a[1] == b[1]) >= 20]
+    assert stopped, "objects stop for a while (stop_probability=1)"
