@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from edge_agent.agent.health import json_response
+from edge_agent.agent.web.responses import json_response
 from edge_agent.pipelines.events.step import geometry_doc
 
 if TYPE_CHECKING:

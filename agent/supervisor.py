@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
+from edge_agent.agent.config_views import http_token, state_dir
 from edge_agent.agent.errors import (
     EXIT_OK,
     EXIT_TRANSIENT,
@@ -35,19 +36,11 @@ from edge_agent.agent.errors import (
     StreamExistsError,
     UnknownStreamError,
 )
-from edge_agent.agent.settings import (
-    Config,
-    StreamConfig,
-    env_name,
-    http_token,
-    live_view_options,
-    mqtt_config,
-    state_dir,
-)
+from edge_agent.agent.settings import Config, StreamConfig, env_name, live_view_options
 from edge_agent.agent.systemd_notify import SystemdNotifier
 from edge_agent.agent.validation import prepare_source
 from edge_agent.models import ModelManager
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
 from edge_agent.pipelines.events.snapshots import SnapshotStore
 from edge_agent.pipelines.events.step import TrackingStep
@@ -57,8 +50,7 @@ from edge_agent.pipelines.live import LiveView, model_colors
 from edge_agent.pipelines.results import ResultRouter
 from edge_agent.pipelines.sequence import SequenceStore
 from edge_agent.pipelines.sinks.base import Sink
-from edge_agent.pipelines.sinks.mqtt import MqttSink
-from edge_agent.pipelines.sinks.stdout import StdoutSink
+from edge_agent.pipelines.sinks.registry import SinkHooks, build_sinks
 from edge_agent.pipelines.slot import LatestFrameSlot
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.runner import StreamRunner
@@ -204,17 +196,14 @@ class Supervisor:
 
     async def _start_sinks(self) -> None:
         agent = self.config.agent
-        if agent.mqtt_host:
-            try:
-                sink = MqttSink(mqtt_config(self.config))
-            except StateError as exc:
-                raise ConfigError(str(exc)) from None
+        try:
+            # The registry (pipelines/sinks/registry.py) knows which sinks exist and builds them.
+            sinks = build_sinks(self.config, SinkHooks(reader_gone=self._reader_gone_threadsafe))
+        except StateError as exc:
+            raise ConfigError(str(exc)) from None
+        for sink in sinks:
             await sink.start()
             self.sinks.append(sink)
-        if self.config.stdout_enabled:
-            stdout = StdoutSink(on_closed=self._stdout_closed_threadsafe)
-            await stdout.start()
-            self.sinks.append(stdout)
         steps = [self.tracking] if self.tracking is not None else []
         self.router = ResultRouter(
             agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live, steps=steps
@@ -222,14 +211,14 @@ class Supervisor:
         if self.tracking is not None:
             self.tracking.outlet = self.router
 
-    def _stdout_closed_threadsafe(self) -> None:
+    def _reader_gone_threadsafe(self, sink: Sink) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._stdout_closed)
+            loop.call_soon_threadsafe(self._stdout_closed, sink)
 
-    def _stdout_closed(self) -> None:
+    def _stdout_closed(self, closed: Sink) -> None:
         """stdout's reader went away (``edge-agent run | head -3``)."""
-        others = [s for s in self.sinks if not isinstance(s, StdoutSink)]
+        others = [s for s in self.sinks if s is not closed]
         if others:
             log.warning("stdout was closed by its reader; predictions still go to the other sink(s)")
             return
@@ -352,7 +341,7 @@ class Supervisor:
 
     def _make_model_record(self, model_id: str, model: Any) -> ModelRecord:
         assert self.router is not None
-        # One worker per batch the model may have in flight (its run plan, models/concurrency.py);
+        # One worker per batch the model may have in flight (its run plan, models/speed/concurrency.py);
         # the stage keeps each stream's results in order whatever finishes first.
         concurrency = max(1, int(getattr(model, "concurrency", 1) or 1))
         executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{model_id}"[:40])
@@ -602,7 +591,7 @@ class Supervisor:
         agent = self.config.agent
         if not agent.health_port:
             return None
-        from edge_agent.agent.health import bind_health_socket
+        from edge_agent.agent.web.listen import bind_health_socket
 
         return bind_health_socket(agent.health_host, agent.health_port)
 

@@ -119,7 +119,7 @@ def mot_metrics(predictions: list[dict[str, Any]], gt: dict[str, Any], visible: 
 def cost_per_frame(objects: int = 20, frames: int = 600, rounds: int = 5) -> tuple[float, float]:
     """Median ms per frame of StreamEvents.process at ``objects`` moving boxes, and of building +
     encoding the prediction message of the same boxes (the baseline)."""
-    from edge_agent.models.predictions import Detections
+    from edge_agent.models.maths.predictions import Detections
     from edge_agent.pipelines.events.builder import StreamEvents
     from edge_agent.pipelines.events.options import TrackingOptions
     from edge_agent.pipelines.sinks.encoding import encode_json

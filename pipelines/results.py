@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.predictions import Prediction
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.live import LiveView
 from edge_agent.pipelines.metrics import StreamMetrics

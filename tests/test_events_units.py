@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.models.predictions import Detections
+from edge_agent.models.maths.predictions import Detections
 from edge_agent.pipelines.annotate import draw_overlay
 from edge_agent.pipelines.events.builder import StreamEvents
 from edge_agent.pipelines.events.options import TrackingOptions

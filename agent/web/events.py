@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from edge_agent.agent.health import json_response
+from edge_agent.agent.web.responses import json_response
 from edge_agent.pipelines.events.snapshots import SnapshotStore
 
 if TYPE_CHECKING:

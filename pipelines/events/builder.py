@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.predictions import Detections, class_label
+from edge_agent.models.maths.predictions import Detections, class_label
 from edge_agent.pipelines.events.options import TrackingOptions
 from edge_agent.pipelines.events.overlay import Overlay
 from edge_agent.pipelines.events.snapshots import SnapshotChoice, render_snapshot

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from edge_agent.models.predictions import Detections, Prediction
+from edge_agent.models.maths.predictions import Detections, Prediction
 from edge_agent.pipelines.events.builder import StreamEvents
 from edge_agent.pipelines.events.options import TrackingOptions
 from edge_agent.pipelines.events.overlay import Overlay

@@ -1,0 +1,92 @@
+"""``get_model`` for ``family/variant`` ids: the family's flag, its runtime, its weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edge_agent.models.artifacts.api import ProgressCallback
+from edge_agent.models.common.errors import UnsupportedModelTypeError
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.identity.families import GENERIC_FAMILIES, check_family_enabled
+from edge_agent.models.identity.ids import ModelRef
+from edge_agent.models.tasks.model import Model
+
+StatusCallback = Callable[[str], None]
+RUNNABLE = ("clip", "pp_ocr")
+
+
+def get_foundation_model(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    *,
+    progress: ProgressCallback | None = None,
+    status: StatusCallback | None = None,
+) -> Model:
+    assert ref.family is not None and ref.version is not None
+    family = GENERIC_FAMILIES[ref.family]
+    check_family_enabled(ref.family, family, settings)
+    if ref.family == "clip":
+        return _clip(ref, api_key, settings, progress, status)
+    if ref.family == "pp_ocr":
+        return _pp_ocr(ref, api_key, settings, progress, status)
+    raise UnsupportedModelTypeError(
+        f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
+        f"{', '.join(RUNNABLE)} families only"
+    )
+
+
+def _clip(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.artifacts.core_cache import ensure_core_files
+    from edge_agent.models.foundation.clip import TEXTUAL_FILE, VISUAL_FILE, ClipModel
+    from edge_agent.models.foundation.tokenizer import ClipTokenizer
+
+    ClipTokenizer(f"{ref.model_id} (CLIP)")  # a missing extra is said before anything is downloaded
+    directory = ensure_core_files(
+        ref,
+        (VISUAL_FILE, TEXTUAL_FILE),
+        api_key,
+        settings,
+        task_type="embed",
+        model_type="clip",
+        progress=progress,
+        status=status,
+    )
+    if status:
+        status(f"loading {ref.model_id}")
+    return ClipModel(ref.model_id, directory, settings, status)
+
+
+def _pp_ocr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    import importlib.util
+
+    from edge_agent.models.common.errors import MissingExtraError
+    from edge_agent.models.foundation.ocr import DET_PACKAGE, REC_PACKAGE, PPOCRModel
+    from edge_agent.models.resolution.package_loader import package_directory
+
+    assert ref.version is not None
+    if importlib.util.find_spec("yaml") is None:  # said before anything is downloaded
+        raise MissingExtraError(ref.model_id, "ocr", "PyYAML")
+    det_size, rec_size = ref.version.split("-")
+    directories = []
+    for package, size in ((DET_PACKAGE, det_size), (REC_PACKAGE, rec_size)):
+        directories.append(
+            None
+            if size == "none"
+            else package_directory(f"{package}/{size}", api_key, settings, progress=progress, status=status)
+        )
+    if status:
+        status(f"loading {ref.model_id}")
+    return PPOCRModel(ref.model_id, directories[0], directories[1], settings, status)
