@@ -299,6 +299,8 @@ class StreamEvents:
     def _snapshots(self, tracks: list[Track], image: Callable[[], np.ndarray], out: FrameOutput) -> None:
         w, h = self._size
         for tr in tracks:
+            if tr.stationary:  # a parked object keeps the picture it had: no updates while it stands
+                continue
             info = self._info[tr.uid]
             if info.snapshot.offer(tr.box, tr.confidence, tr.last_seen, (w, h)):
                 info.snapshot.jpeg = render_snapshot(image(), tr.box, f"{self._cls(tr)} #{tr.track_id}")
