@@ -458,6 +458,9 @@ class Supervisor:
         entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
+        tracking = self.tracking.stats(name) if self.tracking is not None else None
+        if tracking is not None:
+            entry["tracking"] = tracking
         return entry
 
     def stats(self) -> dict[str, Any]:

@@ -242,6 +242,8 @@ def test_zones_and_lines_at_run_time_counts_reset_snapshots_over_http(
     with AgentProcess(env, run1) as agent:
         assert sub.wait_for(lambda _: messages(sub, "/events"), 120), agent.stderr()
         assert get_json(f"{base}/streams/clip/geometry") == (200, {"zones": [], "lines": []})
+        status, stream = get_json(f"{base}/streams/clip")
+        assert status == 200 and stream["tracking"]["events"] > 0 and stream["tracking"]["lines"] == []
         status, _, body = request(
             f"{base}/streams/clip/geometry", method="PUT", body={"zones": "bay=0.15,0 1.4,0 0.4,1"}
         )
@@ -250,6 +252,7 @@ def test_zones_and_lines_at_run_time_counts_reset_snapshots_over_http(
         status, _, body = request(f"{base}/streams/clip/geometry", method="PUT", body={"zones": ZONES, "lines": LINES})
         assert status == 200, body
         assert [z["name"] for z in json.loads(body)["zones"]] == ["bay"]
+        assert get_json(f"{base}/streams/clip")[1]["tracking"]["lines"] == ["door"]
 
         def crossed(_: object) -> bool:
             return any(e["type"] == "line.cross" for e in messages(sub, "/events"))

@@ -37,6 +37,7 @@ class _Stream:
         self.events = events
         self.media_time = media_time
         self.last_wall = 0.0
+        self.events_sent = 0
 
 
 def geometry_doc(options: TrackingOptions) -> dict[str, Any]:
@@ -116,6 +117,19 @@ class TrackingStep:
     def tracked(self, stream: str) -> bool:
         return stream in self._streams
 
+    def stats(self, stream: str) -> dict[str, Any] | None:
+        """For the stats message and GET /streams: tracks alive, events so far, zones and lines."""
+        s = self._streams.get(stream)
+        if s is None:
+            return None
+        ev = s.events
+        return {
+            "tracks": sum(1 for tr in ev.tracker.tracks if tr.confirmed),
+            "events": s.events_sent,
+            "zones": [z.name for z in ev.engine.zones],
+            "lines": [ln.name for ln in ev.engine.lines],
+        }
+
     # -- per frame -----------------------------------------------------------------------------
 
     def __call__(self, stream: str, prediction: Prediction, frame: Frame | None = None) -> Prediction:
@@ -150,6 +164,7 @@ class TrackingStep:
         for event in events:
             event["wall_time"] = s.last_wall
             self.outlet.publish_event(stream, event)
+        s.events_sent += len(events)
         if counts:
             self.outlet.publish_counts(stream, counts)
 
