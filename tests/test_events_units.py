@@ -333,3 +333,19 @@ def test_tracking_off_leaves_predictions_untouched(tmp_path: Path) -> None:
     d = det((20, 50, 0, 0.9))
     assert step("cam", d, Frame("cam", 0, 0.0, 0.0, np.zeros((100, 200, 3), np.uint8))) is d
     assert d.track_ids is None and not step.tracked("cam") and out.events == []
+
+
+def test_a_looped_file_ends_every_track_and_empties_the_zones() -> None:
+    se = StreamEvents("cam", options())
+    counts: dict[str, int] = {}
+    events = []
+    for k in range(5):
+        out = se.process(det((60, 50, 0, 0.9)), k * 0.1, None)
+        counts.update(out.counts)
+        events += out.events
+    assert counts["zones/bay/car"] == 1
+    out = se.process(det((150, 90, 1, 0.9)), 0.0, None)  # time went back: the file started again
+    counts.update(out.counts)
+    assert [e["type"] for e in out.events] == ["zone.exit", "track.end"]
+    assert counts["zones/bay/car"] == 0
+    assert out.prediction.track_ids.tolist() == [2]  # the new pass gets new ids

@@ -130,6 +130,7 @@ class StreamEvents:
         if self._t is not None and t < self._t:  # a looped file starts again: every track ends
             for tr in self.tracker.reset():
                 self._end(tr, self._t, out)
+            self._dirty = True  # the zones are empty now
         self._t = t
         frame = self.tracker.update(
             prediction.boxes, prediction.confidences, prediction.class_ids, t, prediction.image_size
