@@ -60,9 +60,9 @@ def test_every_detection_has_an_integer_id_from_its_first_frame_events_wait_for_
     assert [(e["type"], e["tracker_id"]) for e in second.events] == [("track.start", 1), ("track.start", 2)]
     rows = second.prediction.to_response()["predictions"]
     assert [r["tracker_id"] for r in rows] == [1, 2, 3] and all(type(r["tracker_id"]) is int for r in rows)
-    # a box under the tracker's low threshold (only with a stream CONFIDENCE below it) has no id
+    # whatever its score: the stream's CONFIDENCE decided what is published, the tracker follows it
     third = se.process(det((24, 50, 0, 0.9), (150, 50, 1, 0.05)), 0.2, None)
-    assert third.prediction.track_ids.tolist() == [1]
+    assert third.prediction.track_ids.tolist() == [1, 2]
 
 
 def test_event_order_for_a_track_that_walks_through_a_zone_and_a_line_then_vanishes_in_the_zone() -> None:

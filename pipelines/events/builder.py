@@ -2,9 +2,9 @@
 
 :class:`StreamEvents` holds a stream's tracker and zone engine and turns each frame into:
 
-* the prediction with ``track_ids`` (every detection has its track's real id from its first
-  frame; only detections under the tracker's ``low_threshold``, which the stream's CONFIDENCE
-  normally removes first, have none and are left out: never a placeholder id);
+* the prediction with ``track_ids``: every detection has its track's real id from its first
+  frame (the tracker takes every detection the stream publishes; were a ``low_threshold`` set,
+  the detections under it would be left out rather than given a placeholder id);
 * the events of the frame, in causal order per track: ``track.start``; ``zone.enter`` /
   ``zone.exit`` / ``zone.loiter`` / ``line.cross``; ``track.update`` (zones changed, became
   stationary/active, a better snapshot; at most one per ``event_update_s``); and, for a track

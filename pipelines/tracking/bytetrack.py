@@ -43,7 +43,7 @@ from edge_agent.pipelines.tracking.association import assign, iou_matrix
 @dataclass(frozen=True)
 class TrackerParams:
     high_threshold: float = 0.5
-    low_threshold: float = 0.1
+    low_threshold: float = 0.0  # the stream's CONFIDENCE already filtered what the tracker sees
     new_track_threshold: float = 0.0  # 0: any detection the stream publishes may start a track
     match_iou: float = 0.2  # step 1 gate
     # step 1b: a lost track takes a free detection of its class whose centre is within
