@@ -375,3 +375,15 @@ def test_tracking_world_ground_truth_has_identities_occlusions_stops_entries_and
     assert entered, "objects come in through the side edges"
     stopped = [i for i, s in seen.items() if sum(1 for a, b in itertools.pairwise(s) if a[1] == b[1]) >= 20]
     assert stopped, "objects stop for a while (stop_probability=1)"
+
+
+def test_a_lost_large_track_does_not_take_a_small_object_appearing_near_it() -> None:
+    tr = ByteTracker(TrackerParams(confirm_hits=2, lost_s=1.0))
+    for k in range(5):  # a large static box (a false positive the size of a car park bay)
+        _feed(tr, [_box(300, 300, 200)], k / 30)
+    # it disappears; 0.1 s later a 40 px object shows up 100 px away (inside its reach of
+    # 200 * (1 + 2 * 0.1) = 240 px, but 5 times smaller): a new track, not the lost one
+    tr.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), 5 / 30)
+    assert _feed(tr, [_box(400, 300)], 8 / 30) == [2]
+    # a comparable box where the large one was predicted is taken back
+    assert _feed(tr, [_box(300, 300, 210), _box(400, 300)], 9 / 30) == [1, 2]

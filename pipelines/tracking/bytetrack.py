@@ -302,20 +302,32 @@ class ByteTracker:
         return None
 
 
+MAX_SIZE_RATIO = 3.0
+
+
 def _outside(tr: Track, frame_size: tuple[int, int]) -> bool:
     x, y = tr.mean[0], tr.mean[1]
     return bool(x < 0 or y < 0 or x >= frame_size[0] or y >= frame_size[1])
 
 
 def _reach_cost(tracks: list[Track], boxes: np.ndarray, classes: np.ndarray, t: float, reach: float) -> np.ndarray:
-    """(T, D) centre distance over the allowed reach (> 1: out of reach; other class: out)."""
+    """(T, D) centre distance over the allowed reach (> 1: out of reach).
+
+    Another class costs a quarter of the reach (partly hidden shapes are often classed wrong); a
+    detection more than ``MAX_SIZE_RATIO`` times larger or smaller than the track's recent boxes is
+    out of reach (a large, lost false positive must not take a small object entering near it).
+    """
     centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
     pred = np.stack([tr.mean[:2] for tr in tracks])
-    allowed = np.array([max(tr.sizes) * (1.0 + reach * (t - tr.last_seen)) for tr in tracks])
+    size = np.array([max(tr.sizes) for tr in tracks])
+    allowed = size * (1.0 + reach * np.array([t - tr.last_seen for tr in tracks]))
     dist = np.linalg.norm(pred[:, None, :] - centres[None, :, :], axis=2)
     same = np.array([[tr.class_id == c for c in classes.tolist()] for tr in tracks], dtype=bool).reshape(dist.shape)
-    # another class costs a quarter of the reach: partly hidden shapes are often classed wrong
-    return dist / allowed[:, None] + np.where(same, 0.0, 0.25)
+    det_size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    ratio = det_size[None, :] / np.maximum(size[:, None], 1e-9)
+    comparable = (ratio >= 1.0 / MAX_SIZE_RATIO) & (ratio <= MAX_SIZE_RATIO)
+    cost = dist / allowed[:, None] + np.where(same, 0.0, 0.25)
+    return np.where(comparable, cost, 2.0)
 
 
 def _counter() -> Callable[[], int]:
