@@ -387,3 +387,15 @@ def test_a_lost_large_track_does_not_take_a_small_object_appearing_near_it() -> 
     assert _feed(tr, [_box(400, 300)], 8 / 30) == [2]
     # a comparable box where the large one was predicted is taken back
     assert _feed(tr, [_box(300, 300, 210), _box(400, 300)], 9 / 30) == [1, 2]
+
+
+def test_a_track_outlives_one_missed_frame_however_long_the_gap() -> None:
+    # frames 2 s apart (keyframes only): an object missed in one frame is still the same track
+    tr = ByteTracker(TrackerParams(confirm_hits=2, lost_s=1.5))
+    _feed(tr, [_box(100, 100)], 0.0)
+    _feed(tr, [_box(100, 100)], 2.0)
+    assert tr.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), 4.0).ended == []
+    assert _feed(tr, [_box(100, 100)], 6.0) == [1]
+    # two frames in a row without it, and more than lost_s: ended
+    tr.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), 8.0)
+    assert [t.track_id for t in tr.update(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), 10.0).ended] == [1]

@@ -53,6 +53,10 @@ class TrackerParams:
     tentative_match_iou: float = 0.3  # step 3 gate
     confirm_hits: int = 2
     lost_s: float = 1.5
+    # ... and at least this many frames in a row without it: on a stream decoded at keyframes
+    # only (DECODE=keyframes, one frame every few seconds) lost_s alone would end every track
+    # between two frames
+    lost_frames: int = 2
     stationary_s: float = 5.0
     stationary_radius: float = 0.1  # fraction of the box's larger side
 
@@ -73,6 +77,7 @@ class Track:
     hits: int = 1
     track_id: int = 0  # published id, from the start
     lost: bool = False
+    misses: int = 0  # frames in a row without a match
     votes: dict[int, float] = field(default_factory=dict)
     stationary: bool = False
     ref_point: tuple[float, float] = (0.0, 0.0)
@@ -237,6 +242,7 @@ class ByteTracker:
                 tr.sizes.append(max(x2 - x1, y2 - y1))
                 tr.last_seen = t
                 tr.lost = False
+                tr.misses = 0
                 tr.hits += 1
                 score = conf_l[k]
                 tr.confidence = score
@@ -260,10 +266,13 @@ class ByteTracker:
                 survivors.append(tr)
             elif not tr.confirmed:
                 continue  # a tentative track that missed a frame dies quietly
-            elif t - tr.last_seen > p.lost_s or (frame_size is not None and _outside(tr, frame_size)):
+            elif (tr.misses + 1 >= p.lost_frames and t - tr.last_seen > p.lost_s) or (
+                frame_size is not None and _outside(tr, frame_size)
+            ):
                 ended.append(tr)
             else:
                 tr.lost = True
+                tr.misses += 1
                 survivors.append(tr)
         # 4. new tentative tracks
         for c in free_high2:
