@@ -62,7 +62,9 @@ class TrackingOptions(BaseModel):
         default=(), description="classes that produce events, zone and line counts (car|person; default all)"
     )
     stationary_s: Seconds = Field(default=5.0, description="seconds without moving before a track is stationary")
-    lost_s: Seconds = Field(default=1.5, description="seconds a lost track is kept for an occluded object to return")
+    lost_s: Seconds = Field(
+        default=1.5, description="seconds (and at least 2 frames) a lost track is kept for an occluded object to return"
+    )
     speed_unit: Annotated[Literal["km/h", "mph"], _choice("km/h", "mph")] = Field(
         default="km/h", description="speed zones: km/h (distances in metres) or mph (feet)"
     )
