@@ -312,3 +312,37 @@ def wait_http(url: str, timeout: float) -> bool:
             pass
         time.sleep(0.3)
     return False
+
+
+def test_a_live_rtsp_camera_is_tracked_in_capture_time(
+    tmp_path: Path,
+    world_clip: tuple[Path, dict[str, Any]],
+    rtsp_server_factory: Any,
+    mosquitto: Any,
+    mqtt_subscriber_factory: Any,
+) -> None:
+    clip, _ = world_clip
+    rtsp = rtsp_server_factory({"cam": clip})
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
+    env = env_for(mosquitto, tmp_path / "state", clip)
+    for key in [k for k in env if k.startswith("STREAM_CLIP_")]:
+        env[key.replace("STREAM_CLIP_", "STREAM_CAM_")] = env.pop(key)
+    del env["STREAM_CAM_MODE"]  # live: latest frame wins, frames dropped when the model is slower
+    env["STREAMS"] = f"cam={rtsp.url('cam')}"
+    started = time.time()
+    with AgentProcess(env, tmp_path) as agent:
+
+        def enough(_: object) -> bool:
+            return len(messages(sub, "/events")) >= 5 and len(messages(sub, "/predictions")) >= 20
+
+        assert sub.wait_for(enough, 120), agent.stderr()
+        assert agent.terminate(30) == 0
+    predictions = messages(sub, "/predictions")
+    assert all(isinstance(p["tracker_id"], int) for m in predictions for p in m["predictions"])
+    assert any(m["predictions"] for m in predictions)
+    events = messages(sub, "/events")
+    for e in events:
+        jsonschema.validate(e, EVENT_SCHEMA)
+        # live time is capture time (unix seconds), not the clip's media time
+        assert started - 5 < e["first_seen"] <= e["last_seen"] <= time.time() + 5
+    assert {e["type"] for e in events} >= {"track.start"}
