@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
+from edge_agent.agent.config_views import http_token, state_dir
 from edge_agent.agent.errors import (
     EXIT_OK,
     EXIT_TRANSIENT,
@@ -35,19 +36,15 @@ from edge_agent.agent.errors import (
     StreamExistsError,
     UnknownStreamError,
 )
-from edge_agent.agent.settings import (
-    Config,
-    StreamConfig,
-    env_name,
-    http_token,
-    live_view_options,
-    state_dir,
-)
+from edge_agent.agent.settings import Config, StreamConfig, env_name, live_view_options
 from edge_agent.agent.systemd_notify import SystemdNotifier
 from edge_agent.agent.validation import prepare_source
 from edge_agent.models import ModelManager
 from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
+from edge_agent.pipelines.events.snapshots import SnapshotStore
+from edge_agent.pipelines.events.step import TrackingStep
+from edge_agent.pipelines.events.store import TrackingStore
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.live import LiveView, model_colors
 from edge_agent.pipelines.results import ResultRouter
@@ -131,6 +128,7 @@ class Supervisor:
         self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
+        self.tracking: TrackingStep | None = None  # tracking, zones, lines, events (pipelines/events)
         self.streams: dict[str, StreamRecord] = {}
         self.models: dict[str, ModelRecord] = {}
         # Each stream's newest frame + prediction for the live page (kept and drawn only when watched).
@@ -168,12 +166,27 @@ class Supervisor:
             # With the disk outbox the outbox records seq with each message (pipelines/sequence.py).
             durable = bool(agent.mqtt_host) and agent.mqtt_qos > 0 and agent.mqtt_outbox == "disk"
             self.sequences = SequenceStore(agent.agent_id, self._state.db_path, autosave=not durable)
+            self.tracking = TrackingStep(
+                TrackingStore(agent.agent_id, self._state.db_path),
+                snapshots=SnapshotStore(self._state.path / "snapshots", agent.snapshot_store_mb * 2**20),
+            )
         except StateError as exc:
             self._close_state()
             raise ConfigError(str(exc)) from None
         log.info("run %s, state in %s", self.run_id, self._state.path)
 
+    def _finish_tracking(self) -> None:
+        """End the open tracks (zone.exit, track.end) while the sinks still take events."""
+        if self.tracking is not None:
+            try:
+                self.tracking.finish_all()
+            except Exception:
+                log.exception("ending the open tracks failed")
+
     def _close_state(self) -> None:
+        if self.tracking is not None:
+            self.tracking.close()
+            self.tracking = None
         if self.sequences is not None:
             self.sequences.close()
             self.sequences = None
@@ -191,9 +204,12 @@ class Supervisor:
         for sink in sinks:
             await sink.start()
             self.sinks.append(sink)
+        steps = [self.tracking] if self.tracking is not None else []
         self.router = ResultRouter(
-            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
+            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live, steps=steps
         )
+        if self.tracking is not None:
+            self.tracking.outlet = self.router
 
     def _reader_gone_threadsafe(self, sink: Sink) -> None:
         loop = self._loop
@@ -377,6 +393,9 @@ class Supervisor:
             )
         )
         model.streams.add(stream.name)
+        if self.tracking is not None:
+            # files are timed by their frames' timestamps, live sources by capture time
+            self.tracking.configure(stream.name, stream.tracking_options(), media_time=spec.kind == "file")
         self.live.track(stream.name)
         task = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
         self.streams[stream.name] = StreamRecord(
@@ -414,6 +433,8 @@ class Supervisor:
         await asyncio.wait([record.task], timeout=RETIRE_TIMEOUT_S)
         record.slot.close()
         self.live.forget(name)
+        if self.tracking is not None:
+            self.tracking.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
         model = self.models.get(record.model_id)
@@ -437,6 +458,9 @@ class Supervisor:
         entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
+        tracking = self.tracking.stats(name) if self.tracking is not None else None
+        if tracking is not None:
+            entry["tracking"] = tracking
         return entry
 
     def stats(self) -> dict[str, Any]:
@@ -540,6 +564,7 @@ class Supervisor:
             if health is not None:
                 await health.cleanup()
             self.live.close()
+            self._finish_tracking()
             await self._close_sinks(self.config.agent.shutdown_timeout)
             self._close_state()
             raise
@@ -555,6 +580,7 @@ class Supervisor:
         if health is not None:
             await health.cleanup()
         self.live.close()
+        self._finish_tracking()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
         self._close_state()
         for record in self.models.values():
@@ -568,7 +594,7 @@ class Supervisor:
         agent = self.config.agent
         if not agent.health_port:
             return None
-        from edge_agent.agent.health import bind_health_socket
+        from edge_agent.agent.web.listen import bind_health_socket
 
         return bind_health_socket(agent.health_host, agent.health_port)
 
