@@ -44,6 +44,9 @@ from edge_agent.agent.vlm_streams import VLMStreams
 from edge_agent.models import ModelManager
 from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
+from edge_agent.pipelines.events.snapshots import SnapshotStore
+from edge_agent.pipelines.events.step import TrackingStep
+from edge_agent.pipelines.events.store import TrackingStore
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.live import LiveView, model_colors
 from edge_agent.pipelines.results import ResultRouter
@@ -128,6 +131,7 @@ class Supervisor:
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
         self.second: SecondModels | None = None  # models run on other models' detections
+        self.tracking: TrackingStep | None = None  # tracking, zones, lines, events (pipelines/events)
         self.streams: dict[str, StreamRecord] = {}
         self.models: dict[str, ModelRecord] = {}
         # Each stream's newest frame + prediction for the live page (kept and drawn only when watched).
@@ -166,12 +170,27 @@ class Supervisor:
             # With the disk outbox the outbox records seq with each message (pipelines/sequence.py).
             durable = bool(agent.mqtt_host) and agent.mqtt_qos > 0 and agent.mqtt_outbox == "disk"
             self.sequences = SequenceStore(agent.agent_id, self._state.db_path, autosave=not durable)
+            self.tracking = TrackingStep(
+                TrackingStore(agent.agent_id, self._state.db_path),
+                snapshots=SnapshotStore(self._state.path / "snapshots", agent.snapshot_store_mb * 2**20),
+            )
         except StateError as exc:
             self._close_state()
             raise ConfigError(str(exc)) from None
         log.info("run %s, state in %s", self.run_id, self._state.path)
 
+    def _finish_tracking(self) -> None:
+        """End the open tracks (zone.exit, track.end) while the sinks still take events."""
+        if self.tracking is not None:
+            try:
+                self.tracking.finish_all()
+            except Exception:
+                log.exception("ending the open tracks failed")
+
     def _close_state(self) -> None:
+        if self.tracking is not None:
+            self.tracking.close()
+            self.tracking = None
         if self.sequences is not None:
             self.sequences.close()
             self.sequences = None
@@ -189,8 +208,9 @@ class Supervisor:
         for sink in sinks:
             await sink.start()
             self.sinks.append(sink)
+        steps = [self.tracking] if self.tracking is not None else []
         self.router = ResultRouter(
-            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
+            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live, steps=steps
         )
         self.vlm = VLMStreams(self.config, self._load_model, self.sinks, self.live, self.run_id)
         self.router.taps.append(self.vlm.on_frame)
@@ -199,6 +219,8 @@ class Supervisor:
     def _wake_stages(self) -> None:
         for record in self.models.values():
             record.stage.wake()
+        if self.tracking is not None:
+            self.tracking.outlet = self.router
 
     def _reader_gone_threadsafe(self, sink: Sink) -> None:
         loop = self._loop
@@ -409,6 +431,9 @@ class Supervisor:
         if stream.second_model_id and self.second is not None:
             self.second.attach(stream, model.model)
         model.streams.add(stream.name)
+        if self.tracking is not None:
+            # files are timed by their frames' timestamps, live sources by capture time
+            self.tracking.configure(stream.name, stream.tracking_options(), media_time=spec.kind == "file")
         self.live.track(stream.name)
         task = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
         self.streams[stream.name] = StreamRecord(
@@ -452,6 +477,8 @@ class Supervisor:
         self.live.forget(name)
         if self.vlm is not None:
             self.vlm.forget(name)
+        if self.tracking is not None:
+            self.tracking.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
         if self.second is not None:
@@ -529,6 +556,9 @@ class Supervisor:
             entry.update(metrics[name].snapshot())
         if self.second is not None:
             entry.update(self.second.stream_stats(name))
+        tracking = self.tracking.stats(name) if self.tracking is not None else None
+        if tracking is not None:
+            entry["tracking"] = tracking
         return entry
 
     def stats(self) -> dict[str, Any]:
@@ -639,6 +669,7 @@ class Supervisor:
             if health is not None:
                 await health.cleanup()
             self.live.close()
+            self._finish_tracking()
             await self._close_sinks(self.config.agent.shutdown_timeout)
             self._close_state()
             raise
@@ -654,6 +685,7 @@ class Supervisor:
         if health is not None:
             await health.cleanup()
         self.live.close()
+        self._finish_tracking()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
         self._close_state()
         for record in self.models.values():
