@@ -214,13 +214,14 @@ class Supervisor:
         )
         self.vlm = VLMStreams(self.config, self._load_model, self.sinks, self.live, self.run_id)
         self.router.taps.append(self.vlm.on_frame)
+        if self.tracking is not None:
+            # events reach the sinks through the router; track ends and zone entries also ask the VLM
+            self.tracking.outlet = self.vlm.event_outlet(self.router, self.tracking)
         self.second = SecondModels(self.router, self._load_model, self._wake_stages)
 
     def _wake_stages(self) -> None:
         for record in self.models.values():
             record.stage.wake()
-        if self.tracking is not None:
-            self.tracking.outlet = self.router
 
     def _reader_gone_threadsafe(self, sink: Sink) -> None:
         loop = self._loop

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
 
 from edge_agent.agent.errors import ConfigError
 from edge_agent.pipelines.live import LiveView
@@ -35,6 +39,64 @@ def vlm_model_of(stream: StreamConfig, config: Config) -> str | None:
             f"VLM_MODEL_ID (e.g. florence-2-base) or STREAM_{env_name(stream.name)}_VLM_MODEL_ID"
         )
     return model_id
+
+
+# tracking event types -> the VLM_EVENTS names that ask about them
+EVENT_KINDS = {"track.end": "track_end", "zone.enter": "zone_enter"}
+
+
+class SnapshotTap:
+    """A snapshot store that also keeps the newest JPEG of the last ``keep`` tracks in memory."""
+
+    def __init__(self, store: Any, keep: int = 64) -> None:
+        self._store = store
+        self._keep = keep
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+
+    def put(self, key: str, jpeg: bytes) -> None:
+        self._recent[key] = jpeg
+        self._recent.move_to_end(key)
+        while len(self._recent) > self._keep:
+            self._recent.popitem(last=False)
+        self._store.put(key, jpeg)
+
+    def get(self, key: str) -> bytes | None:
+        found = self._recent.get(key)
+        return found if found is not None else self._store.get(key)
+
+    def __getattr__(self, name: str) -> Any:  # key_of, close, total_bytes, ... of the store
+        return getattr(self._store, name)
+
+
+class VLMEventOutlet:
+    """Passes events, counts and snapshots on; asks the VLM about the events its streams want."""
+
+    def __init__(self, outlet: Any, vlm: VLMStreams, snapshots: Callable[[], Any]) -> None:
+        self._outlet = outlet
+        self._vlm = vlm
+        self._snapshots = snapshots
+
+    def publish_event(self, stream: str, event: dict[str, Any]) -> None:
+        self._outlet.publish_event(stream, event)
+        kind = EVENT_KINDS.get(str(event.get("type")))
+        event_id = event.get("event_id")
+        store = self._snapshots()
+        if kind is None or not isinstance(event_id, str) or store is None or not self._vlm.asks_about(stream, kind):
+            return
+        key = store.key_of(event_id)
+        jpeg = store.get(key) if key is not None else None
+        if jpeg is None:
+            log.debug("no snapshot for event %s of stream %s: the VLM is not asked", event_id, stream)
+            return
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if image is not None:
+            self._vlm.ask_about_event(stream, kind, event_id, image)
+
+    def publish_counts(self, stream: str, counts: dict[str, int]) -> None:
+        self._outlet.publish_counts(stream, counts)
+
+    def publish_snapshot(self, stream: str, cls: str, jpeg: bytes) -> None:
+        self._outlet.publish_snapshot(stream, cls, jpeg)
 
 
 def stream_prompt(stream: StreamConfig) -> StreamPrompt:
@@ -95,6 +157,14 @@ class VLMStreams:
         for asker in self.askers.values():
             asker.on_frame(frame, prediction)
 
+    def asks_about(self, stream: str, event: str) -> bool:
+        """Does a VLM ask ``stream``'s event prompt on ``event`` (``track_end``, ``zone_enter``)?"""
+        for asker in self.askers.values():
+            config = asker.prompts.get(stream)
+            if config is not None and config.event_prompt is not None and event in config.events:
+                return True
+        return False
+
     def ask_about_event(self, stream: str, event: str, event_id: str, snapshot: Any) -> bool:
         """The tracking/events hook: ask the stream's event prompt about an object's best snapshot."""
         return any(a.ask_about_event(stream, event, event_id, snapshot) for a in self.askers.values())
@@ -102,6 +172,15 @@ class VLMStreams:
     def forget(self, stream: str) -> None:
         for asker in self.askers.values():
             asker.forget(stream)
+
+    def event_outlet(self, outlet: Any, tracking: Any) -> Any:
+        """The tracking step's outlet: ``outlet`` (the router), and for a ``track.end`` or ``zone.enter``
+        event of a stream with VLM_EVENT_PROMPT, a question about the track's best snapshot.
+        The step's snapshot store is wrapped to keep the newest snapshots in memory, since the store
+        writes them to disk on its own thread, after the event may already be out."""
+        if tracking.snapshots is not None and not isinstance(tracking.snapshots, SnapshotTap):
+            tracking.snapshots = SnapshotTap(tracking.snapshots)
+        return VLMEventOutlet(outlet, self, lambda: tracking.snapshots)
 
     def _publish(self, stream: str, message: dict[str, Any]) -> None:
         for sink in self._sinks:

@@ -134,3 +134,43 @@ def test_queue_bound_holds_under_a_slow_model(tmp_path, model_server, mosquitto,
     for name in names:  # the detector kept going on every stream meanwhile
         got = [m for m in sub.messages if m.topic == f"edge-agent/{AGENT}/{name}/predictions"]
         assert len(got) >= 20, (name, len(got))  # ~5 fps for ~10 s
+
+
+@pytest.mark.slow
+def test_event_prompt_answered_with_the_event_id(tmp_path, model_server, mosquitto, mqtt_subscriber_factory):
+    """A tracked stream (the bundled detector on the tracking world): each track.end asks the VLM about
+    the track's best snapshot; the answer carries the event's id."""
+    from tools.synthworld import write_tracking_clip
+
+    _serve_florence(model_server, tmp_path)
+    clip = tmp_path / "world.mp4"
+    write_tracking_clip(clip, 12.0, 960, 540, seed=3, gt_path=tmp_path / "world.json")
+    env = _env(model_server, mosquitto, tmp_path) | {
+        "STREAMS": f"clip={clip}",
+        "STREAM_CLIP_MODE": "every",
+        "STREAM_CLIP_CONFIDENCE": "0.55",
+        "STREAM_CLIP_VLM_EVENT_PROMPT": "<CAPTION>",
+        "STREAM_CLIP_VLM_EVENTS": "track_end",
+        "VLM_CPU_SHARE": "1",
+        "VLM_QUEUE_SIZE": "50",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=300)
+        log = agent.stderr_path.read_text(errors="replace")
+        assert rc == 0, log[-4000:]
+    assert sub.wait_for(lambda msgs: any(m.topic.endswith("/clip/vlm") for m in msgs), timeout=30), log[-3000:]
+    ends = {
+        m.json()["event_id"]: m.json()
+        for m in sub.messages
+        if m.topic.endswith("/clip/events") and m.json()["type"] == "track.end"
+    }
+    answers = [m.json() for m in sub.messages if m.topic.endswith("/clip/vlm")]
+    assert ends and answers
+    for answer in answers:
+        assert answer["kind"] == "event" and answer["event"] == "track_end" and answer["prompt"] == "<CAPTION>"
+        assert answer["event_id"] in ends  # the id of a published track.end event
+        assert answer["response"] == {"<CAPTION>": ANSWER}
+        assert "frame_id" not in answer
+        # the picture is the track's snapshot (a crop around the object), not the 960x540 frame
+        assert answer["image"]["width"] < 960 and answer["image"]["height"] < 540
