@@ -84,6 +84,37 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _numbers(text: str, flag: str, counts: tuple[int, ...]) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        shapes = {2: "X,Y", 3: "X,Y,LABEL", 4: "X1,Y1,X2,Y2"}
+        raise InvalidInputError(f"{flag} {text!r}: accepted {' or '.join(shapes[c] for c in counts)} in source pixels")
+    return values
+
+
+def _prompt_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--prompt``/``--box``/``--point``/``--mask-format`` as the model's request fields."""
+    options: dict[str, Any] = {}
+    if getattr(args, "prompt", None):
+        options["prompts"] = list(args.prompt)
+    if getattr(args, "box", None):
+        options["boxes"] = [_numbers(b, "--box", (4,)) for b in args.box]
+    if getattr(args, "point", None):
+        points = [_numbers(p, "--point", (2, 3)) for p in args.point]
+        for point in points:
+            if len(point) == 3 and point[2] not in (0.0, 1.0):
+                raise InvalidInputError("--point X,Y,LABEL: LABEL is 1 (object) or 0 (background)")
+        options["points"] = points
+    if getattr(args, "mask_format", None):
+        options["mask_format"] = args.mask_format
+    if getattr(args, "training_data", None):
+        options["training_data"] = args.training_data
+    return options
+
+
 def _model_id_of(args: argparse.Namespace) -> str:
     """``--model``, else MODEL_ID as ``run`` reads and checks it."""
     from pydantic import ValidationError
@@ -118,10 +149,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["iou_threshold"] = args.iou_threshold
     if args.keypoint_confidence is not None:
         options["keypoint_confidence"] = args.keypoint_confidence
+    options.update(_prompt_options(args))
     accepted = inspect.signature(model.inference_parameters).parameters
+    flags = {"prompts": "--prompt", "boxes": "--box", "points": "--point", "training_data": "--training-data"}
     for name in options:
         if name not in accepted:
-            raise InvalidInputError(f"--{name.replace('_', '-')} does not apply to {model.task_type} models")
+            flag = flags.get(name, f"--{name.replace('_', '-')}")
+            raise InvalidInputError(f"{flag} does not apply to {model.task_type} models")
     failed = 0
     pending: list[Any] = []
 
@@ -306,6 +340,31 @@ def register(subparsers: Any) -> None:
     infer.add_argument("--iou-threshold", type=float, help="NMS IoU threshold 0..1 (default: IOU_THRESHOLD)")
     infer.add_argument(
         "--keypoint-confidence", type=float, help="keypoint models: minimum keypoint confidence 0..1 (default: model's)"
+    )
+    infer.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="text prompt (repeatable): CLIP zero-shot classes, class names for open-vocabulary detectors",
+    )
+    infer.add_argument(
+        "--box",
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="SAM/SAM2: a box prompt in source pixels (repeatable: one mask per box)",
+    )
+    infer.add_argument(
+        "--point",
+        action="append",
+        metavar="X,Y[,1|0]",
+        help="SAM/SAM2: a point prompt in source pixels, 1 object (default) or 0 background (repeatable)",
+    )
+    infer.add_argument("--mask-format", choices=("json", "rle"), help="SAM2: polygons (json, default) or COCO RLE")
+    infer.add_argument(
+        "--training-data",
+        metavar="FILE.json",
+        help="OWLv2: Roboflow's training_data list (example boxes on reference images; image paths "
+        "relative to the file)",
     )
     infer.set_defaults(handler=cmd_infer)
 
