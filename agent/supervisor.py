@@ -130,8 +130,8 @@ class Supervisor:
         self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
-        self.second: SecondModels | None = None  # models run on other models' detections
         self.tracking: TrackingStep | None = None  # tracking, zones, lines, events (pipelines/events)
+        self.second: SecondModels | None = None  # models run on other models' detections
         self.streams: dict[str, StreamRecord] = {}
         self.models: dict[str, ModelRecord] = {}
         # Each stream's newest frame + prediction for the live page (kept and drawn only when watched).
@@ -555,11 +555,11 @@ class Supervisor:
         entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
-        if self.second is not None:
-            entry.update(self.second.stream_stats(name))
         tracking = self.tracking.stats(name) if self.tracking is not None else None
         if tracking is not None:
             entry["tracking"] = tracking
+        if self.second is not None:
+            entry.update(self.second.stream_stats(name))
         return entry
 
     def stats(self) -> dict[str, Any]:
