@@ -98,10 +98,18 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["iou_threshold"] = args.iou_threshold
     if args.keypoint_confidence is not None:
         options["keypoint_confidence"] = args.keypoint_confidence
+    if args.depth_map_format is not None:
+        options["depth_map_format"] = args.depth_map_format
+    if args.no_face_detection:
+        options["face_detection"] = False
+    if args.prompt:
+        options["prompts"] = list(args.prompt)
     accepted = inspect.signature(model.inference_parameters).parameters
+    flags = {"face_detection": "no-face-detection", "prompts": "prompt"}
     for name in options:
         if name not in accepted:
-            raise InvalidInputError(f"--{name.replace('_', '-')} does not apply to {model.task_type} models")
+            flag = flags.get(name, name.replace("_", "-"))
+            raise InvalidInputError(f"--{flag} does not apply to {model.task_type} models")
     step = max(1, model.max_batch_size)
     for start in range(0, len(args.images), step):
         for response in model.infer(list(args.images[start : start + step]), **options):
@@ -256,6 +264,23 @@ def register(subparsers: Any) -> None:
     infer.add_argument("--iou-threshold", type=float, help="NMS IoU threshold 0..1 (default: IOU_THRESHOLD)")
     infer.add_argument(
         "--keypoint-confidence", type=float, help="keypoint models: minimum keypoint confidence 0..1 (default: model's)"
+    )
+    infer.add_argument(
+        "--depth-map-format",
+        choices=("json", "png16", "png8"),
+        help="depth models: normalized_depth as nested lists or a base64 grayscale PNG (default: json)",
+    )
+    infer.add_argument(
+        "--no-face-detection",
+        action="store_true",
+        help="gaze models: the whole image is the face (Roboflow's do_run_face_detection=false)",
+    )
+    infer.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="text prompt (repeat for several): zero-shot / compare for embedding models, classes for "
+        "open-vocabulary detectors",
     )
     infer.set_defaults(handler=cmd_infer)
 

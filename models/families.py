@@ -39,6 +39,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
     "smolvlm2": Family("lmm", "smolvlm-2.2b-instruct", (_CORE, "lmm_enabled", "smolvlm2_enabled")),
     "moondream2": Family("lmm", "moondream2", (_CORE, "lmm_enabled", "moondream2_enabled")),
     "depth-anything-v2": Family("depth-estimation", "depth-anything-v2", (_CORE, "depth_estimation_enabled")),
+    "depth-anything-v3": Family("depth-estimation", "depth-anything-v3", (_CORE, "depth_estimation_enabled")),
     "perception_encoder": Family("embed", "perception_encoder", (_CORE, "core_model_pe_enabled")),
     # Roboflow routes pp_ocr through MODEL_PIPELINES, not GENERIC_MODELS; the id forms are the same.
     "pp_ocr": Family("ocr", "pp_ocr", (_CORE, "core_model_ppocr_enabled")),
@@ -46,7 +47,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
 
 # pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
 PP_OCR_SIZES = ("none", "tiny", "small", "medium")
-BARE_FAMILIES = {"pp_ocr": "small-small"}
+BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small"}
 
 
 def canonical_variant(family: str, variant: str) -> str:

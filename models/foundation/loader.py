@@ -12,7 +12,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr")
+RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2")
 
 
 def get_foundation_model(
@@ -30,6 +30,8 @@ def get_foundation_model(
         return _clip(ref, api_key, settings, progress, status)
     if ref.family == "pp_ocr":
         return _pp_ocr(ref, api_key, settings, progress, status)
+    if ref.family == "depth-anything-v2":
+        return _depth(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -90,3 +92,36 @@ def _pp_ocr(
     if status:
         status(f"loading {ref.model_id}")
     return PPOCRModel(ref.model_id, directories[0], directories[1], settings, status)
+
+
+def _depth(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.foundation.artifacts import foundation_directory
+    from edge_agent.models.foundation.depth import REQUIRED_FILES, DepthAnythingModel
+    from edge_agent.models.foundation.torch_support import import_runtime
+
+    import_runtime("transformers", f"{ref.model_id} (Depth Anything)", "transformers")  # before any download
+    directory = foundation_directory(
+        ref,
+        REQUIRED_FILES,
+        api_key,
+        settings,
+        task_type="depth-estimation",
+        model_type=ref.family or "",
+        backends=("hugging-face",),
+        progress=progress,
+        status=status,
+    )
+    detector = None
+    if settings.depth_detector_model_id:
+        from edge_agent.models.registry import get_model
+
+        detector = get_model(settings.depth_detector_model_id, api_key, progress=progress, status=status)
+    if status:
+        status(f"loading {ref.model_id}")
+    return DepthAnythingModel(ref.model_id, directory, settings, status, detector)

@@ -48,7 +48,21 @@ class OCRResponse(_Shape):
     predictions: list[ObjectDetectionPrediction]
 
 
+class DepthResponse(_Shape):
+    """``/infer/depth-estimation``: the normalised map (nested lists or a base64 PNG), its format, a picture."""
+
+    normalized_depth: list[list[float]] | str
+    depth_map_format: str
+    image: str
+
+
 def response_of(prediction: Prediction) -> Any:
+    roboflow = getattr(prediction, "roboflow_response", None)
+    if callable(roboflow):  # families whose Roboflow body differs from their stream message
+        shape = _ROBOFLOW_SHAPES.get(type(prediction).__name__)
+        if shape is None:
+            raise TypeError(f"no response shape for {type(prediction).__name__}")
+        return shape.model_validate(roboflow())
     body = prediction.to_response()
     if isinstance(prediction, Embeddings):
         return EmbeddingResponse.model_validate(body)
@@ -57,3 +71,7 @@ def response_of(prediction: Prediction) -> Any:
     if isinstance(prediction, TextDetections):
         return OCRResponse.model_validate(body)
     raise TypeError(f"no response shape for {type(prediction).__name__}")
+
+
+#: Roboflow response shape -> the prediction type it serialises (through ``roboflow_response()``)
+_ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {"DepthMap": DepthResponse}

@@ -1,0 +1,99 @@
+"""Depth Anything on a stream, end to end: a real agent, a real mosquitto, the test model server.
+
+The depth model (tiny, random weights, served from ``/core_model``) is paired with a constant
+detector through DEPTH_DETECTOR_MODEL_ID: every message carries that detector's two boxes, each
+with the median normalised depth inside it. The full map comes over HTTP on demand
+(``/streams/NAME/depth``), and the boxes' depths are checked against the medians of that map
+computed here; the live picture carries the small viridis depth picture in its top-right corner.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.agent_process import AgentProcess
+from tests.fixtures.mosquitto import free_port
+from tests.http_client import decode_jpeg, get_json, request
+from tests.live_agent import known_objects_model, wait_for_picture
+from tests.test_e2e_foundation import _clip_of
+
+pytest.importorskip("transformers")
+
+AGENT = "depth"
+# the constant detector's boxes (tests/live_agent.py), stretched from 320x320 to 320x240
+BOXES = [(55.0, 45.0, 145.0, 120.0), (190.0, 142.5, 270.0, 187.5)]
+
+
+def _scene() -> np.ndarray:
+    rng = np.random.default_rng(5)
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[:] = np.linspace(0, 255, 320, dtype=np.uint8)[None, :, None]
+    image[100:200, 60:200] = rng.integers(0, 255, (100, 140, 3), dtype=np.uint8)
+    return image
+
+
+def _median_in(depth: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    x1, y1, x2, y2 = box  # pixels whose centres are inside: columns ceil(x1 - 0.5) .. ceil(x2 - 0.5) - 1
+    return float(
+        np.median(
+            depth[int(np.ceil(y1 - 0.5)) : int(np.ceil(y2 - 0.5)), int(np.ceil(x1 - 0.5)) : int(np.ceil(x2 - 0.5))]
+        )
+    )
+
+
+@pytest.mark.slow
+def test_depth_per_detection_on_mqtt_full_map_over_http(
+    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory
+):
+    from edge_agent.models.foundation.depth_maths import colorize, downscale
+    from tests.depth_factory import checkpoint_files
+
+    model_server.add_core_model("depth-anything-v2", "small", checkpoint_files())
+    detector = known_objects_model(tmp_path / "detector")
+    clip = _clip_of(tmp_path / "scene.mp4", [_scene()] * 10)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": AGENT,
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "depth-anything-v2/small",
+        "DEPTH_DETECTOR_MODEL_ID": str(detector),
+        "STREAMS": f"cam={clip}",
+        "STREAM_CAM_LOOP": "true",
+        "HEALTH_PORT": str(port),
+    }
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        assert sub.wait_for(lambda msgs: len(msgs) >= 3, timeout=180), agent.stderr[-3000:]
+        status, body = get_json(f"{base}/streams/cam/depth?format=json", timeout=30)
+        assert status == 200 and body["depth_map_format"] == "json"
+        depth = np.asarray(body["normalized_depth"], np.float32)
+        assert depth.shape == (240, 320) and depth.min() == 0 and depth.max() == 1
+        status, png = get_json(f"{base}/streams/cam/depth", timeout=30)  # png16 by default
+        grey = cv2.imdecode(np.frombuffer(base64.b64decode(png["normalized_depth"]), np.uint8), cv2.IMREAD_UNCHANGED)
+        assert grey.dtype == np.uint16 and np.abs(grey / 65535 - depth).max() < 0.05
+        assert request(f"{base}/streams/cam/depth?format=tiff")[0] == 400
+        wait_for_picture(base, "cam")
+        status, _, jpeg = request(f"{base}/streams/cam/latest.jpg")
+        picture = decode_jpeg(jpeg)
+        small = colorize(downscale(depth, 160))  # 160x120 in the top-right corner
+        corner = picture[1:119, 320 - 159 : 319].astype(np.int16)
+        assert np.abs(corner - small[1:119, 1:159].astype(np.int16)).mean() < 25
+        agent.terminate()
+    messages = [m.json() for m in sub.messages]
+    for message in messages:
+        assert [p["class"] for p in message["predictions"]] == ["widget", "gadget"]
+        for p, box in zip(message["predictions"], BOXES, strict=True):
+            assert (p["x"], p["y"], p["width"], p["height"]) == pytest.approx(
+                ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1])
+            )
+            # the same frame every time (a looped still): the median of the HTTP map, within codec noise
+            assert 0 <= p["depth"] <= 1 and p["depth"] == pytest.approx(_median_in(depth, box), abs=0.05)
