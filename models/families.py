@@ -29,6 +29,8 @@ GENERIC_FAMILIES: dict[str, Family] = {
     "sam": Family("embed", "sam", (_CORE, "core_model_sam_enabled")),
     "sam2": Family("embed", "sam2", (_CORE, "core_model_sam2_enabled")),
     "gaze": Family("gaze", "l2cs", (_CORE, "core_model_gaze_enabled")),
+    # the current stack's id of the same network (package l2cs-net/rn50, weights.onnx)
+    "l2cs-net": Family("gaze-detection", "l2cs-net", (_CORE, "core_model_gaze_enabled")),
     "doctr": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
     "easy_ocr": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
     "trocr": Family("ocr", "trocr", (_CORE, "core_model_trocr_enabled")),

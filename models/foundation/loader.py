@@ -12,7 +12,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2")
+RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2", "gaze", "l2cs-net")
 
 
 def get_foundation_model(
@@ -32,6 +32,8 @@ def get_foundation_model(
         return _pp_ocr(ref, api_key, settings, progress, status)
     if ref.family == "depth-anything-v2":
         return _depth(ref, api_key, settings, progress, status)
+    if ref.family in ("gaze", "l2cs-net"):
+        return _gaze(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -125,3 +127,38 @@ def _depth(
     if status:
         status(f"loading {ref.model_id}")
     return DepthAnythingModel(ref.model_id, directory, settings, status, detector)
+
+
+def _gaze(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.foundation.artifacts import foundation_directory
+    from edge_agent.models.foundation.gaze import LEGACY_FILE, PACKAGE_FILE, GazeModel
+
+    # gaze/L2CS: the legacy file name; l2cs-net/rn50: the current stack's package
+    name = LEGACY_FILE if ref.family == "gaze" else PACKAGE_FILE
+    directory = foundation_directory(
+        ref,
+        (name,),
+        api_key,
+        settings,
+        task_type="gaze",
+        model_type="l2cs",
+        backends=("onnx",),
+        progress=progress,
+        status=status,
+    )
+    if not (directory / name).is_file():  # a legacy directory holding the package's file name, or back
+        name = PACKAGE_FILE if name == LEGACY_FILE else LEGACY_FILE
+    face_detector = None
+    if settings.gaze_face_detector_model_id:
+        from edge_agent.models.registry import get_model
+
+        face_detector = get_model(settings.gaze_face_detector_model_id, api_key, progress=progress, status=status)
+    if status:
+        status(f"loading {ref.model_id}")
+    return GazeModel(ref.model_id, directory / name, settings, status, face_detector)

@@ -56,6 +56,15 @@ class DepthResponse(_Shape):
     image: str
 
 
+class GazeResponse(_Shape):
+    """``/gaze/gaze_detection`` for one image: faces with yaw and pitch (radians), stage times in seconds."""
+
+    predictions: list[dict[str, Any]]
+    time: float
+    time_face_det: float | None
+    time_gaze_det: float | None
+
+
 def response_of(prediction: Prediction) -> Any:
     roboflow = getattr(prediction, "roboflow_response", None)
     if callable(roboflow):  # families whose Roboflow body differs from their stream message
@@ -74,4 +83,4 @@ def response_of(prediction: Prediction) -> Any:
 
 
 #: Roboflow response shape -> the prediction type it serialises (through ``roboflow_response()``)
-_ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {"DepthMap": DepthResponse}
+_ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {"DepthMap": DepthResponse, "GazeDetections": GazeResponse}

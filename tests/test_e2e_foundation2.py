@@ -1,5 +1,7 @@
-"""Depth Anything on a stream, end to end: a real agent, a real mosquitto, the test model server.
+"""Foundation families of part 2 on streams, end to end: a real agent, a real mosquitto, the test
+model server.
 
+Depth:
 The depth model (tiny, random weights, served from ``/core_model``) is paired with a constant
 detector through DEPTH_DETECTOR_MODEL_ID: every message carries that detector's two boxes, each
 with the median normalised depth inside it. The full map comes over HTTP on demand
@@ -10,9 +12,12 @@ computed here; the live picture carries the small viridis depth picture in its t
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
+import av
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
@@ -21,6 +26,8 @@ from tests.fixtures.mosquitto import free_port
 from tests.http_client import decode_jpeg, get_json, request
 from tests.live_agent import known_objects_model, wait_for_picture
 from tests.test_e2e_foundation import _clip_of
+
+SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "pipelines/schemas/prediction.schema.json").read_text())
 
 pytest.importorskip("transformers")
 
@@ -90,6 +97,7 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
         agent.terminate()
     messages = [m.json() for m in sub.messages]
     for message in messages:
+        jsonschema.validate(message, SCHEMA)
         assert [p["class"] for p in message["predictions"]] == ["widget", "gadget"]
         for p, box in zip(message["predictions"], BOXES, strict=True):
             assert (p["x"], p["y"], p["width"], p["height"]) == pytest.approx(
@@ -97,3 +105,52 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
             )
             # the same frame every time (a looped still): the median of the HTTP map, within codec noise
             assert 0 <= p["depth"] <= 1 and p["depth"] == pytest.approx(_median_in(depth, box), abs=0.05)
+
+
+@pytest.mark.slow
+def test_gaze_per_face_per_frame_on_mqtt(tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory):
+    """Gaze: each message holds the face detector's faces with the yaw and pitch torch computes for
+    the very frame the agent decoded (read back here with PyAV from the same clip)."""
+    import torch
+
+    from edge_agent.models.foundation.gaze import face_box, face_input
+    from tests.gaze_factory import Decoded, network, onnx_bytes
+    from tests.test_gaze import FACES, _face_detector
+
+    net = network()
+    model_server.add_core_model("gaze", "L2CS", {"L2CSNet_gaze360_resnet50_90bins.onnx": onnx_bytes(net)})
+    rng = np.random.default_rng(2)
+    frames = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (9, 9), 3) for _ in range(4)]
+    clip = _clip_of(tmp_path / "faces.mp4", frames)
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": "gaze",
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "gaze/L2CS",
+        "GAZE_FACE_DETECTOR_MODEL_ID": str(_face_detector(tmp_path / "faces")),
+        "STREAMS": f"lobby={clip}",
+        "STREAM_LOBBY_MODE": "every",
+        "SHUTDOWN_TIMEOUT": "60",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/gaze/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        assert rc == 0, agent.stderr[-4000:]
+    assert sub.wait_for(lambda msgs: len({m.json()["frame_id"] for m in msgs}) >= len(frames), timeout=30)
+    with av.open(str(clip)) as container:
+        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    for message in (m.json() for m in sub.messages):
+        jsonschema.validate(message, SCHEMA)
+        image = decoded[message["frame_id"]]
+        batch = np.stack([face_input(image, face_box(np.array(b), 320, 240)) for b in FACES])
+        with torch.no_grad():
+            yaw, pitch = (t.numpy() for t in Decoded(net).eval()(torch.from_numpy(batch)))
+        faces = message["predictions"]
+        assert len(faces) == 2 and [f["face"]["class"] for f in faces] == ["face", "face"]
+        for face, y, p, box in zip(faces, yaw, pitch, FACES, strict=True):
+            assert face["face"]["x"] == pytest.approx((box[0] + box[2]) / 2, abs=1e-3)
+            assert face["yaw"] == pytest.approx(float(y), abs=1e-3) and face["pitch"] == pytest.approx(
+                float(p), abs=1e-3
+            )
