@@ -315,6 +315,11 @@ class ModelSettings(BaseSettings):
         "published with the median normalised depth inside it (1 = nearest). Unset: no boxes, only "
         "the live view's depth picture.",
     )
+    ocr_detector_model_id: str | None = Field(
+        default=None,
+        description="TrOCR: a detector whose boxes are read, one line each (licence plates); unset = "
+        "the whole image, or a stream's ROI regions.",
+    )
     gaze_face_detector_model_id: str | None = Field(
         default=None,
         description="Gaze (gaze/L2CS): a face detector model id to find faces with; unset = OpenCV's "

@@ -154,3 +154,54 @@ def test_gaze_per_face_per_frame_on_mqtt(tmp_path: Path, model_server, mosquitto
             assert face["yaw"] == pytest.approx(float(y), abs=1e-3) and face["pitch"] == pytest.approx(
                 float(p), abs=1e-3
             )
+
+
+@pytest.mark.slow
+def test_trocr_on_a_streams_regions_on_mqtt(tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory):
+    """TrOCR on a stream: each of the stream's ROI regions is read as one line, in source pixels."""
+    import transformers
+
+    from tests.fixtures.model_server import hf_package
+    from tests.trocr_factory import checkpoint_files
+
+    files = checkpoint_files()
+    model_server.add_package_model("trocr/trocr-base-printed", [hf_package("t1", files)], "tr-ocr", "text-only-ocr")
+    (tmp_path / "ckpt").mkdir()
+    for name, data in files.items():
+        (tmp_path / "ckpt" / name).write_bytes(data)
+    rng = np.random.default_rng(7)
+    frames = [cv2.GaussianBlur(rng.integers(0, 255, (120, 200, 3), dtype=np.uint8), (5, 5), 2) for _ in range(3)]
+    clip = _clip_of(tmp_path / "signs.mp4", frames)
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": "trocr",
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "trocr/trocr-base-printed",
+        "STREAMS": f"gate={clip}",
+        "STREAM_GATE_MODE": "every",
+        "STREAM_GATE_ROI": "10,10,90,50;100,60,190,110",
+        "SHUTDOWN_TIMEOUT": "60",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/trocr/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        assert rc == 0, agent.stderr[-4000:]
+    assert sub.wait_for(lambda msgs: len({m.json()["frame_id"] for m in msgs}) >= len(frames), timeout=30)
+    processor = transformers.AutoImageProcessor.from_pretrained(str(tmp_path / "ckpt"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "ckpt"))
+    network = transformers.VisionEncoderDecoderModel.from_pretrained(str(tmp_path / "ckpt")).eval()
+    with av.open(str(clip)) as container:
+        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    for message in (m.json() for m in sub.messages):
+        jsonschema.validate(message, SCHEMA)
+        image = decoded[message["frame_id"]]
+        crops = [image[10:50, 10:90, ::-1].copy(), image[60:110, 100:190, ::-1].copy()]
+        import torch
+
+        with torch.no_grad():
+            tokens = network.generate(processor(images=crops, return_tensors="pt").pixel_values)
+        texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        assert [p["class"] for p in message["predictions"]] == texts and message["result"] == "\n".join(texts)
+        assert [(p["x"], p["y"]) for p in message["predictions"]] == [(50.0, 30.0), (145.0, 85.0)]

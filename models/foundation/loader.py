@@ -12,7 +12,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2", "gaze", "l2cs-net")
+RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2", "gaze", "l2cs-net", "trocr")
 
 
 def get_foundation_model(
@@ -34,6 +34,8 @@ def get_foundation_model(
         return _depth(ref, api_key, settings, progress, status)
     if ref.family in ("gaze", "l2cs-net"):
         return _gaze(ref, api_key, settings, progress, status)
+    if ref.family == "trocr":
+        return _trocr(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -162,3 +164,39 @@ def _gaze(
     if status:
         status(f"loading {ref.model_id}")
     return GazeModel(ref.model_id, directory / name, settings, status, face_detector)
+
+
+def _trocr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.foundation.artifacts import foundation_directory
+    from edge_agent.models.foundation.torch_support import import_runtime
+    from edge_agent.models.foundation.trocr import REQUIRED_FILES, TrOCRModel, hub_snapshot
+
+    assert ref.version is not None
+    import_runtime("transformers", f"{ref.model_id} (TrOCR)", "transformers")  # before any download
+    directory = hub_snapshot(ref.version, settings)  # Roboflow's legacy class: the Hugging Face hub cache
+    if directory is None:
+        directory = foundation_directory(
+            ref,
+            REQUIRED_FILES,
+            api_key,
+            settings,
+            task_type="ocr",
+            model_type="trocr",
+            backends=("hugging-face",),
+            progress=progress,
+            status=status,
+        )
+    detector = None
+    if settings.ocr_detector_model_id:
+        from edge_agent.models.registry import get_model
+
+        detector = get_model(settings.ocr_detector_model_id, api_key, progress=progress, status=status)
+    if status:
+        status(f"loading {ref.model_id}")
+    return TrOCRModel(ref.model_id, directory, settings, status, detector)

@@ -65,6 +65,13 @@ class GazeResponse(_Shape):
     time_gaze_det: float | None
 
 
+class TrOCRResponse(_Shape):
+    """``/ocr/trocr``: the text read and the time taken (seconds)."""
+
+    result: str
+    time: float
+
+
 def response_of(prediction: Prediction) -> Any:
     roboflow = getattr(prediction, "roboflow_response", None)
     if callable(roboflow):  # families whose Roboflow body differs from their stream message
@@ -83,4 +90,8 @@ def response_of(prediction: Prediction) -> Any:
 
 
 #: Roboflow response shape -> the prediction type it serialises (through ``roboflow_response()``)
-_ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {"DepthMap": DepthResponse, "GazeDetections": GazeResponse}
+_ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {
+    "DepthMap": DepthResponse,
+    "GazeDetections": GazeResponse,
+    "LineTexts": TrOCRResponse,
+}
