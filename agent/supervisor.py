@@ -296,7 +296,9 @@ class Supervisor:
                 raise ConfigError(
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
-                    f"PROMPTS needs a CLIP model (clip/ViT-B-16), ROI an OCR model (pp_ocr)"
+                    f"PROMPTS needs a CLIP or Perception Encoder model (clip/ViT-B-16, "
+                    f"perception_encoder/PE-Core-B16-224), "
+                    f"ROI an OCR model (pp_ocr, trocr/trocr-base-printed)"
                 )
 
     async def _ensure_model(self, model_id: str) -> ModelRecord:

@@ -205,3 +205,60 @@ def test_trocr_on_a_streams_regions_on_mqtt(tmp_path: Path, model_server, mosqui
         texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
         assert [p["class"] for p in message["predictions"]] == texts and message["result"] == "\n".join(texts)
         assert [(p["x"], p["y"]) for p in message["predictions"]] == [(50.0, 30.0), (145.0, 85.0)]
+
+
+@pytest.mark.slow
+def test_perception_encoder_per_stream_prompts_on_mqtt(
+    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory
+):
+    """PE zero-shot with each stream's own prompts (as CLIP has them), embeddings without prompts;
+    the cosines are checked against the network and tokenizer run here on the decoded frames."""
+    import torch
+    from instant_clip_tokenizer import Tokenizer
+
+    from edge_agent.models.foundation.perception_encoder import pack_tokens, pe_preprocess
+    from tests.pe_factory import model_pt, network
+
+    net = network()
+    model_server.add_core_model("perception_encoder", "PE-Core-B16-224", {"model.pt": model_pt(net)})
+    rng = np.random.default_rng(9)
+    frames = [cv2.GaussianBlur(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8), (7, 7), 2) for _ in range(3)]
+    clip = _clip_of(tmp_path / "street.mp4", frames)
+    prompts = {"north": ["a bus", "an empty road"], "south": ["a bicycle", "a crowd", "rain"]}
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": "pe",
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "perception_encoder/PE-Core-B16-224",
+        "STREAMS": f"north={clip};south={clip};plain={clip}",
+        "STREAM_NORTH_PROMPTS": "|".join(prompts["north"]),
+        "STREAM_SOUTH_PROMPTS": json.dumps(prompts["south"]),
+        "SHUTDOWN_TIMEOUT": "60",
+    }
+    for name in ("NORTH", "SOUTH", "PLAIN"):
+        env[f"STREAM_{name}_MODE"] = "every"
+    sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/pe/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        assert rc == 0, agent.stderr[-4000:]
+    assert sub.wait_for(lambda msgs: len(msgs) >= 3 * len(frames), timeout=30)
+    with av.open(str(clip)) as container:
+        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    tokenizer = Tokenizer()
+    with torch.no_grad():
+        images = net.encode_image(torch.from_numpy(np.stack([pe_preprocess(f, 64) for f in decoded]))).numpy()
+        texts = {
+            k: net.encode_text(torch.from_numpy(pack_tokens([tokenizer.encode(t) for t in v], 32))).numpy()
+            for k, v in prompts.items()
+        }
+    for message in (m.json() for m in sub.messages):
+        jsonschema.validate(message, SCHEMA)
+        image = images[message["frame_id"]]
+        if message["stream"] == "plain":
+            assert message["embeddings"][0] == pytest.approx(image.tolist(), abs=1e-4)
+            continue
+        cosine = texts[message["stream"]] @ image
+        assert message["similarity"] == pytest.approx(cosine.tolist(), abs=1e-4)
+        assert message["top"] == prompts[message["stream"]][int(np.argmax(cosine))]

@@ -12,7 +12,7 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2", "gaze", "l2cs-net", "trocr")
+RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2", "gaze", "l2cs-net", "trocr", "perception_encoder")
 
 
 def get_foundation_model(
@@ -36,6 +36,8 @@ def get_foundation_model(
         return _gaze(ref, api_key, settings, progress, status)
     if ref.family == "trocr":
         return _trocr(ref, api_key, settings, progress, status)
+    if ref.family == "perception_encoder":
+        return _perception_encoder(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -200,3 +202,38 @@ def _trocr(
     if status:
         status(f"loading {ref.model_id}")
     return TrOCRModel(ref.model_id, directory, settings, status, detector)
+
+
+def _perception_encoder(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.errors import MissingExtraError
+    from edge_agent.models.foundation.artifacts import foundation_directory
+    from edge_agent.models.foundation.perception_encoder import WEIGHTS_FILE, PerceptionEncoderModel
+
+    assert ref.version is not None
+    import_torch(f"{ref.model_id} (Perception Encoder)")  # missing runtimes are said before any download
+    try:
+        import instant_clip_tokenizer  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(f"{ref.model_id} (Perception Encoder)", "clip", "instant-clip-tokenizer") from None
+    directory = foundation_directory(
+        ref,
+        (WEIGHTS_FILE,),
+        api_key,
+        settings,
+        task_type="embed",
+        model_type="perception_encoder",
+        backends=("torch",),
+        package_id=f"perception-encoder/{ref.version}",  # Roboflow's adapter rewrites the family so
+        progress=progress,
+        status=status,
+    )
+    if status:
+        status(f"loading {ref.model_id}")
+    return PerceptionEncoderModel(ref.model_id, directory, settings, status)
