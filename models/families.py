@@ -32,6 +32,8 @@ GENERIC_FAMILIES: dict[str, Family] = {
     # the current stack's id of the same network (package l2cs-net/rn50, weights.onnx)
     "l2cs-net": Family("gaze-detection", "l2cs-net", (_CORE, "core_model_gaze_enabled")),
     "doctr": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
+    # the current stack's DocTR package id (doctr-dbnet-rn50/crnn-vgg16)
+    "doctr-dbnet-rn50": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
     "easy_ocr": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
     "trocr": Family("ocr", "trocr", (_CORE, "core_model_trocr_enabled")),
     "grounding_dino": Family("object-detection", "grounding-dino", (_CORE, "core_model_groundingdino_enabled")),
@@ -49,7 +51,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
 
 # pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
 PP_OCR_SIZES = ("none", "tiny", "small", "medium")
-BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small"}
+BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default"}
 
 
 def canonical_variant(family: str, variant: str) -> str:

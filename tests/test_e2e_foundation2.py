@@ -262,3 +262,39 @@ def test_perception_encoder_per_stream_prompts_on_mqtt(
         cosine = texts[message["stream"]] @ image
         assert message["similarity"] == pytest.approx(cosine.tolist(), abs=1e-4)
         assert message["top"] == prompts[message["stream"]][int(np.argmax(cosine))]
+
+
+@pytest.mark.slow
+def test_doctr_on_a_streams_regions_on_mqtt(tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory):
+    """DocTR on a stream's ROI regions (rigged networks, tests/doctr_factory.py): each region is one
+    word reading "A", grouped into lines in source pixels."""
+    from tests.test_doctr import _serve_legacy
+
+    _serve_legacy(model_server)
+    frames = [np.full((120, 200, 3), 230, np.uint8) for _ in range(3)]
+    clip = _clip_of(tmp_path / "doc.mp4", frames)
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": "doctr",
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "doctr/default",
+        "STREAMS": f"desk={clip}",
+        "STREAM_DESK_MODE": "every",
+        "STREAM_DESK_ROI": "10,10,90,50;110,12,190,48;10,70,190,110",
+        "SHUTDOWN_TIMEOUT": "60",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/doctr/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        assert rc == 0, agent.stderr[-4000:]
+    assert sub.wait_for(lambda msgs: len({m.json()["frame_id"] for m in msgs}) >= len(frames), timeout=30)
+    for message in (m.json() for m in sub.messages):
+        jsonschema.validate(message, SCHEMA)
+        assert message["result"] == "A A\nA"
+        assert [(p["x"], p["y"], p["width"], p["height"]) for p in message["predictions"]] == [
+            (50.0, 30.0, 80.0, 40.0),
+            (150.0, 30.0, 80.0, 36.0),
+            (100.0, 90.0, 180.0, 40.0),
+        ]

@@ -12,7 +12,17 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "depth-anything-v2", "gaze", "l2cs-net", "trocr", "perception_encoder")
+RUNNABLE = (
+    "clip",
+    "pp_ocr",
+    "depth-anything-v2",
+    "gaze",
+    "l2cs-net",
+    "trocr",
+    "perception_encoder",
+    "doctr",
+    "doctr-dbnet-rn50",
+)
 
 
 def get_foundation_model(
@@ -36,6 +46,8 @@ def get_foundation_model(
         return _gaze(ref, api_key, settings, progress, status)
     if ref.family == "trocr":
         return _trocr(ref, api_key, settings, progress, status)
+    if ref.family in ("doctr", "doctr-dbnet-rn50"):
+        return _doctr(ref, api_key, settings, progress, status)
     if ref.family == "perception_encoder":
         return _perception_encoder(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
@@ -237,3 +249,58 @@ def _perception_encoder(
     if status:
         status(f"loading {ref.model_id}")
     return PerceptionEncoderModel(ref.model_id, directory, settings, status)
+
+
+def _doctr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.foundation.artifacts import foundation_directory
+    from edge_agent.models.foundation.core_cache import ensure_core_files
+    from edge_agent.models.foundation.doctr import LEGACY_DET, LEGACY_FILE, LEGACY_REC, PACKAGE_FILES, DocTRModel
+
+    import_torch(f"{ref.model_id} (DocTR)")
+    if ref.family == "doctr-dbnet-rn50":  # the current stack's package: both state dicts in one directory
+        directory = foundation_directory(
+            ref,
+            PACKAGE_FILES,
+            api_key,
+            settings,
+            task_type="ocr",
+            model_type="doctr",
+            backends=("torch",),
+            progress=progress,
+            status=status,
+        )
+        det, rec = (directory / name for name in PACKAGE_FILES)
+    else:  # doctr/<any variant>: Roboflow's legacy class loads these two core models whatever the variant
+        paths = []
+        for project, version in (LEGACY_DET, LEGACY_REC):
+            part = ModelRef(
+                kind="generic",
+                model_id=f"{project}/{version}",
+                requested_id=f"{project}/{version}",
+                project=project,
+                version=version,
+                local_dir=None,
+                family=None,
+            )
+            where = ensure_core_files(
+                part,
+                (LEGACY_FILE,),
+                api_key,
+                settings,
+                task_type="ocr",
+                model_type="doctr",
+                progress=progress,
+                status=status,
+            )
+            paths.append(where / LEGACY_FILE)
+        det, rec = paths
+    if status:
+        status(f"loading {ref.model_id}")
+    return DocTRModel(ref.model_id, det, rec, settings, status)

@@ -72,6 +72,16 @@ class TrOCRResponse(_Shape):
     time: float
 
 
+class DocTRResponse(_Shape):
+    """``/doctr/ocr``: the page's text, its words, lines and blocks, the time taken."""
+
+    result: str
+    image: ImageDimensions
+    predictions: list[dict[str, Any]]
+    time: float
+    parent_id: str | None
+
+
 def response_of(prediction: Prediction) -> Any:
     roboflow = getattr(prediction, "roboflow_response", None)
     if callable(roboflow):  # families whose Roboflow body differs from their stream message
@@ -94,4 +104,5 @@ _ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {
     "DepthMap": DepthResponse,
     "GazeDetections": GazeResponse,
     "LineTexts": TrOCRResponse,
+    "DocumentText": DocTRResponse,
 }
