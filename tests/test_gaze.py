@@ -170,3 +170,49 @@ def test_live_view_draws_the_face_box_and_a_gaze_arrow():
     ys, xs = np.nonzero(red)
     assert xs.min() <= 82 and xs.max() >= 118 and abs(np.median(ys) - 120) <= 2  # from (120,120) to (80,120)
     assert out[100, 130].any()  # the box outline
+
+
+def test_landmarks_are_int_pixels_clipped_to_the_image():
+    from edge_agent.models.foundation.gaze import GazeDetections
+
+    faces = GazeDetections(
+        boxes=np.array([[10.0, 10.0, 50.0, 60.0]]),
+        confidences=np.array([0.8], np.float32),
+        yaw=np.array([0.1], np.float32),
+        pitch=np.array([-0.2], np.float32),
+        image_size=(100, 80),
+        landmarks=np.array([[[20.7, 30.2], [-3.0, 40.0], [120.0, 95.5]]]),
+    )
+    (row,) = faces.to_response()["predictions"]
+    assert row["face"]["landmarks"] == [{"x": 20, "y": 30}, {"x": 0, "y": 40}, {"x": 99, "y": 79}]
+    assert (row["face"]["x"], row["face"]["y"], row["face"]["width"], row["face"]["height"]) == (30, 35, 40, 50)
+    assert row["yaw"] == pytest.approx(0.1) and row["pitch"] == pytest.approx(-0.2)
+
+
+def test_a_non_detector_as_face_detector_and_gaze_flags_on_other_models_are_refused(model_server, model_env, tmp_path):
+    from edge_agent.models import get_model
+    from edge_agent.models.errors import ModelSettingsError
+    from tests.agent_cli import run_cli
+    from tests.gaze_factory import network, onnx_bytes
+
+    model_server.add_core_model("gaze", "L2CS", {"L2CSNet_gaze360_resnet50_90bins.onnx": onnx_bytes(network())})
+    model_env.set(API_BASE_URL=model_server.base_url, GAZE_FACE_DETECTOR_MODEL_ID="gaze/L2CS")
+    with pytest.raises(ModelSettingsError, match="GAZE_FACE_DETECTOR_MODEL_ID=gaze/L2CS is a foundation model"):
+        get_model("gaze/L2CS")
+    from tests.onnx_factory import constant_outputs, letterbox_env, write_model_dir
+
+    classifier = write_model_dir(  # a classification model: no boxes
+        tmp_path / "cls",
+        constant_outputs({"output0": np.array([0.3, 0.7], np.float32)}),
+        ["a", "b"],
+        letterbox_env(64, 64, "Stretch to"),
+        model_type=("classification", "resnet18"),
+        weights_file="best.onnx",
+    )
+    model_env.set(GAZE_FACE_DETECTOR_MODEL_ID=str(classifier))
+    with pytest.raises(ModelSettingsError, match="is a classification model; it must give boxes"):
+        get_model("gaze/L2CS")
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), np.zeros((32, 32, 3), np.uint8))
+    bad = run_cli("infer", "--model", "builtin/shapes-v1", "--no-face-detection", str(path))
+    assert bad.returncode == 2 and "--no-face-detection does not apply to object-detection models" in bad.stderr

@@ -12,6 +12,30 @@ from edge_agent.models.ids import ModelRef
 from edge_agent.models.settings import ModelSettings
 
 StatusCallback = Callable[[str], None]
+BOX_TASKS = ("object-detection", "instance-segmentation", "keypoint-detection")
+
+
+def paired_detector(
+    variable: str, model_id: str, api_key: str | None, progress: ProgressCallback | None, status: StatusCallback | None
+) -> Model:
+    """The detector a foundation model runs on the same frames (``variable`` names the setting)."""
+    from edge_agent.models.errors import ModelSettingsError
+    from edge_agent.models.registry import get_model
+
+    if model_id.split("/", 1)[0] in GENERIC_FAMILIES:  # also stops a model pairing with itself forever
+        raise ModelSettingsError(
+            f"{variable}={model_id} is a foundation model; it must be a detector that gives boxes ({', '.join(BOX_TASKS)})"
+        )
+    detector = get_model(model_id, api_key, progress=progress, status=status)
+    if detector.task_type not in BOX_TASKS:
+        detector.close()
+        raise ModelSettingsError(
+            f"{variable}={model_id} is a {detector.task_type or 'non-detection'} model; it must give boxes "
+            f"({', '.join(BOX_TASKS)})"
+        )
+    return detector
+
+
 RUNNABLE = (
     "clip",
     "pp_ocr",
@@ -137,9 +161,9 @@ def _depth(
     )
     detector = None
     if settings.depth_detector_model_id:
-        from edge_agent.models.registry import get_model
-
-        detector = get_model(settings.depth_detector_model_id, api_key, progress=progress, status=status)
+        detector = paired_detector(
+            "DEPTH_DETECTOR_MODEL_ID", settings.depth_detector_model_id, api_key, progress, status
+        )
     if status:
         status(f"loading {ref.model_id}")
     return DepthAnythingModel(ref.model_id, directory, settings, status, detector)
@@ -172,9 +196,9 @@ def _gaze(
         name = PACKAGE_FILE if name == LEGACY_FILE else LEGACY_FILE
     face_detector = None
     if settings.gaze_face_detector_model_id:
-        from edge_agent.models.registry import get_model
-
-        face_detector = get_model(settings.gaze_face_detector_model_id, api_key, progress=progress, status=status)
+        face_detector = paired_detector(
+            "GAZE_FACE_DETECTOR_MODEL_ID", settings.gaze_face_detector_model_id, api_key, progress, status
+        )
     if status:
         status(f"loading {ref.model_id}")
     return GazeModel(ref.model_id, directory / name, settings, status, face_detector)
@@ -208,9 +232,7 @@ def _trocr(
         )
     detector = None
     if settings.ocr_detector_model_id:
-        from edge_agent.models.registry import get_model
-
-        detector = get_model(settings.ocr_detector_model_id, api_key, progress=progress, status=status)
+        detector = paired_detector("OCR_DETECTOR_MODEL_ID", settings.ocr_detector_model_id, api_key, progress, status)
     if status:
         status(f"loading {ref.model_id}")
     return TrOCRModel(ref.model_id, directory, settings, status, detector)
