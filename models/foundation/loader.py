@@ -24,7 +24,8 @@ def paired_detector(
 
     if model_id.split("/", 1)[0] in GENERIC_FAMILIES:  # also stops a model pairing with itself forever
         raise ModelSettingsError(
-            f"{variable}={model_id} is a foundation model; it must be a detector that gives boxes ({', '.join(BOX_TASKS)})"
+            f"{variable}={model_id} is a foundation model; it must be a detector that gives boxes "
+            f"({', '.join(BOX_TASKS)})"
         )
     detector = get_model(model_id, api_key, progress=progress, status=status)
     if detector.task_type not in BOX_TASKS:
