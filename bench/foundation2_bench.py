@@ -15,6 +15,8 @@ the family's own class:
 - doctr: db_resnet50 + crnn_vgg16_bn (doctr's sizes), a 1280x720 page; the detection network runs
   in full but its map is replaced by a fixed 10x10 grid of word-sized regions, so every run reads
   the same 100 words whatever the random weights would find.
+- easyocr: CRAFT + english_g2 (EasyOCR's sizes), a 1280x720 frame; CRAFT's scores are replaced by 20
+  fixed word regions (the network still runs), each read by the recogniser.
 - pe: PE-Core-B16-224 (ViT-B/16 with 2-D RoPE and attention pooling, 1024-d; the 24-layer text
   tower loads but runs once per prompt set), image embedding of a 1280x720 frame.
 
@@ -35,7 +37,7 @@ import numpy as np
 
 from bench.common import OUT, bench_model
 
-FAMILIES = ("depth", "gaze", "trocr", "pe", "doctr")
+FAMILIES = ("depth", "gaze", "trocr", "pe", "doctr", "easyocr")
 
 
 def per_frame_ms(fn: Callable[[], Any], seconds: float) -> float:
@@ -114,6 +116,31 @@ def doctr_model(settings: Any) -> Any:
     return model
 
 
+def easyocr_model(settings: Any) -> Any:
+    import torch
+
+    from edge_agent.models.foundation.easy_ocr import EasyOCRModel
+    from tests.easyocr_factory import craft, recognizer, state_bytes
+
+    directory = OUT / "easy-ocr-english-g2"
+    if not (directory / "weights.pt").is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "craft_mlt_25k.pth").write_bytes(state_bytes(craft(tiny=False, rigged=False)))
+        (directory / "weights.pt").write_bytes(state_bytes(recognizer(tiny=False, rigged=None)))
+    model = EasyOCRModel(
+        "easy_ocr/english_g2", directory / "craft_mlt_25k.pth", directory / "weights.pt", "english_g2", settings
+    )
+    scores = torch.zeros(360, 640, 2)  # CRAFT's half-resolution map of a 1280x720 frame
+    for row in range(5):
+        for column in range(4):
+            scores[40 + row * 60 : 56 + row * 60, 40 + column * 140 : 140 + column * 140, 0] = 0.9
+    original = model.craft.forward
+    model.craft.forward = lambda images: (
+        scores.expand(images.shape[0], -1, -1, -1) + 0 * original(images)[:, :1, :1, :1]
+    )
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {', '.join(FAMILIES)}")
@@ -133,13 +160,21 @@ def main() -> None:
     frame = rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8)
     face = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
     line = rng.integers(0, 255, (48, 320, 3), dtype=np.uint8)
-    builders = {"depth": depth_model, "gaze": gaze_model, "trocr": trocr_model, "pe": pe_model, "doctr": doctr_model}
+    builders = {
+        "depth": depth_model,
+        "gaze": gaze_model,
+        "trocr": trocr_model,
+        "pe": pe_model,
+        "doctr": doctr_model,
+        "easyocr": easyocr_model,
+    }
     calls: dict[str, Callable[[Any], Any]] = {
         "depth": lambda m: m.predict(frame),
         "gaze": lambda m: m.predict(face, face_detection=False),
         "trocr": lambda m: m.predict(line),
         "pe": lambda m: m.predict(frame),
         "doctr": lambda m: m.predict(frame),
+        "easyocr": lambda m: m.predict(frame),
     }
     what = {
         "depth": "1280x720 frame",
@@ -147,6 +182,7 @@ def main() -> None:
         "trocr": "one 320x48 line, 16 tokens",
         "pe": "1280x720 frame",
         "doctr": "1280x720 page, 100 words",
+        "easyocr": "1280x720 frame, 20 text boxes",
     }
     models = {}
     for family in chosen:

@@ -35,6 +35,8 @@ GENERIC_FAMILIES: dict[str, Family] = {
     # the current stack's DocTR package id (doctr-dbnet-rn50/crnn-vgg16)
     "doctr-dbnet-rn50": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
     "easy_ocr": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
+    # the current stack's EasyOCR package ids (easy-ocr-english/craft)
+    "easy-ocr-english": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
     "trocr": Family("ocr", "trocr", (_CORE, "core_model_trocr_enabled")),
     "grounding_dino": Family("object-detection", "grounding-dino", (_CORE, "core_model_groundingdino_enabled")),
     "yolo_world": Family("object-detection", "yolo-world", (_CORE, "core_model_yolo_world_enabled")),
@@ -51,7 +53,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
 
 # pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
 PP_OCR_SIZES = ("none", "tiny", "small", "medium")
-BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default"}
+BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default", "easy_ocr": "english_g2"}
 
 
 def canonical_variant(family: str, variant: str) -> str:

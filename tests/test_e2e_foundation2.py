@@ -298,3 +298,41 @@ def test_doctr_on_a_streams_regions_on_mqtt(tmp_path: Path, model_server, mosqui
             (150.0, 30.0, 80.0, 36.0),
             (100.0, 90.0, 180.0, 40.0),
         ]
+
+
+@pytest.mark.slow
+def test_easy_ocr_on_a_streams_regions_on_mqtt(tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory):
+    """EasyOCR on a stream's ROI regions (rigged networks, tests/easyocr_factory.py): each region is
+    read as one box of text "A", in source pixels, lines in reading order."""
+    from tests.easyocr_factory import craft, recognizer, state_bytes
+
+    model_server.add_core_model(
+        "easy_ocr", "english_g2", {"craft_mlt_25k.pth": state_bytes(craft()), "weights.pt": state_bytes(recognizer())}
+    )
+    frames = [np.full((120, 200, 3), 180, np.uint8) for _ in range(3)]
+    clip = _clip_of(tmp_path / "sign.mp4", frames)
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": "easy",
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "easy_ocr/english_g2",
+        "STREAMS": f"gate={clip}",
+        "STREAM_GATE_MODE": "every",
+        "STREAM_GATE_ROI": "10,10,90,50;110,10,190,50;10,70,190,110",
+        "SHUTDOWN_TIMEOUT": "60",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/easy/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        assert rc == 0, agent.stderr[-4000:]
+    assert sub.wait_for(lambda msgs: len({m.json()["frame_id"] for m in msgs}) >= len(frames), timeout=30)
+    for message in (m.json() for m in sub.messages):
+        jsonschema.validate(message, SCHEMA)
+        assert message["result"] == "A A\nA"
+        assert [(p["x"], p["y"], p["width"], p["height"]) for p in message["predictions"]] == [
+            (50.0, 30.0, 80.0, 40.0),
+            (150.0, 30.0, 80.0, 40.0),
+            (100.0, 90.0, 180.0, 40.0),
+        ]

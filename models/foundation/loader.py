@@ -47,6 +47,8 @@ RUNNABLE = (
     "perception_encoder",
     "doctr",
     "doctr-dbnet-rn50",
+    "easy_ocr",
+    "easy-ocr-english",
 )
 
 
@@ -73,6 +75,8 @@ def get_foundation_model(
         return _trocr(ref, api_key, settings, progress, status)
     if ref.family in ("doctr", "doctr-dbnet-rn50"):
         return _doctr(ref, api_key, settings, progress, status)
+    if ref.family in ("easy_ocr", "easy-ocr-english"):
+        return _easy_ocr(ref, api_key, settings, progress, status)
     if ref.family == "perception_encoder":
         return _perception_encoder(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
@@ -327,3 +331,49 @@ def _doctr(
     if status:
         status(f"loading {ref.model_id}")
     return DocTRModel(ref.model_id, det, rec, settings, status)
+
+
+def _easy_ocr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.foundation.artifacts import foundation_directory
+    from edge_agent.models.foundation.easy_ocr import (
+        CHARACTERS,
+        LEGACY_DETECTOR,
+        LEGACY_RECOGNIZER,
+        PACKAGE_CONFIG,
+        EasyOCRModel,
+        package_files,
+    )
+
+    assert ref.version is not None
+    import_torch(f"{ref.model_id} (EasyOCR)")
+    if ref.family == "easy_ocr" and ref.version not in CHARACTERS:  # said before anything is downloaded
+        raise UnsupportedModelTypeError(
+            f"{ref.model_id}: edge-agent reads EasyOCR's {', '.join(CHARACTERS)} only (the other languages' "
+            f"character lists ship inside the easyocr package)"
+        )
+    legacy = ref.family == "easy_ocr"
+    directory = foundation_directory(
+        ref,
+        (LEGACY_DETECTOR, LEGACY_RECOGNIZER) if legacy else (PACKAGE_CONFIG,),
+        api_key,
+        settings,
+        task_type="ocr",
+        model_type="easy_ocr",
+        backends=("torch",),
+        progress=progress,
+        status=status,
+    )
+    if (directory / PACKAGE_CONFIG).is_file():
+        detector, recognizer, network = package_files(directory)
+    else:
+        detector, recognizer, network = directory / LEGACY_DETECTOR, directory / LEGACY_RECOGNIZER, ref.version
+    if status:
+        status(f"loading {ref.model_id}")
+    return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status)

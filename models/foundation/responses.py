@@ -105,4 +105,5 @@ _ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {
     "GazeDetections": GazeResponse,
     "LineTexts": TrOCRResponse,
     "DocumentText": DocTRResponse,
+    "EasyOCRText": DocTRResponse,  # the same OCRInferenceResponse fields
 }
