@@ -144,3 +144,21 @@ def test_package_layout_offline_and_the_infer_cli(model_server, model_env, tmp_p
     assert body["result"] == "7" and body["image"] == {"width": 90, "height": 60}
     word = body["predictions"][0]
     assert (word["class"], word["x"], word["y"], word["width"], word["height"]) == ("word", 45, 30, 90, 60)
+
+
+def test_the_live_view_draws_ocr_boxes_labelled_with_their_text():
+    from edge_agent.models.predictions import TextDetections
+    from edge_agent.pipelines.annotate import annotate
+
+    words = TextDetections(
+        np.array([[10.0, 40.0, 90.0, 80.0]]),
+        np.ones(1, np.float32),
+        ("HELLO",),
+        np.ones(1, np.float32),
+        np.zeros(1, np.int64),
+        (200, 100),
+    )
+    out = annotate(np.zeros((100, 200, 3), np.uint8), words)
+    assert out[60, 10].any() and out[60, 90].any()  # the box's left and right edges
+    assert out[60:75, 20:80].sum() == 0  # nothing inside: the label tab sits above the box
+    assert out[15:40, 10:90].any()  # the label tab with the text
