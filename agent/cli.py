@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from edge_agent.agent.errors import EXIT_OK, EXIT_PERMANENT, ConfigError, exit_code_for
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 
 log = logging.getLogger("edge_agent.cli")
 
@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.agent.logs import setup_logging
     from edge_agent.agent.settings import load_config, secrets_of
     from edge_agent.agent.supervisor import Supervisor
-    from edge_agent.models.settings import set_model_settings
+    from edge_agent.models.common.settings import set_model_settings
 
     config = load_config()
     # The model layer must see the very settings that were validated and printed, not re-read them.

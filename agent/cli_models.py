@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from edge_agent.models.errors import EdgeAgentError, InvalidInputError
+from edge_agent.models.common.errors import EdgeAgentError, InvalidInputError
 from edge_agent.pipelines.sinks.encoding import to_json
 
 DEFAULT_MODEL = "builtin/shapes-v1"
@@ -202,8 +202,8 @@ def cmd_models_clear(args: argparse.Namespace) -> int:
 @_guarded
 def cmd_models_quantize(args: argparse.Namespace) -> int:
     """Make a static INT8 copy of a model beside its fp32 weights, checked against fp32."""
-    from edge_agent.models.errors import AccuracyGuardError
-    from edge_agent.models.quantize import quantize_model
+    from edge_agent.models.common.errors import AccuracyGuardError
+    from edge_agent.models.quantization.quantize import quantize_model
 
     def say(text: str) -> None:
         print(f"{args.model_id}: {text}", file=sys.stderr, flush=True)
@@ -298,7 +298,7 @@ def register(subparsers: Any) -> None:
     clear = sub.add_parser("clear", help="delete a model from the cache")
     clear.add_argument("model_id", metavar="ID")
     clear.set_defaults(handler=cmd_models_clear)
-    from edge_agent.models.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50
+    from edge_agent.models.speed.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50
 
     quantize = sub.add_parser(
         "quantize",

@@ -19,10 +19,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edge_agent.agent.errors import ConfigError, StopRequested, StreamExistsError, UnknownStreamError
-from edge_agent.agent.health import json_response
 from edge_agent.agent.validation import check_model_id
-from edge_agent.models.errors import EdgeAgentError
-from edge_agent.models.redaction import redact_text, url_secrets
+from edge_agent.agent.web.responses import json_response
+from edge_agent.models.common.errors import EdgeAgentError
+from edge_agent.models.common.redaction import redact_text, url_secrets
 from edge_agent.pipelines.stream_config import StreamConfig
 
 if TYPE_CHECKING:

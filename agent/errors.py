@@ -11,7 +11,7 @@ The code comes from the exception's type (:attr:`EdgeAgentError.permanent`), nev
 
 from __future__ import annotations
 
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 
 EXIT_OK = 0
 EXIT_TRANSIENT = 1

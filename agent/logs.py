@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Iterable
 
-from edge_agent.models.redaction import redact_text
+from edge_agent.models.common.redaction import redact_text
 from edge_agent.pipelines.sinks.encoding import to_json
 
 

@@ -20,13 +20,12 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edge_agent.agent.config_views import http_token, mqtt_config, state_dir
 from edge_agent.agent.errors import ConfigError
-from edge_agent.agent.web.access import check_token, read_token_file
-from edge_agent.models.errors import EdgeAgentError
-from edge_agent.models.precision import with_precision
-from edge_agent.models.redaction import MASK, redact_url
-from edge_agent.models.settings import ModelSettings
-from edge_agent.pipelines import state
+from edge_agent.models.common.errors import EdgeAgentError
+from edge_agent.models.common.redaction import MASK, redact_url
+from edge_agent.models.common.settings import ModelSettings
+from edge_agent.models.speed.precision import with_precision
 from edge_agent.pipelines.live import LiveViewOptions
 from edge_agent.pipelines.sinks.mqtt_config import MqttConfig, parse_broker
 from edge_agent.pipelines.stream_config import STREAM_KEYS, STREAM_NAME_RE, STREAM_NAME_RULE, StreamConfig, env_name
@@ -44,10 +43,12 @@ __all__ = [
     "Config",
     "StreamConfig",
     "env_name",
+    "http_token",
     "load_config",
     "mqtt_config",
     "parse_streams",
     "redacted",
+    "state_dir",
 ]
 
 
@@ -222,9 +223,14 @@ class Config:
             return not self.agent.mqtt_host
         return self.agent.stdout_sink == "true"
 
+    @property
+    def mqtt(self) -> MqttConfig | None:
+        """The MQTT sink's connection when MQTT_HOST is set (``pipelines.sinks.registry`` reads it)."""
+        return mqtt_config(self) if self.agent.mqtt_host else None
+
     def model_of(self, stream: StreamConfig) -> str:
         """The model a stream runs: its own, else MODEL_ID; with its MODEL_PRECISION as the id's suffix
-        (``coco/3@int8``: one loaded model per precision, models/precision.py)."""
+        (``coco/3@int8``: one loaded model per precision, models/speed/precision.py)."""
         return with_precision(stream.model_id or self.agent.model_id, stream.model_precision)
 
     def with_default_model(self, stream: StreamConfig) -> StreamConfig:
@@ -407,20 +413,6 @@ def load_config() -> Config:
     return config
 
 
-def http_token(agent: AgentSettings) -> str | None:
-    """HTTP_TOKEN, or the content of HTTP_TOKEN_FILE; None when neither is set."""
-    if agent.http_token is not None and agent.http_token_file:
-        raise ConfigError("HTTP_TOKEN and HTTP_TOKEN_FILE are both set; set only one")
-    try:
-        if agent.http_token_file:
-            return read_token_file(agent.http_token_file)
-        if agent.http_token is not None:
-            return check_token(agent.http_token.get_secret_value(), "HTTP_TOKEN")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    return None
-
-
 def live_view_options(agent: AgentSettings) -> LiveViewOptions:
     return LiveViewOptions(
         max_fps=agent.live_view_max_fps,
@@ -429,46 +421,9 @@ def live_view_options(agent: AgentSettings) -> LiveViewOptions:
     )
 
 
-def mqtt_config(config: Config) -> MqttConfig:
-    agent = config.agent
-    assert agent.mqtt_host is not None
-    return MqttConfig(
-        host=agent.mqtt_host,
-        port=agent.mqtt_port,
-        username=agent.mqtt_username,
-        password=agent.mqtt_password.get_secret_value() if agent.mqtt_password else None,
-        password_file=agent.mqtt_password_file,
-        tls=agent.mqtt_tls,
-        tls_ca=agent.mqtt_tls_ca,
-        tls_cert=agent.mqtt_tls_cert,
-        tls_key=agent.mqtt_tls_key,
-        tls_insecure=agent.mqtt_tls_insecure,
-        qos=agent.mqtt_qos,
-        topic_prefix=agent.mqtt_topic_prefix,
-        agent_id=agent.agent_id,
-        keepalive=agent.mqtt_keepalive,
-        protocol=agent.mqtt_protocol,
-        message_expiry_s=agent.mqtt_message_expiry or None,
-        queue_size=agent.mqtt_queue_size,
-        queue_bytes=agent.mqtt_queue_bytes or None,
-        outbox_path=state_dir(config) / state.DB_NAME if agent.mqtt_outbox == "disk" else None,
-        outbox_fsync=agent.mqtt_outbox_fsync,
-        reconnect_min_s=agent.mqtt_reconnect_min,
-        reconnect_max_s=agent.mqtt_reconnect_max,
-        online_expiry_s=agent.mqtt_online_expiry or None,
-        ha_discovery=agent.mqtt_ha_discovery,
-    )
-
-
-def state_dir(config: Config) -> Path:
-    """STATE_DIR, else systemd's STATE_DIRECTORY, else the XDG default (see pipelines/state.py)."""
-    raw = config.agent.state_dir
-    return Path(raw.split(":")[0]).expanduser() if raw and raw.strip() else state.default_state_dir()
-
-
 def secrets_of(config: Config) -> list[str]:
     """Every secret the configuration holds, for the log scrubber (``agent.logs``)."""
-    from edge_agent.models.redaction import url_secrets
+    from edge_agent.models.common.redaction import url_secrets
 
     found: list[str] = []
     for stream in config.streams:

@@ -41,21 +41,19 @@ from edge_agent.agent.settings import (
     env_name,
     http_token,
     live_view_options,
-    mqtt_config,
     state_dir,
 )
 from edge_agent.agent.systemd_notify import SystemdNotifier
 from edge_agent.agent.validation import prepare_source
 from edge_agent.models import ModelManager
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.live import LiveView, model_colors
 from edge_agent.pipelines.results import ResultRouter
 from edge_agent.pipelines.sequence import SequenceStore
 from edge_agent.pipelines.sinks.base import Sink
-from edge_agent.pipelines.sinks.mqtt import MqttSink
-from edge_agent.pipelines.sinks.stdout import StdoutSink
+from edge_agent.pipelines.sinks.registry import SinkHooks, build_sinks
 from edge_agent.pipelines.slot import LatestFrameSlot
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.runner import StreamRunner
@@ -185,29 +183,26 @@ class Supervisor:
 
     async def _start_sinks(self) -> None:
         agent = self.config.agent
-        if agent.mqtt_host:
-            try:
-                sink = MqttSink(mqtt_config(self.config))
-            except StateError as exc:
-                raise ConfigError(str(exc)) from None
+        try:
+            # The registry (pipelines/sinks/registry.py) knows which sinks exist and builds them.
+            sinks = build_sinks(self.config, SinkHooks(reader_gone=self._reader_gone_threadsafe))
+        except StateError as exc:
+            raise ConfigError(str(exc)) from None
+        for sink in sinks:
             await sink.start()
             self.sinks.append(sink)
-        if self.config.stdout_enabled:
-            stdout = StdoutSink(on_closed=self._stdout_closed_threadsafe)
-            await stdout.start()
-            self.sinks.append(stdout)
         self.router = ResultRouter(
             agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
         )
 
-    def _stdout_closed_threadsafe(self) -> None:
+    def _reader_gone_threadsafe(self, sink: Sink) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._stdout_closed)
+            loop.call_soon_threadsafe(self._stdout_closed, sink)
 
-    def _stdout_closed(self) -> None:
+    def _stdout_closed(self, closed: Sink) -> None:
         """stdout's reader went away (``edge-agent run | head -3``)."""
-        others = [s for s in self.sinks if not isinstance(s, StdoutSink)]
+        others = [s for s in self.sinks if s is not closed]
         if others:
             log.warning("stdout was closed by its reader; predictions still go to the other sink(s)")
             return
@@ -332,7 +327,7 @@ class Supervisor:
 
     def _make_model_record(self, model_id: str, model: Any) -> ModelRecord:
         assert self.router is not None
-        # One worker per batch the model may have in flight (its run plan, models/concurrency.py);
+        # One worker per batch the model may have in flight (its run plan, models/speed/concurrency.py);
         # the stage keeps each stream's results in order whatever finishes first.
         concurrency = max(1, int(getattr(model, "concurrency", 1) or 1))
         executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"infer-{model_id}"[:40])

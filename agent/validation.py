@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edge_agent.agent.errors import ConfigError
-from edge_agent.models.errors import EdgeAgentError
-from edge_agent.models.redaction import redact_url
+from edge_agent.models.common.errors import EdgeAgentError
+from edge_agent.models.common.redaction import redact_url
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.spec import SourceSpec
 from edge_agent.pipelines.stream_config import StreamConfig, env_name
@@ -36,8 +36,8 @@ def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
 
 def check_model_id(model_id: str, var: str, streams: list[str] | None = None) -> None:
     """Refuse a model id that cannot be parsed (``../../etc/passwd``, a missing directory)."""
-    from edge_agent.models.ids import parse_model_id
-    from edge_agent.models.precision import split_precision
+    from edge_agent.models.identity.ids import parse_model_id
+    from edge_agent.models.speed.precision import split_precision
 
     try:
         parse_model_id(split_precision(model_id)[0])  # "coco/3@int8": the suffix is the precision
@@ -70,7 +70,7 @@ def check_providers(config: Config) -> list[str]:
     know, a list none of which this box offers, or TENSORRT_ENABLED without TensorRT."""
     import onnxruntime as ort
 
-    from edge_agent.models.providers import resolve_providers
+    from edge_agent.models.engines.providers import resolve_providers
 
     settings = config.models
     try:
@@ -107,7 +107,7 @@ def _cross_checks(config: Config) -> None:
 
 def _check_http_access(config: Config) -> None:
     """A readable, usable HTTP_TOKEN; none needed only while the HTTP port stays on loopback."""
-    from edge_agent.agent.settings import http_token
+    from edge_agent.agent.config_views import http_token
     from edge_agent.agent.web.access import is_loopback_host
 
     agent = config.agent
@@ -121,8 +121,8 @@ def _check_http_access(config: Config) -> None:
 
 def validate_config(config: Config) -> None:
     """Raise :class:`ConfigError` (one line naming the culprit) for anything ``run`` would refuse."""
-    from edge_agent.agent.health import check_health_address
-    from edge_agent.agent.settings import mqtt_config
+    from edge_agent.agent.config_views import mqtt_config
+    from edge_agent.agent.web.listen import check_health_address
 
     _cross_checks(config)
     agent = config.agent

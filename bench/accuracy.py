@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.evaluation import evaluate_map
+from edge_agent.models.maths.evaluation import evaluate_map
 
 # ------------------------------------------------------------------------------------------------
 # Running the model

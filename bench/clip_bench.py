@@ -128,8 +128,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from edge_agent.models import get_model
+    from edge_agent.models.common.settings import reload_model_settings
     from edge_agent.models.foundation.clip import ClipModel, clip_preprocess
-    from edge_agent.models.settings import reload_model_settings
 
     settings = reload_model_settings()
     clip = ClipModel("clip/ViT-B-16", clip_dir(args.layers), settings)

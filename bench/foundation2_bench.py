@@ -153,7 +153,7 @@ def main() -> None:
         parser.error(f"--families: unknown {', '.join(sorted(unknown))}; accepted: {', '.join(FAMILIES)}")
 
     from edge_agent.models import get_model
-    from edge_agent.models.settings import reload_model_settings
+    from edge_agent.models.common.settings import reload_model_settings
 
     settings = reload_model_settings()
     rng = np.random.default_rng(0)

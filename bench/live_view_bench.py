@@ -24,7 +24,7 @@ import numpy as np
 import psutil
 
 from bench.common import OUT, agent, clip, median
-from edge_agent.models.predictions import Detections
+from edge_agent.models.maths.predictions import Detections
 from edge_agent.pipelines.annotate import render_jpeg
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.live import LiveView, LiveViewOptions

@@ -17,8 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge_agent.models.coordinates import boxes_to_source
-from edge_agent.models.decoders import (
+from edge_agent.models.maths.coordinates import boxes_to_source
+from edge_agent.models.maths.nms import non_max_suppression
+from edge_agent.models.maths.predictions import Detections
+from edge_agent.models.maths.preprocessing import ImageMeta
+from edge_agent.models.tasks.decoders import (
     DetectionDecoder,
     EndToEndDecoder,
     RFDETRDecoder,
@@ -26,10 +29,7 @@ from edge_agent.models.decoders import (
     YOLOv5Decoder,
     YOLOv8Decoder,
 )
-from edge_agent.models.nms import non_max_suppression
-from edge_agent.models.params import DetectionParams
-from edge_agent.models.predictions import Detections
-from edge_agent.models.preprocessing import ImageMeta
+from edge_agent.models.tasks.params import DetectionParams
 
 CLASSES = tuple(f"class{i}" for i in range(80))
 SIZE = 640

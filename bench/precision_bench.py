@@ -64,8 +64,8 @@ def paths() -> dict[str, tuple[str, str]]:
 
 def int8_copy_of(model_dir: Path) -> Path:
     """The bench model's INT8 copy in the bench's cache (made once, on the CPU provider)."""
-    from edge_agent.models.precision import find_int8_copy, int8_locations
-    from edge_agent.models.settings import load_model_settings, set_model_settings
+    from edge_agent.models.common.settings import load_model_settings, set_model_settings
+    from edge_agent.models.speed.precision import find_int8_copy, int8_locations
 
     settings = load_model_settings(model_cache_dir=CACHE, onnxruntime_execution_providers="cpu")
     set_model_settings(settings)
@@ -73,7 +73,7 @@ def int8_copy_of(model_dir: Path) -> Path:
     model_id = str(model_dir.resolve())
     found = find_int8_copy(model_id, fp32, int8_locations(model_id, model_dir, CACHE)).copy
     if found is None:
-        from edge_agent.models.quantize import quantize_model
+        from edge_agent.models.quantization.quantize import quantize_model
 
         started = time.monotonic()
         result = quantize_model(model_id, force=True)

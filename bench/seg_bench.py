@@ -59,8 +59,8 @@ def ten_object_frame(seed: int = 11) -> tuple[np.ndarray, int]:
 
 def mask_cost(repeat: int = 30) -> list[str]:
     from edge_agent.models import get_model
-    from edge_agent.models.masks import masks_from_prototypes
-    from edge_agent.models.polygons import MaskOutput
+    from edge_agent.models.maths.masks import masks_from_prototypes
+    from edge_agent.models.maths.polygons import MaskOutput
 
     model = get_model(str(SEG_MODEL))
     img, n_objects = ten_object_frame()
@@ -120,7 +120,7 @@ def message_sizes(max_frames: int = 60) -> list[str]:
     import av
 
     from edge_agent.models import get_model
-    from edge_agent.models.polygons import MaskOutput
+    from edge_agent.models.maths.polygons import MaskOutput
     from edge_agent.pipelines.sinks.message import build_prediction_message
 
     model = get_model(str(SEG_MODEL))

@@ -76,7 +76,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from edge_agent.models import get_model
-    from edge_agent.models.settings import reload_model_settings
+    from edge_agent.models.common.settings import reload_model_settings
 
     reload_model_settings()
     onnx_model = get_model(str(bench_model()))

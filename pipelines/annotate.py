@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.predictions import class_label
+from edge_agent.models.maths.predictions import class_label
 
 BGR = tuple[int, int, int]
 

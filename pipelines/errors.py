@@ -4,7 +4,7 @@ fix, and for internal signalling between the reader thread and its runner."""
 
 from __future__ import annotations
 
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 
 
 class StreamError(EdgeAgentError):

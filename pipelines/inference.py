@@ -5,7 +5,7 @@ when the model has room is the batch. While a batch runs, cameras keep overwriti
 so the next batch again sees the newest frames (latest-frame-wins, see ``slot.py``).
 
 A model may take more than one batch at a time (two single-threaded runs on a small CPU, see
-``models/concurrency.py``): the stage then keeps that many batches in flight and hands their
+``models/speed/concurrency.py``): the stage then keeps that many batches in flight and hands their
 results on in launch order, so a stream's results always come out in frame order.
 """
 
@@ -20,8 +20,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edge_agent.models.polygons import POLYGON, MaskOutput
-from edge_agent.models.predictions import InstanceSegmentation, Prediction
+from edge_agent.models.maths.polygons import POLYGON, MaskOutput
+from edge_agent.models.maths.predictions import InstanceSegmentation, Prediction
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.results import InferenceResult
 from edge_agent.pipelines.slot import LatestFrameSlot
@@ -101,7 +101,7 @@ class _Flight:
 
 class InferenceStage:
     """Batches frames across the streams bound to one model, with up to ``concurrency`` batches
-    in flight (the model's run plan, see models/concurrency.py)."""
+    in flight (the model's run plan, see models/speed/concurrency.py)."""
 
     def __init__(
         self,

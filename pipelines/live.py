@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.predictions import Prediction
 from edge_agent.pipelines.annotate import render_jpeg
 from edge_agent.pipelines.errors import StreamError
 from edge_agent.pipelines.frames import Frame

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.predictions import Prediction
 
 log = logging.getLogger("edge_agent.processing")
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.predictions import Prediction
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.live import LiveView
 from edge_agent.pipelines.metrics import StreamMetrics

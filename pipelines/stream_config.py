@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from edge_agent.models.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
-from edge_agent.models.precision import split_precision
-from edge_agent.models.redaction import redact_url
-from edge_agent.models.settings import UnitInterval
+from edge_agent.models.common.redaction import redact_url
+from edge_agent.models.common.settings import UnitInterval
+from edge_agent.models.maths.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
+from edge_agent.models.speed.precision import split_precision
 from edge_agent.pipelines.sources.options import ReadOptions, SourceOptions, _choice
 
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")

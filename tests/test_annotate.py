@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_agent.models.predictions import Detections
+from edge_agent.models.maths.predictions import Detections
 from edge_agent.pipelines.annotate import (
     DEFAULT_PALETTE,
     MASK_ALPHA,

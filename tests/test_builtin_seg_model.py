@@ -77,7 +77,7 @@ def offline_seg_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type:
 
 @pytest.mark.parametrize(("seed", "size"), [(201, (1280, 720)), (202, (640, 360)), (203, (900, 700))])
 def test_builtin_seg_model_masks_match_the_exact_shapes(offline_seg_model, seed: int, size: tuple[int, int]) -> None:
-    from edge_agent.models.polygons import polygon_area
+    from edge_agent.models.maths.polygons import polygon_area
 
     img, _, shapes = sw.render_frame(
         np.random.default_rng(seed), *size, n_objects=5, noise_sigma=4.0, size_range=(40.0, 220.0), return_shapes=True

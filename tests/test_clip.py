@@ -16,10 +16,10 @@ import pytest
 from onnx import TensorProto
 
 from edge_agent.models import clear_cache, get_model, list_cached_models
-from edge_agent.models.errors import InvalidInputError, ModelDisabledError, ModelNotCachedError
+from edge_agent.models.common.errors import InvalidInputError, ModelDisabledError, ModelNotCachedError
 from edge_agent.models.foundation.clip import CLIP_MEAN, CLIP_STD, clip_preprocess, cosine, zero_shot
 from edge_agent.models.foundation.tokenizer import ClipTokenizer
-from edge_agent.models.predictions import Embeddings, ZeroShotClassification
+from edge_agent.models.maths.predictions import Embeddings, ZeroShotClassification
 from tests.clip_factory import colour_tokens, text_table, textual_model, visual_model, visual_reference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def test_missing_tokenizer_names_the_extra(model_env):
 
 
 def test_a_damaged_core_file_is_kept_offline_and_fetched_again_online(clip_server, model_env):
-    from edge_agent.models.errors import CacheIntegrityError
+    from edge_agent.models.common.errors import CacheIntegrityError
 
     server, _ = clip_server
     get_model("clip/ViT-B-16")

@@ -1,10 +1,10 @@
-"""The run plan of a model: batches in flight and intra-op threads per run (models/concurrency.py)."""
+"""The run plan of a model: batches in flight and intra-op threads per run (models/speed/concurrency.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from edge_agent.models.concurrency import plan_runs
+from edge_agent.models.speed.concurrency import plan_runs
 
 CPU = ["CPUExecutionProvider"]
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -169,7 +169,7 @@ def test_disabled_flag_and_missing_extra(model_env):
     import sys
 
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelDisabledError
+    from edge_agent.models.common.errors import ModelDisabledError
 
     model_env.set(DEPTH_ESTIMATION_ENABLED="false")
     with pytest.raises(ModelDisabledError, match="DEPTH_ESTIMATION_ENABLED=false"):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from edge_agent.models import get_model
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.preprocessing import IMAGENET, letterbox_geometry, preprocess_batch
-from edge_agent.models.preprocessing import Preprocessing as Pre
+from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.maths.preprocessing import IMAGENET, letterbox_geometry, preprocess_batch
+from edge_agent.models.maths.preprocessing import Preprocessing as Pre
 from tests.onnx_factory import constant_detector, constant_outputs, letterbox_env, write_model_dir
 
 IMAGE = np.zeros((480, 640, 3), np.uint8)

@@ -147,7 +147,7 @@ def test_package_layout_offline_and_the_infer_cli(model_server, model_env, tmp_p
 
 
 def test_the_live_view_draws_ocr_boxes_labelled_with_their_text():
-    from edge_agent.models.predictions import TextDetections
+    from edge_agent.models.maths.predictions import TextDetections
     from edge_agent.pipelines.annotate import annotate
 
     words = TextDetections(

@@ -14,8 +14,8 @@ import pytest
 
 from edge_agent.agent.errors import ConfigError
 from edge_agent.agent.settings import SAMPLE_CLIP, load_config
-from edge_agent.models.concurrency import usable_cores
-from edge_agent.models.ids import BUILTIN_ROOT
+from edge_agent.models.identity.ids import BUILTIN_ROOT
+from edge_agent.models.speed.concurrency import usable_cores
 from tests.agent_process import AgentProcess
 from tests.test_e2e_agent import SCHEMA, by_stream, match_ground_truth
 from tools.synthworld import write_clip

@@ -121,7 +121,7 @@ def test_legacy_layout_regions_and_response(model_server, model_env):
 
 def test_package_layout_the_infer_cli_and_unknown_languages(model_server, model_env, tmp_path):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import UnsupportedModelTypeError
+    from edge_agent.models.common.errors import UnsupportedModelTypeError
     from tests.agent_cli import run_cli
     from tests.easyocr_factory import craft, recognizer, state_bytes
     from tests.fixtures.model_server import torch_package

@@ -76,7 +76,7 @@ def _reference(net, image: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray]:
 
 def test_legacy_layout_with_a_face_detector(model_server, model_env, tmp_path):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import InvalidInputError
+    from edge_agent.models.common.errors import InvalidInputError
     from tests.gaze_factory import network, onnx_bytes
 
     net = network()
@@ -191,7 +191,7 @@ def test_landmarks_are_int_pixels_clipped_to_the_image():
 
 def test_a_non_detector_as_face_detector_and_gaze_flags_on_other_models_are_refused(model_server, model_env, tmp_path):
     from edge_agent.models import get_model
-    from edge_agent.models.errors import ModelSettingsError
+    from edge_agent.models.common.errors import ModelSettingsError
     from tests.agent_cli import run_cli
     from tests.gaze_factory import network, onnx_bytes
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from edge_agent.models.predictions import Detections
+from edge_agent.models.maths.predictions import Detections
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.results import InferenceResult

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.models.polygons import MaskOutput
-from edge_agent.models.predictions import InstanceSegmentation
+from edge_agent.models.maths.polygons import MaskOutput
+from edge_agent.models.maths.predictions import InstanceSegmentation
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.results import InferenceResult

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.models.predictions import Detections
+from edge_agent.models.maths.predictions import Detections
 from edge_agent.pipelines.annotate import render_jpeg
 from edge_agent.pipelines.frames import Frame
 from edge_agent.pipelines.live import LivePicture, LiveView, LiveViewOptions, ViewerLimitError

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from edge_agent.agent.settings import load_config
-from edge_agent.models.polygons import MaskOutput
+from edge_agent.models.maths.polygons import MaskOutput
 from tests.test_agent_config import run_cli
 
 

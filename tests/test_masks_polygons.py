@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.models.masks import (
+from edge_agent.models.maths.masks import (
     PrototypeGrids,
     box_regions,
     grid_transform,
@@ -23,8 +23,8 @@ from edge_agent.models.masks import (
     prototype_masks,
     render_masks,
 )
-from edge_agent.models.polygons import MaskOutput, mask_bounds, mask_to_polygon, polygon_area
-from edge_agent.models.preprocessing import ImageMeta, letterbox_geometry
+from edge_agent.models.maths.polygons import MaskOutput, mask_bounds, mask_to_polygon, polygon_area
+from edge_agent.models.maths.preprocessing import ImageMeta, letterbox_geometry
 
 STRETCH = ImageMeta(width=640, height=480, crop=(0, 0, 640, 480), scale_x=0.5, scale_y=320 / 480, pad_x=0, pad_y=0)
 INPUT = (320, 320)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.models.artifact_loader import load_artifacts
-from edge_agent.models.coordinates import boxes_to_source, points_to_source
-from edge_agent.models.errors import ModelArtifactsError
-from edge_agent.models.predictions import Detections
-from edge_agent.models.preprocessing import HALF, InputNormalization, place_into, preprocess_batch
-from edge_agent.models.preprocessing import Preprocessing as Pre
+from edge_agent.models.artifacts.artifact_loader import load_artifacts
+from edge_agent.models.common.errors import ModelArtifactsError
+from edge_agent.models.maths.coordinates import boxes_to_source, points_to_source
+from edge_agent.models.maths.predictions import Detections
+from edge_agent.models.maths.preprocessing import HALF, InputNormalization, place_into, preprocess_batch
+from edge_agent.models.maths.preprocessing import Preprocessing as Pre
 from edge_agent.pipelines.processing import ProcessingChain
 
 # --- artifacts loader ------------------------------------------------------------------------------

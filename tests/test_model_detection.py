@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from edge_agent.models import get_model
-from edge_agent.models.decoders import YOLOv8Decoder
-from edge_agent.models.errors import InvalidInputError, ModelError
-from edge_agent.models.nms import non_max_suppression
-from edge_agent.models.params import DetectionParams
-from edge_agent.models.preprocessing import (
+from edge_agent.models.common.errors import InvalidInputError, ModelError
+from edge_agent.models.maths.nms import non_max_suppression
+from edge_agent.models.maths.preprocessing import (
     Preprocessing,
     _percentiles_u8,
     letterbox_geometry,
@@ -23,6 +21,8 @@ from edge_agent.models.preprocessing import (
     preprocess_batch,
     static_crop_box,
 )
+from edge_agent.models.tasks.decoders import YOLOv8Decoder
+from edge_agent.models.tasks.params import DetectionParams
 from tests.onnx_factory import colour_detector, constant_detector, letterbox_env, write_model_dir
 
 CLASSES = ["a", "b", "c"]

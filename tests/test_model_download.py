@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge_agent.models import clear_cache, get_model, get_model_type, list_cached_models
-from edge_agent.models.cache import class_map_names, model_lock
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts.cache import class_map_names, model_lock
+from edge_agent.models.common.errors import (
     ApiAuthError,
     CacheIntegrityError,
     CacheWriteError,
@@ -23,7 +23,7 @@ from edge_agent.models.errors import (
     ModelNotFoundError,
     UnsupportedModelTypeError,
 )
-from edge_agent.models.ids import parse_model_id
+from edge_agent.models.identity.ids import parse_model_id
 from tests.onnx_factory import constant_detector, letterbox_env, write_model_dir
 
 PRED = np.zeros((7, 2), np.float32)
@@ -373,7 +373,7 @@ def test_two_processes_download_once(model_server, model_env):
 
 
 def test_retry_after_header_parsing():
-    from edge_agent.models.api import parse_retry_after
+    from edge_agent.models.artifacts.api import parse_retry_after
 
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("86400") == 60.0  # honoured within reason

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.models import MODEL_ALIASES, get_model_type, parse_model_id
-from edge_agent.models.errors import InvalidModelIdError, ModelDisabledError
-from edge_agent.models.ids import BUILTIN_ROOT, cache_dir_for
+from edge_agent.models.common.errors import InvalidModelIdError, ModelDisabledError
+from edge_agent.models.identity.ids import BUILTIN_ROOT, cache_dir_for
 from tests.onnx_factory import constant_detector, write_model_dir
 
 # --- tiers ---------------------------------------------------------------------------------------

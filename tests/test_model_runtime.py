@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from edge_agent.models import MODEL_REGISTRY, ModelManager, get_model
-from edge_agent.models.errors import (
+from edge_agent.models.common.errors import (
     ExecutionProviderError,
     ModelNotFoundError,
     ModelSettingsError,
     UnsupportedModelTypeError,
 )
-from edge_agent.models.ids import BUILTIN_ROOT
-from edge_agent.models.providers import CPU, CUDA, TENSORRT, provider_options, resolve_providers
-from edge_agent.models.registry import get_family
-from edge_agent.models.settings import ModelSettings, describe_settings, load_model_settings, parse_provider_list
+from edge_agent.models.common.settings import ModelSettings, describe_settings, load_model_settings, parse_provider_list
+from edge_agent.models.engines.providers import CPU, CUDA, TENSORRT, provider_options, resolve_providers
+from edge_agent.models.identity.ids import BUILTIN_ROOT
+from edge_agent.models.resolution.registry import get_family
 from tests.onnx_factory import constant_detector, write_model_dir
 
 PRED = np.zeros((7, 1), np.float32)
@@ -90,7 +90,7 @@ def test_provider_list_syntaxes(text, expected):
 
 def test_providers_from_env_reach_the_session(model_env, tmp_path, caplog):
     model_env.set(ONNXRUNTIME_EXECUTION_PROVIDERS='["cpu"]', ORT_INTRA_OP_THREADS="1", ORT_INTER_OP_THREADS="1")
-    with caplog.at_level(logging.INFO, logger="edge_agent.models.providers"):
+    with caplog.at_level(logging.INFO, logger="edge_agent.models.engines.providers"):
         model = get_model(_local(tmp_path, "m"))
     assert model.providers == [CPU]
     assert model.engine.session.get_session_options().intra_op_num_threads == 1
@@ -103,7 +103,7 @@ def test_providers_from_env_reach_the_session(model_env, tmp_path, caplog):
 
 
 def test_the_run_plan_reaches_the_session_and_the_model(model_env, tmp_path):
-    from edge_agent.models.concurrency import usable_cores
+    from edge_agent.models.speed.concurrency import usable_cores
 
     cores = usable_cores()
     model_env.set(ONNXRUNTIME_EXECUTION_PROVIDERS="cpu", MODEL_CONCURRENCY="2")
@@ -253,7 +253,7 @@ def test_bad_settings_name_the_variable(monkeypatch, env, message):
 
 
 def test_installed_settings_win_until_reload(model_env):
-    from edge_agent.models.settings import get_model_settings, reload_model_settings, set_model_settings
+    from edge_agent.models.common.settings import get_model_settings, reload_model_settings, set_model_settings
 
     custom = load_model_settings(confidence=0.9, model_cache_dir=model_env.cache_dir)
     set_model_settings(custom)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.sinks.errors import MqttConfigError, MqttPayloadError
 from edge_agent.pipelines.sinks.mqtt import MqttConfig, MqttSink, encode_json
 from edge_agent.pipelines.sinks.mqtt_discovery import stream_discovery

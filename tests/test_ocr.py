@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from edge_agent.models import get_model
-from edge_agent.models.errors import InvalidModelIdError, ModelNotCachedError
+from edge_agent.models.artifacts.packages.layout import slug
+from edge_agent.models.common.errors import InvalidModelIdError, ModelNotCachedError
 from edge_agent.models.foundation.ocr_steps import ctc_decode, reading_order
-from edge_agent.models.packages.layout import slug
-from edge_agent.models.predictions import TextDetections
+from edge_agent.models.maths.predictions import TextDetections
 from tests.fixtures.model_server import onnx_package
 from tests.ocr_factory import det_files, rec_files, text_frame
 

@@ -13,10 +13,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.models.errors import ModelSettingsError
-from edge_agent.models.openvino import openvino_cache_dir
-from edge_agent.models.providers import first_build_notice, provider_options, resolve_providers
-from edge_agent.models.settings import load_model_settings
+from edge_agent.models.common.errors import ModelSettingsError
+from edge_agent.models.common.settings import load_model_settings
+from edge_agent.models.engines.providers import first_build_notice, provider_options, resolve_providers
+from edge_agent.models.speed.openvino import openvino_cache_dir
 from tests.agent_process import AgentProcess
 from tools import synthworld as sw
 
@@ -151,7 +151,7 @@ def test_agent_on_openvino_reports_provider_and_precision(
 
 
 def test_the_installed_onnxruntime_build_is_the_one_imported() -> None:
-    from edge_agent.models.openvino import installed_onnxruntime_builds
+    from edge_agent.models.speed.openvino import installed_onnxruntime_builds
 
     builds = installed_onnxruntime_builds()
     assert len(builds) == 1, f"several onnxruntime builds installed: {builds} (see the README's OpenVINO section)"

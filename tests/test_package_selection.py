@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.models.errors import ModelDownloadError, NoSuitablePackageError
-from edge_agent.models.packages.layout import check_file_handle, legacy_slug, slug
-from edge_agent.models.packages.manifest import ModelPackage, PackageFile, TrtDetails, parse_package
-from edge_agent.models.packages.selection import Box, Gpu, Preferences, choose, max_opset, rank
+from edge_agent.models.artifacts.packages.layout import check_file_handle, legacy_slug, slug
+from edge_agent.models.artifacts.packages.manifest import ModelPackage, PackageFile, TrtDetails, parse_package
+from edge_agent.models.artifacts.packages.selection import Box, Gpu, Preferences, choose, max_opset, rank
+from edge_agent.models.common.errors import ModelDownloadError, NoSuitablePackageError
 
 FILES = (PackageFile("weights.onnx", "http://x/w", "0" * 32),)
 CPU = Box(

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from edge_agent.models import clear_cache, get_model, get_model_type, list_cached_models
-from edge_agent.models.errors import (
+from edge_agent.models.artifacts.packages.layout import slug
+from edge_agent.models.common.errors import (
     ApiAuthError,
     CacheIntegrityError,
     ChecksumMismatchError,
     ModelNotCachedError,
     ModelNotFoundError,
 )
-from edge_agent.models.packages.layout import slug
 from tests.fixtures.model_server import ServedPackage, onnx_package, torchscript_package
 from tests.onnx_factory import constant_detector
 
@@ -66,7 +66,7 @@ def test_download_through_the_registry_writes_the_inference_models_layout(model_
     _serve(model_server, model_env, variant="yolov8n")
     model_server.require_api_key = "k1"
     model_env.set(ROBOFLOW_API_KEY="k1")
-    with caplog.at_level(logging.INFO, logger="edge_agent.models.packages.loader"):
+    with caplog.at_level(logging.INFO, logger="edge_agent.models.resolution.package_loader"):
         model = get_model(MODEL)
     _check(model)
     # /ort has no answer for it (auto), then the registry: key as Bearer only, never in a URL

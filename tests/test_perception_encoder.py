@@ -87,7 +87,7 @@ def pe_net():
 
 def test_legacy_layout_embeddings_compare_and_zero_shot(model_server, model_env, pe_net):
     from edge_agent.models import get_model
-    from edge_agent.models.predictions import Embeddings
+    from edge_agent.models.maths.predictions import Embeddings
     from tests.pe_factory import model_pt
 
     model_server.add_core_model("perception_encoder", "PE-Core-B16-224", {"model.pt": model_pt(pe_net, wrap=True)})

@@ -10,10 +10,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_agent.models import cache
-from edge_agent.models.calibration import redact_url
-from edge_agent.models.errors import Int8CopyMissingError
-from edge_agent.models.precision import (
+from edge_agent.models.artifacts import cache
+from edge_agent.models.common.errors import Int8CopyMissingError
+from edge_agent.models.quantization.calibration import redact_url
+from edge_agent.models.quantization.quantize import compare_detections, decode_tail
+from edge_agent.models.speed.precision import (
     Int8Copy,
     Int8Lookup,
     Int8Record,
@@ -25,7 +26,6 @@ from edge_agent.models.precision import (
     split_precision,
     with_precision,
 )
-from edge_agent.models.quantize import compare_detections, decode_tail
 
 CPU, CUDA, OPENVINO = "CPUExecutionProvider", "CUDAExecutionProvider", "OpenVINOExecutionProvider"
 

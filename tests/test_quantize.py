@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edge_agent.models import cache
-from edge_agent.models.errors import Int8CopyMissingError
-from edge_agent.models.ids import BUILTIN_ROOT, parse_model_id
-from edge_agent.models.precision import quantized_dir
+from edge_agent.models.artifacts import cache
+from edge_agent.models.common.errors import Int8CopyMissingError
+from edge_agent.models.identity.ids import BUILTIN_ROOT, parse_model_id
+from edge_agent.models.speed.precision import quantized_dir
 from tools import synthworld as sw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +106,7 @@ def test_quantize_builtin_goes_to_the_cache_and_wins_over_the_shipped_copy(model
     assert record["quantization"]["format"] == "QDQ" and "per output channel" in record["quantization"]["weights"]
     excluded = record["quantization"]["excluded_nodes"]
     assert any("Softmax" in n for n in excluded) and not any("Conv" in n for n in excluded), excluded
-    # The DFL softmax of the fp32 tail is spelled out (models/softmax_rewrite.py), still fp32.
+    # The DFL softmax of the fp32 tail is spelled out (models/quantization/softmax_rewrite.py), still fp32.
     assert record["quantization"]["decomposed_softmax"] == ["/Softmax"]
     assert {"/Softmax/max", "/Softmax/exp", "/Softmax/div"} <= set(excluded)
     ops = {node.op_type for node in onnx.load(str(derived / "weights.int8.onnx")).graph.node}
@@ -246,7 +246,7 @@ def test_bad_arguments_are_named(model_env, tmp_path: Path) -> None:
 
 
 def test_the_shipped_int8_copy_matches_the_shipped_weights() -> None:
-    from edge_agent.models.precision import Int8Record, find_int8_copy
+    from edge_agent.models.speed.precision import Int8Record, find_int8_copy
 
     record = Int8Record.model_validate_json((BUILTIN / "weights.int8.json").read_text())
     assert record.source.md5 == cache.md5_of(BUILTIN / "weights.onnx"), "run python -m tools.quantize_builtin"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.models.redaction import MASK, redact_text, redact_url, url_secrets
+from edge_agent.models.common.redaction import MASK, redact_text, redact_url, url_secrets
 
 # Every printable ASCII character (white space included), plus a few non-ASCII ones.
 PASSWORDS = st.text(alphabet=string.printable + "äß€✓", min_size=1, max_size=40)

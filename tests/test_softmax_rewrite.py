@@ -1,4 +1,4 @@
-"""Inner-axis Softmax spelled out for INT8 copies (models/softmax_rewrite.py): onnx.helper graphs
+"""Inner-axis Softmax spelled out for INT8 copies (models/quantization/softmax_rewrite.py): onnx.helper graphs
 run by onnxruntime, checked against softmax computed by hand with numpy."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from edge_agent.models.softmax_rewrite import decompose_softmax, inner_axis_softmaxes
+from edge_agent.models.quantization.softmax_rewrite import decompose_softmax, inner_axis_softmaxes
 from tests.onnx_factory import IR_VERSION
 
 

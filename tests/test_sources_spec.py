@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import SourceConfigError
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.reader import FpsCap, Pacer, ffmpeg_options, open_kwargs

@@ -22,7 +22,7 @@ from edge_agent.agent.errors import (
     exit_code_for,
 )
 from edge_agent.agent.settings import parse_streams, stream_from_env
-from edge_agent.models.errors import (
+from edge_agent.models.common.errors import (
     CacheLockTimeoutError,
     ExecutionProviderError,
     InvalidModelIdError,

@@ -14,7 +14,7 @@ import pytest
 from edge_agent.agent.errors import StreamExistsError, UnknownStreamError
 from edge_agent.agent.settings import load_config
 from edge_agent.agent.supervisor import Supervisor
-from edge_agent.models.settings import set_model_settings
+from edge_agent.models.common.settings import set_model_settings
 from edge_agent.pipelines.stream_config import StreamConfig
 from tests.agent_cli import AGENT_PREFIXES
 from tests.fixtures.media import make_clip

@@ -18,9 +18,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from edge_agent.models import get_model
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.polygons import MaskOutput
-from edge_agent.models.predictions import ClassificationPrediction, InstanceSegmentation, KeypointDetections
+from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.maths.polygons import MaskOutput
+from edge_agent.models.maths.predictions import ClassificationPrediction, InstanceSegmentation, KeypointDetections
 from tests.onnx_factory import IR_VERSION, OPSET, constant_outputs, letterbox_env, write_model_dir
 
 IMAGE = np.zeros((480, 640, 3), np.uint8)

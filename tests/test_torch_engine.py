@@ -14,7 +14,7 @@ import pytest
 
 from edge_agent.models import get_model
 from edge_agent.models.engines.torch import TorchEngine
-from edge_agent.models.preprocessing import HALF, IMAGENET, PLAIN, Preprocessing, preprocess_batch
+from edge_agent.models.maths.preprocessing import HALF, IMAGENET, PLAIN, Preprocessing, preprocess_batch
 from tests.fixtures.model_server import onnx_package, torchscript_package
 from tests.onnx_factory import letterbox_env
 from tests.torch_factory import export_both

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from edge_agent.agent.settings import STREAM_KEYS, AgentSettings
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.common.settings import ModelSettings
 
 
 def env_names(model: type[BaseSettings], name: str) -> list[str]:

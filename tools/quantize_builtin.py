@@ -14,13 +14,13 @@ import argparse
 import logging
 import sys
 
-from edge_agent.models.ids import BUILTIN_ROOT
+from edge_agent.models.identity.ids import BUILTIN_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_agent.models.errors import EdgeAgentError
-    from edge_agent.models.quantize import quantize_model
-    from edge_agent.models.settings import load_model_settings, set_model_settings
+    from edge_agent.models.common.errors import EdgeAgentError
+    from edge_agent.models.common.settings import load_model_settings, set_model_settings
+    from edge_agent.models.quantization.quantize import quantize_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="shapes-v1", help="built-in model directory name")

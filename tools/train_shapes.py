@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_agent.models.maths.nms import non_max_suppression
+from edge_agent.models.maths.preprocessing import letterbox_geometry
 from tools import synthworld as sw
 
 INPUT_W, INPUT_H = 640, 384
@@ -62,12 +64,10 @@ PAD_VALUE = 114
 def letterbox(img: np.ndarray, width: int, height: int, interp: int = cv2.INTER_LINEAR):
     """Centred "Fit (grey edges) in" resize: returns (canvas, scale, pad_x, pad_y)."""
     h, w = img.shape[:2]
-    s = min(width / w, height / h)
-    nw, nh = round(w * s), round(h * s)
+    nw, nh, px, py = letterbox_geometry(w, h, width, height)  # the agent's own geometry
     out = np.full((height, width, 3), PAD_VALUE, np.uint8)
-    px, py = (width - nw) // 2, (height - nh) // 2
     out[py : py + nh, px : px + nw] = cv2.resize(img, (nw, nh), interpolation=interp)
-    return out, s, px, py
+    return out, min(width / w, height / h), px, py
 
 
 def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int = INPUT_H, mask_stride: int = 0):
@@ -80,8 +80,7 @@ def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int 
     """
     fw, fh = sw.random_frame_size(rng)
     s = min(width / fw, height / fh)
-    nw, nh = round(fw * s), round(fh * s)
-    px, py = (width - nw) // 2, (height - nh) // 2
+    nw, nh, px, py = letterbox_geometry(fw, fh, width, height)  # the agent's own geometry
     direct = rng.random() < 0.5
     # Half the samples are rendered straight at the letterboxed scale (4x cheaper at s=0.5),
     # half at full size and resized like at inference; shapes and rules are scale-invariant.
@@ -110,9 +109,10 @@ def training_sample(rng: np.random.Generator, width: int = INPUT_W, height: int 
         interp = (cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_CUBIC)[
             int(rng.choice(4, p=[0.55, 0.25, 0.1, 0.1]))
         ]
-        lb, s, px, py = letterbox(img, width, height, interp)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]] * s + px
-        boxes[:, [1, 3]] = boxes[:, [1, 3]] * s + py
+        lb, _, px, py = letterbox(img, width, height, interp)
+        # per-axis scales, as the agent maps boxes (the fit rounds one side down to whole pixels)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]] * (nw / fw) + px
+        boxes[:, [1, 3]] = boxes[:, [1, 3]] * (nh / fh) + py
     r = rng.random()
     if r < 0.15:  # codec-like softening
         lb = cv2.GaussianBlur(lb, (0, 0), float(rng.uniform(0.4, 1.0)))
@@ -427,16 +427,13 @@ def nms_numpy(out: np.ndarray, conf: float, iou_thr: float = 0.5, max_det: int =
     xyxy = np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
     order = np.argsort(-sc)[:3000]
     xyxy, sc, cls = xyxy[order], sc[order], cls[order]
-    off = xyxy + cls[:, None] * 10000.0
-    xywh = np.concatenate([off[:, :2], off[:, 2:] - off[:, :2]], 1)
-    idx = cv2.dnn.NMSBoxes(xywh.tolist(), sc.tolist(), conf, iou_thr)
-    idx = np.array(idx).reshape(-1)[:max_det]
+    idx = non_max_suppression(xyxy, sc, cls, iou_thr, max_det)  # the agent's own per-class NMS
     return np.concatenate([xyxy[idx], sc[idx, None], cls[idx, None]], 1).astype(np.float32)
 
 
 def quick_eval(model: ShapesNet, n: int = 100, seed: int = 999_001) -> tuple[float, float]:
     """mAP@0.5 and @0.5:0.95 on n held-out frames (own letterbox + NMS), for progress checks."""
-    from bench.accuracy import evaluate_map
+    from edge_agent.models.maths.evaluation import evaluate_map
 
     rng = np.random.default_rng(seed)
     anchors = make_anchors(INPUT_W, INPUT_H)

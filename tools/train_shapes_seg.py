@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_agent.models.maths.nms import non_max_suppression
 from tools import synthworld as sw
 from tools.train_shapes import (
     EMA,
@@ -316,11 +317,7 @@ def decode_masks_np(out: np.ndarray, protos: np.ndarray, conf: float, iou: float
     keep = keep[np.argsort(-sc[keep])[:3000]]
     b = out[:4, keep].T
     xyxy = np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1)
-    off = xyxy + cls[keep, None] * 10000.0
-    idx = cv2.dnn.NMSBoxes(
-        np.concatenate([off[:, :2], off[:, 2:] - off[:, :2]], 1).tolist(), sc[keep].tolist(), conf, iou
-    )
-    idx = np.array(idx, np.int64).reshape(-1)[:max_det]
+    idx = non_max_suppression(xyxy, sc[keep], cls[keep], iou, max_det)  # the agent's own per-class NMS
     rows = np.concatenate([xyxy[idx], sc[keep][idx, None], cls[keep][idx, None]], 1).astype(np.float32)
     coef = out[4 + nc :, keep[idx]].T
     m = 1 / (1 + np.exp(-(coef @ protos.reshape(NUM_MASKS, -1))))
@@ -348,7 +345,7 @@ def mask_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def quick_eval(model: ShapesSegNet, n: int = 60, seed: int = 999_002) -> tuple[float, float]:
     """Box and mask mAP@0.5 on n held-out frames, compared in letterboxed input space."""
-    from bench.accuracy import evaluate_map
+    from edge_agent.models.maths.evaluation import evaluate_map
 
     rng = np.random.default_rng(seed)
     was = model.export_anchors

@@ -8,7 +8,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edge_agent.agent.errors import UnknownStreamError
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.live import ViewerLimitError
 from edge_agent.pipelines.sinks.encoding import to_json
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edge_agent.models.artifact_loader import ModelArtifacts
+from edge_agent.models.artifacts.artifact_loader import ModelArtifacts
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.base import Engine
-from edge_agent.models.settings import ModelSettings
 
 TORCHSCRIPT_SUFFIXES = (".torchscript", ".pt")
 DEFAULT_INPUT_SIZE = 640

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.models.concurrency import plan_runs, usable_cores
+from edge_agent.models.common.errors import ModelRuntimeError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.base import Engine, TensorSpec, static_dim
-from edge_agent.models.errors import ModelRuntimeError
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.speed.concurrency import plan_runs, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class OnnxEngine(Engine):
         concurrent: bool = False,
     ) -> None:
         """``concurrent``: the caller may run several batches at once (a task model whose own state
-        is per thread), so the session is sized by the run plan (models/concurrency.py)."""
-        from edge_agent.models.providers import create_session, planned_providers
+        is per thread), so the session is sized by the run plan (models/speed/concurrency.py)."""
+        from edge_agent.models.engines.providers import create_session, planned_providers
 
         self.weights_path = Path(weights_path)
         self.precision = precision

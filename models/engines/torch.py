@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.models.common.errors import CacheIntegrityError, ModelLayoutError, ModelRuntimeError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.base import Engine, TensorSpec
 from edge_agent.models.engines.torch_runtime import import_torch, resolve_device
-from edge_agent.models.errors import CacheIntegrityError, ModelLayoutError, ModelRuntimeError
-from edge_agent.models.preprocessing import ImageMeta, InputNormalization, Preprocessing
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.preprocessing import ImageMeta, InputNormalization, Preprocessing
 
 
 class TorchEngine(Engine):

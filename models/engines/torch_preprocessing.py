@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.preprocessing import (
+from edge_agent.models.maths.preprocessing import (
     ImageMeta,
     InputNormalization,
     Preprocessing,

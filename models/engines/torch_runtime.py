@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from edge_agent.models.errors import MissingExtraError, ModelRuntimeError
+from edge_agent.models.common.errors import MissingExtraError, ModelRuntimeError
 
 
 def import_torch(what: str) -> ModuleType:

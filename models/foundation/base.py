@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.base import Model
-from edge_agent.models.errors import InvalidInputError
-from edge_agent.models.images import ImageInput
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.common.errors import InvalidInputError
+from edge_agent.models.maths.images import ImageInput
+from edge_agent.models.maths.predictions import Prediction
+from edge_agent.models.tasks.model import Model
 
 
 class FoundationModel(Model):

@@ -19,12 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_agent.models.common.errors import InvalidInputError, ModelLayoutError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.onnx import OnnxEngine
-from edge_agent.models.errors import InvalidInputError, ModelLayoutError
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.tokenizer import ClipTokenizer
-from edge_agent.models.predictions import Embeddings, Prediction, ZeroShotClassification
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Embeddings, Prediction, ZeroShotClassification
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.base import Model
-from edge_agent.models.errors import InvalidInputError, ModelArtifactsError
+from edge_agent.models.common.errors import InvalidInputError, ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation import depth_maths
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.torch_support import device_and_dtype, import_runtime
-from edge_agent.models.predictions import Detections, Prediction
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Detections, Prediction
+from edge_agent.models.tasks.model import Model
 
 REQUIRED_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
 #: longer side of the depth picture drawn into the live view, in pixels

@@ -36,13 +36,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import ModelArtifactsError
+from edge_agent.models.common.errors import ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.ocr import Region, check_regions
 from edge_agent.models.foundation.ocr_steps import reading_order
-from edge_agent.models.params import unit_interval
-from edge_agent.models.predictions import Prediction, TextDetections
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Prediction, TextDetections
+from edge_agent.models.tasks.params import unit_interval
 
 CANVAS = 2560
 TEXT_THRESHOLD, LOW_TEXT, LINK_THRESHOLD = 0.7, 0.4, 0.4

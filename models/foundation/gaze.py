@@ -25,12 +25,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.base import Model
+from edge_agent.models.common.errors import InvalidInputError, ModelLayoutError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.onnx import OnnxEngine
-from edge_agent.models.errors import InvalidInputError, ModelLayoutError
 from edge_agent.models.foundation.base import FoundationModel
-from edge_agent.models.predictions import Detections, Prediction
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Detections, Prediction
+from edge_agent.models.tasks.model import Model
 
 LEGACY_FILE = "L2CSNet_gaze360_resnet50_90bins.onnx"
 PACKAGE_FILE = "weights.onnx"

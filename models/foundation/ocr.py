@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.models.common.errors import InvalidInputError, MissingExtraError, ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.onnx import OnnxEngine
-from edge_agent.models.errors import InvalidInputError, MissingExtraError, ModelArtifactsError
 from edge_agent.models.foundation import ocr_steps
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.ocr_steps import DetConfig, RecConfig
-from edge_agent.models.params import unit_interval
-from edge_agent.models.predictions import Prediction, TextDetections
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Prediction, TextDetections
+from edge_agent.models.tasks.params import unit_interval
 
 WEIGHTS_FILE = "inference.onnx"
 CONFIG_FILE = "inference.yml"

@@ -24,12 +24,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError, MissingExtraError, ModelArtifactsError
+from edge_agent.models.common.errors import InvalidInputError, MissingExtraError, ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.clip import check_prompts
 from edge_agent.models.foundation.torch_support import device_and_dtype
-from edge_agent.models.predictions import Embeddings, Prediction, ZeroShotClassification
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Embeddings, Prediction, ZeroShotClassification
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.models.predictions import Embeddings, Prediction, TextDetections, ZeroShotClassification
-from edge_agent.models.responses import ImageDimensions, ObjectDetectionPrediction
+from edge_agent.models.maths.predictions import Embeddings, Prediction, TextDetections, ZeroShotClassification
+from edge_agent.models.maths.responses import ImageDimensions, ObjectDetectionPrediction
 
 
 class _Shape(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.errors import InvalidInputError, MissingExtraError
+from edge_agent.models.common.errors import InvalidInputError, MissingExtraError
 
 CONTEXT_LENGTH = 77
 

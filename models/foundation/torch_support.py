@@ -6,9 +6,9 @@ import importlib
 from types import ModuleType
 from typing import Any
 
+from edge_agent.models.common.errors import MissingExtraError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.torch_runtime import import_torch, resolve_device
-from edge_agent.models.errors import MissingExtraError
-from edge_agent.models.settings import ModelSettings
 
 
 def import_runtime(module: str, what: str, extra: str) -> ModuleType:

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.base import Model
-from edge_agent.models.errors import ModelArtifactsError
+from edge_agent.models.common.errors import ModelArtifactsError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.ocr import Region, check_regions
 from edge_agent.models.foundation.torch_support import device_and_dtype, import_runtime
-from edge_agent.models.params import unit_interval
-from edge_agent.models.predictions import Detections, Prediction, TextDetections
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.predictions import Detections, Prediction, TextDetections
+from edge_agent.models.tasks.model import Model
+from edge_agent.models.tasks.params import unit_interval
 
 REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 HUB_ORG = "microsoft"

@@ -1,5 +1,10 @@
-"""Task families: what a model's outputs mean (detection now; segmentation, keypoints and
-classification beside it). A task takes any :class:`~models.engines.Engine`."""
+"""Layer 7, task families: what a model's outputs mean (detection, instance segmentation, keypoints,
+classification). ``model`` holds the ``Model`` base every model class (foundation ones too)
+derives from, ``params`` the per-call inference parameters, ``decoders`` one decoder per network
+output layout. A task takes any :class:`~edge_agent.models.engines.Engine`.
+
+May import: ``models.common`` .. ``models.engines`` (everything below it).
+"""
 
 from edge_agent.models.tasks.base import ModelContext, VisionModel
 from edge_agent.models.tasks.object_detection import ObjectDetectionModel, RFDETRObjectDetection

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.artifact_loader import ModelArtifacts
-from edge_agent.models.base import Model
+from edge_agent.models.artifacts.artifact_loader import ModelArtifacts
+from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.base import Engine
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.images import ImageInput, load_image
-from edge_agent.models.preprocessing import PLAIN, ImageMeta, InputNormalization, preprocess_batch
-from edge_agent.models.settings import ModelSettings
+from edge_agent.models.maths.images import ImageInput, load_image
+from edge_agent.models.maths.preprocessing import PLAIN, ImageMeta, InputNormalization, preprocess_batch
+from edge_agent.models.tasks.model import Model
 
 logger = logging.getLogger(__name__)
 

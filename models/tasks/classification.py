@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.decoders.rfdetr import stable_sigmoid
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.params import unit_interval
-from edge_agent.models.predictions import ClassificationPrediction, Prediction
-from edge_agent.models.preprocessing import ImageMeta, InputNormalization
-from edge_agent.models.responses import ClassificationResponse, MultiLabelClassificationResponse
+from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.maths.activations import stable_sigmoid
+from edge_agent.models.maths.predictions import ClassificationPrediction, Prediction
+from edge_agent.models.maths.preprocessing import ImageMeta, InputNormalization
+from edge_agent.models.maths.responses import ClassificationResponse, MultiLabelClassificationResponse
 from edge_agent.models.tasks.base import ModelContext, VisionModel
+from edge_agent.models.tasks.params import unit_interval
 
 MULTI_LABEL_TASK = "multi-label-classification"
 _SUM_TOLERANCE = 1e-3

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.models.coordinates import boxes_to_source
-from edge_agent.models.decoders.base import DetectionDecoder, RawDetections
-from edge_agent.models.decoders.rfdetr_seg import MASK_OUTPUT, RFDETRSegDecoder
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.masks import masks_from_logits, masks_from_prototypes
-from edge_agent.models.predictions import InstanceSegmentation, Prediction
-from edge_agent.models.preprocessing import ImageMeta, InputNormalization
-from edge_agent.models.responses import InstanceSegmentationResponse
+from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.maths.coordinates import boxes_to_source
+from edge_agent.models.maths.masks import masks_from_logits, masks_from_prototypes
+from edge_agent.models.maths.predictions import InstanceSegmentation, Prediction
+from edge_agent.models.maths.preprocessing import ImageMeta, InputNormalization
+from edge_agent.models.maths.responses import InstanceSegmentationResponse
 from edge_agent.models.tasks.base import ModelContext
+from edge_agent.models.tasks.decoders.base import DetectionDecoder, RawDetections
+from edge_agent.models.tasks.decoders.rfdetr_seg import MASK_OUTPUT, RFDETRSegDecoder
 from edge_agent.models.tasks.object_detection import ObjectDetectionModel, RFDETRObjectDetection
 
 NUM_MASK_COEFFICIENTS = 32

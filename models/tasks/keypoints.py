@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.coordinates import boxes_to_source, points_to_source
-from edge_agent.models.decoders.base import DetectionDecoder, RawDetections
-from edge_agent.models.decoders.end_to_end import EndToEndDecoder
-from edge_agent.models.errors import ModelLayoutError
-from edge_agent.models.params import DetectionParams, unit_interval
-from edge_agent.models.predictions import KeypointDetections, Prediction
-from edge_agent.models.preprocessing import ImageMeta, InputNormalization
-from edge_agent.models.responses import KeypointsDetectionResponse
+from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.maths.coordinates import boxes_to_source, points_to_source
+from edge_agent.models.maths.predictions import KeypointDetections, Prediction
+from edge_agent.models.maths.preprocessing import ImageMeta, InputNormalization
+from edge_agent.models.maths.responses import KeypointsDetectionResponse
 from edge_agent.models.tasks.base import ModelContext
+from edge_agent.models.tasks.decoders.base import DetectionDecoder, RawDetections
+from edge_agent.models.tasks.decoders.end_to_end import EndToEndDecoder
 from edge_agent.models.tasks.object_detection import ObjectDetectionModel
+from edge_agent.models.tasks.params import DetectionParams, unit_interval
 
 VALUES_PER_KEYPOINT = 3
 

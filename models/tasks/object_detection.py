@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.models.artifact_loader import BACKGROUND_CLASS
-from edge_agent.models.coordinates import boxes_to_source
-from edge_agent.models.decoders.base import DetectionDecoder, RawDetections
-from edge_agent.models.decoders.rfdetr import RFDETRDecoder
-from edge_agent.models.nms import non_max_suppression
-from edge_agent.models.params import DetectionParams
-from edge_agent.models.predictions import Detections, Prediction
-from edge_agent.models.preprocessing import IMAGENET, ImageMeta, InputNormalization
-from edge_agent.models.responses import DetectionResponse, ObjectDetectionResponse
+from edge_agent.models.artifacts.artifact_loader import BACKGROUND_CLASS
+from edge_agent.models.maths.coordinates import boxes_to_source
+from edge_agent.models.maths.nms import non_max_suppression
+from edge_agent.models.maths.predictions import Detections, Prediction
+from edge_agent.models.maths.preprocessing import IMAGENET, ImageMeta, InputNormalization
+from edge_agent.models.maths.responses import DetectionResponse, ObjectDetectionResponse
 from edge_agent.models.tasks.base import ModelContext, VisionModel
+from edge_agent.models.tasks.decoders.base import DetectionDecoder, RawDetections
+from edge_agent.models.tasks.decoders.rfdetr import RFDETRDecoder
+from edge_agent.models.tasks.params import DetectionParams
 
 
 class ObjectDetectionModel(VisionModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_agent.models.errors import EdgeAgentError
+from edge_agent.models.common.errors import EdgeAgentError
 
 
 class SinkError(EdgeAgentError):

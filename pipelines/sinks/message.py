@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from edge_agent.models.predictions import Prediction
+from edge_agent.models.maths.predictions import Prediction
 
 
 def build_prediction_message(

@@ -74,7 +74,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -89,6 +89,9 @@ from edge_agent.pipelines.sinks.mqtt_discovery import agent_discovery, stream_di
 from edge_agent.pipelines.sinks.mqtt_disk_outbox import DiskOutbox
 from edge_agent.pipelines.sinks.mqtt_outbox import Outbox, OutMessage
 from edge_agent.pipelines.sinks.mqtt_topics import Topics
+
+if TYPE_CHECKING:
+    from edge_agent.pipelines.sinks.registry import SinkHooks, SinkSettings
 
 __all__ = ["MqttConfig", "MqttConfigError", "MqttPayloadError", "MqttSink", "Topics", "encode_json"]
 
@@ -793,3 +796,9 @@ class MqttSink:
                 self.config.describe(),
                 self._last_error or "broker too slow or away",
             )
+
+
+def from_settings(settings: SinkSettings, hooks: SinkHooks) -> MqttSink | None:
+    """The MQTT sink when MQTT_HOST is set."""
+    config = settings.mqtt
+    return MqttSink(config) if config is not None else None

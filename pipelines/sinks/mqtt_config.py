@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from edge_agent.models.redaction import redact_url
+from edge_agent.models.common.redaction import redact_url
 from edge_agent.pipelines.sinks.errors import MqttConfigError
 from edge_agent.pipelines.sinks.mqtt_topics import Topics, validate_level, validate_prefix
 

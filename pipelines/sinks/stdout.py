@@ -11,9 +11,12 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from edge_agent.pipelines.sinks.encoding import to_json
+
+if TYPE_CHECKING:
+    from edge_agent.pipelines.sinks.registry import SinkHooks, SinkSettings
 
 log = logging.getLogger("edge_agent.stdout")
 
@@ -135,3 +138,12 @@ class StdoutSink:
             "errors": self._errors,
             "closed_by_reader": self.closed_by_reader,
         }
+
+
+def from_settings(settings: SinkSettings, hooks: SinkHooks) -> StdoutSink | None:
+    """The stdout sink when the configuration turns it on (STDOUT_SINK, or no MQTT broker)."""
+    if not settings.stdout_enabled:
+        return None
+    reader_gone = hooks.reader_gone
+    sink = StdoutSink(on_closed=(lambda: reader_gone(sink)) if reader_gone is not None else None)
+    return sink

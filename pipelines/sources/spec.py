@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from edge_agent.models.redaction import redact_text, redact_url, url_secrets
+from edge_agent.models.common.redaction import redact_text, redact_url, url_secrets
 from edge_agent.pipelines.errors import SourceConfigError
 
 SourceKind = Literal["rtsp", "v4l2", "http", "file"]
