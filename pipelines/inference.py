@@ -1,8 +1,10 @@
 """The inference stage: newest frame of every ready stream, one batch, run off the event loop.
 
 One stage per model. It never waits for a slow or dead stream to fill a batch: whatever is ready
-when the model has room is the batch. While a batch runs, cameras keep overwriting their slots,
-so the next batch again sees the newest frames (latest-frame-wins, see ``slot.py``).
+when the model has room is the batch, taken in a strict circle over the streams (see
+``round_robin_start``), so none starves however many are ready at once. While a batch runs,
+cameras keep overwriting their slots, so the next batch again sees the newest frames
+(latest-frame-wins, see ``slot.py``).
 
 A model may take more than one batch at a time (two single-threaded runs on a small CPU, see
 ``models/speed/concurrency.py``): the stage then keeps that many batches in flight and hands their
@@ -90,6 +92,26 @@ def freshness_delay(ready: list[tuple[float, float | None]]) -> float:
     return max(0.0, interval - age) + FRESHNESS_SLACK_S
 
 
+def round_robin_start(names: list[str], served_last: str | None, rotation: int) -> int:
+    """Where the next batch starts looking for ready frames: right after the last stream served.
+
+    So the stage serves ready streams in a strict circle: between two turns of one stream every
+    other stream that was ready had its turn, however many there are (64 ready at once with a
+    batch of 8: each once per 8 batches) and however fast some refill their slots (a 30 fps
+    camera behind an idle one cannot take that one's turn too, as it would if the start only
+    moved on by one per batch). ``rotation`` places the start when the last served stream is
+    gone.
+    """
+    if not names:
+        return 0
+    if served_last is not None:
+        try:
+            return (names.index(served_last) + 1) % len(names)
+        except ValueError:
+            pass
+    return rotation % len(names)
+
+
 @dataclass(slots=True)
 class _Flight:
     """A batch on its way through the model."""
@@ -129,6 +151,7 @@ class InferenceStage:
         self._concurrency = max(1, concurrency)
         self._bindings: dict[str, StreamBinding] = {}
         self._rotation = 0
+        self._served_last: str | None = None  # the last stream a batch took, where the next looks on
         self._wakeup = asyncio.Event()
         # Per stream: (frame_id, monotonic) of the last frame taken and the smoothed frame interval.
         self._last_taken: dict[str, tuple[int, float]] = {}
@@ -181,9 +204,7 @@ class InferenceStage:
         bindings = list(self._bindings.values())
         if not bindings:
             return []
-        # Rotate the starting stream so that, with more ready streams than the batch holds,
-        # every stream gets its turn instead of the first ones winning every time.
-        start = self._rotation % len(bindings)
+        start = round_robin_start([b.name for b in bindings], self._served_last, self._rotation)
         self._rotation += 1
         batch: list[tuple[StreamBinding, Frame]] = []
         for binding in bindings[start:] + bindings[:start]:
@@ -191,6 +212,7 @@ class InferenceStage:
             if frame is not None:
                 self._learn_interval(frame)
                 batch.append((binding, frame))
+                self._served_last = binding.name
                 if len(batch) >= self._max_batch:
                     break
         return batch

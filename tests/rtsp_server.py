@@ -5,7 +5,8 @@ Runs under Debian's ``/usr/bin/python3`` (python3-gi + gir1.2-gst-rtsp-server-1.
 project's interpreter, so it imports nothing from the project and is started as a subprocess by
 ``tests/fixtures/rtsp.py``.
 
-Each mount serves one H.264 MP4 clip. The clip's access units are read once at start-up
+Each mount serves one H.264 MP4 clip (or an MJPEG Matroska clip, ``.mkv``: a camera whose every
+frame is a keyframe, sent as RTP/JPEG). The clip's access units are read once at start-up
 (``filesrc ! qtdemux ! h264parse ! appsink``) and pushed into an ``appsrc`` again and again with
 shifted timestamps, so the stream loops forever without re-encoding (a 2-core CI box cannot
 afford an encoder per camera). Pacing is done here by the wall clock, frame by frame, like a
@@ -36,7 +37,8 @@ from gi.repository import Gio, GLib, Gst, GstRtspServer  # noqa: E402
 
 
 class Clip:
-    """The access units of one MP4's H.264 track, in decode order, with their timing."""
+    """The access units of one MP4's H.264 track (or an MKV's MJPEG track), in decode order, with
+    their timing."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -52,10 +54,11 @@ class Clip:
     def _load(self) -> None:
         # config-interval=-1 repeats SPS/PPS before every IDR, so a looped or late-joined stream
         # always carries what a decoder needs at each keyframe.
-        pipeline = Gst.parse_launch(
-            f'filesrc location="{self.path}" ! qtdemux ! h264parse config-interval=-1 ! '
-            "video/x-h264,stream-format=byte-stream,alignment=au ! appsink name=sink sync=false"
-        )
+        if self.path.endswith(".mkv"):
+            parse = "matroskademux ! jpegparse ! image/jpeg"
+        else:
+            parse = "qtdemux ! h264parse config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au"
+        pipeline = Gst.parse_launch(f'filesrc location="{self.path}" ! {parse} ! appsink name=sink sync=false')
         sink = pipeline.get_by_name("sink")
         pipeline.set_state(Gst.State.PLAYING)
         try:
@@ -132,7 +135,9 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         self.set_shared(False)
         # No config-interval on the payloader: the AUs already carry SPS/PPS before every IDR,
         # and rtph264pay config-interval=-1 (GStreamer 1.22) garbles multi-slice frames.
-        self.set_launch("( appsrc name=src is-live=true format=time max-bytes=2000000 ! rtph264pay name=pay0 pt=96 )")
+        is_jpeg = clip.caps is not None and clip.caps.get_structure(0).get_name() == "image/jpeg"
+        pay = "rtpjpegpay name=pay0 pt=26" if is_jpeg else "rtph264pay name=pay0 pt=96"
+        self.set_launch(f"( appsrc name=src is-live=true format=time max-bytes=2000000 ! {pay} )")
         self.connect("media-configure", self._configure)
 
     def _configure(self, _factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:

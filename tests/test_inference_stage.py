@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_agent.models.maths.predictions import Detections
 from edge_agent.pipelines.frames import Frame
-from edge_agent.pipelines.inference import InferenceStage, StreamBinding
+from edge_agent.pipelines.inference import InferenceStage, StreamBinding, round_robin_start
 from edge_agent.pipelines.results import InferenceResult
 from edge_agent.pipelines.slot import LatestFrameSlot
 
@@ -240,3 +240,79 @@ def test_a_failed_batch_in_flight_does_not_lose_the_other() -> None:
     assert model.most_active == 2
     assert errors == ["a"]
     assert [r.frame.frame_id for r in results] == [1]
+
+
+def test_round_robin_start_resumes_after_the_last_stream_served() -> None:
+    names = ["a", "b", "c", "d"]
+    assert round_robin_start(names, None, 0) == 0
+    assert round_robin_start(names, None, 5) == 1  # nobody served yet: by rotation
+    assert round_robin_start(names, "b", 0) == 2
+    assert round_robin_start(names, "d", 0) == 0  # wraps around
+    assert round_robin_start(names, "gone", 2) == 2  # the last one served was detached
+    assert round_robin_start([], "a", 3) == 0
+
+
+def test_64_ready_streams_are_served_in_a_circle_and_none_starves() -> None:
+    """64 streams ready at once, a batch of 8: every stream once per 8 batches, in order; and a
+    stream that refills its slot at once (a fast camera) gets no more turns than the others."""
+
+    async def scenario() -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        batches: list[list[str]] = []
+        slots = [LatestFrameSlot(loop) for _ in range(64)]
+        n = 0
+
+        def fill(which: range | list[int]) -> None:
+            nonlocal n
+            n += 1
+            for i in which:
+                if not slots[i].has_frame:
+                    slots[i].put(frame(f"s{i:02d}", n, i))  # the pixels say which stream
+
+        class Cameras(CountingModel):
+            """While a batch runs (before the stage picks the next one): s05 has a new frame
+            every time, the others once per full circle of 8 batches."""
+
+            def predict(self, images, confidence=None, **kw):
+                batches.append([f"s{int(img[0, 0, 0]):02d}" for img in images])
+                fill([5])
+                if len(batches) % 8 == 0:
+                    fill(range(64))
+                return super().predict(images, confidence, **kw)
+
+        model = Cameras()
+        model.max_batch_size = 8
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            stage = InferenceStage(
+                model,
+                model_id="count/1",
+                executor=executor,
+                on_result=lambda r: None,
+                default_confidence=0.0,
+                max_batch_size=8,
+                concurrency=1,
+            )
+            for i, slot in enumerate(slots):
+                stage.attach(StreamBinding(name=f"s{i:02d}", slot=slot))
+            fill(range(64))
+            task = asyncio.create_task(stage.run())
+            await wait_for_batches(lambda: len(batches) >= 24, 10)
+            stage.stop()
+            await asyncio.wait_for(task, 5)
+        return batches[:24]
+
+    batches = asyncio.run(scenario())
+    served = [name for batch in batches for name in batch]
+    counts = {name: served.count(name) for name in set(served)}
+    # 24 batches of 8 = 192 turns = 3 full circles of 64: each stream exactly 3 times
+    assert all(len(b) == 8 for b in batches), batches
+    assert len(counts) == 64 and set(counts.values()) == {3}, counts
+    # and the first circle in stream order: batch k holds streams 8k .. 8k+7
+    assert [sorted(b) for b in batches[:8]] == [[f"s{i:02d}" for i in range(8 * k, 8 * k + 8)] for k in range(8)]
+
+
+async def wait_for_batches(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the stage did not run the batches in time"
+        await asyncio.sleep(0.005)

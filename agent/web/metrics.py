@@ -141,6 +141,14 @@ class AgentCollector(Collector):
         fps_out = _gauge("stream_fps_processed", "Frames processed per second over the last seconds.", s)
         queued = _gauge("stream_slot_frames", "Frames waiting for the model (0 or 1: latest frame wins).", s)
         age = _gauge("stream_last_frame_age_seconds", "Seconds since the source's last frame.", s)
+        keyframe_interval = _gauge(
+            "stream_keyframe_interval_seconds", "Measured seconds between the source's keyframes (its GOP).", s
+        )
+        keyframes_only = _gauge(
+            "stream_decoding_keyframes_only",
+            "1 while only keyframes are decoded (DECODE=keyframes, or auto's choice), else 0.",
+            s,
+        )
         viewers = _gauge("live_view_viewers", "MJPEG viewers of the stream's live picture.", s)
         encodes = _counter("live_view_pictures_encoded", "Live pictures drawn and encoded.", s)
         inference = HistogramMetricFamily(
@@ -168,6 +176,9 @@ class AgentCollector(Collector):
             queued.add_metric(label, float(record.slot.has_frame))
             if stats.last_frame_age_s is not None:
                 age.add_metric(label, stats.last_frame_age_s)
+            if stats.keyframe_interval_s is not None:
+                keyframe_interval.add_metric(label, stats.keyframe_interval_s)
+            keyframes_only.add_metric(label, float(stats.decoding == "keyframes"))
             picture = sup.live.picture(name)
             viewers.add_metric(label, picture.viewers if picture is not None else 0)
             encodes.add_metric(label, picture.encodes if picture is not None else 0)
@@ -183,7 +194,7 @@ class AgentCollector(Collector):
                 processed.add_metric(label, 0)
                 fps_out.add_metric(label, 0.0)
         yield from (info, decoded, processed, dropped, reconnects, stalls, errors, state, up, fps_in, fps_out)
-        yield from (queued, age, viewers, encodes, inference, latency, frame_age)
+        yield from (queued, age, keyframe_interval, keyframes_only, viewers, encodes, inference, latency, frame_age)
 
     def _models(self) -> Iterator[Metric]:
         sup = self._supervisor

@@ -20,6 +20,7 @@ from edge_agent.pipelines.errors import SourceConfigError
 from edge_agent.pipelines.sources.spec import SourceSpec
 
 Mode = Literal["live", "every"]
+Decode = Literal["all", "keyframes", "auto"]
 RtspTransport = Literal["tcp", "udp"]
 
 _VIDEO_SIZE = re.compile(r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$")
@@ -136,6 +137,11 @@ class ReadOptions(BaseModel):
     max_fps: Fps | None = Field(
         default=None, description="cap on frames per second taken from the stream (positive number)"
     )
+    decode: Annotated[Decode, _choice("all", "keyframes", "auto")] = Field(
+        default="all",
+        description="all / keyframes / auto: decode every frame, only keyframes (a frame per keyframe "
+        "interval, far less CPU), or keyframes when MAX_FPS is at or below the measured keyframe rate",
+    )
     loop: Bool = Field(default=False, description="files: start again at the end (true/false)")
     rtsp_transport: Annotated[RtspTransport, _choice("tcp", "udp")] = Field(default="tcp", description="tcp / udp")
     video_size: VideoSize | None = Field(default=None, description="V4L2: WIDTHxHEIGHT, e.g. 1280x720")
@@ -196,8 +202,13 @@ class SourceOptions(ReadOptions):
     analyze_duration: seconds FFmpeg may spend probing a live stream before the first frame
                     (None = 1 s for live sources, FFmpeg's default for files). Lower connects
                     faster; too low may miss stream parameters on odd cameras.
-    decoder_threads: 0 lets FFmpeg pick (one per core); slice threads only (frame threads add
-                    latency and, when the model keeps the cores busy, cost throughput).
+    decode:         ``all`` / ``keyframes`` / ``auto``, see ``sources.decoding``.
+    keyframe_wait:  in ``keyframes`` mode, seconds without a keyframe (while packets still come)
+                    before falling back to ``all`` for the connection (intra-refresh cameras
+                    never send one).
+    decoder_threads: 0 shares the cores out between the streams (``sources.decoding.
+                    decoder_thread_budget``); slice threads only (frame threads add latency and,
+                    when the model keeps the cores busy, cost throughput).
     thread_join_timeout: how long a stopping reader thread may take before it is abandoned.
     file_attempts:  a file that cannot be opened or yields no frame is tried this many times,
                     then the stream is ``failed`` for good (a file does not heal like a camera).
@@ -214,6 +225,7 @@ class SourceOptions(ReadOptions):
     backoff_reset_after: SecondsOrZero = 10.0
     analyze_duration: Seconds | None = None
     decoder_threads: Annotated[int, BeforeValidator(_whole_number)] = 0
+    keyframe_wait: Seconds = 30.0
     thread_join_timeout: Seconds = 2.0
     file_attempts: Annotated[int, Field(ge=1)] = 3
     ffmpeg_options: dict[str, str] = Field(default_factory=dict)
@@ -233,6 +245,7 @@ class SourceOptions(ReadOptions):
 
 __all__ = [
     "Bool",
+    "Decode",
     "Fps",
     "Mode",
     "ReadOptions",

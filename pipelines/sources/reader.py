@@ -3,6 +3,8 @@
 A :class:`FrameReader` opens the source once, demuxes and decodes it (slice-threaded decoding),
 and hands the frames it keeps to the stream's :class:`~pipelines.slot.LatestFrameSlot` (live:
 still decoded, converted to BGR only if inference takes them; every-frame: converted here).
+With ``decode=keyframes`` (or ``auto``'s choice) the decoder skips every non-key frame and only
+keyframes come out; what decides that, and the fallbacks, are in ``decoding.py``.
 It never retries: when the connection fails or
 ends it records why in its :class:`ReaderStatus` and returns; reconnecting, stall detection and
 backoff are the runner's job (``runner.py``), one level up, on the event loop.
@@ -27,6 +29,15 @@ import av
 
 from edge_agent.pipelines.frames import Frame, to_bgr
 from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.decoding import (
+    DECODER_BUDGET,
+    DecoderBudget,
+    Effective,
+    KeyframeClock,
+    auto_choice,
+    intra_only_reason,
+    long_gop_warning,
+)
 from edge_agent.pipelines.sources.options import SourceOptions
 from edge_agent.pipelines.sources.spec import SourceSpec
 
@@ -201,6 +212,22 @@ class FrameCounter:
         self.next_id = 0
 
 
+class DecodeMemory:
+    """What a stream's decoding learnt that outlives one connection: its keyframe interval (so
+    ``auto`` decides at once on a reconnect) and the log lines already said (so a camera that
+    reconnects every minute does not repeat them)."""
+
+    def __init__(self) -> None:
+        self.keyframes = KeyframeClock()
+        self._said: set[str] = set()
+
+    def first_time(self, line: str) -> bool:
+        if line in self._said:
+            return False
+        self._said.add(line)
+        return True
+
+
 @dataclass
 class ReaderStatus:
     """What the reader thread reports to its runner; written by the thread, read on the loop.
@@ -228,10 +255,21 @@ class ReaderStatus:
     width: int | None = None
     height: int | None = None
     codec: str | None = None
+    # decoding (see sources.decoding): what is decoded now, why, and what was measured
+    decode: Effective = "all"
+    decode_reason: str | None = None
+    keyframes: int = 0  # keyframes decoded by this connection
+    last_keyframe_mono: float | None = None
+    keyframe_interval_s: float | None = None
+    decoder_threads: int | None = None
 
     def progress_mono(self) -> float:
         """Latest moment the stream showed life (or was legitimately idle)."""
         marks = [self.started_mono, self.wait_ended_mono]
+        if self.decode == "keyframes":
+            # a frame per keyframe interval only: packets arriving are the sign of life (a
+            # camera sending packets but never a keyframe falls back after keyframe_wait)
+            marks.append(self.io_mono)
         if self.opened_mono is not None:
             marks.append(self.opened_mono)
         if self.last_frame_mono is not None:
@@ -252,6 +290,8 @@ class FrameReader:
         *,
         on_change: Callable[[], None] | None = None,
         logger: logging.Logger | None = None,
+        memory: DecodeMemory | None = None,
+        budget: DecoderBudget = DECODER_BUDGET,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -265,6 +305,12 @@ class FrameReader:
         self._cap = FpsCap(options.max_fps) if options.max_fps else None
         self._pacer = Pacer()
         self._clock = CaptureClock()
+        self._memory = memory or DecodeMemory()
+        self._budget = budget
+        self._codec: Any = None  # the open stream's codec context, for switching skip_frame
+        self._cannot_skip = False  # this connection found that skipping does not work
+        self._keyed = False  # a keyframe came out since skipping started
+        self._connected_mono = 0.0
         self.thread: threading.Thread | None = None
 
     # -- thread control (any thread) -------------------------------------------------------------
@@ -283,6 +329,7 @@ class FrameReader:
 
     def run(self) -> None:
         status = self.status
+        self._budget.join()
         try:
             status.end_reason = self._read()
         except Exception as exc:  # every failure of a camera is data for the runner
@@ -293,6 +340,7 @@ class FrameReader:
                 status.end_reason = "error"
                 status.error = self.spec.redact(_describe(exc))
         finally:
+            self._budget.leave()
             if self.stop_event.is_set() and status.end_reason != "eof":
                 status.end_reason = "stopped"
             status.phase = "ended"
@@ -347,7 +395,7 @@ class FrameReader:
                 # (every-frame file throughput here: 17.7 fps AUTO with run-to-run dips to 14.9,
                 # 17.7 fps SLICE without). Several streams still decode in parallel threads.
                 stream.thread_type = "SLICE"
-                stream.codec_context.thread_count = options.decoder_threads
+                self._start_decoding(stream.codec_context)
                 status.width = stream.codec_context.width or None
                 status.height = stream.codec_context.height or None
                 status.codec = stream.codec_context.name
@@ -381,6 +429,8 @@ class FrameReader:
                     status.io_mono = time.monotonic()
                     if self.stop_event.is_set():
                         return "stopped"
+                    if status.decode == "keyframes":
+                        self._check_keyframes_come(status.io_mono)
                     try:
                         frames = packet.decode()
                     except av.error.FFmpegError as exc:
@@ -398,6 +448,7 @@ class FrameReader:
                     # the read timeout runs from here, not from before a long wait for the consumer
                     status.io_mono = time.monotonic()
             finally:
+                self._codec = None
                 container.close()
             if self.stop_event.is_set():
                 return "stopped"
@@ -426,6 +477,15 @@ class FrameReader:
         status.frames_decoded += 1
         status.last_frame_mono = now
         pts = frame.time  # seconds, None without a timestamp
+        if frame.key_frame:
+            self._keyframe(pts, now)
+        elif status.decode == "keyframes" and self._keyed:
+            # (frames the decoder held back from before a switch come out first, so only a
+            # non-key frame after a keyframe decoded in this mode shows the skip is ignored)
+            self._fall_back(
+                f"the {status.codec} decoder does not skip non-key frames (it ignores FFmpeg's "
+                "skip_frame); decoding all frames"
+            )
         if pace:
             delay = self._pacer.delay(pts)
             if delay > 0:
@@ -474,6 +534,86 @@ class FrameReader:
             status.frames_delivered += 1
             return True
         return not (self.stop_event.is_set() or self.slot.closed)
+
+    # -- decoding: keyframes only, or all ---------------------------------------------------------
+
+    def _start_decoding(self, codec: Any) -> None:
+        """Decide what this connection decodes, and size the decoder's threads."""
+        status, options = self.status, self.options
+        self._codec = codec
+        self._memory.keyframes.restart()
+        self._cannot_skip = False
+        self._connected_mono = time.monotonic()
+        status.keyframes = 0
+        status.last_keyframe_mono = None
+        status.keyframe_interval_s = self._memory.keyframes.interval
+        mode: Effective = "all"
+        reason: str | None = None
+        if options.decode != "all":
+            impossible = intra_only_reason(codec.name, bool(getattr(codec.codec, "intra_only", False)))
+            if impossible is not None:
+                reason = impossible
+                self._cannot_skip = True
+                self._say(logging.WARNING if options.decode == "keyframes" else logging.INFO, impossible)
+            elif options.decode == "keyframes":
+                mode = "keyframes"
+            else:
+                mode, reason = auto_choice(options.max_fps, self._memory.keyframes.interval)
+        threads = options.decoder_threads or self._budget.threads(keyframes=mode == "keyframes")
+        codec.thread_count = threads
+        status.decoder_threads = threads
+        self._apply(mode, reason)
+
+    def _apply(self, mode: Effective, reason: str | None) -> None:
+        status = self.status
+        status.decode_reason = reason
+        if self._codec is not None:
+            # read by the decoder on every packet, so a switch takes effect at the next one
+            self._codec.skip_frame = "NONKEY" if mode == "keyframes" else "DEFAULT"
+        if mode != status.decode:
+            status.decode = mode
+            self._keyed = False
+            if self.options.decode == "auto":
+                self._say(logging.INFO, f"decoding {mode} (auto: {reason})")
+
+    def _fall_back(self, why: str) -> None:
+        """Skipping does not work for this connection: decode everything, and say why."""
+        self._cannot_skip = True
+        self._say(logging.WARNING, why)
+        self._apply("all", why)
+
+    def _say(self, level: int, line: str) -> None:
+        if self._memory.first_time(line):
+            self._log.log(level, "%s: %s", self.name, line)
+
+    def _keyframe(self, pts: float | None, now: float) -> None:
+        status, clock = self.status, self._memory.keyframes
+        clock.observe(pts)
+        self._keyed = True
+        status.keyframes += 1
+        status.last_keyframe_mono = now
+        interval = clock.interval
+        status.keyframe_interval_s = interval
+        if interval is None:
+            return
+        if self.options.decode == "auto" and not self._cannot_skip:
+            mode, reason = auto_choice(self.options.max_fps, interval)
+            if (mode, reason) != (status.decode, status.decode_reason):
+                self._apply(mode, reason)
+        if status.decode == "keyframes":
+            warning = long_gop_warning(self.name, interval, self.options.max_fps)
+            # once per stream and rounded interval: a camera whose GOP changes is news again
+            if warning is not None and self._memory.first_time(f"long-gop {interval:.0f}"):
+                self._log.warning("%s", warning)
+
+    def _check_keyframes_come(self, now: float) -> None:
+        status = self.status
+        since = status.last_keyframe_mono or self._connected_mono
+        if now - since > self.options.keyframe_wait:
+            self._fall_back(
+                f"no keyframe for {self.options.keyframe_wait:g} s while packets keep coming (a camera "
+                "with intra refresh, or a very long GOP); decoding all frames on this connection"
+            )
 
 
 def _describe(exc: BaseException) -> str:

@@ -30,8 +30,9 @@ from typing import Literal
 
 from edge_agent.pipelines.backoff import Backoff
 from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.decoding import DECODER_BUDGET, DecoderBudget, long_gop
 from edge_agent.pipelines.sources.options import SourceOptions
-from edge_agent.pipelines.sources.reader import FrameCounter, FrameReader, ReaderStatus
+from edge_agent.pipelines.sources.reader import DecodeMemory, FrameCounter, FrameReader, ReaderStatus
 from edge_agent.pipelines.sources.spec import SourceSpec
 
 State = Literal["connecting", "streaming", "backoff", "stalled", "finished", "failed"]
@@ -63,6 +64,14 @@ class StreamStats:
     abandoned_threads: int
     width: int | None
     height: int | None
+    # decoding (see sources.decoding)
+    codec: str | None = None  # FFmpeg's name of the video codec (h264, hevc, mjpeg, ...)
+    decode: str = "all"  # as configured: all / keyframes / auto
+    decoding: str = "all"  # what the current connection decodes: all / keyframes
+    decode_reason: str | None = None  # why ``decoding`` differs from ``decode`` (auto's rule, a fallback)
+    keyframe_interval_s: float | None = None  # measured; None until two keyframes were seen
+    long_gop: bool = False  # keyframes too rare for DECODE=keyframes (warned in the log)
+    decoder_threads: int | None = None
 
 
 class StreamRunner:
@@ -76,7 +85,10 @@ class StreamRunner:
         slot: LatestFrameSlot,
         *,
         rng: random.Random | None = None,
+        budget: DecoderBudget = DECODER_BUDGET,
     ) -> None:
+        """``budget``: the decoder threads shared out between the streams (the process-wide one
+        unless a test brings its own)."""
         options.validate_for(spec)
         if slot.wait_for_consumer != (options.mode == "every"):
             raise ValueError(
@@ -95,6 +107,9 @@ class StreamRunner:
             rng=rng,
         )
         self._counter = FrameCounter()
+        self._decode_memory = DecodeMemory()
+        self._budget = budget
+        self._last_status: ReaderStatus | None = None
         self._reader: FrameReader | None = None
         self._retiring: list[tuple[FrameReader, float]] = []
         self._state: State = "connecting"
@@ -132,6 +147,11 @@ class StreamRunner:
         decoded, skipped = self._totals()
         last = self._current_last_frame()
         width, height = self._size
+        reader = self._reader
+        # between connections: what the last one decoded
+        status = reader.status if reader is not None else self._last_status
+        interval = self._decode_memory.keyframes.interval
+        decoding = status.decode if status is not None else "all"
         return StreamStats(
             name=self.name,
             url=self.spec.display,
@@ -149,6 +169,13 @@ class StreamRunner:
             abandoned_threads=self._abandoned,
             width=width,
             height=height,
+            codec=status.codec if status is not None else None,
+            decode=self.options.decode,
+            decoding=decoding,
+            decode_reason=status.decode_reason if status is not None else None,
+            keyframe_interval_s=None if interval is None else round(interval, 3),
+            long_gop=decoding == "keyframes" and long_gop(interval, self.options.max_fps),
+            decoder_threads=status.decoder_threads if status is not None else None,
         )
 
     async def run(self) -> None:
@@ -191,7 +218,15 @@ class StreamRunner:
             loop.call_soon_threadsafe(wake.set)
 
         reader = FrameReader(
-            self.name, self.spec, self.options, self.slot, self._counter, on_change=on_change, logger=self.log
+            self.name,
+            self.spec,
+            self.options,
+            self.slot,
+            self._counter,
+            on_change=on_change,
+            logger=self.log,
+            memory=self._decode_memory,
+            budget=self._budget,
         )
         self._reader = reader
         self._set_state("connecting")
@@ -277,6 +312,7 @@ class StreamRunner:
         if self._reader is not reader:
             return
         status = reader.status
+        self._last_status = status
         self._past_decoded += status.frames_decoded
         self._past_skipped += status.skipped_by_fps_cap
         if status.last_frame_mono is not None:
