@@ -84,6 +84,37 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _numbers(text: str, flag: str, counts: tuple[int, ...]) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        shapes = {2: "X,Y", 3: "X,Y,LABEL", 4: "X1,Y1,X2,Y2"}
+        raise InvalidInputError(f"{flag} {text!r}: accepted {' or '.join(shapes[c] for c in counts)} in source pixels")
+    return values
+
+
+def _prompt_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--prompt``/``--box``/``--point``/``--mask-format`` as the model's request fields."""
+    options: dict[str, Any] = {}
+    if getattr(args, "prompt", None):
+        options["prompts"] = list(args.prompt)
+    if getattr(args, "box", None):
+        options["boxes"] = [_numbers(b, "--box", (4,)) for b in args.box]
+    if getattr(args, "point", None):
+        points = [_numbers(p, "--point", (2, 3)) for p in args.point]
+        for point in points:
+            if len(point) == 3 and point[2] not in (0.0, 1.0):
+                raise InvalidInputError("--point X,Y,LABEL: LABEL is 1 (object) or 0 (background)")
+        options["points"] = points
+    if getattr(args, "mask_format", None):
+        options["mask_format"] = args.mask_format
+    if getattr(args, "training_data", None):
+        options["training_data"] = args.training_data
+    return options
+
+
 @_guarded
 def cmd_infer(args: argparse.Namespace) -> int:
     """Run a model on image files; one JSON response per image, one per line, in order (each task's
@@ -102,14 +133,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["depth_map_format"] = args.depth_map_format
     if args.no_face_detection:
         options["face_detection"] = False
-    if args.prompt:
-        options["prompts"] = list(args.prompt)
+    options.update(_prompt_options(args))
     accepted = inspect.signature(model.inference_parameters).parameters
-    flags = {"face_detection": "no-face-detection", "prompts": "prompt"}
+    flags = {
+        "prompts": "--prompt",
+        "boxes": "--box",
+        "points": "--point",
+        "training_data": "--training-data",
+        "face_detection": "--no-face-detection",
+    }
     for name in options:
         if name not in accepted:
-            flag = flags.get(name, name.replace("_", "-"))
-            raise InvalidInputError(f"--{flag} does not apply to {model.task_type} models")
+            flag = flags.get(name, f"--{name.replace('_', '-')}")
+            raise InvalidInputError(f"{flag} does not apply to {model.task_type} models")
     step = max(1, model.max_batch_size)
     for start in range(0, len(args.images), step):
         for response in model.infer(list(args.images[start : start + step]), **options):
@@ -279,8 +315,27 @@ def register(subparsers: Any) -> None:
         "--prompt",
         action="append",
         metavar="TEXT",
-        help="text prompt (repeat for several): zero-shot / compare for embedding models, classes for "
+        help="text prompt (repeatable): CLIP / Perception Encoder zero-shot classes, class names for "
         "open-vocabulary detectors",
+    )
+    infer.add_argument(
+        "--box",
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="SAM/SAM2: a box prompt in source pixels (repeatable: one mask per box)",
+    )
+    infer.add_argument(
+        "--point",
+        action="append",
+        metavar="X,Y[,1|0]",
+        help="SAM/SAM2: a point prompt in source pixels, 1 object (default) or 0 background (repeatable)",
+    )
+    infer.add_argument("--mask-format", choices=("json", "rle"), help="SAM2: polygons (json, default) or COCO RLE")
+    infer.add_argument(
+        "--training-data",
+        metavar="FILE.json",
+        help="OWLv2: Roboflow's training_data list (example boxes on reference images; image paths "
+        "relative to the file)",
     )
     infer.set_defaults(handler=cmd_infer)
 

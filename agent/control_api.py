@@ -1,6 +1,8 @@
 """Streams at run time: GET /streams[/{name}], PUT /streams/{name}, DELETE /streams/{name}.
 
-Served beside /healthz when CONTROL_API=true. Added streams live until the agent stops; the
+Served beside /healthz when CONTROL_API=true. ``PATCH /streams/{name}`` changes a running stream's
+per-frame options in place (``prompts``, ``roi``, ``training_data``, ``confidence``, mask output,
+second-model classes/padding): no restart, the next frame uses them. Added streams live until the agent stops; the
 environment (STREAMS) stays the source of truth for a restart. The body of a PUT is the same
 stream model the environment fills (``pipelines.stream_config.StreamConfig``: the names of the
 STREAM_<NAME>_* variables in lower case, unknown keys refused), e.g.
@@ -84,10 +86,27 @@ def add_control_routes(app: web.Application, supervisor: Supervisor) -> None:
         try:
             if stream.model_id:
                 check_model_id(stream.model_id, "model_id")
+            if stream.second_model_id:
+                check_model_id(stream.second_model_id, "second_model_id")
             await supervisor.add_stream(stream)
         except EdgeAgentError as exc:
             return _error(status_for(exc), str(exc), secrets)
         return json_response(supervisor.stream_stats(name), status=201)
+
+    async def patch_stream(request: web.Request) -> web.Response:
+        """Change a running stream's per-frame options (prompts, training data, confidence...)."""
+        name = request.match_info["name"]
+        try:
+            body: Any = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"body is not JSON: {exc}")
+        if not isinstance(body, dict) or not body:
+            return _error(400, 'body must be a JSON object of options to change, e.g. {"prompts": ["a person"]}')
+        try:
+            supervisor.update_stream(name, body)
+        except EdgeAgentError as exc:
+            return _error(status_for(exc), str(exc))
+        return json_response(supervisor.stream_stats(name) | {"config": supervisor.streams[name].config.public()})
 
     async def delete_stream(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -100,6 +119,7 @@ def add_control_routes(app: web.Application, supervisor: Supervisor) -> None:
     app.router.add_get("/streams", list_streams)
     app.router.add_get(r"/streams/{name}", get_stream)
     app.router.add_put(r"/streams/{name}", put_stream)
+    app.router.add_patch(r"/streams/{name}", patch_stream)
     app.router.add_delete(r"/streams/{name}", delete_stream)
 
 

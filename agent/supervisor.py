@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
+from edge_agent.agent.config_views import http_token, state_dir
 from edge_agent.agent.errors import (
     EXIT_OK,
     EXIT_TRANSIENT,
@@ -35,14 +36,8 @@ from edge_agent.agent.errors import (
     StreamExistsError,
     UnknownStreamError,
 )
-from edge_agent.agent.settings import (
-    Config,
-    StreamConfig,
-    env_name,
-    http_token,
-    live_view_options,
-    state_dir,
-)
+from edge_agent.agent.second_models import SecondModels, split_options
+from edge_agent.agent.settings import Config, StreamConfig, env_name, live_view_options
 from edge_agent.agent.systemd_notify import SystemdNotifier
 from edge_agent.agent.validation import prepare_source
 from edge_agent.models import ModelManager
@@ -131,6 +126,7 @@ class Supervisor:
         self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
+        self.second: SecondModels | None = None  # models run on other models' detections
         self.streams: dict[str, StreamRecord] = {}
         self.models: dict[str, ModelRecord] = {}
         # Each stream's newest frame + prediction for the live page (kept and drawn only when watched).
@@ -194,6 +190,11 @@ class Supervisor:
         self.router = ResultRouter(
             agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
         )
+        self.second = SecondModels(self.router, self._load_model, self._wake_stages)
+
+    def _wake_stages(self) -> None:
+        for record in self.models.values():
+            record.stage.wake()
 
     def _reader_gone_threadsafe(self, sink: Sink) -> None:
         loop = self._loop
@@ -280,21 +281,36 @@ class Supervisor:
 
     def _check_model_options(self, stream: StreamConfig) -> None:
         """A stream's PROMPTS/ROI must be options its model takes (exit 2 otherwise: no restart helps)."""
-        wanted = stream.model_options
+        model = self.models[self.config.model_of(stream)].model
+        if getattr(model, "task_type", "") == "interactive-instance-segmentation":
+            raise ConfigError(
+                f"stream {stream.name!r}: {self.config.model_of(stream)!r} segments what prompts point at and "
+                f"frames bring none; run it on a detector's boxes: STREAM_{env_name(stream.name)}_MODEL_ID=<detector> "
+                f"STREAM_{env_name(stream.name)}_SECOND_MODEL_ID={self.config.model_of(stream)}"
+            )
+        wanted = self._first_options(stream, model)
+        if stream.second_model_id and self.second is not None:
+            SecondModels.check(stream, model, self.second.records[stream.second_model_id].model)
         if not wanted:
             return
-        model = self.models[self.config.model_of(stream)].model
         accepted = tuple(getattr(model, "stream_options", ()))
-        names = {"prompts": "PROMPTS", "regions": "ROI"}
+        names = {"prompts": "PROMPTS", "regions": "ROI", "training_data": "TRAINING_DATA"}
         for key in wanted:
             if key not in accepted:
                 raise ConfigError(
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
                     f"PROMPTS needs a CLIP or Perception Encoder model (clip/ViT-B-16, "
-                    f"perception_encoder/PE-Core-B16-224), "
-                    f"ROI an OCR model (pp_ocr, trocr/trocr-base-printed)"
+                    f"perception_encoder/PE-Core-B16-224), ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
+                    f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
+
+    def _first_options(self, stream: StreamConfig, model: Any) -> dict[str, Any]:
+        """The stream's per-image options its first model gets (the rest go to its second model)."""
+        second = None
+        if stream.second_model_id and self.second is not None and stream.second_model_id in self.second.records:
+            second = self.second.records[stream.second_model_id].model
+        return split_options(stream.model_options, model, second)[0]
 
     async def _ensure_model(self, model_id: str) -> ModelRecord:
         """The record of ``model_id``, loading the model and starting its stage on first use."""
@@ -316,6 +332,14 @@ class Supervisor:
                 self._changed.set()
         return record
 
+    def _default_confidence(self, model: Any) -> float:
+        """CONFIDENCE when the user set it, else the model's own default (OWLv2: 0.99, as Roboflow)."""
+        settings = self.config.models
+        own = getattr(model, "default_confidence", None)
+        if own is not None and "confidence" not in settings.model_fields_set:
+            return float(own)
+        return settings.confidence
+
     def _batch_size(self, model: Any, concurrency: int) -> int:
         settings = self.config.models
         return batch_size_for(
@@ -336,9 +360,9 @@ class Supervisor:
             model,
             model_id=model_id,
             executor=executor,
-            on_result=self.router,
+            on_result=self.second.dispatch if self.second is not None else self.router,
             on_error=self.router.record_error,
-            default_confidence=self.config.models.confidence,
+            default_confidence=self._default_confidence(model),
             max_batch_size=self._batch_size(model, concurrency),
             concurrency=concurrency,
         )
@@ -374,10 +398,13 @@ class Supervisor:
                 slot=slot,
                 confidence=stream.confidence,
                 live=options.mode == "live",
-                options=stream.model_options or None,
+                options=self._first_options(stream, model.model) or None,
                 mask_output=stream.masks,
+                gate=self.second.gate(stream) if self.second is not None else None,
             )
         )
+        if stream.second_model_id and self.second is not None:
+            self.second.attach(stream, model.model)
         model.streams.add(stream.name)
         self.live.track(stream.name)
         task = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
@@ -398,6 +425,8 @@ class Supervisor:
         spec, options = prepare_source(stream, self.config)
         model_id = self.config.model_of(stream)
         record = await self._ensure_model(model_id)
+        if stream.second_model_id and self.second is not None:
+            await self.second.ensure(stream.second_model_id)
         self._check_free(stream.name)  # added meanwhile by a concurrent request
         if self.models.get(model_id) is not record:  # retired while we waited for it
             record = await self._ensure_model(model_id)
@@ -418,6 +447,8 @@ class Supervisor:
         self.live.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
+        if self.second is not None:
+            await self.second.detach(name)
         model = self.models.get(record.model_id)
         if model is not None:
             model.stage.detach(name)
@@ -426,6 +457,56 @@ class Supervisor:
                 await self._retire_model(model)
         self._changed.set()
         log.info("stream %s removed", name)
+
+    #: per-stream options a running stream may change (PATCH /streams/NAME): what its model and
+    #: second model take per frame; the rest (URL, model, reading) needs the stream re-added
+    LIVE_OPTIONS = frozenset(
+        {
+            "confidence",
+            "prompts",
+            "roi",
+            "training_data",
+            "mask_output",
+            "mask_tolerance",
+            "second_classes",
+            "second_padding",
+        }
+    )
+
+    def update_stream(self, name: str, changes: dict[str, Any]) -> StreamConfig:
+        """Change a running stream's per-frame options in place; ConfigError (400) for any other
+        field or a value its model does not take. Text prompts are embedded once per new set."""
+        record = self.streams.get(name)
+        if record is None:
+            raise UnknownStreamError(name, list(self.streams))
+        fixed = sorted(set(changes) - self.LIVE_OPTIONS)
+        if fixed:
+            raise ConfigError(
+                f"{', '.join(fixed)}: cannot change on a running stream (remove and add it again); "
+                f"changeable: {', '.join(sorted(self.LIVE_OPTIONS))}"
+            )
+        from pydantic import ValidationError
+
+        try:
+            updated = StreamConfig.model_validate({**record.config.model_dump(exclude_defaults=True), **changes})
+        except ValidationError as exc:  # inputs never echoed: the record holds the URL
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                for e in exc.errors()
+            )
+            raise ConfigError(problems) from None
+        self._check_model_options(updated)
+        model = self.models[record.model_id]
+        binding = model.stage.binding(name)
+        if binding is not None:
+            binding.confidence = updated.confidence
+            binding.options = self._first_options(updated, model.model) or None
+            binding.mask_output = updated.masks
+        if self.second is not None:
+            self.second.update(updated, model.model)
+        record.config = updated
+        log.info("stream %s changed: %s", name, ", ".join(sorted(changes)))
+        return updated
 
     # -- stats -------------------------------------------------------------------------------
 
@@ -439,6 +520,8 @@ class Supervisor:
         entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
+        if self.second is not None:
+            entry.update(self.second.stream_stats(name))
         return entry
 
     def stats(self) -> dict[str, Any]:
@@ -521,6 +604,9 @@ class Supervisor:
             try:
                 for model_id in dict.fromkeys(self.config.model_of(stream) for stream, _, _ in sources):
                     await self._ensure_model(model_id)
+                assert self.second is not None
+                for model_id in dict.fromkeys(s.second_model_id for s, _, _ in sources if s.second_model_id):
+                    await self.second.ensure(model_id)
             except StopRequested:
                 log.info("%s while starting: stopping before any stream started", self._stop_reason)
                 exit_code = EXIT_OK
@@ -561,6 +647,8 @@ class Supervisor:
         self._close_state()
         for record in self.models.values():
             record.executor.shutdown(wait=False, cancel_futures=True)
+        if self.second is not None:
+            self.second.close()
         log.info("agent stopped")
         if self._all_failed:
             raise NoStreamLeftError(self._all_failed)
@@ -570,7 +658,7 @@ class Supervisor:
         agent = self.config.agent
         if not agent.health_port:
             return None
-        from edge_agent.agent.health import bind_health_socket
+        from edge_agent.agent.web.listen import bind_health_socket
 
         return bind_health_socket(agent.health_host, agent.health_port)
 
@@ -607,6 +695,7 @@ class Supervisor:
                 self._changed.clear()
                 changed = asyncio.create_task(self._changed.wait(), name="streams-changed")
                 tasks = [r.task for r in self.streams.values()] + [r.task for r in self.models.values()]
+                tasks += self.second.tasks if self.second is not None else []
                 watched = {stop_task, changed, *tasks} - reported
                 if timer is not None:
                     watched.add(timer)
@@ -643,6 +732,7 @@ class Supervisor:
         while time.monotonic() < deadline and not self._stop.is_set():
             pending = any(r.slot.has_frame for r in self.streams.values())
             busy = any(r.stage.busy for r in self.models.values())
+            busy = busy or (self.second is not None and self.second.busy)
             if not pending and not busy:
                 return
             await asyncio.sleep(0.02)
@@ -660,6 +750,8 @@ class Supervisor:
             _, pending = await asyncio.wait(stage_tasks, timeout=max(deadline - time.monotonic(), 0.1))
             for task in pending:
                 task.cancel()
+        if self.second is not None:  # after the first stages: their last results are handed over
+            await self.second.stop(deadline - time.monotonic())
 
     async def _abort(self) -> None:
         """Cancel whatever started before a start-up failure (bounded, never raises)."""
@@ -670,6 +762,8 @@ class Supervisor:
             await asyncio.wait(tasks, timeout=RETIRE_TIMEOUT_S)
         for record in self.models.values():
             record.executor.shutdown(wait=False, cancel_futures=True)
+        if self.second is not None:
+            self.second.close()
 
     async def _close_sinks(self, timeout: float) -> None:
         for sink in self.sinks:

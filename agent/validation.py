@@ -62,6 +62,8 @@ def prepare_stream(stream: StreamConfig, config: Config, label: str = "stream") 
     prepared = prepare_source(stream, config, label)
     if stream.model_id and stream.model_id != config.agent.model_id:  # MODEL_ID is checked as such
         check_model_id(stream.model_id, f"STREAM_{env_name(stream.name)}_MODEL_ID", [stream.name])
+    if stream.second_model_id:
+        check_model_id(stream.second_model_id, f"STREAM_{env_name(stream.name)}_SECOND_MODEL_ID", [stream.name])
     return prepared
 
 

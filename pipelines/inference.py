@@ -59,6 +59,9 @@ class StreamBinding:
     #: per-image options of this stream's frames (CLIP prompts, OCR regions), passed as image_options
     options: dict[str, Any] | None = None
     mask_output: MaskOutput = POLYGON
+    #: while this says no, the stream's frames wait in their slot (a second model still busy with
+    #: the stream's earlier results, in MODE=every: pipelines/second_stage.py)
+    gate: Callable[[], bool] | None = None
 
 
 def finish_for_stream(prediction: Prediction, threshold: float, lowest: float, mask_output: MaskOutput) -> Prediction:
@@ -195,6 +198,15 @@ class InferenceStage:
     def detach(self, name: str) -> None:
         self._bindings.pop(name, None)
 
+    def binding(self, name: str) -> StreamBinding | None:
+        """The stream's binding (its threshold, options and mask output may be changed in place:
+        the next batch uses them)."""
+        return self._bindings.get(name)
+
+    def wake(self) -> None:
+        """Look at the slots again (a gate may have opened)."""
+        self._wakeup.set()
+
     def stop(self) -> None:
         """Finish the batch in flight, then return from :meth:`run`."""
         self._stopping = True
@@ -208,6 +220,8 @@ class InferenceStage:
         self._rotation += 1
         batch: list[tuple[StreamBinding, Frame]] = []
         for binding in bindings[start:] + bindings[:start]:
+            if binding.gate is not None and not binding.gate():
+                continue
             frame = binding.slot.take()
             if frame is not None:
                 self._learn_interval(frame)

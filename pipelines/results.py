@@ -36,6 +36,9 @@ class InferenceResult:
     inference_ms: float
     frame_age_ms: float
     batch_size: int
+    #: set when a second model ran on this result's detections (pipelines/second_stage.py)
+    second_model_id: str | None = None
+    second_ms: float | None = None
 
 
 class ResultRouter:
@@ -81,6 +84,8 @@ class ResultRouter:
             frame_age_ms=result.frame_age_ms,
             latency_ms=latency_ms,
             run_id=self._run_id,
+            second_model_id=result.second_model_id,
+            second_ms=result.second_ms,
         )
         self.metrics[frame.stream].record(
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms

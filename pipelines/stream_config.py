@@ -89,6 +89,23 @@ def _regions(value: Any) -> Any:
     return regions
 
 
+def _class_names(value: Any) -> Any:
+    """``"plate|car"`` or a JSON list (env), or a list (control API) -> tuple of class names."""
+    items = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                raise ValueError("starts like a JSON list but is not valid JSON") from None
+        else:
+            items = text.split("|")
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError('accepted: class names separated by "|" (plate|car) or a JSON list of strings')
+    return tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+
+
 def env_name(stream: str) -> str:
     """How a stream name appears inside STREAM_<NAME>_... variables."""
     return stream.upper().replace("-", "_")
@@ -106,12 +123,34 @@ class StreamOptions(ReadOptions):
     confidence: UnitInterval | None = Field(default=None, description="confidence threshold for this stream (0..1)")
     prompts: Annotated[tuple[str, ...], BeforeValidator(_prompts)] = Field(
         default=(),
-        description='CLIP models: zero-shot text prompts, a JSON list or separated by "|" ("a person|an empty room")',
+        description="CLIP models (also CLIP as SECOND_MODEL_ID, on each box): zero-shot text prompts, a JSON list "
+        'or separated by "|" ("a person|an empty room")',
     )
     roi: Annotated[tuple[tuple[float, float, float, float], ...], BeforeValidator(_regions)] = Field(
         default=(),
         description="OCR models: regions to read, x1,y1,x2,y2 in source pixels, several separated by ';' "
         "(or a JSON list)",
+    )
+
+    training_data: Annotated[str, AfterValidator(_model_id)] | None = Field(
+        default=None,
+        description="OWLv2: a JSON file of Roboflow's training_data (example boxes on reference images; "
+        "image paths relative to the file)",
+    )
+    second_model_id: Annotated[str, AfterValidator(_model_id)] | None = Field(
+        default=None,
+        description="a second model run on this stream's detections (sam2/hiera_tiny: a mask per box; a "
+        "classifier, OCR or CLIP: on each box's crop), published with them",
+    )
+    second_classes: Annotated[tuple[str, ...], BeforeValidator(_class_names)] = Field(
+        default=(),
+        description='SECOND_MODEL_ID: only detections of these classes, separated by "|" (default: all)',
+    )
+    second_padding: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="SECOND_MODEL_ID on crops: pixels added around each box before cropping (default 0)",
     )
 
     mask_output: Annotated[Literal["polygon", "simplified", "none"], _choice("polygon", "simplified", "none")] = Field(
@@ -138,6 +177,8 @@ class StreamOptions(ReadOptions):
             options["prompts"] = list(self.prompts)
         if self.roi:
             options["regions"] = [list(r) for r in self.roi]
+        if self.training_data:
+            options["training_data"] = self.training_data
         return options
 
 

@@ -232,6 +232,17 @@ class ModelSettings(BaseSettings):
     core_model_clip_enabled: bool = Field(default=True, description="Allow clip/* models.")
     core_model_sam_enabled: bool = Field(default=True, description="Allow sam/* models.")
     core_model_sam2_enabled: bool = Field(default=True, description="Allow sam2/* models.")
+    sam_version_id: str = Field(
+        default="vit_h", description="SAM variant of a bare `sam` model id (vit_b, vit_l, vit_h)."
+    )
+    sam2_version_id: str = Field(
+        default="hiera_large",
+        description="SAM2 variant of a bare `sam2` model id (hiera_tiny, hiera_small, hiera_b_plus, hiera_large).",
+    )
+    owlv2_version_id: str = Field(
+        default="owlv2-large-patch14-ensemble",
+        description="OWLv2 variant of a bare `owlv2` model id (google/<variant> in the Hugging Face cache).",
+    )
     core_model_gaze_enabled: bool = Field(default=True, description="Allow gaze/* models.")
     core_model_doctr_enabled: bool = Field(default=True, description="Allow doctr/* models.")
     core_model_easyocr_enabled: bool = Field(default=True, description="Allow easy_ocr/* models.")

@@ -82,6 +82,26 @@ class DocTRResponse(_Shape):
     parent_id: str | None
 
 
+class PromptedMask(_Shape):
+    """One prompt's mask: all outer contours as integer points (``json``) or COCO RLE (``rle``)."""
+
+    masks: list[list[list[int]]] | dict[str, Any]
+    confidence: float
+    format: str
+
+
+class PromptedMasksResponse(_Shape):
+    """Roboflow's ``/sam2/segment_image``: one prediction per prompt."""
+
+    predictions: list[PromptedMask]
+
+
+class SamResponse(_Shape):
+    """Roboflow's ``/sam/segment_image`` (json format): each mask's largest outer contour."""
+
+    masks: list[list[list[int]]]
+
+
 def response_of(prediction: Prediction) -> Any:
     roboflow = getattr(prediction, "roboflow_response", None)
     if callable(roboflow):  # families whose Roboflow body differs from their stream message

@@ -56,6 +56,22 @@ PP_OCR_SIZES = ("none", "tiny", "small", "medium")
 BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default", "easy_ocr": "english_g2"}
 
 
+#: families whose bare id takes its variant from a setting (Roboflow's *_VERSION_ID variables)
+VERSION_SETTINGS = {"sam": "sam_version_id", "sam2": "sam2_version_id", "owlv2": "owlv2_version_id"}
+
+
+def bare_variant(family: str) -> str | None:
+    """The variant a bare ``family`` id means (``sam2`` -> SAM2_VERSION_ID), or None."""
+    if family in BARE_FAMILIES:
+        return BARE_FAMILIES[family]
+    setting = VERSION_SETTINGS.get(family)
+    if setting is None:
+        return None
+    from edge_agent.models.common.settings import get_model_settings
+
+    return str(getattr(get_model_settings(), setting))
+
+
 def canonical_variant(family: str, variant: str) -> str:
     """The canonical variant of a family id (pp_ocr/small -> small-small); ValueError says why not."""
     if family != "pp_ocr":

@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from edge_agent.models.common.errors import InvalidModelIdError
 from edge_agent.models.identity.aliases import resolve_alias
-from edge_agent.models.identity.families import BARE_FAMILIES, canonical_variant, find_family
+from edge_agent.models.identity.families import bare_variant, canonical_variant, find_family
 
 BUILTIN_ROOT = Path(__file__).resolve().parent.parent / "builtin"
 BUILTIN_PREFIX = "builtin"
@@ -135,7 +135,12 @@ def _parse_local(model_id: str, text: str) -> ModelRef:
             f"{path} is not a directory; a local model id names a directory holding weights.onnx, "
             f"environment.json and class_names.txt",
         )
-    has_weights = (path / "weights.onnx").is_file() or any(path.glob("*.onnx")) or any(path.glob("*.torchscript"))
+    has_weights = (
+        (path / "weights.onnx").is_file()
+        or any(path.glob("*.onnx"))
+        or any(path.glob("*.torchscript"))
+        or (path / "weights.pt").is_file()  # a Roboflow Instant model (serialized OWLv2)
+    )
     if not has_weights:
         raise _reject(
             model_id,
@@ -164,8 +169,9 @@ def parse_model_id(model_id: object) -> ModelRef:
     parts = resolved.split("/")
     if len(parts) == 1:
         _check_part(model_id, parts[0], "id")
-        if parts[0] in BARE_FAMILIES:
-            parts = [parts[0], BARE_FAMILIES[parts[0]]]
+        variant = bare_variant(parts[0])
+        if variant is not None:
+            parts = [parts[0], variant]
             resolved = "/".join(parts)
         else:
             raise _reject(model_id, f"not a known alias and has no '/'; {_ID_FORMS}")

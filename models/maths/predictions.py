@@ -54,7 +54,10 @@ class Detections:
 
     ``boxes`` (K, 4) xyxy float64, ``confidences`` (K,) float32, ``class_ids`` (K,) int64. Optional
     per-detection fields travel with them through :meth:`select`: ``track_ids`` (K,) for a tracker,
-    ``keypoints`` (K, P, 3) x, y, confidence, ``polygons`` (one (M, 2) array per detection).
+    ``keypoints`` (K, P, 3) x, y, confidence, ``polygons`` (one (M, 2) array per detection), and
+    ``details``: a second model's prediction per detection (None where it did not run), made by
+    ``details_model`` (see models/tasks/on_detections.py); each response row then carries it as
+    ``second_model``.
     """
 
     boxes: np.ndarray
@@ -65,6 +68,8 @@ class Detections:
     track_ids: np.ndarray | None = None
     keypoints: np.ndarray | None = None
     polygons: tuple[np.ndarray, ...] | None = None
+    details: tuple[Any, ...] | None = None
+    details_model: str | None = None
     task_type: str = "object-detection"
 
     @classmethod
@@ -85,6 +90,7 @@ class Detections:
             track_ids=None if self.track_ids is None else self.track_ids[idx],
             keypoints=None if self.keypoints is None else self.keypoints[idx],
             polygons=None if self.polygons is None else tuple(self.polygons[i] for i in idx),
+            details=None if self.details is None else tuple(self.details[i] for i in idx),
         )
 
     def filter_confidence(self, threshold: float) -> Detections:
@@ -116,6 +122,12 @@ class Detections:
         if self.track_ids is not None:
             for row, track in zip(rows, self.track_ids.tolist(), strict=True):
                 row["tracker_id"] = track
+        if self.details is not None:
+            for row, detail in zip(rows, self.details, strict=True):
+                if detail is not None:
+                    body = detail.to_response()
+                    body.pop("image", None)  # the crop's size; its coordinates are the frame's already
+                    row["second_model"] = {"model_id": self.details_model, **body}
         return rows
 
     def to_response(self) -> dict[str, Any]:

@@ -116,6 +116,11 @@ def get_model(
         if use_packages(ref, api_key, settings):
             return load_package_model(ref, api_key, settings, progress=progress, status=status)
     task_type, model_type = _type_of(ref, api_key, settings)
+    if model_type == "owlv2-finetuned":  # Roboflow Instant: a serialized OWLv2, not an ONNX family
+        from edge_agent.models.foundation.owlv2 import load_instant
+
+        directory = ref.local_dir if ref.local_dir is not None else cache_dir_for(ref, settings.model_cache_dir)
+        return load_instant(ref.model_id, directory, settings, status)
     family = get_family(task_type, model_type, ref.model_id)
     weights_file = family.weights_file
 

@@ -24,6 +24,8 @@ def build_prediction_message(
     frame_age_ms: float,
     latency_ms: float,
     run_id: str | None = None,
+    second_model_id: str | None = None,
+    second_ms: float | None = None,
 ) -> dict[str, Any]:
     """The prediction as Roboflow's JSON response, with the envelope fields added.
 
@@ -45,4 +47,7 @@ def build_prediction_message(
     )
     if run_id is not None:
         message["run_id"] = run_id  # new per process start: tells two runs' frame_ids apart
+    if second_model_id is not None:  # a second model ran on model_id's detections
+        message["second_model_id"] = second_model_id
+        message["second_model_ms"] = round(second_ms or 0.0, 3)
     return message
