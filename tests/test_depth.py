@@ -181,3 +181,26 @@ def test_disabled_flag_and_missing_extra(model_env):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "pip install 'edge-agent[transformers]'" in result.stderr
+
+
+def test_depth_detector_pairing_gives_each_box_its_median(model_server, model_env, depth_files, tmp_path):
+    """DEPTH_DETECTOR_MODEL_ID (the pairing without the stream's second-model mechanism), and the
+    same medians through predict_on_boxes (what STREAM_<NAME>_SECOND_MODEL_ID calls)."""
+    from edge_agent.models import get_model
+    from tests.live_agent import known_objects_model
+
+    model_server.add_core_model("depth-anything-v2", "small", depth_files)
+    # boxes (55, 45, 145, 120) and (190, 142.5, 270, 187.5): pixel rows 142..186 have their centres in the second
+    detector = known_objects_model(tmp_path / "detector")
+    model_env.set(API_BASE_URL=model_server.base_url, DEPTH_DETECTOR_MODEL_ID=str(detector))
+    model = get_model("depth-anything-v2/small")
+    image = _scene(320, 240)
+    (prediction,) = model.predict(image)
+    depth = prediction.normalized
+    expected = [float(np.median(depth[45:120, 55:145])), float(np.median(depth[142:187, 190:270]))]
+    assert prediction.box_depth.tolist() == pytest.approx(expected)
+    rows = prediction.to_response()["predictions"]
+    assert [r["class"] for r in rows] == ["widget", "gadget"] and [r["depth"] for r in rows] == pytest.approx(expected)
+    on_boxes = model.predict_on_boxes(image, prediction.detections, np.array([False, True]))
+    assert np.isnan(on_boxes.box_depth[0]) and on_boxes.box_depth[1] == pytest.approx(expected[1])
+    assert on_boxes.to_response()["predictions"][0]["depth"] is None

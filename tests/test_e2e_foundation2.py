@@ -2,9 +2,9 @@
 model server.
 
 Depth:
-The depth model (tiny, random weights, served from ``/core_model``) is paired with a constant
-detector through DEPTH_DETECTOR_MODEL_ID: every message carries that detector's two boxes, each
-with the median normalised depth inside it. The full map comes over HTTP on demand
+The depth model (tiny, random weights, served from ``/core_model``) is the second model of a
+constant detector (STREAM_<NAME>_SECOND_MODEL_ID, boxes as prompts): every message carries that
+detector's two boxes, each with the median normalised depth inside it. The full map comes over HTTP on demand
 (``/streams/NAME/depth``), and the boxes' depths are checked against the medians of that map
 computed here; the live picture carries the small viridis depth picture in its top-right corner.
 """
@@ -71,9 +71,9 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
         "AGENT_ID": AGENT,
         "API_BASE_URL": model_server.base_url,
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "MODEL_ID": "depth-anything-v2/small",
-        "DEPTH_DETECTOR_MODEL_ID": str(detector),
+        "MODEL_ID": str(detector),
         "STREAMS": f"cam={clip}",
+        "STREAM_CAM_SECOND_MODEL_ID": "depth-anything-v2/small",  # the detector's boxes are its prompts
         "STREAM_CAM_LOOP": "true",
         "HEALTH_PORT": str(port),
     }
@@ -98,6 +98,7 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
     messages = [m.json() for m in sub.messages]
     for message in messages:
         jsonschema.validate(message, SCHEMA)
+        assert message["second_model_id"] == "depth-anything-v2/small"
         assert [p["class"] for p in message["predictions"]] == ["widget", "gadget"]
         for p, box in zip(message["predictions"], BOXES, strict=True):
             assert (p["x"], p["y"], p["width"], p["height"]) == pytest.approx(

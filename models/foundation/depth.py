@@ -114,7 +114,14 @@ class DepthParams:
 
 
 class DepthAnythingModel(FoundationModel):
-    """Hugging Face ``AutoModelForDepthEstimation`` behind the FoundationModel interface."""
+    """Hugging Face ``AutoModelForDepthEstimation`` behind the FoundationModel interface.
+
+    As a stream's second model (``STREAM_<NAME>_SECOND_MODEL_ID``) it takes the detector's boxes
+    as prompts: one depth map per frame, the median depth inside each box
+    (``models/tasks/on_detections.py``).
+    """
+
+    boxes_as = "prompts"
 
     def __init__(
         self,
@@ -198,6 +205,18 @@ class DepthAnythingModel(FoundationModel):
             else:
                 out.append(DepthMap(normalized, size, params.depth_map_format))
         return out
+
+    def predict_on_boxes(
+        self, image: np.ndarray, detections: Detections, which: np.ndarray, options: Any = None
+    ) -> DepthMap:
+        """The frame's depth with each selected box's median depth (NaN, published null, for the others)."""
+        image = self.load_image(image)
+        normalized = depth_maths.normalize_depth(self.depth([image])[0])
+        depths = np.full(len(detections), np.nan, np.float32)
+        chosen = np.flatnonzero(np.asarray(which, bool))
+        if chosen.size:
+            depths[chosen] = depth_maths.box_depths(normalized, detections.boxes[chosen])
+        return DepthMap(normalized, (image.shape[1], image.shape[0]), "json", detections, depths)
 
     # Model's abstract steps (predict_chunk above does the work)
     def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
