@@ -40,6 +40,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # The model layer must see the very settings that were validated and printed, not re-read them.
     set_model_settings(config.models)
     setup_logging(config.agent.log_level, config.agent.log_format, secrets=secrets_of(config))
+    for warning in config.warnings:
+        log.warning("%s", warning)
     supervisor = Supervisor(config, run_seconds=args.seconds)
     return asyncio.run(supervisor.run())
 
@@ -49,6 +51,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
     from edge_agent.pipelines.sinks.encoding import to_json
 
     config = load_config()
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(to_json(redacted(config), indent=2))
     return EXIT_OK
 

@@ -115,13 +115,33 @@ def _prompt_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _model_id_of(args: argparse.Namespace) -> str:
+    """``--model``, else MODEL_ID as ``run`` reads and checks it."""
+    from pydantic import ValidationError
+
+    from edge_agent.agent.errors import ConfigError
+    from edge_agent.agent.settings import AgentSettings, format_validation_error
+    from edge_agent.agent.validation import check_model_id
+    from edge_agent.models import get_model_settings
+
+    if args.model is not None:
+        return str(args.model)
+    try:
+        model_id = AgentSettings().model_id
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, AgentSettings)) from None
+    check_model_id(model_id, "MODEL_ID", settings=get_model_settings())
+    return model_id
+
+
 @_guarded
 def cmd_infer(args: argparse.Namespace) -> int:
-    """Run a model on image files; one JSON response per image, one per line, in order (each task's
-    Roboflow response: boxes, polygons, keypoints or classes)."""
+    """Run a model on image files; one JSON response per readable image, one per line, in order (each
+    task's Roboflow response: boxes, polygons, keypoints or classes). An image that cannot be read
+    is reported on stderr and the others are still answered; the exit status is 2 if any failed."""
     from edge_agent.models import get_model
 
-    model = get_model(args.model)
+    model = get_model(_model_id_of(args))
     options: dict[str, Any] = {}
     if args.confidence is not None:
         options["confidence"] = args.confidence
@@ -146,11 +166,33 @@ def cmd_infer(args: argparse.Namespace) -> int:
         if name not in accepted:
             flag = flags.get(name, f"--{name.replace('_', '-')}")
             raise InvalidInputError(f"{flag} does not apply to {model.task_type} models")
-    step = max(1, model.max_batch_size)
-    for start in range(0, len(args.images), step):
-        for response in model.infer(list(args.images[start : start + step]), **options):
+    failed = 0
+    pending: list[Any] = []
+
+    def answer() -> None:
+        if not pending:
+            return
+        for response in model.infer(pending, **options):
             sys.stdout.write(to_json(response.model_dump()) + "\n")
         sys.stdout.flush()
+        pending.clear()
+
+    step = max(1, model.max_batch_size)
+    for path in args.images:
+        try:
+            pending.append(model.load_image(path))
+        except EdgeAgentError as exc:
+            answer()  # the images before it, so that stdout stays in the order given
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            continue
+        if len(pending) >= step:
+            answer()
+    if pending:
+        answer()
+    if failed:
+        print(f"error: {failed} of {len(args.images)} images could not be read", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -164,7 +206,10 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
         model = get_model(args.model_id, progress=bar)
     finally:
         bar.close()
-    where = getattr(model, "directory", "")
+    from edge_agent.models import get_model_settings
+
+    # a model of several packages (PP-OCR) has no one directory: the cache holds them all
+    where = model.directory or get_model_settings().model_cache_dir
     print(f"{model.model_id}: {model.task_type}/{model.model_type} ready in {where}", file=sys.stderr)
     return 0
 
@@ -224,11 +269,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 @_guarded
 def cmd_models_clear(args: argparse.Namespace) -> int:
-    """Delete one model from the cache."""
+    """Delete one model from the cache (of a built-in or local model: the INT8 copies made of it)."""
     from edge_agent.models import clear_cache, parse_model_id
+    from edge_agent.models.resolution.cached_models import clear_int8_copies
 
-    canonical = parse_model_id(args.model_id).model_id
-    if clear_cache(args.model_id):
+    ref = parse_model_id(args.model_id)
+    canonical = ref.model_id
+    if ref.read_only and clear_int8_copies(args.model_id):
+        # only the INT8 copies made on this box go; the model itself is read in place
+        print(f"cleared the INT8 copy of {canonical} ({canonical} itself stays)", file=sys.stderr)
+    elif clear_cache(args.model_id):  # a built-in model or local directory without copies: refused
         print(f"cleared {canonical}", file=sys.stderr)
     else:
         print(f"{canonical} was not cached", file=sys.stderr)
@@ -295,7 +345,7 @@ def register(subparsers: Any) -> None:
         description="Run a model on image files and print one JSON response per image, one per line.",
     )
     infer.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s): JPEG, PNG, ...")
-    infer.add_argument("--model", default=DEFAULT_MODEL, help=f"model id (default: {DEFAULT_MODEL})")
+    infer.add_argument("--model", default=None, help=f"model id (default: MODEL_ID, else {DEFAULT_MODEL})")
     infer.add_argument("--confidence", type=float, help="minimum confidence 0..1 (default: CONFIDENCE)")
     infer.add_argument("--iou-threshold", type=float, help="NMS IoU threshold 0..1 (default: IOU_THRESHOLD)")
     infer.add_argument(
@@ -350,7 +400,9 @@ def register(subparsers: Any) -> None:
     listing = sub.add_parser("list", help="list cached models: id, size, task, type")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=cmd_models_list)
-    clear = sub.add_parser("clear", help="delete a model from the cache")
+    clear = sub.add_parser(
+        "clear", help="delete a model from the cache (built-in and local models: their INT8 copies only)"
+    )
     clear.add_argument("model_id", metavar="ID")
     clear.set_defaults(handler=cmd_models_clear)
     from edge_agent.models.speed.precision import DEFAULT_FRAMES, DEFAULT_MIN_MAP50

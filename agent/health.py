@@ -8,6 +8,7 @@ traceback after minutes of model download.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,16 @@ from edge_agent.agent.web.responses import json_response
 if TYPE_CHECKING:
     from edge_agent.agent.supervisor import Supervisor
 
-__all__ = ["bind_health_socket", "check_health_address", "json_response", "mqtt_health", "start_health_server"]
+log = logging.getLogger("edge_agent.health")
+
+__all__ = [
+    "bind_health_socket",
+    "check_health_address",
+    "json_response",
+    "listening_line",
+    "mqtt_health",
+    "start_health_server",
+]
 
 HEALTHY_STATES = {"streaming", "finished"}
 # Longest a stop waits for requests in progress (MJPEG viewers are told to end at once).
@@ -41,6 +51,23 @@ def mqtt_health(counters: dict[str, Any]) -> dict[str, Any]:
         "outbox": counters.get("outbox"),
         "last_error": counters.get("last_error"),
     }
+
+
+def listening_line(host: str, port: int, control_api: bool, token: bool) -> str:
+    """The one log line that says where the HTTP port serves what, and whether a token is needed."""
+    every = host in ("0.0.0.0", "::", "")
+    shown = socket.gethostname() if every else host
+    base = f"http://{f'[{shown}]' if ':' in shown else shown}:{port}"
+    parts = [f"live view {base}/", f"metrics {base}/metrics"]
+    if control_api:
+        parts.append(f"control API {base}/streams")
+    parts.append(f"probes {base}/healthz, {base}/readyz")
+    where = " (listening on every interface)" if every else ""
+    if token:
+        access = "HTTP_TOKEN needed on all but the probes (Authorization: Bearer, or log in on the page)"
+    else:
+        access = "no token needed"
+    return f"HTTP port{where}: {', '.join(parts)}; {access}"
 
 
 async def start_health_server(supervisor: Supervisor, sock: socket.socket, token: str | None = None) -> web.AppRunner:
@@ -76,4 +103,6 @@ async def start_health_server(supervisor: Supervisor, sock: socket.socket, token
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     await web.SockSite(runner, sock).start()
+    host, port = sock.getsockname()[:2]
+    log.info("%s", listening_line(host, port, supervisor.config.agent.control_api, token is not None))
     return runner

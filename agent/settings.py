@@ -216,6 +216,8 @@ class Config:
     models: ModelSettings
     streams: list[StreamConfig] = field(default_factory=list)
     using_sample: bool = False
+    #: likely misspelled variables, one line each (agent/env_typos.py): said by `config` and at start
+    warnings: tuple[str, ...] = ()
 
     @property
     def stdout_enabled(self) -> bool:
@@ -408,7 +410,10 @@ def load_config() -> Config:
             f"accepted: STREAM_<NAME>_<KEY> with KEY one of {', '.join(STREAM_KEYS)}"
         )
     streams = [s if s.model_id else s.model_copy(update={"model_id": agent.model_id}) for s in streams]
-    config = Config(agent=agent, models=model_settings, streams=streams, using_sample=using_sample)
+    from edge_agent.agent.env_typos import warnings_for
+
+    warnings = tuple(warnings_for(env, (AgentSettings, ModelSettings)))
+    config = Config(agent=agent, models=model_settings, streams=streams, using_sample=using_sample, warnings=warnings)
     validate_config(config)
     return config
 

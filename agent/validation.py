@@ -20,6 +20,7 @@ from edge_agent.pipelines.stream_config import StreamConfig, env_name
 
 if TYPE_CHECKING:
     from edge_agent.agent.settings import Config
+    from edge_agent.models.common.settings import ModelSettings
 
 
 def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
@@ -34,13 +35,19 @@ def source_options(stream: StreamConfig, config: Config) -> SourceOptions:
     )
 
 
-def check_model_id(model_id: str, var: str, streams: list[str] | None = None) -> None:
-    """Refuse a model id that cannot be parsed (``../../etc/passwd``, a missing directory)."""
+def check_model_id(
+    model_id: str, var: str, streams: list[str] | None = None, settings: ModelSettings | None = None
+) -> None:
+    """Refuse a model id that cannot be parsed (``../../etc/passwd``, a missing directory) and, with
+    ``settings``, a fine-tuned id Roboflow's API would refuse for want of an API key."""
     from edge_agent.models.identity.ids import parse_model_id
+    from edge_agent.models.resolution.credentials import check_api_key
     from edge_agent.models.speed.precision import split_precision
 
     try:
-        parse_model_id(split_precision(model_id)[0])  # "coco/3@int8": the suffix is the precision
+        ref = parse_model_id(split_precision(model_id)[0])  # "coco/3@int8": the suffix is the precision
+        if settings is not None:
+            check_api_key(ref, settings.api_key, settings)
     except EdgeAgentError as exc:
         users = f" (streams: {', '.join(streams)})" if streams else ""
         raise ConfigError(f"{var}={redact_url(model_id)!r}{users} is invalid: {exc}") from None
@@ -61,9 +68,11 @@ def prepare_stream(stream: StreamConfig, config: Config, label: str = "stream") 
     """:func:`prepare_source`, and the stream's own model id checked."""
     prepared = prepare_source(stream, config, label)
     if stream.model_id and stream.model_id != config.agent.model_id:  # MODEL_ID is checked as such
-        check_model_id(stream.model_id, f"STREAM_{env_name(stream.name)}_MODEL_ID", [stream.name])
+        check_model_id(stream.model_id, f"STREAM_{env_name(stream.name)}_MODEL_ID", [stream.name], config.models)
     if stream.second_model_id:
-        check_model_id(stream.second_model_id, f"STREAM_{env_name(stream.name)}_SECOND_MODEL_ID", [stream.name])
+        check_model_id(
+            stream.second_model_id, f"STREAM_{env_name(stream.name)}_SECOND_MODEL_ID", [stream.name], config.models
+        )
     return prepared
 
 
@@ -121,6 +130,21 @@ def _check_http_access(config: Config) -> None:
         )
 
 
+def _check_int8_copies(config: Config) -> None:
+    """Each model to run as int8 whose weights are on disk has a usable copy (its record), as ``run``
+    will find when it loads the model."""
+    from edge_agent.models.resolution.int8_check import check_int8_copy
+
+    users: dict[str, list[str]] = {}
+    for stream in config.streams:
+        users.setdefault(config.model_of(stream), []).append(stream.name)
+    for model_id, streams in users.items():
+        try:
+            check_int8_copy(model_id, config.models)
+        except EdgeAgentError as exc:
+            raise ConfigError(f"model {redact_url(model_id)!r} (streams: {', '.join(streams)}): {exc}") from None
+
+
 def validate_config(config: Config) -> None:
     """Raise :class:`ConfigError` (one line naming the culprit) for anything ``run`` would refuse."""
     from edge_agent.agent.config_views import mqtt_config
@@ -128,10 +152,12 @@ def validate_config(config: Config) -> None:
 
     _cross_checks(config)
     agent = config.agent
-    check_model_id(agent.model_id, "MODEL_ID", [s.name for s in config.streams if config.model_of(s) == agent.model_id])
+    users = [s.name for s in config.streams if config.model_of(s) == agent.model_id]
+    check_model_id(agent.model_id, "MODEL_ID", users, config.models)
     label = "stream" if config.using_sample else "STREAMS: stream"
     for stream in config.streams:
         prepare_stream(stream, config, label)
+    _check_int8_copies(config)
     if agent.mqtt_host:
         try:
             mqtt_config(config)

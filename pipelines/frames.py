@@ -36,11 +36,12 @@ def to_bgr(decoded: Any) -> np.ndarray:
 class Frame:
     """One decoded picture of one stream.
 
-    ``frame_id`` is 0-based per stream and counts frames handed to the stream's slot since the
-    agent started; it keeps counting across reconnects, so (stream, frame_id) is unique for the
-    life of the process (with ``DECODE=keyframes`` only keyframes are handed over, so consecutive
-    ids are consecutive keyframes). ``capture_time`` is the unix wall clock when the frame left the
-    decoder (what consumers compare against; a live frame that comes out late, such as the last frame of
+    ``frame_id`` is 0-based per stream and counts the frames decoded since the agent started
+    (a gap between two results is frames not processed: replaced in the slot by a newer one, or
+    skipped by the rate cap); it keeps counting across reconnects, so (stream, frame_id) is
+    unique for the life of the process (with ``DECODE=keyframes`` only keyframes are decoded, so
+    consecutive ids are consecutive keyframes). ``capture_time`` is the unix wall clock when the
+    frame left the decoder (what consumers compare against; a live frame that comes out late, such as the last frame of
     a stalled camera, gets the time it was really captured: see ``sources.reader.CaptureClock``);
     ``monotonic`` is the same instant on the monotonic clock (what latency maths inside the agent
     should use). ``pts`` is the stream's own timestamp in seconds, or ``None`` when the source

@@ -118,7 +118,7 @@ class StreamOptions(ReadOptions):
         default=None, description="model for this stream (default: MODEL_ID)"
     )
     model_precision: Annotated[Literal["fp32", "int8", "auto"], _choice("fp32", "int8", "auto")] | None = Field(
-        default=None, description="fp32 | int8 | auto for this stream's model (default: MODEL_PRECISION)"
+        default=None, description="fp32, int8 or auto for this stream's model (default: MODEL_PRECISION)"
     )
     confidence: UnitInterval | None = Field(default=None, description="confidence threshold for this stream (0..1)")
     prompts: Annotated[tuple[str, ...], BeforeValidator(_prompts)] = Field(
@@ -155,7 +155,7 @@ class StreamOptions(ReadOptions):
 
     mask_output: Annotated[Literal["polygon", "simplified", "none"], _choice("polygon", "simplified", "none")] = Field(
         default="polygon",
-        description="segmentation models: polygon | simplified | none (mask outlines in messages; none = boxes only)",
+        description="segmentation models: polygon, simplified or none (mask outlines in messages; none = boxes only)",
     )
     mask_tolerance: float = Field(
         default=DEFAULT_TOLERANCE_PX,

@@ -69,6 +69,7 @@ def test_per_stream_overrides(clean_env: pytest.MonkeyPatch, tmp_path) -> None:
     clean_env.setenv("STREAM_FRONT_DOOR_RTSP_TRANSPORT", "UDP")
     clean_env.setenv("STREAM_CLIP_MODE", "every")
     clean_env.setenv("STREAM_CLIP_MODEL_ID", "someproj/3")
+    clean_env.setenv("ROBOFLOW_API_KEY", "k")  # a fine-tuned id needs one (issue 20.11)
     clean_env.setenv("STREAM_CLIP_CONFIDENCE", "0.6")
     clean_env.setenv("MQTT_HOST", "127.0.0.1")
     config = load_config()

@@ -148,7 +148,7 @@ def _check_keyframes_only(frames: list, interval: float) -> None:
             # and the capture times follow the keyframes' own timestamps (RTSP's first frame has
             # no timestamp yet and comes out of the probe late: the pairs with one are checked)
             assert b.capture_time - a.capture_time == pytest.approx(expected, abs=0.2), (ca, cb)
-        assert b.frame_id == a.frame_id + 1  # frame_id counts frames handed on: keyframes here
+        assert b.frame_id == a.frame_id + 1  # frame_id counts decoded frames: only keyframes here
     assert interval == pytest.approx(GOP / FPS, abs=0.02)
 
 

@@ -66,7 +66,8 @@ def test_pull_list_clear(model_server, model_env):
     pulled = _cli("models", "pull", "someproj/1")
     assert pulled.returncode == 0, pulled.stderr
     assert "downloading someproj/1: 100%" in pulled.stderr
-    assert "someproj/1: object-detection/yolov8n ready" in pulled.stderr
+    where = model_env.cache_dir / "someproj" / "1"
+    assert f"someproj/1: object-detection/yolov8n ready in {where}\n" in pulled.stderr  # where it is (issue 20.10)
 
     listed = _cli("models", "list")
     assert listed.returncode == 0

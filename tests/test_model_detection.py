@@ -56,6 +56,7 @@ def _strip_ids(responses) -> list[dict]:
         d = r.model_dump()
         for p in d["predictions"]:
             p.pop("detection_id")
+        del d["inference_id"], d["time"]  # unique per inference, as detection_id per detection
         out.append(d)
     return out
 
@@ -70,7 +71,7 @@ def test_letterbox_maps_boxes_back_and_clips(model_env, tmp_path):
     (response,) = model.infer(np.zeros((480, 640, 3), np.uint8))
     dumped = response.model_dump()
     assert dumped["image"] == {"width": 640, "height": 480}
-    assert set(dumped) == {"predictions", "image"}
+    assert set(dumped) == {"predictions", "image", "inference_id", "time"}  # Roboflow's, as model.infer gives them
     assert all(set(p) == PREDICTION_KEYS for p in dumped["predictions"])
     # box 2 spans input y 35..55 -> source -10..30 -> clipped to 0..30
     assert _boxes(response) == [("a", 320.0, 240.0, 128.0, 96.0), ("b", 200.0, 15.0, 80.0, 30.0)]

@@ -297,3 +297,27 @@ def test_a_link_out_of_the_cache_is_refused_offline(model_env, tmp_path):
     with pytest.raises(CacheIntegrityError, match=r"weights\.onnx: points outside the cache"):
         get_model(MODEL)
     assert outside.exists() and (package_dir / "weights.onnx").is_symlink()  # nothing deleted
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["offline", "online"])
+def test_auto_uses_the_package_layout_beside_a_legacy_model_type_file(model_server, model_env, offline):
+    """Roboflow's current stack also writes <project>/<version>/model_type.json (no weights there):
+    MODEL_REGISTRY=auto must still find the packages it keeps in its own layout, with or without
+    the network, and never ask /ort for a model a cache holds."""
+    _hand_made(model_env.cache_dir, symlinks=True)
+    legacy = model_env.cache_dir / "pkgproj" / "1"
+    legacy.mkdir(parents=True)
+    (legacy / "model_type.json").write_text(
+        json.dumps(
+            {
+                "project_task_type": "object-detection",
+                "model_type": "yolov8",
+                "model_id": MODEL,
+                "model_variant": "yolov8n",
+            }
+        )
+    )
+    model_env.set(API_BASE_URL=model_server.base_url, OFFLINE_MODE="true" if offline else "false")
+    assert get_model_type(MODEL) == ("object-detection", "yolov8n")
+    _check(get_model(MODEL))
+    assert model_server.requests == []

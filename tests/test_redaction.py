@@ -115,3 +115,23 @@ def test_log_lines_are_scrubbed_in_both_formats(fmt: str) -> None:
     out = stream.getvalue()
     assert "Qq" not in out and "Zz" not in out, out
     assert "rtsp://admin:***@h/x" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # punctuation after a URL in a sentence is not part of it: the port stays a port
+        (
+            "cannot connect to mqtt://127.0.0.1:18999: [Errno 111] Connection refused",
+            "cannot connect to mqtt://127.0.0.1:18999: [Errno 111] Connection refused",
+        ),
+        ("see http://h:8090/metrics.", "see http://h:8090/metrics."),
+        ("(at rtsp://cam:554/live), retrying", "(at rtsp://cam:554/live), retrying"),
+        # ... but never at the cost of a character of a secret
+        ("open rtsp://admin:secret: failed", "open rtsp://admin:*** failed"),
+        ("get http://h/x?token=abc.", "get http://h/x?token=***"),
+        ("rtsp://admin:pw@h:554/x: refused", "rtsp://admin:***@h:554/x: refused"),
+    ],
+)
+def test_punctuation_after_a_url_in_text(text: str, expected: str) -> None:
+    assert redact_text(text) == expected

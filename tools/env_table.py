@@ -8,6 +8,7 @@ drift from the code.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic_settings import BaseSettings
@@ -49,10 +50,21 @@ def rows() -> list[tuple[str, str, str]]:
     return out
 
 
+def parse(table: str) -> dict[str, str]:
+    """The README's table back as {variable cell: meaning as Markdown shows it} (``\\|`` is ``|``)."""
+    out: dict[str, str] = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        out[cells[0]] = cells[2]
+    return out
+
+
 def markdown() -> str:
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for var, default, text in rows():
-        lines.append(f"| {var} | {default} | {text.replace('|', '/')} |")
+        # A '|' in a cell is escaped, never replaced: it is the CLIP prompts' separator.
+        escaped = text.replace("|", "\\|")
+        lines.append(f"| {var} | {default} | {escaped} |")
     return "\n".join(lines)
 
 

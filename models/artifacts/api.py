@@ -276,7 +276,8 @@ class RoboflowApi:
             body = b""
             with contextlib.suppress(Exception):
                 body = exc.read(4096)
-            detail = _error_detail(body) if body else ""
+            # the API's sentence ends with its own period; ours follow it (never "revoked).. Set")
+            detail = _error_detail(body).rstrip(". ") if body else ""
             suffix = f": {detail}" if detail else ""
             code = exc.code
             exc.close()
@@ -292,7 +293,7 @@ class RoboflowApi:
                     ) from None
                 raise ApiAuthError(
                     f"{what} needs a Roboflow API key (HTTP {code}){suffix}. Set ROBOFLOW_API_KEY "
-                    f"(or API_KEY), or pass api_key"
+                    f"(or API_KEY) to a key of the workspace that owns the model"
                 ) from None
             if api and code == 404:
                 raise ModelNotFoundError(

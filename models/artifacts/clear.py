@@ -29,7 +29,8 @@ def clear_cache(model_id: str, settings: ModelSettings | None = None) -> bool:
     if ref.read_only:
         raise InvalidModelIdError(
             f"{ref.model_id} is a {'built-in model' if ref.kind == 'builtin' else 'local directory'}; "
-            f"it is read in place and never deleted by edge-agent"
+            f"it is read in place and never deleted by edge-agent (`models clear` removes only the INT8 copies "
+            f"made of it, and there is no INT8 copy to clear)"
         )
     if ref.kind == "generic":
         directory = core_model_dir(ref, settings.model_cache_dir)

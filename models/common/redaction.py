@@ -36,6 +36,8 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+[^\s'\"<>]+")
 # Secrets shorter than this are not searched for in free text (a one-letter password would
 # otherwise mask every such letter of every log line); URLs that hold them are still masked.
 MIN_SCRUB_LENGTH = 3
+# What may follow a URL quoted in a sentence without being part of it.
+_TRAILING_PUNCTUATION = ".,;:!?)"
 
 
 def _raw_spans(url: str) -> list[tuple[int, int]]:
@@ -118,7 +120,20 @@ def redact_text(text: str, secrets: list[str] | tuple[str, ...] = (), *, urls: b
     for secret in sorted(secrets, key=len, reverse=True):
         if len(secret) >= MIN_SCRUB_LENGTH:
             text = text.replace(secret, MASK)
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text) if urls else text
+    return _URL_IN_TEXT.sub(lambda m: _redact_quoted_url(m.group(0)), text) if urls else text
+
+
+def _redact_quoted_url(url: str) -> str:
+    """A URL found in free text, where the punctuation after it (``mqtt://h:1883: refused``) is
+    not part of it: a ``:`` there would make the port look like a password. The punctuation is
+    left out only when the URL without it does not end in a secret, so that no character of a
+    password can ever be shown."""
+    body = url.rstrip(_TRAILING_PUNCTUATION)
+    if body != url and _SCHEME.fullmatch(body) is None:
+        shown = redact_url(body)
+        if not shown.endswith(MASK):
+            return shown + url[len(body) :]
+    return redact_url(url)
 
 
 __all__ = ["MASK", "redact_text", "redact_url", "url_secrets"]

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.models.maths.predictions import Embeddings, Prediction, TextDetections, ZeroShotClassification
-from edge_agent.models.maths.responses import ImageDimensions, ObjectDetectionPrediction
+from edge_agent.models.maths.responses import ImageDimensions, InferenceStamp, ObjectDetectionPrediction
 
 
 class _Shape(BaseModel):
@@ -17,7 +17,7 @@ class _Shape(BaseModel):
         return super().model_dump(by_alias=by_alias, **kwargs)
 
 
-class EmbeddingResponse(_Shape):
+class EmbeddingResponse(InferenceStamp, _Shape):
     """``/clip/embed_image``: ``{embeddings: [[...]]}`` (plus the image size)."""
 
     embeddings: list[list[float]]
@@ -30,7 +30,7 @@ class ZeroShotPrediction(_Shape):
     confidence: float
 
 
-class ZeroShotResponse(_Shape):
+class ZeroShotResponse(InferenceStamp, _Shape):
     """Roboflow's classification shape, plus ``similarity`` (``/clip/compare``'s cosine per prompt)."""
 
     predictions: list[ZeroShotPrediction]
@@ -40,7 +40,7 @@ class ZeroShotResponse(_Shape):
     image: ImageDimensions
 
 
-class OCRResponse(_Shape):
+class OCRResponse(InferenceStamp, _Shape):
     """Roboflow's OCR response: the text, and one box per text fragment (``class`` is its text)."""
 
     result: str

@@ -23,6 +23,21 @@ class _RoboflowShape(BaseModel):
         return super().model_dump_json(by_alias=by_alias, **kwargs)
 
 
+class InferenceStamp(BaseModel):
+    """Roboflow's ``inference_id`` and ``time`` of a response, set by ``Model.infer`` (left out when
+    unset: a response made for a message carries the message's own ids instead)."""
+
+    inference_id: str | None = Field(default=None, description="Unique id (uuid4) of this inference.")
+    time: float | None = Field(default=None, description="Seconds the inference call took.")
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        out = super().model_dump(**kwargs)
+        for key in ("inference_id", "time"):
+            if key in out and out[key] is None:
+                del out[key]
+        return out
+
+
 class ObjectDetectionPrediction(_RoboflowShape):
     x: float = Field(description="Box centre x in source pixels.")
     y: float = Field(description="Box centre y in source pixels.")
@@ -39,7 +54,7 @@ class ImageDimensions(_RoboflowShape):
     height: int
 
 
-class ObjectDetectionResponse(_RoboflowShape):
+class ObjectDetectionResponse(InferenceStamp, _RoboflowShape):
     predictions: list[ObjectDetectionPrediction]
     image: ImageDimensions
 
@@ -66,7 +81,7 @@ class InstanceSegmentationPrediction(ObjectDetectionPrediction):
     mask_format: str | None = Field(default=None, description='"polygon" when points are given.')
 
 
-class InstanceSegmentationResponse(_WithoutNone):
+class InstanceSegmentationResponse(InferenceStamp, _WithoutNone):
     predictions: list[InstanceSegmentationPrediction]
     image: ImageDimensions
 
@@ -83,7 +98,7 @@ class KeypointsPrediction(ObjectDetectionPrediction):
     keypoints: list[Keypoint]
 
 
-class KeypointsDetectionResponse(_RoboflowShape):
+class KeypointsDetectionResponse(InferenceStamp, _RoboflowShape):
     predictions: list[KeypointsPrediction]
     image: ImageDimensions
 
@@ -98,7 +113,7 @@ class ClassificationEntry(_RoboflowShape):
     confidence: float
 
 
-class ClassificationResponse(_RoboflowShape):
+class ClassificationResponse(InferenceStamp, _RoboflowShape):
     predictions: list[ClassificationEntry] = Field(description="Classes at or above the threshold, best first.")
     top: str = Field(description='Best class, "" when none reaches the threshold.')
     confidence: float
@@ -110,7 +125,7 @@ class MultiLabelEntry(_RoboflowShape):
     class_id: int
 
 
-class MultiLabelClassificationResponse(_RoboflowShape):
+class MultiLabelClassificationResponse(InferenceStamp, _RoboflowShape):
     predictions: dict[str, MultiLabelEntry] = Field(description="Every class by name.")
     predicted_classes: list[str] = Field(description="Classes at or above the threshold, in class order.")
     image: ImageDimensions

@@ -100,7 +100,9 @@ def build_from_artifacts(
         choice = select_weights(model_id, loaded.weights_path, precision, settings)
         engine = _engine_for(choice, model_id, loaded.weights_path, settings, status)
     context = ModelContext(model_id, task_type, model_type, loaded, engine, settings)
-    return family.build(context)
+    model = family.build(context)
+    model.directory = loaded.weights_path.parent  # where `models pull` says the model is
+    return model
 
 
 def _engine_for(

@@ -8,7 +8,10 @@ catalog knows which of edge-agent's model types that is.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +20,20 @@ from edge_agent.models.artifacts.cache import (
     MODEL_TYPE_FILE,
     WEIGHTS_FILE,
     inspect_cache_dir,
+    model_lock,
     read_json_file,
     read_manifest,
     read_model_type,
 )
 from edge_agent.models.artifacts.packages.layout import RESERVED_SEGMENTS
 from edge_agent.models.artifacts.packages.store import PackageStore, files_size
+from edge_agent.models.common.errors import InvalidModelIdError
 from edge_agent.models.common.settings import ModelSettings, get_model_settings
+from edge_agent.models.identity.ids import parse_model_id
 from edge_agent.models.resolution.package_loader import package_types
+from edge_agent.models.speed.precision import QUANTIZED_DIR, quantized_dir, read_record
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,64 @@ def list_cached_models(settings: ModelSettings | None = None) -> list[CachedMode
                 )
             )
     found.extend(_package_models(settings))
+    found.extend(_int8_copies(settings))
     return found
+
+
+def _int8_copies(settings: ModelSettings) -> list[CachedModel]:
+    """INT8 copies of read-in-place (built-in, local) models, kept under ``.quantized/`` of the cache.
+
+    (A cached model's copy lives in its own directory and is counted with it.)
+    """
+    root = settings.model_cache_dir / QUANTIZED_DIR
+    out: list[CachedModel] = []
+    if not root.is_dir():
+        return out
+    for directory in sorted(root.iterdir()):
+        if not directory.is_dir() or directory.is_symlink():
+            continue
+        for record_path in sorted(directory.glob("*.int8.json")):
+            record = read_record(record_path)
+            if record is None:
+                continue
+            weights = record_path.with_name(record_path.name[: -len(".json")] + ".onnx")
+            types = _read_in_place_types(record.model_id)
+            out.append(
+                CachedModel(
+                    model_id=record.model_id,
+                    path=directory,
+                    size_bytes=_dir_size(directory),
+                    task_type=types[0] if types else None,
+                    model_type=types[1] if types else None,
+                    complete=weights.is_file() and weights.stat().st_size == record.int8.size,
+                    layout="int8-copy",
+                )
+            )
+    return out
+
+
+def _read_in_place_types(model_id: str) -> tuple[str, str] | None:
+    try:
+        ref = parse_model_id(model_id)
+    except InvalidModelIdError:
+        return None
+    return read_model_type(ref.local_dir) if ref.local_dir is not None else None
+
+
+def clear_int8_copies(model_id: str, settings: ModelSettings | None = None) -> bool:
+    """Delete the INT8 copies this box made of a built-in or local model (never the model itself,
+    which ``clear_cache`` refuses to touch); True when there were some."""
+    settings = settings or get_model_settings()
+    ref = parse_model_id(model_id)
+    directory = quantized_dir(settings.model_cache_dir, ref.model_id)
+    if not ref.read_only or not directory.is_dir():
+        return False
+    with model_lock(ref, settings):
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=settings.model_cache_dir))
+        os.replace(directory, trash / "copies")
+    shutil.rmtree(trash, ignore_errors=True)
+    logger.info("cleared the INT8 copies of %s (%s)", ref.model_id, directory)
+    return True
 
 
 def _package_models(settings: ModelSettings) -> list[CachedModel]:

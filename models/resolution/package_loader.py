@@ -76,18 +76,37 @@ def package_types(architecture: str | None, task_type: str | None, variant: str 
     return task, variant or architecture or "unknown"
 
 
-def _legacy_cached(ref: ModelRef, settings: ModelSettings) -> bool:
-    return cache.read_model_type(cache_dir_for(ref, settings.model_cache_dir)) is not None
+def legacy_holds_weights(ref: ModelRef, settings: ModelSettings) -> bool:
+    """Does the legacy ``<project>/<version>/`` directory hold the model's weights?
+
+    A ``model_type.json`` alone does not count: Roboflow's inference-models writes one there
+    beside the packages it keeps in its own layout (roboflow-packages.md §4).
+    """
+    directory = cache_dir_for(ref, settings.model_cache_dir)
+    types = cache.read_model_type(directory)
+    if types is None:
+        return False
+    from edge_agent.models.resolution.build import MODEL_REGISTRY
+
+    family = MODEL_REGISTRY.get(types)
+    weights_file = family.weights_file if family is not None else cache.WEIGHTS_FILE
+    return (directory / weights_file).is_file()
 
 
 def use_packages(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> bool:
-    """Whether the package registry (and its cache layout) serves ``ref``."""
+    """Whether the package registry (and its cache layout) serves ``ref``.
+
+    ``auto`` looks in both cache layouts, online and offline, and takes whichever holds the
+    model's weights (the legacy one first); only when neither does it ask ``/ort``.
+    """
     if settings.model_registry != "auto":
         return settings.model_registry == "packages"
-    if _legacy_cached(ref, settings):
+    if legacy_holds_weights(ref, settings):
         return False
     if PackageStore(settings).cached_packages(ref.model_id):
         return True
+    if cache.read_model_type(cache_dir_for(ref, settings.model_cache_dir)) is not None:
+        return False  # a legacy record of the model's type: /ort fetches its weights
     if settings.offline_mode:
         return False  # the legacy path names the directory it looked in
     try:
@@ -149,7 +168,7 @@ def _build(
         status(f"loading {model_id}")
     loaded = package_artifacts(directory, model_id, weights_handle(package))
     model = build_from_artifacts(family, model_id, loaded, task_type, model_type, settings, status)
-    model.directory = directory  # type: ignore[attr-defined]
+    model.directory = directory
     return model
 
 

@@ -54,9 +54,11 @@ def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tup
         family = GENERIC_FAMILIES[ref.family]
         check_family_enabled(ref.family, family, settings)
         return family.task_type, family.model_type
+    from edge_agent.models.resolution.credentials import check_api_key
     from edge_agent.models.resolution.package_loader import package_model_type, use_packages
 
     api_key = api_key or settings.api_key
+    check_api_key(ref, api_key, settings)
     if use_packages(ref, api_key, settings):
         return package_model_type(ref, api_key, settings)
     directory = cache_dir_for(ref, settings.model_cache_dir)
@@ -111,8 +113,10 @@ def get_model(
             ref, api_key, settings, progress=progress, status=status, load_detector=load_detector
         )
     if not ref.read_only:
+        from edge_agent.models.resolution.credentials import check_api_key
         from edge_agent.models.resolution.package_loader import load_package_model, use_packages
 
+        check_api_key(ref, api_key, settings)  # before any request: a 401 after retries says it late
         if use_packages(ref, api_key, settings):
             return load_package_model(ref, api_key, settings, progress=progress, status=status)
     task_type, model_type = _type_of(ref, api_key, settings)

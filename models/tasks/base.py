@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from edge_agent.models.artifacts.artifact_loader import ModelArtifacts
-from edge_agent.models.common.errors import ModelLayoutError
+from edge_agent.models.common.errors import ModelLayoutError, ModelRuntimeError
 from edge_agent.models.common.settings import ModelSettings
-from edge_agent.models.engines.base import Engine
+from edge_agent.models.engines.base import Engine, TensorSpec
 from edge_agent.models.maths.images import ImageInput, load_image
 from edge_agent.models.maths.preprocessing import PLAIN, ImageMeta, InputNormalization, preprocess_batch
 from edge_agent.models.tasks.model import Model
@@ -59,6 +59,7 @@ class VisionModel(Model):
             self.normalization = context.artifacts.normalization  # a package's inference_config.json
         self.max_batch_size = self.engine.max_batch_size
         self.input_size = self._input_size()
+        self._resolve_outputs()
         self._local = threading.local()
         self._device_preprocess = self.engine.make_preprocessor(self.preprocessing, self.input_size, self.normalization)
 
@@ -82,6 +83,43 @@ class VisionModel(Model):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def _resolve_outputs(self) -> None:
+        """Outputs whose shape the model does not declare are measured on one run of a blank image,
+        so the layout checks see what the network computes.
+
+        ONNX Runtime reports ``[]`` for an output whose declared shape disagrees with what its nodes
+        compute (an exporter that wrote ``[7, 16]`` for a ``[1, 7, 16]`` output): Roboflow runs such
+        a model, so the declaration must not decide. Unknown sizes past the batch axis are measured
+        the same way; a model whose real outputs do not fit is still refused here, at load.
+        """
+        declared = self.engine.outputs
+        if all(o.rank > 0 and None not in o.shape[1:] for o in declared):
+            return
+        width, height = self.input_size
+        blank = np.zeros((1, 3, height, width), dtype=self.engine.input_dtype)
+        try:
+            real = self.engine.run(blank)
+        except Exception as exc:
+            raise ModelRuntimeError(
+                f"{self.model_id}: a run on a blank {width}x{height} image failed while measuring the outputs "
+                f"the model does not declare: {exc}"
+            ) from exc
+        measured = []
+        for index, array in enumerate(real):
+            spec = declared[index] if index < len(declared) else TensorSpec(f"output{index}", ())
+            batch = None if self.engine.dynamic_batch else (array.shape[0] if array.ndim else None)
+            shape = (batch, *array.shape[1:]) if array.ndim else ()
+            if spec.rank and spec.rank == array.ndim:
+                shape = tuple(d if d is not None else shape[i] for i, d in enumerate(spec.shape))
+            measured.append(TensorSpec(spec.name, shape, str(array.dtype)))
+        logger.info(
+            "%s: outputs as run: %s (declared: %s)",
+            self.model_id,
+            ", ".join(f"{o.name} {list(o.describe()[1])}" for o in measured),
+            ", ".join(f"{o.name} {list(o.describe()[1])}" for o in declared),
+        )
+        self.engine.outputs = measured
 
     def _input_size(self) -> tuple[int, int]:
         """(width, height): the network's fixed input, else environment.json's resize, else 640."""

@@ -8,8 +8,11 @@ Roboflow-shaped pydantic responses. Both run in chunks of ``max_batch_size`` ima
 
 from __future__ import annotations
 
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,9 @@ from edge_agent.models.maths.predictions import Prediction
 class Model(ABC):
     task_type: str = ""
     model_type: str = ""
+    #: Where the model's files are (its cache, package or local directory); None when it has no one
+    #: directory (a model built in memory, or one made of several packages).
+    directory: Path | None = None
 
     def __init__(self, model_id: str, task_type: str, model_type: str) -> None:
         self.model_id = model_id
@@ -61,8 +67,18 @@ class Model(ABC):
         return results
 
     def infer(self, images: ImageInput | Sequence[ImageInput], **kwargs: Any) -> list[Any]:
-        """One Roboflow-shaped response object per image (``model_dump()`` gives its JSON)."""
-        return [self.make_response(p) for p in self.predict(images, **kwargs)]
+        """One Roboflow-shaped response object per image (``model_dump()`` gives its JSON), with
+        Roboflow's ``inference_id`` (one per image) and ``time`` (seconds this call took)."""
+        started = time.perf_counter()
+        predictions = self.predict(images, **kwargs)
+        elapsed = time.perf_counter() - started
+        responses = []
+        for prediction in predictions:
+            response = self.make_response(prediction)
+            if "inference_id" in type(response).model_fields:
+                response = response.model_copy(update={"inference_id": str(uuid.uuid4()), "time": elapsed})
+            responses.append(response)
+        return responses
 
     def load_image(self, image: ImageInput) -> np.ndarray:
         return load_image(image)

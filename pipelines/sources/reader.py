@@ -27,8 +27,10 @@ from typing import Any, Literal
 
 import av
 
+from edge_agent.pipelines.errors import SourceConfigError
 from edge_agent.pipelines.frames import Frame, to_bgr
 from edge_agent.pipelines.slot import LatestFrameSlot
+from edge_agent.pipelines.sources.av_errors import describe_error, not_a_video
 from edge_agent.pipelines.sources.decoding import (
     DECODER_BUDGET,
     DecoderBudget,
@@ -206,10 +208,13 @@ class CaptureClock:
 
 
 class FrameCounter:
-    """Hands out per-stream frame ids that keep counting across reconnects."""
+    """Per-stream counts that keep counting across reconnects: ``next_id`` numbers every decoded
+    frame (so a gap in the ids a consumer sees is frames not processed: replaced in the slot or
+    skipped by the rate cap), ``delivered`` counts the frames handed to the slot."""
 
     def __init__(self) -> None:
         self.next_id = 0
+        self.delivered = 0
 
 
 class DecodeMemory:
@@ -251,6 +256,7 @@ class ReaderStatus:
     corrupt_packets: int = 0  # packets of a file the decoder refused (skipped)
     end_reason: EndReason | None = None
     error: str | None = None
+    permanent: bool = False  # the error is one no new attempt can change (a text file, not a video)
     finite: bool = False  # the source has an end (file, HTTP video with a duration)
     width: int | None = None
     height: int | None = None
@@ -339,6 +345,7 @@ class FrameReader:
             else:
                 status.end_reason = "error"
                 status.error = self.spec.redact(_describe(exc))
+                status.permanent = isinstance(exc, SourceConfigError)
         finally:
             self._budget.leave()
             if self.stop_event.is_set() and status.end_reason != "eof":
@@ -388,6 +395,9 @@ class FrameReader:
                 if not container.streams.video:
                     raise ValueError("the source has no video stream")
                 stream = container.streams.video[0]
+                refused = not_a_video(container.format.name, stream.codec_context.name)
+                if refused is not None:
+                    raise SourceConfigError(refused)
                 status.finite = spec.kind == "file" or (spec.kind == "http" and bool(container.duration))
                 # Slice threads, not frame threads ("AUTO"): frame threading holds each picture
                 # back by (threads - 1) frames (~70 ms on a 30 fps camera), and when the model
@@ -476,6 +486,8 @@ class FrameReader:
             status.first_frame_mono = now
         status.frames_decoded += 1
         status.last_frame_mono = now
+        frame_id = self.counter.next_id  # every decoded frame has its number, delivered or not
+        self.counter.next_id += 1
         pts = frame.time  # seconds, None without a timestamp
         if frame.key_frame:
             self._keyframe(pts, now)
@@ -513,7 +525,7 @@ class FrameReader:
             image, decoded = None, frame
         handed = Frame(
             stream=self.name,
-            frame_id=self.counter.next_id,
+            frame_id=frame_id,
             capture_time=wall,
             pts=pts,
             image=image,
@@ -530,7 +542,7 @@ class FrameReader:
         else:
             ok = self.slot.put(handed, cancel=self.stop_event)
         if ok:
-            self.counter.next_id += 1
+            self.counter.delivered += 1
             status.frames_delivered += 1
             return True
         return not (self.stop_event.is_set() or self.slot.closed)
@@ -617,6 +629,4 @@ class FrameReader:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    return describe_error(exc)

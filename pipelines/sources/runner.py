@@ -53,7 +53,7 @@ class StreamStats:
     kind: str
     state: State
     frames_decoded: int
-    frames_delivered: int  # handed to the slot (== next frame_id)
+    frames_delivered: int  # handed to the slot
     fps_in: float  # decoded frames per second over the last few seconds
     reconnects: int  # connection attempts after the first one
     last_error: str | None
@@ -158,7 +158,7 @@ class StreamRunner:
             kind=self.spec.kind,
             state=self._state,
             frames_decoded=decoded,
-            frames_delivered=self._counter.next_id,
+            frames_delivered=self._counter.delivered,
             fps_in=round(self._fps(now, decoded), 2),
             reconnects=self._reconnects,
             last_error=self._last_error,
@@ -297,6 +297,8 @@ class StreamRunner:
         if status.frames_decoded == 0:
             self._file_failures += 1
             self._last_error = status.error or "the file has no decodable video frame"
+            if status.permanent:  # the same file says the same again: no second attempt
+                return "failed"
             return "failed" if self._file_failures >= self.options.file_attempts else "retry"
         self._file_failures = 0
         if status.end_reason == "eof":

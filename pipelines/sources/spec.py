@@ -98,6 +98,8 @@ class SourceSpec:
                 )
             return _from_path(text, text)
         scheme = match.group(1).lower()
+        if scheme in ("rtsp", "rtsps", "http", "https"):
+            _check_characters(text)
         if scheme in ("rtsp", "rtsps"):
             parts = urlsplit(text)
             if not parts.hostname:
@@ -132,6 +134,42 @@ class SourceSpec:
             return _from_path(unquote(parts.path), text)
         raise SourceConfigError(
             f"unsupported stream URL scheme {scheme!r} in {redact_url(text)!r}; accepted forms: {ACCEPTED_FORMS}"
+        )
+
+
+_CHARACTER_NAMES = {
+    " ": "a space",
+    "\t": "a tab",
+    "\n": "a line break",
+    "\r": "a carriage return",
+    "\u00a0": "a no-break space",
+}
+
+
+def _character_name(ch: str) -> str:
+    return _CHARACTER_NAMES.get(ch, f"the character U+{ord(ch):04X}")
+
+
+def _check_characters(text: str) -> None:
+    """A network URL holds no white space or control character: FFmpeg sends it as is and the camera
+    or the resolver answers with an I/O error forever. Which part holds it says how to fix it."""
+    for index, ch in enumerate(text):
+        if not (ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F):
+            continue
+        authority_start = text.index("//") + 2
+        # as the redactor reads it: userinfo runs to the last '@' (a password may hold '/' or '@')
+        userinfo_end = max(text.rfind("@"), authority_start)
+        host_end = text.find("/", userinfo_end)
+        host_end = len(text) if host_end < 0 else host_end
+        encode = f"percent-encode it: %{ord(ch):02X}"
+        if index < userinfo_end:
+            where = f"its user name or password ({encode})"
+        elif index < host_end:
+            where = "its host (a host name or address has none)"
+        else:
+            where = f"its path or query ({encode})"
+        raise SourceConfigError(
+            f"the URL {redact_url(text)!r} has {_character_name(ch)} (character {index + 1}) in {where}"
         )
 
 
