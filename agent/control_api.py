@@ -121,6 +121,9 @@ def add_control_routes(app: web.Application, supervisor: Supervisor) -> None:
     app.router.add_put(r"/streams/{name}", put_stream)
     app.router.add_patch(r"/streams/{name}", patch_stream)
     app.router.add_delete(r"/streams/{name}", delete_stream)
+    from edge_agent.agent.control_tracking import add_tracking_routes
+
+    add_tracking_routes(app, supervisor)  # zones, lines, counts
 
 
 __all__ = ["add_control_routes", "describe_request_errors", "status_for"]

@@ -96,6 +96,9 @@ async def start_health_server(supervisor: Supervisor, sock: socket.socket, token
     add_metrics_route(app, supervisor)
     add_page_routes(app, supervisor)
     add_picture_routes(app, supervisor)
+    from edge_agent.agent.web.events import add_event_routes
+
+    add_event_routes(app, supervisor)
     if supervisor.config.agent.control_api:
         from edge_agent.agent.control_api import add_control_routes
 

@@ -164,6 +164,9 @@ class AgentSettings(BaseSettings):
         "broker stops serving 'online' for a dead agent within this many seconds (0 = never expires).",
     )
     mqtt_keepalive: int = Field(default=30, ge=5, description="MQTT keepalive, seconds.")
+    snapshot_store_mb: int = Field(
+        default=100, ge=1, description="Disk space for event snapshots in STATE_DIR/snapshots (MiB; oldest dropped)."
+    )
     mqtt_ha_discovery: bool = Field(default=False, description="Publish Home Assistant discovery configs.")
 
     @field_validator("agent_id")

@@ -43,6 +43,9 @@ from edge_agent.agent.validation import prepare_source
 from edge_agent.models import ModelManager
 from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
+from edge_agent.pipelines.events.snapshots import SnapshotStore
+from edge_agent.pipelines.events.step import TrackingStep
+from edge_agent.pipelines.events.store import TrackingStore
 from edge_agent.pipelines.inference import InferenceStage, StreamBinding
 from edge_agent.pipelines.live import LiveView, model_colors
 from edge_agent.pipelines.results import ResultRouter
@@ -126,6 +129,7 @@ class Supervisor:
         self._state: StateDir | None = None
         self.sinks: list[Sink] = []
         self.router: ResultRouter | None = None
+        self.tracking: TrackingStep | None = None  # tracking, zones, lines, events (pipelines/events)
         self.second: SecondModels | None = None  # models run on other models' detections
         self.streams: dict[str, StreamRecord] = {}
         self.models: dict[str, ModelRecord] = {}
@@ -164,12 +168,27 @@ class Supervisor:
             # With the disk outbox the outbox records seq with each message (pipelines/sequence.py).
             durable = bool(agent.mqtt_host) and agent.mqtt_qos > 0 and agent.mqtt_outbox == "disk"
             self.sequences = SequenceStore(agent.agent_id, self._state.db_path, autosave=not durable)
+            self.tracking = TrackingStep(
+                TrackingStore(agent.agent_id, self._state.db_path),
+                snapshots=SnapshotStore(self._state.path / "snapshots", agent.snapshot_store_mb * 2**20),
+            )
         except StateError as exc:
             self._close_state()
             raise ConfigError(str(exc)) from None
         log.info("run %s, state in %s", self.run_id, self._state.path)
 
+    def _finish_tracking(self) -> None:
+        """End the open tracks (zone.exit, track.end) while the sinks still take events."""
+        if self.tracking is not None:
+            try:
+                self.tracking.finish_all()
+            except Exception:
+                log.exception("ending the open tracks failed")
+
     def _close_state(self) -> None:
+        if self.tracking is not None:
+            self.tracking.close()
+            self.tracking = None
         if self.sequences is not None:
             self.sequences.close()
             self.sequences = None
@@ -187,9 +206,12 @@ class Supervisor:
         for sink in sinks:
             await sink.start()
             self.sinks.append(sink)
+        steps = [self.tracking] if self.tracking is not None else []
         self.router = ResultRouter(
-            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live
+            agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live, steps=steps
         )
+        if self.tracking is not None:
+            self.tracking.outlet = self.router
         self.second = SecondModels(self.router, self._load_model, self._wake_stages)
 
     def _wake_stages(self) -> None:
@@ -406,6 +428,9 @@ class Supervisor:
         if stream.second_model_id and self.second is not None:
             self.second.attach(stream, model.model)
         model.streams.add(stream.name)
+        if self.tracking is not None:
+            # files are timed by their frames' timestamps, live sources by capture time
+            self.tracking.configure(stream.name, stream.tracking_options(), media_time=spec.kind == "file")
         self.live.track(stream.name)
         task = asyncio.create_task(runner.run(), name=f"stream:{stream.name}")
         self.streams[stream.name] = StreamRecord(
@@ -445,6 +470,8 @@ class Supervisor:
         await asyncio.wait([record.task], timeout=RETIRE_TIMEOUT_S)
         record.slot.close()
         self.live.forget(name)
+        if self.tracking is not None:
+            self.tracking.forget(name)
         if self.router is not None:
             self.router.metrics.pop(name, None)
         if self.second is not None:
@@ -520,6 +547,9 @@ class Supervisor:
         entry["model_precision"] = self.model_info.get(record.model_id, {}).get("precision")
         if name in metrics:
             entry.update(metrics[name].snapshot())
+        tracking = self.tracking.stats(name) if self.tracking is not None else None
+        if tracking is not None:
+            entry["tracking"] = tracking
         if self.second is not None:
             entry.update(self.second.stream_stats(name))
         return entry
@@ -628,6 +658,7 @@ class Supervisor:
             if health is not None:
                 await health.cleanup()
             self.live.close()
+            self._finish_tracking()
             await self._close_sinks(self.config.agent.shutdown_timeout)
             self._close_state()
             raise
@@ -643,6 +674,7 @@ class Supervisor:
         if health is not None:
             await health.cleanup()
         self.live.close()
+        self._finish_tracking()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
         self._close_state()
         for record in self.models.values():

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from edge_agent.models.maths.predictions import class_label
+from edge_agent.pipelines.events.overlay import Overlay
 
 BGR = tuple[int, int, int]
 
@@ -74,9 +75,9 @@ def annotate(image: np.ndarray, prediction: Any, colors: Mapping[str, str] | Non
     masks, boxes, keypoints and labels, others come back undrawn.
     """
     out = np.ascontiguousarray(image).copy()
-    overlay = getattr(prediction, "draw_overlay", None)
-    if callable(overlay):  # what a family draws besides boxes (a depth picture, gaze arrows)
-        overlay(out)
+    family_drawing = getattr(prediction, "draw_overlay", None)
+    if callable(family_drawing):  # what a family draws besides boxes (a depth picture, gaze arrows)
+        family_drawing(out)
     boxes = getattr(prediction, "boxes", None)
     if boxes is None or len(boxes) == 0:
         return out
@@ -177,6 +178,51 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     return buffer.tobytes()
 
 
-def render_jpeg(image: np.ndarray, prediction: Any, colors: Mapping[str, str] | None, quality: int) -> bytes:
+def render_jpeg(
+    image: np.ndarray, prediction: Any, colors: Mapping[str, str] | None, quality: int, overlay: Overlay | None = None
+) -> bytes:
     """Annotate and encode in one call: what the live view runs in its executor."""
-    return encode_jpeg(annotate(image, prediction, colors), quality)
+    out = annotate(image, prediction, colors)
+    if overlay is not None:
+        draw_overlay(out, overlay)
+    return encode_jpeg(out, quality)
+
+
+_ZONE_BGR = (255, 191, 0)
+_LINE_BGR = (0, 215, 255)
+_TRAIL_BGR = (255, 255, 255)
+
+
+def draw_overlay(image: np.ndarray, overlay: Overlay) -> None:
+    """Zones (outline, name and count), lines (with an arrow to the ``in`` side and the counts),
+    and short trails of the tracks with their speeds, drawn in place."""
+    height, width = image.shape[:2]
+    thickness = line_width(width, height)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.4, thickness * 0.25)
+    for name, polygon, count in overlay.zones:
+        pts = np.round(polygon).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(image, [pts], True, _ZONE_BGR, thickness, cv2.LINE_AA)
+        x, y = (int(v) for v in polygon.min(axis=0))
+        cv2.putText(image, f"{name}: {count}", (x + 4, y + int(18 * scale) + 4), font, scale, _ZONE_BGR, 1, cv2.LINE_AA)
+    for name, a, b, n_in, n_out in overlay.lines:
+        pa, pb = (int(a[0]), int(a[1])), (int(b[0]), int(b[1]))
+        cv2.line(image, pa, pb, _LINE_BGR, thickness + 1, cv2.LINE_AA)
+        mid = (a + b) / 2
+        d = b - a
+        # side < 0 is where "in" goes: the normal (dy, -dx) of a->b in image coordinates
+        normal = np.array([d[1], -d[0]]) / max(float(np.hypot(*d)), 1e-9)
+        tip = mid + normal * 6 * thickness
+        cv2.arrowedLine(
+            image, (int(mid[0]), int(mid[1])), (int(tip[0]), int(tip[1])), _LINE_BGR, thickness, cv2.LINE_AA
+        )
+        label = f"{name} in {n_in} out {n_out}"
+        cv2.putText(image, label, (int(mid[0]) + 6, int(mid[1]) - 6), font, scale, _LINE_BGR, 1, cv2.LINE_AA)
+    for track_id, points in overlay.trails:
+        if len(points) >= 2:
+            pts = np.round(points).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(image, [pts], False, _TRAIL_BGR, max(thickness - 1, 1), cv2.LINE_AA)
+        speed = overlay.speeds.get(track_id)
+        if speed and len(points):
+            x, y = (int(v) for v in points[-1])
+            cv2.putText(image, speed, (x + 4, y + int(14 * scale)), font, scale, _TRAIL_BGR, 1, cv2.LINE_AA)

@@ -28,7 +28,8 @@ from edge_agent.pipelines.annotate import render_jpeg
 from edge_agent.pipelines.errors import StreamError
 from edge_agent.pipelines.frames import Frame
 
-Renderer = Callable[[Any, Any, Mapping[str, str] | None, int], bytes]
+# (image, prediction, colors, quality[, overlay]) -> JPEG
+Renderer = Callable[..., bytes]
 
 # A stream counts as watched this long after its last picture request or MJPEG viewer: the page
 # asks every 1/max_fps, and a viewer that reconnects finds a frame ready.
@@ -81,6 +82,7 @@ class _Latest:
     prediction: Prediction
     colors: Mapping[str, str] | None
     version: int
+    overlay: Any = None
 
 
 class LivePicture:
@@ -108,11 +110,13 @@ class LivePicture:
     def watched(self) -> bool:
         return self.viewers > 0 or time.monotonic() < self._watched_until
 
-    def update(self, frame: Frame, prediction: Prediction, colors: Mapping[str, str] | None) -> None:
+    def update(
+        self, frame: Frame, prediction: Prediction, colors: Mapping[str, str] | None, overlay: Any = None
+    ) -> None:
         """While watched, keep a reference to the newest result and wake whoever waits for one;
         else let go of the previous one."""
         self.version += 1
-        self._latest = _Latest(frame, prediction, colors, self.version) if self.watched else None
+        self._latest = _Latest(frame, prediction, colors, self.version, overlay) if self.watched else None
         self._wake()
 
     @property
@@ -200,7 +204,7 @@ class LivePicture:
     async def _render(self, latest: _Latest) -> Picture:
         started = time.monotonic()
         frame = latest.frame
-        jpeg = await self._submit(frame, latest.prediction, latest.colors, self.options.jpeg_quality)
+        jpeg = await self._submit(frame, latest.prediction, latest.colors, self.options.jpeg_quality, latest.overlay)
         self.encodes += 1
         previous = self._picture
         picture = Picture(
@@ -251,18 +255,24 @@ class LiveView:
             picture = self._pictures[stream] = LivePicture(stream, self.options, self._submit)
         return picture
 
-    def update(self, stream: str, model_id: str, frame: Frame, prediction: Prediction) -> None:
+    def update(self, stream: str, model_id: str, frame: Frame, prediction: Prediction, overlay: Any = None) -> None:
         """Called by the result router for every result; O(1), no pixels touched. Results of
-        streams not tracked (a late result of a removed stream) are not kept."""
+        streams not tracked (a late result of a removed stream) are not kept. ``overlay``: what
+        else to draw (zones, lines, trails: ``pipelines/events/overlay.py``)."""
         picture = self._pictures.get(stream)
         if picture is not None:
-            picture.update(frame, prediction, self._colors.get(model_id))
+            picture.update(frame, prediction, self._colors.get(model_id), overlay)
             if callable(getattr(prediction, "roboflow_response", None)):
                 self._full[stream] = prediction
 
     def full_result(self, stream: str) -> Prediction | None:
         """The stream's newest result whose whole Roboflow response can be asked for (depth maps)."""
         return self._full.get(stream)
+
+    def watched(self, stream: str) -> bool:
+        """Whether a result of ``stream`` would be kept now (worth making an overlay for)."""
+        picture = self._pictures.get(stream)
+        return picture is not None and picture.watched
 
     def picture(self, stream: str) -> LivePicture | None:
         return self._pictures.get(stream)
@@ -289,16 +299,22 @@ class LiveView:
     def viewers(self) -> dict[str, int]:
         return {name: p.viewers for name, p in self._pictures.items()}
 
-    def _submit(self, frame: Frame, prediction: Any, colors: Mapping[str, str] | None, quality: int) -> Any:
+    def _submit(
+        self, frame: Frame, prediction: Any, colors: Mapping[str, str] | None, quality: int, overlay: Any = None
+    ) -> Any:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-view")
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, self._render, frame, prediction, colors, quality)
+        return loop.run_in_executor(self._executor, self._render, frame, prediction, colors, quality, overlay)
 
-    def _render(self, frame: Frame, prediction: Any, colors: Mapping[str, str] | None, quality: int) -> bytes:
+    def _render(
+        self, frame: Frame, prediction: Any, colors: Mapping[str, str] | None, quality: int, overlay: Any = None
+    ) -> bytes:
         # frame.image in this thread: inference has converted it already, but if not, the
         # conversion must not run on the loop either.
-        return self._renderer(frame.image, prediction, colors, quality)
+        if overlay is None:
+            return self._renderer(frame.image, prediction, colors, quality)
+        return self._renderer(frame.image, prediction, colors, quality, overlay)
 
     def close(self) -> None:
         for picture in self._pictures.values():

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge_agent.models.maths.predictions import Prediction
+from edge_agent.pipelines.frames import Frame
 
 log = logging.getLogger("edge_agent.processing")
 
@@ -22,7 +23,8 @@ class ProcessingStep(Protocol):
 
     name: str
 
-    def __call__(self, stream: str, prediction: Prediction) -> Prediction: ...
+    def __call__(self, stream: str, prediction: Prediction, frame: Frame | None = None) -> Prediction:
+        """``frame``: the picture the prediction is of (its times, its pixels for snapshots)."""
 
     def forget(self, stream: str) -> None:
         """Drop the state of a stream that was removed."""
@@ -36,10 +38,10 @@ class ProcessingChain:
         self.steps = list(steps)
         self._failed: set[str] = set()
 
-    def __call__(self, stream: str, prediction: Prediction) -> Prediction:
+    def __call__(self, stream: str, prediction: Prediction, frame: Frame | None = None) -> Prediction:
         for step in self.steps:
             try:
-                prediction = step(stream, prediction)
+                prediction = step(stream, prediction, frame)
             except Exception:
                 if step.name not in self._failed:
                     self._failed.add(step.name)
@@ -49,3 +51,13 @@ class ProcessingChain:
     def forget(self, stream: str) -> None:
         for step in self.steps:
             step.forget(stream)
+
+    def overlay(self, stream: str) -> Any:
+        """What the steps would draw on the live view for ``stream`` now (zones, trails), or None."""
+        for step in self.steps:
+            make = getattr(step, "overlay", None)
+            if make is not None:
+                drawn = make(stream)
+                if drawn is not None:
+                    return drawn
+        return None

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edge_agent.models.maths.predictions import Prediction
 from edge_agent.pipelines.frames import Frame
@@ -24,6 +26,11 @@ from edge_agent.pipelines.sinks.base import Sink
 from edge_agent.pipelines.sinks.message import build_prediction_message
 
 log = logging.getLogger("edge_agent.results")
+
+
+def events_key(stream: str) -> str:
+    """The sequence counter of a stream's events (stream names cannot hold '/', so no clash)."""
+    return f"{stream}/events"
 
 
 @dataclass(slots=True)
@@ -69,7 +76,7 @@ class ResultRouter:
 
     def __call__(self, result: InferenceResult) -> None:
         frame = result.frame
-        prediction = self.processing(frame.stream, result.prediction)
+        prediction = self.processing(frame.stream, result.prediction, frame)
         seq = self._seq.next(frame.stream)
         latency_ms = (time.monotonic() - frame.monotonic) * 1000.0
         message = build_prediction_message(
@@ -91,12 +98,50 @@ class ResultRouter:
             frame_age_ms=result.frame_age_ms, inference_ms=result.inference_ms, latency_ms=latency_ms
         )
         if self.live is not None:
-            self.live.update(frame.stream, result.model_id, frame, prediction)
+            overlay = self.processing.overlay(frame.stream) if self.live.watched(frame.stream) else None
+            self.live.update(frame.stream, result.model_id, frame, prediction, overlay)
         for sink in self._sinks:
             try:
                 sink.publish_prediction(frame.stream, message)
             except Exception:  # one broken sink must not starve the others
                 log.exception("sink %s failed to take a prediction", type(sink).__name__)
+
+    # -- the tracking step's outlet (pipelines/events/step.py) -----------------------------------
+
+    def publish_event(self, stream: str, event: dict[str, Any]) -> None:
+        """Number an event on its own ``seq`` (``<stream>/events``) and hand it to every sink that
+        takes events."""
+        event.update(
+            agent_id=self._agent_id,
+            seq=self._seq.next(events_key(stream)),
+            message_id=uuid.uuid4().hex,
+        )
+        if self._run_id is not None:
+            event["run_id"] = self._run_id
+        for sink in self._sinks:
+            publish = getattr(sink, "publish_event", None)
+            if publish is None:
+                continue
+            try:
+                publish(stream, event)
+            except Exception:
+                log.exception("sink %s failed to take an event", type(sink).__name__)
+
+    def publish_counts(self, stream: str, counts: dict[str, int]) -> None:
+        self._fan_out("publish_counts", stream, counts)
+
+    def publish_snapshot(self, stream: str, cls: str, jpeg: bytes) -> None:
+        self._fan_out("publish_snapshot", stream, cls, jpeg)
+
+    def _fan_out(self, method: str, *args: Any) -> None:
+        for sink in self._sinks:
+            publish = getattr(sink, method, None)
+            if publish is None:
+                continue
+            try:
+                publish(*args)
+            except Exception:
+                log.exception("sink %s failed in %s", type(sink).__name__, method)
 
     def record_error(self, stream: str) -> None:
         self.metrics[stream].inference_errors += 1

@@ -18,6 +18,7 @@ from edge_agent.models.common.redaction import redact_url
 from edge_agent.models.common.settings import UnitInterval
 from edge_agent.models.maths.polygons import DEFAULT_TOLERANCE_PX, MaskOutput
 from edge_agent.models.speed.precision import split_precision
+from edge_agent.pipelines.events.options import TrackingOptions
 from edge_agent.pipelines.sources.options import ReadOptions, SourceOptions, _choice
 
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -111,8 +112,9 @@ def env_name(stream: str) -> str:
     return stream.upper().replace("-", "_")
 
 
-class StreamOptions(ReadOptions):
-    """Everything a user may set for one stream besides its name and URL."""
+class StreamOptions(TrackingOptions, ReadOptions):
+    """Everything a user may set for one stream besides its name and URL (tracking, zones and
+    lines: ``pipelines.events.options``)."""
 
     model_id: Annotated[str, AfterValidator(_model_id)] | None = Field(
         default=None, description="model for this stream (default: MODEL_ID)"
@@ -168,6 +170,9 @@ class StreamOptions(ReadOptions):
     @property
     def masks(self) -> MaskOutput:
         return MaskOutput(self.mask_output, self.mask_tolerance)
+
+    def tracking_options(self) -> TrackingOptions:
+        return TrackingOptions.model_validate({k: getattr(self, k) for k in TrackingOptions.model_fields})
 
     @property
     def model_options(self) -> dict[str, Any]:

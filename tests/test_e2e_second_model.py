@@ -158,8 +158,10 @@ def test_detector_and_sam2_chain_masks_lie_inside_the_boxes(
         "STREAMS": f"gate={clip}",
         "STREAM_GATE_MODE": "every",
         "STREAM_GATE_SECOND_MODEL_ID": "sam2/hiera_tiny",
+        "STATS_INTERVAL": "1",
     }
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/+/predictions"], qos=1)
+    stats = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/stats"], qos=0)
     with AgentProcess(env, tmp_path) as agent:
         rc = agent.wait(timeout=400)
         log = agent.stderr_path.read_text(errors="replace")
@@ -182,6 +184,10 @@ def test_detector_and_sam2_chain_masks_lie_inside_the_boxes(
                 assert x0 - 1 <= point["x"] <= x1 + 1 and y0 - 1 <= point["y"] <= y1 + 1, (p["class"], point)
             points_seen += len(p["points"])
     assert points_seen > 0  # the random network does segment something in the boxes
+    # the stream's stats count the second model's work (none dropped: MODE=every)
+    gate = [m.json()["streams"].get("gate", {}) for m in stats.messages]
+    assert any(g.get("second_model_id") == "sam2/hiera_tiny" and g.get("second_model_runs", 0) >= 1 for g in gate)
+    assert all(g.get("second_model_dropped", 0) == 0 and g.get("second_model_errors", 0) == 0 for g in gate)
 
 
 def test_sam2_as_a_streams_own_model_is_refused(tmp_path: Path):

@@ -41,7 +41,9 @@ def truncated_recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 
 
 def _predictions(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    # prediction lines only: a tracked stream's events are printed too (told apart by "type")
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [m for m in lines if "predictions" in m]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:

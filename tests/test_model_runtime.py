@@ -19,7 +19,7 @@ from edge_agent.models.common.errors import (
 from edge_agent.models.common.settings import ModelSettings, describe_settings, load_model_settings, parse_provider_list
 from edge_agent.models.engines.providers import CPU, CUDA, TENSORRT, provider_options, resolve_providers
 from edge_agent.models.identity.ids import BUILTIN_ROOT
-from edge_agent.models.resolution.build import get_family
+from edge_agent.models.resolution.registry import get_family
 from tests.onnx_factory import constant_detector, write_model_dir
 
 PRED = np.zeros((7, 1), np.float32)

@@ -85,7 +85,13 @@ from edge_agent.pipelines.backoff import Backoff
 from edge_agent.pipelines.sinks.encoding import encode_json
 from edge_agent.pipelines.sinks.errors import MqttConfigError, MqttPayloadError
 from edge_agent.pipelines.sinks.mqtt_config import MqttConfig
-from edge_agent.pipelines.sinks.mqtt_discovery import agent_discovery, stream_discovery
+from edge_agent.pipelines.sinks.mqtt_discovery import (
+    agent_discovery,
+    count_discovery,
+    event_discovery,
+    snapshot_discovery,
+    stream_discovery,
+)
 from edge_agent.pipelines.sinks.mqtt_disk_outbox import DiskOutbox
 from edge_agent.pipelines.sinks.mqtt_outbox import Outbox, OutMessage
 from edge_agent.pipelines.sinks.mqtt_topics import Topics
@@ -222,6 +228,10 @@ class MqttSink:
         self._stop_feeder = False
         self._closing = False
         self._stream_topics: dict[str, str] = {}
+        # Home Assistant documents of tracking entities, sent again on every connection
+        self._discovered: set[str] = set()
+        self._event_streams: set[str] = set()
+        self._discovery_docs: list[tuple[str, dict[str, Any]]] = []
         self._props_expiring = self._publish_properties(config.message_expiry_s)
         self._props_plain = self._publish_properties(None)
         self._props_online: Properties | None = None
@@ -303,6 +313,47 @@ class MqttSink:
                 stream_seq=seq if isinstance(seq, int) else None,
             )
         )
+
+    def publish_event(self, stream: str, payload: dict[str, Any]) -> None:
+        """Queue one tracking event: at least QoS 1 (an event is not a frame to lose), through
+        the same (durable) outbox as predictions, numbered on the stream's event ``seq``."""
+        if self.config.ha_discovery and stream not in self._event_streams:
+            self._event_streams.add(stream)
+            self._queue_discovery(event_discovery(self.config, stream))
+        seq = payload.get("seq")
+        self._enqueue(
+            OutMessage(
+                self.topics.events(stream),
+                encode_json(payload),
+                max(self.config.qos, 1),
+                False,
+                expires=False,
+                stream=f"{stream}/events",
+                stream_seq=seq if isinstance(seq, int) else None,
+            )
+        )
+
+    def publish_counts(self, stream: str, counts: dict[str, int]) -> None:
+        """Queue retained counts (``zones/...`` and ``lines/...`` subtopics -> number)."""
+        for subtopic, value in counts.items():
+            topic = self.topics.count(stream, subtopic)
+            self._enqueue(OutMessage(topic, str(int(value)).encode(), max(self.config.qos, 1), True, expires=False))
+            if self.config.ha_discovery and topic not in self._discovered:
+                self._discovered.add(topic)
+                self._queue_discovery(count_discovery(self.config, stream, subtopic))
+
+    def publish_snapshot(self, stream: str, cls: str, jpeg: bytes) -> None:
+        """Queue a retained JPEG: the newest best snapshot of this class on this stream."""
+        topic = self.topics.snapshot(stream, cls)
+        self._enqueue(OutMessage(topic, jpeg, max(self.config.qos, 1), True, expires=False))
+        if self.config.ha_discovery and topic not in self._discovered:
+            self._discovered.add(topic)
+            self._queue_discovery(snapshot_discovery(self.config, stream, cls))
+
+    def _queue_discovery(self, docs: list[tuple[str, dict[str, Any]]]) -> None:
+        self._discovery_docs.extend(docs)
+        if self._connected:
+            self._queue_control(docs)
 
     def publish_stats(self, payload: dict[str, Any]) -> None:
         """Queue one stats message; never blocks, safe from any thread."""
@@ -653,6 +704,7 @@ class MqttSink:
                 docs = agent_discovery(self.config)
                 for stream in list(self._stream_topics):
                     docs += stream_discovery(self.config, stream)
+                docs += list(self._discovery_docs)
                 for topic, doc in docs:
                     self._control.append(OutMessage(topic, encode_json(doc), 1, True, expires=False, control=True))
             self._connected = True

@@ -88,3 +88,70 @@ def stream_discovery(config: MqttConfig, stream: str) -> list[tuple[str, dict[st
         (ha_config_topic(config.ha_prefix, "sensor", detections_id), detections),
         (ha_config_topic(config.ha_prefix, "sensor", fps_id), fps),
     ]
+
+
+# -- tracking entities (pipelines/events): announced when their topic is first published ----------
+
+EVENT_TYPES = ["track.start", "track.update", "track.end", "zone.enter", "zone.exit", "zone.loiter", "line.cross"]
+
+
+def event_discovery(config: MqttConfig, stream: str) -> list[tuple[str, dict[str, Any]]]:
+    """An ``event`` entity per stream fed by its events topic (``type`` becomes ``event_type``;
+    the other keys are the event's attributes)."""
+    object_id = ha_object_id("edge_agent", config.agent_id, stream, "events")
+    doc = {
+        "name": f"{stream} events",
+        "unique_id": object_id,
+        "state_topic": config.topics.events(stream),
+        "event_types": EVENT_TYPES,
+        "value_template": "{{ dict(value_json, event_type=value_json.type) | to_json }}",
+        "qos": 1,
+        **_common(config),
+    }
+    return [(ha_config_topic(config.ha_prefix, "event", object_id), doc)]
+
+
+def count_discovery(config: MqttConfig, stream: str, subtopic: str) -> list[tuple[str, dict[str, Any]]]:
+    """Entities of one retained count topic: a zone's count gets a ``sensor`` and an occupancy
+    ``binary_sensor`` (on while the count is > 0); a line's count a ``total_increasing`` sensor.
+    The count topics are retained, so HA shows the right state after either side restarts."""
+    topic = config.topics.count(stream, subtopic)
+    parts = subtopic.split("/")
+    object_id = ha_object_id("edge_agent", config.agent_id, stream, *parts)
+    label = " ".join([stream, *parts[1:]])
+    sensor: dict[str, Any] = {
+        "name": label,
+        "unique_id": object_id,
+        "state_topic": topic,
+        "state_class": "total_increasing" if parts[0] == "lines" else "measurement",
+        "icon": "mdi:counter",
+        "qos": 1,
+        **_common(config),
+    }
+    docs = [(ha_config_topic(config.ha_prefix, "sensor", object_id), sensor)]
+    if parts[0] == "zones" and len(parts) == 3:
+        occupancy_id = ha_object_id("edge_agent", config.agent_id, stream, *parts, "occupancy")
+        occupancy = {
+            "name": f"{label} occupancy",
+            "unique_id": occupancy_id,
+            "state_topic": topic,
+            "value_template": "{{ 'ON' if value | int(0) > 0 else 'OFF' }}",
+            "device_class": "occupancy",
+            "qos": 1,
+            **_common(config),
+        }
+        docs.append((ha_config_topic(config.ha_prefix, "binary_sensor", occupancy_id), occupancy))
+    return docs
+
+
+def snapshot_discovery(config: MqttConfig, stream: str, cls: str) -> list[tuple[str, dict[str, Any]]]:
+    """An ``image`` entity showing the retained best snapshot of a class on a stream."""
+    object_id = ha_object_id("edge_agent", config.agent_id, stream, cls, "snapshot")
+    doc = {
+        "name": f"{stream} {cls} snapshot",
+        "unique_id": object_id,
+        "image_topic": config.topics.snapshot(stream, cls),
+        "content_type": "image/jpeg",
+        **_common(config),
+    }
+    return [(ha_config_topic(config.ha_prefix, "image", object_id), doc)]

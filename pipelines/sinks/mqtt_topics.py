@@ -5,6 +5,10 @@ Layout (``{prefix}`` may hold several levels, e.g. ``site-3/edge-agent``)::
     {prefix}/{agent_id}/status                 retained "online" / "offline" (Last Will)
     {prefix}/{agent_id}/stats                  periodic stats
     {prefix}/{agent_id}/{stream}/predictions   one message per processed frame
+    {prefix}/{agent_id}/{stream}/events        tracking events (QoS >= 1, own seq)
+    {prefix}/{agent_id}/{stream}/zones/{zone}/{class}[/active]     retained: objects in the zone now
+    {prefix}/{agent_id}/{stream}/lines/{line}/{class}/{in|out}     retained: crossings so far
+    {prefix}/{agent_id}/{stream}/snapshots/{class}                 retained JPEG: the latest best snapshot
 
 Stream names come from user configuration and are only *sanitised* (a ``/`` in a stream name
 must not create a new level, a ``+`` or ``#`` must not make a publish invalid); the message body
@@ -87,6 +91,19 @@ class Topics:
 
     def predictions(self, stream: str) -> str:
         return f"{self.base}/{sanitize_level(stream)}/predictions"
+
+    def events(self, stream: str) -> str:
+        return f"{self.base}/{sanitize_level(stream)}/events"
+
+    def count(self, stream: str, subtopic: str) -> str:
+        """A retained count; ``subtopic`` is ``zones/<zone>/<class>[/active]`` or
+        ``lines/<line>/<class>/<in|out>`` (each level sanitised; zone and line names are already
+        topic-safe, class names come from the model)."""
+        levels = "/".join(sanitize_level(part) for part in subtopic.split("/"))
+        return f"{self.base}/{sanitize_level(stream)}/{levels}"
+
+    def snapshot(self, stream: str, cls: str) -> str:
+        return f"{self.base}/{sanitize_level(stream)}/snapshots/{sanitize_level(cls)}"
 
     def predictions_filter(self) -> str:
         """Subscription filter matching every stream's predictions of this agent."""

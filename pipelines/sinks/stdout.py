@@ -111,6 +111,10 @@ class StdoutSink:
     def publish_prediction(self, stream: str, payload: dict[str, Any]) -> None:
         self._put(payload)
 
+    def publish_event(self, stream: str, payload: dict[str, Any]) -> None:
+        """A tracking event, one line like a prediction (told apart by its ``type``)."""
+        self._put(payload)
+
     def publish_stats(self, payload: dict[str, Any]) -> None:
         if self._include_stats:
             self._put({"type": "stats", **payload})

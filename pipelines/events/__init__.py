@@ -1,0 +1,1 @@
+"""Events of tracked objects: the per-stream event builder, counts and snapshots."""

@@ -1,0 +1,1 @@
+"""Zones and lines: geometry, configuration, and per-track membership and crossings."""
