@@ -121,7 +121,9 @@ class GazeDetections:
             landmarks=None if self.landmarks is None else self.landmarks[keep],
         )
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, nulls: bool = True) -> list[dict[str, Any]]:
+        """One ``{face, yaw, pitch}`` per face; ``nulls=False`` leaves out Roboflow's always-null fields
+        (stream messages: their ``tracker_id`` is a tracker's integer when present)."""
         width, height = self.image_size
         out = []
         for i in range(len(self)):
@@ -146,12 +148,14 @@ class GazeDetections:
                     {"x": int(min(max(x, 0), width - 1)), "y": int(min(max(y, 0), height - 1))}
                     for x, y in self.landmarks[i].tolist()
                 ]
+            if not nulls:
+                face = {k: v for k, v in face.items() if v is not None}
             out.append({"face": face, "yaw": float(self.yaw[i]), "pitch": float(self.pitch[i])})
         return out
 
     def to_response(self) -> dict[str, Any]:
         width, height = self.image_size
-        return {"predictions": self.rows(), "image": {"width": width, "height": height}}
+        return {"predictions": self.rows(nulls=False), "image": {"width": width, "height": height}}
 
     def roboflow_response(self) -> dict[str, Any]:
         """``/gaze/gaze_detection``'s body for one image, with the stage times filled in (seconds)."""
