@@ -149,9 +149,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["iou_threshold"] = args.iou_threshold
     if args.keypoint_confidence is not None:
         options["keypoint_confidence"] = args.keypoint_confidence
+    if args.depth_map_format is not None:
+        options["depth_map_format"] = args.depth_map_format
+    if args.no_face_detection:
+        options["face_detection"] = False
     options.update(_prompt_options(args))
     accepted = inspect.signature(model.inference_parameters).parameters
-    flags = {"prompts": "--prompt", "boxes": "--box", "points": "--point", "training_data": "--training-data"}
+    flags = {
+        "prompts": "--prompt",
+        "boxes": "--box",
+        "points": "--point",
+        "training_data": "--training-data",
+        "face_detection": "--no-face-detection",
+    }
     for name in options:
         if name not in accepted:
             flag = flags.get(name, f"--{name.replace('_', '-')}")
@@ -342,10 +352,21 @@ def register(subparsers: Any) -> None:
         "--keypoint-confidence", type=float, help="keypoint models: minimum keypoint confidence 0..1 (default: model's)"
     )
     infer.add_argument(
+        "--depth-map-format",
+        choices=("json", "png16", "png8"),
+        help="depth models: normalized_depth as nested lists or a base64 grayscale PNG (default: json)",
+    )
+    infer.add_argument(
+        "--no-face-detection",
+        action="store_true",
+        help="gaze models: the whole image is the face (Roboflow's do_run_face_detection=false)",
+    )
+    infer.add_argument(
         "--prompt",
         action="append",
         metavar="TEXT",
-        help="text prompt (repeatable): CLIP zero-shot classes, class names for open-vocabulary detectors",
+        help="text prompt (repeatable): CLIP / Perception Encoder zero-shot classes, class names for "
+        "open-vocabulary detectors",
     )
     infer.add_argument(
         "--box",
