@@ -151,9 +151,19 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["keypoint_confidence"] = args.keypoint_confidence
     if args.max_new_tokens is not None:
         options["max_new_tokens"] = args.max_new_tokens
+    if args.depth_map_format is not None:
+        options["depth_map_format"] = args.depth_map_format
+    if args.no_face_detection:
+        options["face_detection"] = False
     options.update(_prompt_options(args))
     accepted = inspect.signature(model.inference_parameters).parameters
-    flags = {"prompts": "--prompt", "boxes": "--box", "points": "--point", "training_data": "--training-data"}
+    flags = {
+        "prompts": "--prompt",
+        "boxes": "--box",
+        "points": "--point",
+        "training_data": "--training-data",
+        "face_detection": "--no-face-detection",
+    }
     for name in options:
         if name not in accepted:
             flag = flags.get(name, f"--{name.replace('_', '-')}")
@@ -351,11 +361,22 @@ def register(subparsers: Any) -> None:
         "--keypoint-confidence", type=float, help="keypoint models: minimum keypoint confidence 0..1 (default: model's)"
     )
     infer.add_argument(
+        "--depth-map-format",
+        choices=("json", "png16", "png8"),
+        help="depth models: normalized_depth as nested lists or a base64 grayscale PNG (default: json)",
+    )
+    infer.add_argument(
+        "--no-face-detection",
+        action="store_true",
+        help="gaze models: the whole image is the face (Roboflow's do_run_face_detection=false)",
+    )
+    infer.add_argument(
         "--prompt",
         action="append",
         metavar="TEXT",
-        help="text prompt (repeatable): CLIP zero-shot classes, class names for open-vocabulary detectors; "
-        "vision-language models: one answer per prompt (Florence-2: a task token such as '<CAPTION>')",
+        help="text prompt (repeatable): CLIP / Perception Encoder zero-shot classes, class names for "
+        "open-vocabulary detectors; vision-language models: one answer per prompt (Florence-2: a task "
+        "token such as '<CAPTION>')",
     )
     infer.add_argument(
         "--box",

@@ -75,6 +75,9 @@ def annotate(image: np.ndarray, prediction: Any, colors: Mapping[str, str] | Non
     masks, boxes, keypoints and labels, others come back undrawn.
     """
     out = np.ascontiguousarray(image).copy()
+    family_drawing = getattr(prediction, "draw_overlay", None)
+    if callable(family_drawing):  # what a family draws besides boxes (a depth picture, gaze arrows)
+        family_drawing(out)
     boxes = getattr(prediction, "boxes", None)
     if boxes is None or len(boxes) == 0:
         return out

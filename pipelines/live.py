@@ -241,6 +241,9 @@ class LiveView:
         self._pictures: dict[str, LivePicture] = {}
         self._colors: dict[str, Mapping[str, str]] = {}
         self._executor: ThreadPoolExecutor | None = None
+        # Per stream, the newest result that has more to give than its message (a depth map):
+        # served whole over HTTP on demand. Only a reference to the newest one is kept.
+        self._full: dict[str, Prediction] = {}
         self.answers: dict[str, dict[str, Any]] = {}  # stream -> newest VLM answer (prompt, text, time)
 
     def set_answer(self, stream: str, answer: dict[str, Any]) -> None:
@@ -264,6 +267,12 @@ class LiveView:
         picture = self._pictures.get(stream)
         if picture is not None:
             picture.update(frame, prediction, self._colors.get(model_id), overlay)
+            if callable(getattr(prediction, "roboflow_response", None)):
+                self._full[stream] = prediction
+
+    def full_result(self, stream: str) -> Prediction | None:
+        """The stream's newest result whose whole Roboflow response can be asked for (depth maps)."""
+        return self._full.get(stream)
 
     def watched(self, stream: str) -> bool:
         """Whether a result of ``stream`` would be kept now (worth making an overlay for)."""
@@ -280,6 +289,7 @@ class LiveView:
     def forget(self, stream: str) -> None:
         self.answers.pop(stream, None)
         picture = self._pictures.pop(stream, None)
+        self._full.pop(stream, None)
         if picture is not None:
             picture.close()
 

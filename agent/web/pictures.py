@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -104,6 +104,28 @@ def add_picture_routes(app: web.Application, supervisor: Supervisor) -> None:
                 log.debug("live viewer of %s left: %s", name, exc.__class__.__name__)
         return response
 
+    async def depth(request: web.Request) -> web.Response:
+        """The stream's newest depth map whole, in Roboflow's response shape (?format=json|png16|png8)."""
+        import dataclasses
+
+        from edge_agent.pipelines.sinks.encoding import to_json
+
+        name = stream_of(request)
+        chosen = request.query.get("format", "png16")
+        if chosen not in ("json", "png16", "png8"):
+            return web.json_response({"error": f"format must be json, png16 or png8, not {chosen!r}"}, status=400)
+        result = live.full_result(name)
+        if result is None or not hasattr(result, "depth_map_format"):
+            raise NoPictureYetError(name, supervisor.streams[name].runner.state)
+        chosen_result: Any = dataclasses.replace(result, depth_map_format=chosen)  # type: ignore[type-var]
+
+        def encode() -> str:  # a full map is megabytes of PNG or JSON: not on the loop
+            return to_json(chosen_result.roboflow_response())
+
+        text = await asyncio.get_running_loop().run_in_executor(None, encode)
+        return web.Response(text=text, content_type="application/json", headers=NO_CACHE)
+
+    app.router.add_get(r"/streams/{name}/depth", depth)
     app.router.add_get(r"/streams/{name}/latest.jpg", latest_jpg)
     app.router.add_get(r"/streams/{name}/live.mjpg", live_mjpg)
 

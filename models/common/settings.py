@@ -253,7 +253,9 @@ class ModelSettings(BaseSettings):
         default=False, description="Allow owlv2/* models (off by default, as in Roboflow Inference)."
     )
     core_model_pe_enabled: bool = Field(default=True, description="Allow perception_encoder/* models.")
-    depth_estimation_enabled: bool = Field(default=True, description="Allow depth-anything-v2/* models.")
+    depth_estimation_enabled: bool = Field(
+        default=True, description="Allow depth-anything-v2/* and depth-anything-v3/* models."
+    )
     lmm_enabled: bool = Field(
         default=False,
         description="Allow large multimodal models (paligemma, smolvlm2, moondream2); off by default "
@@ -338,6 +340,27 @@ class ModelSettings(BaseSettings):
         description="Run TorchScript models in half precision on CUDA (ignored on the CPU).",
     )
     core_model_ppocr_enabled: bool = Field(default=True, description="Allow pp_ocr (PP-OCR) models.")
+    foundation_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Compute dtype of the torch foundation models (depth, TrOCR, Perception Encoder); "
+        "auto = float32 on the CPU, float16 on CUDA.",
+    )
+    depth_detector_model_id: str | None = Field(
+        default=None,
+        description="Depth models on a stream: a detector run on the same frames, each of its boxes "
+        "published with the median normalised depth inside it (1 = nearest). Unset: no boxes, only "
+        "the live view's depth picture.",
+    )
+    ocr_detector_model_id: str | None = Field(
+        default=None,
+        description="TrOCR: a detector whose boxes are read, one line each (licence plates); unset = "
+        "the whole image, or a stream's ROI regions.",
+    )
+    gaze_face_detector_model_id: str | None = Field(
+        default=None,
+        description="Gaze (gaze/L2CS): a face detector model id to find faces with; unset = OpenCV's "
+        "frontal-face cascade shipped in the opencv wheel (no landmarks).",
+    )
     clip_max_batch_size: int = Field(
         default=8, ge=1, description="Texts per batch through CLIP's text encoder (as Roboflow's CLIP_MAX_BATCH_SIZE)."
     )

@@ -61,6 +61,40 @@ class LMMResponse(_Shape):
         return super().model_dump(by_alias=by_alias, **kwargs)
 
 
+class DepthResponse(_Shape):
+    """``/infer/depth-estimation``: the normalised map (nested lists or a base64 PNG), its format, a picture."""
+
+    normalized_depth: list[list[float]] | str
+    depth_map_format: str
+    image: str
+
+
+class GazeResponse(_Shape):
+    """``/gaze/gaze_detection`` for one image: faces with yaw and pitch (radians), stage times in seconds."""
+
+    predictions: list[dict[str, Any]]
+    time: float
+    time_face_det: float | None
+    time_gaze_det: float | None
+
+
+class TrOCRResponse(_Shape):
+    """``/ocr/trocr``: the text read and the time taken (seconds)."""
+
+    result: str
+    time: float
+
+
+class DocTRResponse(_Shape):
+    """``/doctr/ocr``: the page's text, its words, lines and blocks, the time taken."""
+
+    result: str
+    image: ImageDimensions
+    predictions: list[dict[str, Any]]
+    time: float
+    parent_id: str | None
+
+
 class PromptedMask(_Shape):
     """One prompt's mask: all outer contours as integer points (``json``) or COCO RLE (``rle``)."""
 
@@ -82,6 +116,12 @@ class SamResponse(_Shape):
 
 
 def response_of(prediction: Prediction) -> Any:
+    roboflow = getattr(prediction, "roboflow_response", None)
+    if callable(roboflow):  # families whose Roboflow body differs from their stream message
+        shape = _ROBOFLOW_SHAPES.get(type(prediction).__name__)
+        if shape is None:
+            raise TypeError(f"no response shape for {type(prediction).__name__}")
+        return shape.model_validate(roboflow())
     body = prediction.to_response()
     if isinstance(prediction, Embeddings):
         return EmbeddingResponse.model_validate(body)
@@ -90,3 +130,13 @@ def response_of(prediction: Prediction) -> Any:
     if isinstance(prediction, TextDetections):
         return OCRResponse.model_validate(body)
     raise TypeError(f"no response shape for {type(prediction).__name__}")
+
+
+#: Roboflow response shape -> the prediction type it serialises (through ``roboflow_response()``)
+_ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {
+    "DepthMap": DepthResponse,
+    "GazeDetections": GazeResponse,
+    "LineTexts": TrOCRResponse,
+    "DocumentText": DocTRResponse,
+    "EasyOCRText": DocTRResponse,  # the same OCRInferenceResponse fields
+}

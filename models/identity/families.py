@@ -29,8 +29,14 @@ GENERIC_FAMILIES: dict[str, Family] = {
     "sam": Family("embed", "sam", (_CORE, "core_model_sam_enabled")),
     "sam2": Family("embed", "sam2", (_CORE, "core_model_sam2_enabled")),
     "gaze": Family("gaze", "l2cs", (_CORE, "core_model_gaze_enabled")),
+    # the current stack's id of the same network (package l2cs-net/rn50, weights.onnx)
+    "l2cs-net": Family("gaze-detection", "l2cs-net", (_CORE, "core_model_gaze_enabled")),
     "doctr": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
+    # the current stack's DocTR package id (doctr-dbnet-rn50/crnn-vgg16)
+    "doctr-dbnet-rn50": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
     "easy_ocr": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
+    # the current stack's EasyOCR package ids (easy-ocr-english/craft)
+    "easy-ocr-english": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
     "trocr": Family("ocr", "trocr", (_CORE, "core_model_trocr_enabled")),
     "grounding_dino": Family("object-detection", "grounding-dino", (_CORE, "core_model_groundingdino_enabled")),
     "yolo_world": Family("object-detection", "yolo-world", (_CORE, "core_model_yolo_world_enabled")),
@@ -39,6 +45,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
     "smolvlm2": Family("lmm", "smolvlm-2.2b-instruct", (_CORE, "lmm_enabled", "smolvlm2_enabled")),
     "moondream2": Family("lmm", "moondream2", (_CORE, "lmm_enabled", "moondream2_enabled")),
     "depth-anything-v2": Family("depth-estimation", "depth-anything-v2", (_CORE, "depth_estimation_enabled")),
+    "depth-anything-v3": Family("depth-estimation", "depth-anything-v3", (_CORE, "depth_estimation_enabled")),
     "perception_encoder": Family("embed", "perception_encoder", (_CORE, "core_model_pe_enabled")),
     # Roboflow routes pp_ocr through MODEL_PIPELINES, not GENERIC_MODELS; the id forms are the same.
     "pp_ocr": Family("ocr", "pp_ocr", (_CORE, "core_model_ppocr_enabled")),
@@ -46,7 +53,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
 
 # pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
 PP_OCR_SIZES = ("none", "tiny", "small", "medium")
-BARE_FAMILIES = {"pp_ocr": "small-small"}
+BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default", "easy_ocr": "english_g2"}
 
 
 #: families whose bare id takes its variant from a setting (Roboflow's *_VERSION_ID variables)

@@ -355,6 +355,15 @@ class TextDetections:
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
+    # the live view labels each box with its text (pipelines/annotate.py reads these)
+    @property
+    def class_ids(self) -> np.ndarray:
+        return np.arange(len(self), dtype=np.int64)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.texts
+
     @property
     def result(self) -> str:
         lines: dict[int, list[str]] = {}

@@ -14,7 +14,53 @@ from edge_agent.models.identity.ids import ModelRef
 from edge_agent.models.tasks.model import Model
 
 StatusCallback = Callable[[str], None]
-RUNNABLE = ("clip", "pp_ocr", "sam", "sam2", "owlv2", "paligemma", "smolvlm2")
+BOX_TASKS = ("object-detection", "instance-segmentation", "keypoint-detection")
+
+
+DetectorLoader = Callable[[str], Model]
+
+
+def paired_detector(variable: str, model_id: str, load: DetectorLoader | None) -> Model:
+    """The detector a foundation model runs on the same frames (``variable`` names the setting).
+
+    ``load`` is the registry's ``get_model`` (handed down: this module sits below the registry)."""
+    from edge_agent.models.common.errors import ModelSettingsError
+
+    if load is None:
+        raise ModelSettingsError(f"{variable}={model_id}: detectors are loaded through edge_agent.models.get_model")
+    if model_id.split("/", 1)[0] in GENERIC_FAMILIES:  # also stops a model pairing with itself forever
+        raise ModelSettingsError(
+            f"{variable}={model_id} is a foundation model; it must be a detector that gives boxes "
+            f"({', '.join(BOX_TASKS)})"
+        )
+    detector = load(model_id)
+    if detector.task_type not in BOX_TASKS:
+        detector.close()
+        raise ModelSettingsError(
+            f"{variable}={model_id} is a {detector.task_type or 'non-detection'} model; it must give boxes "
+            f"({', '.join(BOX_TASKS)})"
+        )
+    return detector
+
+
+RUNNABLE = (
+    "clip",
+    "pp_ocr",
+    "depth-anything-v2",
+    "gaze",
+    "l2cs-net",
+    "trocr",
+    "perception_encoder",
+    "doctr",
+    "doctr-dbnet-rn50",
+    "easy_ocr",
+    "easy-ocr-english",
+    "sam",
+    "sam2",
+    "owlv2",
+    "paligemma",
+    "smolvlm2",
+)
 
 
 def get_foundation_model(
@@ -24,7 +70,9 @@ def get_foundation_model(
     *,
     progress: ProgressCallback | None = None,
     status: StatusCallback | None = None,
+    load_detector: DetectorLoader | None = None,
 ) -> Model:
+    """``load_detector``: how a paired detector (DEPTH_/GAZE_FACE_/OCR_DETECTOR_MODEL_ID) is loaded."""
     assert ref.family is not None and ref.version is not None
     family = GENERIC_FAMILIES[ref.family]
     check_family_enabled(ref.family, family, settings)
@@ -46,6 +94,18 @@ def get_foundation_model(
             f"hf_moondream.py shipped with the checkpoint); this build of edge-agent does not run code from "
             f"the model cache, so moondream2 is not supported"
         )
+    if ref.family == "depth-anything-v2":
+        return _depth(ref, api_key, settings, progress, status, load_detector)
+    if ref.family in ("gaze", "l2cs-net"):
+        return _gaze(ref, api_key, settings, progress, status, load_detector)
+    if ref.family == "trocr":
+        return _trocr(ref, api_key, settings, progress, status, load_detector)
+    if ref.family in ("doctr", "doctr-dbnet-rn50"):
+        return _doctr(ref, api_key, settings, progress, status)
+    if ref.family in ("easy_ocr", "easy-ocr-english"):
+        return _easy_ocr(ref, api_key, settings, progress, status)
+    if ref.family == "perception_encoder":
+        return _perception_encoder(ref, api_key, settings, progress, status)
     if ref.family in ("sam", "sam2"):
         return _sam(ref, api_key, settings, progress, status)
     if ref.family == "owlv2":
@@ -186,3 +246,242 @@ def _cached_package(
             if all((entry.directory / name).is_file() for name in files):
                 return entry.directory
     return None
+
+
+def _depth(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+    load_detector: DetectorLoader | None,
+) -> Model:
+    from edge_agent.models.foundation.depth import REQUIRED_FILES, DepthAnythingModel
+    from edge_agent.models.foundation.torch_support import import_runtime
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    import_runtime("transformers", f"{ref.model_id} (Depth Anything)", "transformers")  # before any download
+    directory = foundation_directory(
+        ref,
+        REQUIRED_FILES,
+        api_key,
+        settings,
+        task_type="depth-estimation",
+        model_type=ref.family or "",
+        backends=("hugging-face",),
+        progress=progress,
+        status=status,
+    )
+    detector = None
+    if settings.depth_detector_model_id:
+        detector = paired_detector("DEPTH_DETECTOR_MODEL_ID", settings.depth_detector_model_id, load_detector)
+    if status:
+        status(f"loading {ref.model_id}")
+    return DepthAnythingModel(ref.model_id, directory, settings, status, detector)
+
+
+def _gaze(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+    load_detector: DetectorLoader | None,
+) -> Model:
+    from edge_agent.models.foundation.gaze import LEGACY_FILE, PACKAGE_FILE, GazeModel
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    # gaze/L2CS: the legacy file name; l2cs-net/rn50: the current stack's package
+    name = LEGACY_FILE if ref.family == "gaze" else PACKAGE_FILE
+    directory = foundation_directory(
+        ref,
+        (name,),
+        api_key,
+        settings,
+        task_type="gaze",
+        model_type="l2cs",
+        backends=("onnx",),
+        progress=progress,
+        status=status,
+    )
+    if not (directory / name).is_file():  # a legacy directory holding the package's file name, or back
+        name = PACKAGE_FILE if name == LEGACY_FILE else LEGACY_FILE
+    face_detector = None
+    if settings.gaze_face_detector_model_id:
+        face_detector = paired_detector(
+            "GAZE_FACE_DETECTOR_MODEL_ID", settings.gaze_face_detector_model_id, load_detector
+        )
+    if status:
+        status(f"loading {ref.model_id}")
+    return GazeModel(ref.model_id, directory / name, settings, status, face_detector)
+
+
+def _trocr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+    load_detector: DetectorLoader | None,
+) -> Model:
+    from edge_agent.models.foundation.torch_support import import_runtime
+    from edge_agent.models.foundation.trocr import REQUIRED_FILES, TrOCRModel, hub_snapshot
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    assert ref.version is not None
+    import_runtime("transformers", f"{ref.model_id} (TrOCR)", "transformers")  # before any download
+    directory = hub_snapshot(ref.version, settings)  # Roboflow's legacy class: the Hugging Face hub cache
+    if directory is None:
+        directory = foundation_directory(
+            ref,
+            REQUIRED_FILES,
+            api_key,
+            settings,
+            task_type="ocr",
+            model_type="trocr",
+            backends=("hugging-face",),
+            progress=progress,
+            status=status,
+        )
+    detector = None
+    if settings.ocr_detector_model_id:
+        detector = paired_detector("OCR_DETECTOR_MODEL_ID", settings.ocr_detector_model_id, load_detector)
+    if status:
+        status(f"loading {ref.model_id}")
+    return TrOCRModel(ref.model_id, directory, settings, status, detector)
+
+
+def _perception_encoder(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.common.errors import MissingExtraError
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.foundation.perception_encoder import WEIGHTS_FILE, PerceptionEncoderModel
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    assert ref.version is not None
+    import_torch(f"{ref.model_id} (Perception Encoder)")  # missing runtimes are said before any download
+    try:
+        import instant_clip_tokenizer  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(f"{ref.model_id} (Perception Encoder)", "clip", "instant-clip-tokenizer") from None
+    directory = foundation_directory(
+        ref,
+        (WEIGHTS_FILE,),
+        api_key,
+        settings,
+        task_type="embed",
+        model_type="perception_encoder",
+        backends=("torch",),
+        package_id=f"perception-encoder/{ref.version}",  # Roboflow's adapter rewrites the family so
+        progress=progress,
+        status=status,
+    )
+    if status:
+        status(f"loading {ref.model_id}")
+    return PerceptionEncoderModel(ref.model_id, directory, settings, status)
+
+
+def _doctr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.artifacts.core_cache import ensure_core_files
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.foundation.doctr import LEGACY_DET, LEGACY_FILE, LEGACY_REC, PACKAGE_FILES, DocTRModel
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    import_torch(f"{ref.model_id} (DocTR)")
+    if ref.family == "doctr-dbnet-rn50":  # the current stack's package: both state dicts in one directory
+        directory = foundation_directory(
+            ref,
+            PACKAGE_FILES,
+            api_key,
+            settings,
+            task_type="ocr",
+            model_type="doctr",
+            backends=("torch",),
+            progress=progress,
+            status=status,
+        )
+        det, rec = (directory / name for name in PACKAGE_FILES)
+    else:  # doctr/<any variant>: Roboflow's legacy class loads these two core models whatever the variant
+        paths = []
+        for project, version in (LEGACY_DET, LEGACY_REC):
+            part = ModelRef(
+                kind="generic",
+                model_id=f"{project}/{version}",
+                requested_id=f"{project}/{version}",
+                project=project,
+                version=version,
+                local_dir=None,
+                family=None,
+            )
+            where = ensure_core_files(
+                part,
+                (LEGACY_FILE,),
+                api_key,
+                settings,
+                task_type="ocr",
+                model_type="doctr",
+                progress=progress,
+                status=status,
+            )
+            paths.append(where / LEGACY_FILE)
+        det, rec = paths
+    if status:
+        status(f"loading {ref.model_id}")
+    return DocTRModel(ref.model_id, det, rec, settings, status)
+
+
+def _easy_ocr(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.foundation.easy_ocr import (
+        CHARACTERS,
+        LEGACY_DETECTOR,
+        LEGACY_RECOGNIZER,
+        PACKAGE_CONFIG,
+        EasyOCRModel,
+        package_files,
+    )
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    assert ref.version is not None
+    import_torch(f"{ref.model_id} (EasyOCR)")
+    if ref.family == "easy_ocr" and ref.version not in CHARACTERS:  # said before anything is downloaded
+        raise UnsupportedModelTypeError(
+            f"{ref.model_id}: edge-agent reads EasyOCR's {', '.join(CHARACTERS)} only (the other languages' "
+            f"character lists ship inside the easyocr package)"
+        )
+    legacy = ref.family == "easy_ocr"
+    directory = foundation_directory(
+        ref,
+        (LEGACY_DETECTOR, LEGACY_RECOGNIZER) if legacy else (PACKAGE_CONFIG,),
+        api_key,
+        settings,
+        task_type="ocr",
+        model_type="easy_ocr",
+        backends=("torch",),
+        progress=progress,
+        status=status,
+    )
+    if (directory / PACKAGE_CONFIG).is_file():
+        detector, recognizer, network = package_files(directory)
+    else:
+        detector, recognizer, network = directory / LEGACY_DETECTOR, directory / LEGACY_RECOGNIZER, ref.version
+    if status:
+        status(f"loading {ref.model_id}")
+    return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status)

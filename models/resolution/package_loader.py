@@ -268,10 +268,14 @@ def package_directory(
     settings: ModelSettings,
     *,
     backends: tuple[str, ...] = ("onnx",),
+    own_engines: tuple[str, ...] = (),
     progress: ProgressCallback | None = None,
     status: StatusCallback | None = None,
 ) -> Path:
     """The directory of the best cached-or-downloaded package of ``model_id`` among ``backends``.
+
+    ``own_engines``: backends the caller runs with its own code (a foundation family's Hugging Face
+    or torch checkpoint), runnable here whatever engines the box has.
 
     For the parts foundation models are made of (PP-OCR's detection and recognition packages):
     no model is built here, and MODEL_PACKAGE_ID/MODEL_PACKAGE_BACKENDS (meant for the stream's
@@ -288,6 +292,7 @@ def package_directory(
     cached = [c for c in store.cached_packages(ref.model_id) if c.package.backend in backends]
     if cached:
         box = probe_box(settings, need_torch=any(c.package.backend in _TORCH_BACKENDS for c in cached))
+        box = dataclasses.replace(box, engines=box.engines | frozenset(own_engines))
         selection = choose(ref.model_id, [c.package for c in cached], box, prefs)
         by_id = {c.package.package_id: c for c in cached}
         for package in selection.ranked:
@@ -306,6 +311,7 @@ def package_directory(
     if metadata.model_id != ref.model_id:
         metadata = dataclasses.replace(metadata, model_id=ref.model_id)
     box = probe_box(settings, need_torch=any(p.backend in _TORCH_BACKENDS for p in metadata.packages))
+    box = dataclasses.replace(box, engines=box.engines | frozenset(own_engines))
     selection = choose(ref.model_id, metadata.packages, box, prefs)
     _log_choice(ref.model_id, selection, box.describe(), "from the registry")
     with model_lock(ref, settings):

@@ -108,7 +108,12 @@ def get_model(
     if ref.kind == "generic":
         from edge_agent.models.resolution.foundation_loader import get_foundation_model
 
-        return get_foundation_model(ref, api_key, settings, progress=progress, status=status)
+        def load_detector(detector_id: str) -> Model:  # a detector paired with a foundation model
+            return get_model(detector_id, api_key, progress=progress, status=status)
+
+        return get_foundation_model(
+            ref, api_key, settings, progress=progress, status=status, load_detector=load_detector
+        )
     if not ref.read_only:
         from edge_agent.models.resolution.credentials import check_api_key
         from edge_agent.models.resolution.package_loader import load_package_model, use_packages

@@ -127,6 +127,8 @@ def _batch_reason(package: ModelPackage, batch: tuple[int, int] | None) -> str |
     if batch is None:
         return None
     low, high = batch
+    if not package.dynamic_batch and package.static_batch is None:
+        return None  # a manifest without batch fields (Hugging Face packages): the model's code batches
     if not package.dynamic_batch:
         static = package.static_batch or 0
         if not low <= static <= high:
