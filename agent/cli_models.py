@@ -149,6 +149,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         options["iou_threshold"] = args.iou_threshold
     if args.keypoint_confidence is not None:
         options["keypoint_confidence"] = args.keypoint_confidence
+    if args.max_new_tokens is not None:
+        options["max_new_tokens"] = args.max_new_tokens
     if args.depth_map_format is not None:
         options["depth_map_format"] = args.depth_map_format
     if args.no_face_detection:
@@ -165,15 +167,22 @@ def cmd_infer(args: argparse.Namespace) -> int:
     for name in options:
         if name not in accepted:
             flag = flags.get(name, f"--{name.replace('_', '-')}")
+            if name == "prompts" and "prompt" in accepted:
+                continue  # a vision-language model: one answer per prompt, below
             raise InvalidInputError(f"{flag} does not apply to {model.task_type} models")
+    runs: list[dict[str, Any]] = [options]
+    if "prompts" in options and "prompt" in accepted:
+        rest = {k: v for k, v in options.items() if k != "prompts"}
+        runs = [{**rest, "prompt": prompt} for prompt in options["prompts"]]
     failed = 0
     pending: list[Any] = []
 
     def answer() -> None:
         if not pending:
             return
-        for response in model.infer(pending, **options):
-            sys.stdout.write(to_json(response.model_dump()) + "\n")
+        for run in runs:  # a VLM: each image's answers, one per prompt
+            for response in model.infer(pending, **run):
+                sys.stdout.write(to_json(response.model_dump()) + "\n")
         sys.stdout.flush()
         pending.clear()
 
@@ -366,7 +375,8 @@ def register(subparsers: Any) -> None:
         action="append",
         metavar="TEXT",
         help="text prompt (repeatable): CLIP / Perception Encoder zero-shot classes, class names for "
-        "open-vocabulary detectors",
+        "open-vocabulary detectors; vision-language models: one answer per prompt (Florence-2: a task "
+        "token such as '<CAPTION>')",
     )
     infer.add_argument(
         "--box",
@@ -386,6 +396,12 @@ def register(subparsers: Any) -> None:
         metavar="FILE.json",
         help="OWLv2: Roboflow's training_data list (example boxes on reference images; image paths "
         "relative to the file)",
+    )
+    infer.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help="vision-language models: most tokens of an answer (default: VLM_MAX_NEW_TOKENS or the family's)",
     )
     infer.set_defaults(handler=cmd_infer)
 

@@ -101,6 +101,26 @@ class AgentSettings(BaseSettings):
     live_view_max_viewers: int = Field(
         default=4, ge=1, le=1000, description="Most MJPEG viewers (live.mjpg) at a time per stream."
     )
+    vlm_model_id: str | None = Field(
+        default=None,
+        description="Vision-language model asked by streams' VLM_PROMPT (e.g. florence-2-base); needs LMM_ENABLED.",
+    )
+    vlm_queue_size: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Questions waiting for the vision-language model; when full the oldest is dropped (counted).",
+    )
+    vlm_cpu_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Most of one core's time the vision-language model computes (the rest it sleeps, "
+        "so the detector keeps its pace); 1 = unpaced.",
+    )
+    vlm_threads: int = Field(
+        default=1, ge=1, le=256, description="CPU threads of the vision-language model (the detector keeps the rest)."
+    )
     live_view_jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of live pictures.")
     state_dir: str | None = Field(
         default=None,

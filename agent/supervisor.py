@@ -40,6 +40,7 @@ from edge_agent.agent.second_models import SecondModels, split_options
 from edge_agent.agent.settings import Config, StreamConfig, env_name, live_view_options
 from edge_agent.agent.systemd_notify import SystemdNotifier
 from edge_agent.agent.validation import prepare_source
+from edge_agent.agent.vlm_streams import VLMStreams
 from edge_agent.models import ModelManager
 from edge_agent.models.common.errors import EdgeAgentError
 from edge_agent.pipelines.errors import StateError
@@ -146,6 +147,7 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._all_failed: dict[str, str] = {}
+        self.vlm: VLMStreams | None = None  # the streams' vision-language askers (VLM_PROMPT)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         if not self._stop.is_set():
@@ -210,8 +212,11 @@ class Supervisor:
         self.router = ResultRouter(
             agent.agent_id, self.sinks, sequences=self.sequences, run_id=self.run_id, live=self.live, steps=steps
         )
+        self.vlm = VLMStreams(self.config, self._load_model, self.sinks, self.live, self.run_id)
+        self.router.taps.append(self.vlm.on_frame)
         if self.tracking is not None:
-            self.tracking.outlet = self.router
+            # events reach the sinks through the router; track ends and zone entries also ask the VLM
+            self.tracking.outlet = self.vlm.event_outlet(self.router, self.tracking)
         self.second = SecondModels(self.router, self._load_model, self._wake_stages)
 
     def _wake_stages(self) -> None:
@@ -457,6 +462,8 @@ class Supervisor:
             record = await self._ensure_model(model_id)
             self._check_free(stream.name)
         self._check_model_options(stream)
+        if self.vlm is not None:
+            await self.vlm.add(stream)
         self._start_stream(stream, spec, options, record)
         log.info("stream %s added (%s, model %s)", stream.name, spec.display, model_id)
 
@@ -470,6 +477,8 @@ class Supervisor:
         await asyncio.wait([record.task], timeout=RETIRE_TIMEOUT_S)
         record.slot.close()
         self.live.forget(name)
+        if self.vlm is not None:
+            self.vlm.forget(name)
         if self.tracking is not None:
             self.tracking.forget(name)
         if self.router is not None:
@@ -572,6 +581,7 @@ class Supervisor:
                 for model_id, r in self.models.items()
             },
             "sinks": {type(s).__name__: s.counters() for s in self.sinks},
+            **({"vlm": self.vlm.counters()} if self.vlm is not None and self.vlm.askers else {}),
         }
 
     async def _stats_loop(self) -> None:
@@ -643,6 +653,9 @@ class Supervisor:
             else:
                 for stream, _, _ in sources:
                     self._check_model_options(stream)
+                assert self.vlm is not None
+                for stream, _, _ in sources:
+                    await self.vlm.add(stream)
                 for stream, spec, options in sources:
                     self._start_stream(stream, spec, options, self.models[self.config.model_of(stream)])
                 background.append(asyncio.create_task(self._stats_loop(), name="stats"))
@@ -782,6 +795,8 @@ class Supervisor:
             _, pending = await asyncio.wait(stage_tasks, timeout=max(deadline - time.monotonic(), 0.1))
             for task in pending:
                 task.cancel()
+        if self.vlm is not None:  # before the sinks close: an answer being published still goes out
+            await self.vlm.stop(max(min(deadline - time.monotonic(), 5.0), 0.1))
         if self.second is not None:  # after the first stages: their last results are handed over
             await self.second.stop(deadline - time.monotonic())
 
@@ -794,6 +809,8 @@ class Supervisor:
             await asyncio.wait(tasks, timeout=RETIRE_TIMEOUT_S)
         for record in self.models.values():
             record.executor.shutdown(wait=False, cancel_futures=True)
+        if self.vlm is not None:
+            await self.vlm.stop(1.0)
         if self.second is not None:
             self.second.close()
 

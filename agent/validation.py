@@ -155,8 +155,13 @@ def validate_config(config: Config) -> None:
     users = [s.name for s in config.streams if config.model_of(s) == agent.model_id]
     check_model_id(agent.model_id, "MODEL_ID", users, config.models)
     label = "stream" if config.using_sample else "STREAMS: stream"
+    from edge_agent.agent.vlm_streams import vlm_model_of
+
     for stream in config.streams:
         prepare_stream(stream, config, label)
+        vlm_id = vlm_model_of(stream, config)
+        if vlm_id is not None:
+            check_model_id(vlm_id, "VLM_MODEL_ID", [stream.name], config.models)
     _check_int8_copies(config)
     if agent.mqtt_host:
         try:

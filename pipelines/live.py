@@ -244,6 +244,11 @@ class LiveView:
         # Per stream, the newest result that has more to give than its message (a depth map):
         # served whole over HTTP on demand. Only a reference to the newest one is kept.
         self._full: dict[str, Prediction] = {}
+        self.answers: dict[str, dict[str, Any]] = {}  # stream -> newest VLM answer (prompt, text, time)
+
+    def set_answer(self, stream: str, answer: dict[str, Any]) -> None:
+        """The newest vision-language answer about ``stream`` (shown beside its picture)."""
+        self.answers[stream] = answer
 
     def set_colors(self, model_id: str, colors: Mapping[str, str]) -> None:
         self._colors[model_id] = dict(colors)
@@ -282,6 +287,7 @@ class LiveView:
         return self.track(stream)
 
     def forget(self, stream: str) -> None:
+        self.answers.pop(stream, None)
         picture = self._pictures.pop(stream, None)
         self._full.pop(stream, None)
         if picture is not None:

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,8 @@ class ResultRouter:
         steps: Sequence[ProcessingStep] = (),
         live: LiveView | None = None,
     ) -> None:
+        # Called with (frame, prediction) after the sinks: the VLM askers pick their frames here.
+        self.taps: list[Callable[[Frame, Prediction], None]] = []
         self._agent_id = agent_id
         # Keeps each stream's newest frame + prediction for the live view (a reference, no copy).
         self.live = live
@@ -105,6 +107,11 @@ class ResultRouter:
                 sink.publish_prediction(frame.stream, message)
             except Exception:  # one broken sink must not starve the others
                 log.exception("sink %s failed to take a prediction", type(sink).__name__)
+        for tap in self.taps:
+            try:
+                tap(frame, prediction)
+            except Exception:
+                log.exception("result tap %s failed", getattr(tap, "__qualname__", tap))
 
     # -- the tracking step's outlet (pipelines/events/step.py) -----------------------------------
 

@@ -90,6 +90,31 @@ def _regions(value: Any) -> Any:
     return regions
 
 
+def _vlm_prompt(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty; leave it out to ask nothing")
+    if len(value) > 4000:
+        raise ValueError("is longer than 4000 characters")
+    return value
+
+
+VLM_EVENTS = ("track_end", "zone_enter")
+
+
+def _vlm_events(value: Any) -> Any:
+    items = value
+    if isinstance(value, str):
+        text = value.strip()
+        items = json.loads(text) if text.startswith("[") else text.split("|")
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"accepted: {' | '.join(VLM_EVENTS)} separated by '|', or a JSON list")
+    events = tuple(dict.fromkeys(i.strip() for i in items if i.strip()))
+    unknown = [e for e in events if e not in VLM_EVENTS]
+    if unknown or not events:
+        raise ValueError(f"names {', '.join(unknown) or 'no event'}; accepted: {', '.join(VLM_EVENTS)}")
+    return events
+
+
 def _class_names(value: Any) -> Any:
     """``"plate|car"`` or a JSON list (env), or a list (control API) -> tuple of class names."""
     items = value
@@ -134,6 +159,30 @@ class StreamOptions(TrackingOptions, ReadOptions):
         "(or a JSON list)",
     )
 
+    vlm_prompt: Annotated[str, AfterValidator(_vlm_prompt)] | None = Field(
+        default=None,
+        description="a vision-language model's prompt asked about this stream every VLM_INTERVAL seconds "
+        "(answers on {prefix}/{agent}/{stream}/vlm), e.g. '<CAPTION>' for Florence-2",
+    )
+    vlm_interval: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=86400.0,
+        allow_inf_nan=False,
+        description="seconds between two VLM_PROMPT questions about this stream (at least 1; never every frame)",
+    )
+    vlm_model_id: Annotated[str, AfterValidator(_model_id)] | None = Field(
+        default=None, description="vision-language model of VLM_PROMPT (default: VLM_MODEL_ID)"
+    )
+    vlm_event_prompt: Annotated[str, AfterValidator(_vlm_prompt)] | None = Field(
+        default=None,
+        description="a VLM prompt asked about a tracked object's best snapshot on the events in VLM_EVENTS "
+        "(answers carry the event id)",
+    )
+    vlm_events: Annotated[tuple[str, ...], BeforeValidator(_vlm_events)] = Field(
+        default=("track_end",),
+        description="events that ask VLM_EVENT_PROMPT: track_end, zone_enter (a '|' list or JSON list)",
+    )
     training_data: Annotated[str, AfterValidator(_model_id)] | None = Field(
         default=None,
         description="OWLv2: a JSON file of Roboflow's training_data (example boxes on reference images; "

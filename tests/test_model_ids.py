@@ -103,7 +103,8 @@ def test_alias_table_matches_spec(alias, target):
 
 def test_alias_table_is_complete():
     # 5+5+5+5 (v8 det/1280/seg/pose) + 3 nas + 6 v10 + 15 v11 (x2 spellings) + 5 rfdetr + 4 resnet
-    assert len(MODEL_ALIASES) == 20 + 3 + 6 + 30 + 5 + 4
+    # + vision-language: 2 Florence-2, 14 PaliGemma, 1 Qwen2.5-VL
+    assert len(MODEL_ALIASES) == 20 + 3 + 6 + 30 + 5 + 4 + 2 + 14 + 1
     assert all(v.count("/") == 1 for v in MODEL_ALIASES.values())
 
 

@@ -42,6 +42,12 @@ def _table() -> dict[str, str]:
     return parse(match.group(1))
 
 
+def _model_id(value: str) -> str:
+    from edge_agent.models.identity.ids import parse_model_id
+
+    return parse_model_id(value).model_id
+
+
 def _stream(key: str, value: str) -> Any:
     from edge_agent.agent.settings import stream_from_env
 
@@ -76,6 +82,8 @@ CUDA_CPU = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 # (variable cell, pattern that finds the example in that row, how the code reads it, what it must give).
 # Each pattern is searched in the README's own text, so the example checked is the one a user copies.
 EXAMPLES: list[tuple[str, str, Callable[[str], Any], Any]] = [
+    ("`STREAM_<NAME>_VLM_PROMPT`", r"e\.g\. '([^']+)'", lambda v: _stream("VLM_PROMPT", v).vlm_prompt, "<CAPTION>"),
+    ("`VLM_MODEL_ID`", r"\(e\.g\. ([\w-]+)\)", _model_id, "florence-pretrains/3"),
     (
         "`STREAM_<NAME>_PROMPTS`",
         r'\("([^"]+)"\)',

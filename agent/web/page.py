@@ -63,6 +63,7 @@ def live_status(supervisor: Supervisor) -> dict[str, Any]:
                 "height": entry.get("height"),
                 "picture": bool(holder is not None and holder.has_result),
                 "viewers": holder.viewers if holder is not None else 0,
+                "vlm": supervisor.live.answers.get(name),
             }
         )
     return {

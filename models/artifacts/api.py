@@ -202,6 +202,24 @@ class RoboflowApi:
             )
         return dict(weights)
 
+    def describe_lora_base(self, repo_and_revision: str, api_key: str | None) -> dict[str, str]:
+        """GET /lora_bases?repoAndRevision=<repo>/<revision>: ``{"model": URL of a tar.gz}`` of an
+        adapter's base checkpoint (Roboflow's ``get_roboflow_base_lora``)."""
+        params = {"repoAndRevision": repo_and_revision}
+        if api_key:
+            params["api_key"] = api_key
+        url = f"{self.settings.api_base_url}/lora_bases?" + urlencode(params)
+        answer = self._with_retries(
+            f"asking the Roboflow API for the LoRA base {repo_and_revision}",
+            lambda: self._fetch_json_once(url, repo_and_revision, api=True, api_key_given=bool(api_key)),
+        )
+        weights = answer.get("weights") if isinstance(answer, dict) else None
+        if not isinstance(weights, dict) or not all(isinstance(v, str) for v in weights.values()) or not weights:
+            raise ModelDownloadError(
+                f"the Roboflow API answer for the LoRA base {repo_and_revision} has no 'weights' URLs"
+            )
+        return dict(weights)
+
     def fetch_json(self, url: str, what: str) -> Any:
         return self._with_retries(f"downloading {what}", lambda: self._fetch_json_once(url, what))
 

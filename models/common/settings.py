@@ -264,6 +264,31 @@ class ModelSettings(BaseSettings):
     paligemma_enabled: bool = Field(default=True, description="Allow paligemma/* (also needs LMM_ENABLED).")
     smolvlm2_enabled: bool = Field(default=True, description="Allow smolvlm2/* (also needs LMM_ENABLED).")
     moondream2_enabled: bool = Field(default=True, description="Allow moondream2/* (also needs LMM_ENABLED).")
+    florence2_enabled: bool = Field(default=True, description="Allow Florence-2 models (also needs LMM_ENABLED).")
+    qwen_2_5_enabled: bool = Field(default=True, description="Allow Qwen2.5-VL models (also needs LMM_ENABLED).")
+    # -- vision-language models (issue 24) ----------------------------------------------------------
+    vlm_dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto",
+        description="Weights dtype of vision-language models: auto = float32 on the CPU, float16 on CUDA.",
+    )
+    vlm_max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Most tokens a vision-language model writes per answer; unset = the family's default "
+        "(Florence-2 1000, PaliGemma 400, Qwen2.5-VL 512, SmolVLM2 400).",
+    )
+    vlm_num_beams: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Beam search width of vision-language answers (1 = greedy, the cheapest on an edge box).",
+    )
+    vlm_quantization: Literal["auto", "4bit", "none"] = Field(
+        default="auto",
+        description="4-bit NF4 weights (bitsandbytes, CUDA only): auto = on CUDA when bitsandbytes is "
+        "installed; 4bit = required; none = never.",
+    )
 
     @field_validator("model_cache_dir", mode="before")
     @classmethod

@@ -48,6 +48,19 @@ class OCRResponse(InferenceStamp, _Shape):
     predictions: list[ObjectDetectionPrediction]
 
 
+class LMMResponse(_Shape):
+    """``/infer/lmm``: the answer (text, or Florence-2's dict keyed by its task token), the image size,
+    and Roboflow object-detection ``predictions`` when the answer is boxes."""
+
+    response: str | dict[str, Any]
+    image: ImageDimensions
+    predictions: list[ObjectDetectionPrediction] | None = None
+
+    def model_dump(self, *, by_alias: bool | None = True, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump(by_alias=by_alias, **kwargs)
+
+
 class DepthResponse(_Shape):
     """``/infer/depth-estimation``: the normalised map (nested lists or a base64 PNG), its format, a picture."""
 

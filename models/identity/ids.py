@@ -141,10 +141,14 @@ def _parse_local(model_id: str, text: str) -> ModelRef:
         or any(path.glob("*.torchscript"))
         or (path / "weights.pt").is_file()  # a Roboflow Instant model (serialized OWLv2)
     )
+    # a Hugging Face checkpoint (vision-language models): config.json with safetensors, or a LoRA adapter
+    has_weights = has_weights or ((path / "config.json").is_file() and any(path.glob("*.safetensors")))
+    has_weights = has_weights or (path / "adapter_config.json").is_file()
     if not has_weights:
         raise _reject(
             model_id,
-            f"directory {path} has no weights.onnx (nor any .onnx or .torchscript file): not a model directory",
+            f"directory {path} has no weights.onnx (nor any .onnx or .torchscript file, nor a Hugging Face "
+            f"checkpoint): not a model directory",
         )
     real = Path(os.path.realpath(path))
     return ModelRef(kind="local", model_id=str(real), requested_id=model_id, local_dir=real)

@@ -58,6 +58,8 @@ RUNNABLE = (
     "sam",
     "sam2",
     "owlv2",
+    "paligemma",
+    "smolvlm2",
 )
 
 
@@ -78,6 +80,20 @@ def get_foundation_model(
         return _clip(ref, api_key, settings, progress, status)
     if ref.family == "pp_ocr":
         return _pp_ocr(ref, api_key, settings, progress, status)
+    from edge_agent.models.foundation.vlm_families import is_vlm_type
+
+    if is_vlm_type(family.model_type):  # smolvlm2/..., paligemma/...: Hugging Face checkpoints
+        from edge_agent.models.foundation.vlm_loader import get_vlm_model
+
+        return get_vlm_model(
+            ref, family.task_type, family.model_type, api_key, settings, progress=progress, status=status
+        )
+    if ref.family == "moondream2":
+        raise UnsupportedModelTypeError(
+            f"{ref.model_id}: Moondream2's model code is not part of transformers (Roboflow imports the "
+            f"hf_moondream.py shipped with the checkpoint); this build of edge-agent does not run code from "
+            f"the model cache, so moondream2 is not supported"
+        )
     if ref.family == "depth-anything-v2":
         return _depth(ref, api_key, settings, progress, status, load_detector)
     if ref.family in ("gaze", "l2cs-net"):

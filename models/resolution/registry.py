@@ -44,7 +44,9 @@ def _type_of(ref: ModelRef, api_key: str | None, settings: ModelSettings) -> tup
     if ref.read_only:
         directory = ref.local_dir
         assert directory is not None
-        found = cache.read_model_type(directory) or _package_dir_type(directory)
+        from edge_agent.models.foundation.vlm_families import hf_checkpoint_type
+
+        found = cache.read_model_type(directory) or _package_dir_type(directory) or hf_checkpoint_type(directory)
         if found is None:
             logger.info("%s has no model_type.json; assuming %s/%s", directory, *artifacts.LOCAL_DEFAULT_TYPE)
             return artifacts.LOCAL_DEFAULT_TYPE
@@ -120,6 +122,12 @@ def get_model(
         if use_packages(ref, api_key, settings):
             return load_package_model(ref, api_key, settings, progress=progress, status=status)
     task_type, model_type = _type_of(ref, api_key, settings)
+    from edge_agent.models.foundation.vlm_families import is_vlm_type
+
+    if is_vlm_type(model_type):  # Hugging Face checkpoints (Florence-2, PaliGemma, ...): their own loader
+        from edge_agent.models.foundation.vlm_loader import get_vlm_model
+
+        return get_vlm_model(ref, task_type, model_type, api_key, settings, progress=progress, status=status)
     if model_type == "owlv2-finetuned":  # Roboflow Instant: a serialized OWLv2, not an ONNX family
         from edge_agent.models.foundation.owlv2 import load_instant
 

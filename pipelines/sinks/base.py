@@ -17,6 +17,9 @@ class Sink(Protocol):
 
     def publish_stats(self, payload: dict[str, Any]) -> None: ...
 
+    def publish_answer(self, stream: str, payload: dict[str, Any]) -> None:
+        """A vision-language answer about ``stream`` (its own topic); never blocks."""
+
     async def close(self, timeout: float) -> None: ...
 
     def counters(self) -> dict[str, Any]: ...

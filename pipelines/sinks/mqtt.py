@@ -314,6 +314,12 @@ class MqttSink:
             )
         )
 
+    def publish_answer(self, stream: str, payload: dict[str, Any]) -> None:
+        """Queue one vision-language answer (through the same outbox as predictions); never blocks."""
+        self._enqueue(
+            OutMessage(self.topics.answers(stream), encode_json(payload), self.config.qos, False, expires=True)
+        )
+
     def publish_event(self, stream: str, payload: dict[str, Any]) -> None:
         """Queue one tracking event: at least QoS 1 (an event is not a frame to lose), through
         the same (durable) outbox as predictions, numbered on the stream's event ``seq``."""

@@ -92,6 +92,10 @@ class Topics:
     def predictions(self, stream: str) -> str:
         return f"{self.base}/{sanitize_level(stream)}/predictions"
 
+    def answers(self, stream: str) -> str:
+        """Vision-language answers about a stream (VLM_PROMPT, event prompts)."""
+        return f"{self.base}/{sanitize_level(stream)}/vlm"
+
     def events(self, stream: str) -> str:
         return f"{self.base}/{sanitize_level(stream)}/events"
 

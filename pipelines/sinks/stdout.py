@@ -111,6 +111,9 @@ class StdoutSink:
     def publish_prediction(self, stream: str, payload: dict[str, Any]) -> None:
         self._put(payload)
 
+    def publish_answer(self, stream: str, payload: dict[str, Any]) -> None:
+        self._put({"type": "vlm_answer", **payload})
+
     def publish_event(self, stream: str, payload: dict[str, Any]) -> None:
         """A tracking event, one line like a prediction (told apart by its ``type``)."""
         self._put(payload)
