@@ -161,7 +161,7 @@ class _Tracker:
     def __init__(self) -> None:
         self.forgotten: list[str] = []
 
-    def __call__(self, stream: str, prediction: Detections) -> Detections:
+    def __call__(self, stream: str, prediction: Detections, frame: object = None) -> Detections:
         from dataclasses import replace
 
         return replace(prediction, track_ids=np.arange(len(prediction)) + 100)
@@ -173,7 +173,7 @@ class _Tracker:
 class _Broken:
     name = "broken"
 
-    def __call__(self, stream: str, prediction: Detections) -> Detections:
+    def __call__(self, stream: str, prediction: Detections, frame: object = None) -> Detections:
         raise RuntimeError("boom")
 
     def forget(self, stream: str) -> None:

@@ -19,6 +19,11 @@ BUILTIN = Path(__file__).resolve().parent.parent / "models" / "builtin" / "shape
 SAMPLE = BUILTIN.parent / "sample.mp4"
 
 
+def _predictions(stdout: str) -> list[dict]:
+    """Prediction lines only: a tracked stream's events are printed on stdout too."""
+    return [m for m in (json.loads(line) for line in stdout.splitlines() if line.startswith("{")) if "predictions" in m]
+
+
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {"MODEL_CACHE_DIR": str(tmp_path / "cache"), "STATE_DIR": str(tmp_path / "state"), **extra}
 
@@ -228,7 +233,7 @@ def test_frame_id_counts_decoded_frames_with_a_rate_cap(tmp_path: Path) -> None:
     env = _env(tmp_path, STREAMS=f"cam={clip}", STREAM_CAM_MODE="every", STREAM_CAM_MAX_FPS="10", STDOUT_SINK="true")
     result = run_cli("run", "--seconds", "60", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    ids = [json.loads(line)["frame_id"] for line in result.stdout.splitlines() if line.startswith("{")]
+    ids = [m["frame_id"] for m in _predictions(result.stdout)]
     # 30 fps capped at 10: every third decoded frame is processed; its id is its index in the file
     assert ids == list(range(0, 60, 3)), ids
 
@@ -323,7 +328,7 @@ def test_a_text_file_beside_a_good_stream_fails_alone(tmp_path: Path) -> None:
     env = _env(tmp_path, STREAMS=f"bad={_notes(tmp_path)};good={good}", STREAM_GOOD_MODE="every", STDOUT_SINK="true")
     result = run_cli("run", "--seconds", "60", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    ids = [(m["stream"], m["frame_id"]) for m in map(json.loads, result.stdout.splitlines())]
+    ids = [(m["stream"], m["frame_id"]) for m in _predictions(result.stdout)]
     assert ids == [("good", i) for i in range(10)], ids  # every frame of the good clip, nothing of the text
     assert "edge_agent.stream.bad: failed: not a video: FFmpeg reads it as text rendered into pictures" in result.stderr
 
