@@ -222,7 +222,7 @@ def test_common_setups_variables_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     from edge_agent.agent.cli import build_parser
 
     blocks = _setup_blocks()
-    assert len(blocks) == 5, "one camera to MQTT; several cameras and the live view; offline; INT8; systemd"
+    assert len(blocks) == 6, "one camera to MQTT; several cameras and the live view; offline; INT8; counting; systemd"
     parser = build_parser()
     checked = 0
     for block in blocks:
@@ -233,4 +233,4 @@ def test_common_setups_variables_parse(monkeypatch: pytest.MonkeyPatch) -> None:
             if env:
                 _check_variables(env, monkeypatch)
                 checked += 1
-    assert checked >= 6  # every block sets variables (the offline one twice, the service in its file)
+    assert checked >= 7  # every block sets variables (the offline one twice, the service in its file)
