@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.models.common.errors import InvalidInputError
+from edge_agent.models.foundation.responses import response_of
 from edge_agent.models.maths.images import ImageInput
 from edge_agent.models.maths.predictions import Prediction
 from edge_agent.models.tasks.model import Model
@@ -57,3 +58,21 @@ class FoundationModel(Model):
         inputs, metas = self.preprocess(images)
         outputs = self.run(inputs)
         return self.postprocess(outputs, [(m, o) for m, o in zip(metas, options, strict=True)], params)
+
+
+class WholeImageModel(FoundationModel):
+    """A family whose ``predict_chunk`` does all the work on whole images (depth, gaze, OCR
+    networks that run several stages per image): the Model base's separate preprocess/run/
+    postprocess steps are not used, and responses come from the prediction's own shape."""
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
+        return images, [None] * len(images)
+
+    def run(self, inputs: Any) -> Any:
+        return inputs
+
+    def postprocess(self, outputs: Any, metas: list[Any], params: Any) -> list[Prediction]:
+        raise NotImplementedError(f"{type(self).__name__} predicts through predict_chunk")
+
+    def make_response(self, prediction: Prediction) -> Any:
+        return response_of(prediction)

@@ -24,7 +24,7 @@ import numpy as np
 from edge_agent.models.common.errors import InvalidInputError, ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation import depth_maths
-from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.base import WholeImageModel
 from edge_agent.models.foundation.torch_support import device_and_dtype, import_runtime
 from edge_agent.models.maths.predictions import Detections, Prediction
 from edge_agent.models.tasks.model import Model
@@ -113,7 +113,7 @@ class DepthParams:
     depth_map_format: str
 
 
-class DepthAnythingModel(FoundationModel):
+class DepthAnythingModel(WholeImageModel):
     """Hugging Face ``AutoModelForDepthEstimation`` behind the FoundationModel interface.
 
     As a stream's second model (``STREAM_<NAME>_SECOND_MODEL_ID``) it takes the detector's boxes
@@ -217,21 +217,6 @@ class DepthAnythingModel(FoundationModel):
         if chosen.size:
             depths[chosen] = depth_maths.box_depths(normalized, detections.boxes[chosen])
         return DepthMap(normalized, (image.shape[1], image.shape[0]), "json", detections, depths)
-
-    # Model's abstract steps (predict_chunk above does the work)
-    def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
-        return images, [None] * len(images)
-
-    def run(self, inputs: Any) -> Any:
-        return inputs
-
-    def postprocess(self, outputs: Any, metas: list[Any], params: Any) -> list[Prediction]:
-        raise NotImplementedError  # predict_chunk is the path
-
-    def make_response(self, prediction: Prediction) -> Any:
-        from edge_agent.models.foundation.responses import response_of
-
-        return response_of(prediction)
 
     def close(self) -> None:
         if self.detector is not None:

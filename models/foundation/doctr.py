@@ -35,7 +35,7 @@ import numpy as np
 
 from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
-from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.base import WholeImageModel
 from edge_agent.models.foundation.ocr import Region, check_regions
 from edge_agent.models.foundation.ocr_steps import reading_order
 from edge_agent.models.maths.predictions import Prediction, TextDetections
@@ -201,7 +201,7 @@ class DocTRParams:
     regions: tuple[Region, ...] | None
 
 
-class DocTRModel(FoundationModel):
+class DocTRModel(WholeImageModel):
     stream_options = ("regions",)
 
     def __init__(
@@ -311,18 +311,3 @@ class DocTRModel(FoundationModel):
             )
             out.append(prediction if params.confidence is None else prediction.filter_confidence(params.confidence))
         return out
-
-    # Model's abstract steps (predict_chunk above does the work)
-    def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
-        return images, [None] * len(images)
-
-    def run(self, inputs: Any) -> Any:
-        return inputs
-
-    def postprocess(self, outputs: Any, metas: list[Any], params: Any) -> list[Prediction]:
-        raise NotImplementedError  # predict_chunk is the path
-
-    def make_response(self, prediction: Prediction) -> Any:
-        from edge_agent.models.foundation.responses import response_of
-
-        return response_of(prediction)

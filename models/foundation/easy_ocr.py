@@ -38,7 +38,7 @@ import numpy as np
 
 from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
-from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.base import WholeImageModel
 from edge_agent.models.foundation.ocr import Region, check_regions
 from edge_agent.models.foundation.ocr_steps import reading_order
 from edge_agent.models.maths.predictions import Prediction, TextDetections
@@ -222,7 +222,7 @@ class EasyOCRParams:
     regions: tuple[Region, ...] | None
 
 
-class EasyOCRModel(FoundationModel):
+class EasyOCRModel(WholeImageModel):
     stream_options = ("regions",)
 
     def __init__(
@@ -352,21 +352,6 @@ class EasyOCRModel(FoundationModel):
             )
             out.append(prediction if params.confidence is None else prediction.filter_confidence(params.confidence))
         return out
-
-    # Model's abstract steps (predict_chunk above does the work)
-    def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
-        return images, [None] * len(images)
-
-    def run(self, inputs: Any) -> Any:
-        return inputs
-
-    def postprocess(self, outputs: Any, metas: list[Any], params: Any) -> list[Prediction]:
-        raise NotImplementedError  # predict_chunk is the path
-
-    def make_response(self, prediction: Prediction) -> Any:
-        from edge_agent.models.foundation.responses import response_of
-
-        return response_of(prediction)
 
 
 def package_files(directory: Path) -> tuple[Path, Path, str]:

@@ -28,7 +28,7 @@ import numpy as np
 from edge_agent.models.common.errors import InvalidInputError, ModelLayoutError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.onnx import OnnxEngine
-from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.base import WholeImageModel
 from edge_agent.models.maths.predictions import Detections, Prediction
 from edge_agent.models.tasks.model import Model
 
@@ -184,7 +184,7 @@ class GazeParams:
     face_detection: bool
 
 
-class GazeModel(FoundationModel):
+class GazeModel(WholeImageModel):
     """L2CS-Net on ONNX Runtime, on the faces of a face detector (or on the whole image)."""
 
     def __init__(
@@ -296,21 +296,6 @@ class GazeModel(FoundationModel):
                 )
             )
         return out
-
-    # Model's abstract steps (predict_chunk above does the work)
-    def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
-        return images, [None] * len(images)
-
-    def run(self, inputs: Any) -> Any:
-        return inputs
-
-    def postprocess(self, outputs: Any, metas: list[Any], params: Any) -> list[Prediction]:
-        raise NotImplementedError  # predict_chunk is the path
-
-    def make_response(self, prediction: Prediction) -> Any:
-        from edge_agent.models.foundation.responses import response_of
-
-        return response_of(prediction)
 
     def close(self) -> None:
         self.engine.close()

@@ -26,7 +26,7 @@ import numpy as np
 
 from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
-from edge_agent.models.foundation.base import FoundationModel
+from edge_agent.models.foundation.base import WholeImageModel
 from edge_agent.models.foundation.ocr import Region, check_regions
 from edge_agent.models.foundation.torch_support import device_and_dtype, import_runtime
 from edge_agent.models.maths.predictions import Detections, Prediction, TextDetections
@@ -91,7 +91,7 @@ class TrOCRParams:
     regions: tuple[Region, ...] | None
 
 
-class TrOCRModel(FoundationModel):
+class TrOCRModel(WholeImageModel):
     stream_options = ("regions",)
 
     def __init__(
@@ -188,21 +188,6 @@ class TrOCRModel(FoundationModel):
             )
             out.append(prediction if params.confidence is None else prediction.filter_confidence(params.confidence))
         return out
-
-    # Model's abstract steps (predict_chunk above does the work)
-    def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
-        return images, [None] * len(images)
-
-    def run(self, inputs: Any) -> Any:
-        return inputs
-
-    def postprocess(self, outputs: Any, metas: list[Any], params: Any) -> list[Prediction]:
-        raise NotImplementedError  # predict_chunk is the path
-
-    def make_response(self, prediction: Prediction) -> Any:
-        from edge_agent.models.foundation.responses import response_of
-
-        return response_of(prediction)
 
     def close(self) -> None:
         if self.detector is not None:
