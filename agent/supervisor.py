@@ -588,12 +588,15 @@ class Supervisor:
         interval = self.config.agent.stats_interval
         while True:
             await asyncio.sleep(interval)
-            payload = self.stats()
-            for sink in self.sinks:
-                try:
-                    sink.publish_stats(payload)
-                except Exception:
-                    log.exception("sink %s failed to take stats", type(sink).__name__)
+            self._publish_stats()
+
+    def _publish_stats(self) -> None:
+        payload = self.stats()
+        for sink in self.sinks:
+            try:
+                sink.publish_stats(payload)
+            except Exception:
+                log.exception("sink %s failed to take stats", type(sink).__name__)
 
     async def _watchdog_loop(self) -> None:
         interval = self.notifier.watchdog_interval_s
@@ -688,6 +691,8 @@ class Supervisor:
             await health.cleanup()
         self.live.close()
         self._finish_tracking()
+        # the last counters (a file's whole run, a second model's last runs) before the sinks go
+        self._publish_stats()
         await self._close_sinks(max(deadline - time.monotonic(), 0.5))
         self._close_state()
         for record in self.models.values():
