@@ -200,12 +200,15 @@ def decoders(path: Path, streams: int, seconds_of_video: float = 12.0) -> list[s
 # -- 2. the agent ------------------------------------------------------------------------------
 
 
-def trial(server: Any, n: int, mode: str, window: float, settle: float) -> dict[str, Any]:
+def trial(
+    server: Any, n: int, mode: str, window: float, settle: float, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     names = [f"s{i}" for i in range(n)]
     env = {
         "STREAMS": ";".join(f"{name}={server.url('cam')}" for name in names),
         "STDOUT_SINK": "true",
         "LOG_LEVEL": "WARNING",
+        **(extra or {}),
     }
     for name in names:
         env[f"STREAM_{name.upper()}_DECODE"] = mode
@@ -285,10 +288,12 @@ def result_share(times: list[float], t0: float, t1: float) -> float:
     return len(times) / (len(times) + lost)
 
 
-def ladder(server: Any, mode: str, counts: list[int], window: float, settle: float) -> tuple[int, list[str]]:
+def ladder(
+    server: Any, mode: str, counts: list[int], window: float, settle: float, extra: dict[str, str] | None = None
+) -> tuple[int, list[str]]:
     best, rows, first = 0, [], None
     for n in counts:
-        r = trial(server, n, mode, window, settle)
+        r = trial(server, n, mode, window, settle, extra)
         if "min_share" in r:
             if first is None:
                 first = r
@@ -316,6 +321,13 @@ def main() -> None:
     parser.add_argument("--keyframes", type=int, nargs="*", default=[16, 32, 48, 64, 80, 96, 128])
     parser.add_argument("--all", type=int, nargs="*", default=[2, 4, 6, 8, 10, 12, 16], dest="all_counts")
     parser.add_argument("--window", type=float, default=40.0, help="seconds measured per count")
+    parser.add_argument(
+        "--agent-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="agent settings for both ladders, e.g. MODEL_PRECISION=int8 (repeatable)",
+    )
     parser.add_argument("--settle", type=float, default=6.0, help="seconds after every stream produced")
     parser.add_argument("--decoder-streams", type=int, default=8)
     parser.add_argument("--skip-decoders", action="store_true")
@@ -327,6 +339,7 @@ def main() -> None:
     )
     parser.add_argument("--server-cpus", type=_cpus, help="run the RTSP server on these CPUs, e.g. 2-7")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.agent_env)
     from tests.fixtures.rtsp import RtspServer
 
     clip = gop_clip()
@@ -348,10 +361,10 @@ def main() -> None:
             report += lines
         header = "2. agent, built-in detector, DECODE=keyframes:"
         print(header, flush=True)
-        best_key, rows_key = ladder(server, "keyframes", args.keyframes, args.window, args.settle)
+        best_key, rows_key = ladder(server, "keyframes", args.keyframes, args.window, args.settle, extra)
         header_all = f"   DECODE=all, MAX_FPS={1 / GOP_S:g}:"
         print(header_all, flush=True)
-        best_all, rows_all = ladder(server, "all", args.all_counts, args.window, args.settle)
+        best_all, rows_all = ladder(server, "all", args.all_counts, args.window, args.settle, extra)
     finally:
         server.stop()
     report += [header, *rows_key, header_all, *rows_all]
