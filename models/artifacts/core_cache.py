@@ -141,19 +141,36 @@ def _download(
         )
     if status:
         status(f"downloading {ref.model_id}")
+    recorded = download_files(api, names, directory, ref.model_id, progress)
+    cache.write_model_type(directory, ref.model_id, task_type, model_type)
+    cache.atomic_write_json(
+        directory / cache.MANIFEST_FILE, {"model_id": ref.model_id, "downloaded_at": time.time(), "files": recorded}
+    )
+    logger.info("downloaded %s (%s)", ref.model_id, ", ".join(f"{n} {r['size']} bytes" for n, r in recorded.items()))
+
+
+def download_files(
+    api: RoboflowApi,
+    names: dict[str, str],
+    directory: Path,
+    what: str,
+    progress: ProgressCallback | None,
+    on_file: Callable[[Path], None] | None = None,
+) -> dict[str, dict[str, object]]:
+    """Download ``names`` (file name -> URL) into ``directory``, each committed atomically from its
+    temp file; ``on_file`` runs on each file as it lands (unpacking an archive, say). Returns each
+    file's size and md5 for the directory's manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     cache.remove_stale_temps(directory)
-    recorded = {}
+    recorded: dict[str, dict[str, object]] = {}
     for name, url in names.items():
-        got = api.download(url, directory, name, f"{name} of {ref.model_id}", progress)
+        got = api.download(url, directory, name, f"{name} of {what}", progress)
         try:
             cache.commit_temp(got.path, directory / name)
         finally:
             with contextlib.suppress(OSError):
                 got.path.unlink()
         recorded[name] = {"size": got.size, "md5": got.md5}
-    cache.write_model_type(directory, ref.model_id, task_type, model_type)
-    cache.atomic_write_json(
-        directory / cache.MANIFEST_FILE, {"model_id": ref.model_id, "downloaded_at": time.time(), "files": recorded}
-    )
-    logger.info("downloaded %s (%s)", ref.model_id, ", ".join(f"{n} {r['size']} bytes" for n, r in recorded.items()))
+        if on_file is not None:
+            on_file(directory / name)
+    return recorded

@@ -19,7 +19,6 @@ or deleted offline.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from edge_agent.models.artifacts import cache
 from edge_agent.models.artifacts.api import ProgressCallback, RoboflowApi
-from edge_agent.models.artifacts.core_cache import file_name_of
+from edge_agent.models.artifacts.core_cache import download_files, file_name_of
 from edge_agent.models.artifacts.packages.layout import legacy_slug
 from edge_agent.models.common.errors import (
     CacheIntegrityError,
@@ -170,19 +169,12 @@ def _download(
         raise ModelDownloadError(f"the Roboflow API lists no weights files for {what}")
     if status:
         status(f"downloading {what}")
-    directory.mkdir(parents=True, exist_ok=True)
-    cache.remove_stale_temps(directory)
-    recorded = {}
-    for name, url in names.items():
-        got = api.download(url, directory, name, f"{name} of {what}", progress)
-        try:
-            cache.commit_temp(got.path, directory / name)
-        finally:
-            with contextlib.suppress(OSError):
-                got.path.unlink()
-        recorded[name] = {"size": got.size, "md5": got.md5}
-        if name.endswith((".tar.gz", ".tgz", ".tar")):
-            unpack(directory / name, directory)
+
+    def unpack_archive(path: Path) -> None:
+        if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            unpack(path, directory)
+
+    recorded = download_files(api, names, directory, what, progress, on_file=unpack_archive)
     cache.atomic_write_json(
         directory / cache.MANIFEST_FILE, {"model_id": what, "downloaded_at": time.time(), "files": recorded}
     )
