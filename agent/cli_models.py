@@ -390,7 +390,7 @@ def register(subparsers: Any) -> None:
         metavar="X,Y[,1|0]",
         help="SAM/SAM2: a point prompt in source pixels, 1 object (default) or 0 background (repeatable)",
     )
-    infer.add_argument("--mask-format", choices=("json", "rle"), help="SAM2: polygons (json, default) or COCO RLE")
+    infer.add_argument("--mask-format", choices=("json", "rle"), help="SAM2/SAM3: polygons (json, default) or COCO RLE")
     infer.add_argument(
         "--training-data",
         metavar="FILE.json",

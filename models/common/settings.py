@@ -232,6 +232,7 @@ class ModelSettings(BaseSettings):
     core_model_clip_enabled: bool = Field(default=True, description="Allow clip/* models.")
     core_model_sam_enabled: bool = Field(default=True, description="Allow sam/* models.")
     core_model_sam2_enabled: bool = Field(default=True, description="Allow sam2/* models.")
+    core_model_sam3_enabled: bool = Field(default=True, description="Allow sam3/* models.")
     sam_version_id: str = Field(
         default="vit_h", description="SAM variant of a bare `sam` model id (vit_b, vit_l, vit_h)."
     )

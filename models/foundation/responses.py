@@ -109,6 +109,28 @@ class PromptedMasksResponse(_Shape):
     predictions: list[PromptedMask]
 
 
+class ConceptEcho(_Shape):
+    """The prompt a ``/sam3/concept_segment`` result answers (Roboflow emits its unset fields as null)."""
+
+    prompt_index: int
+    type: str | None
+    text: str | None
+    num_boxes: int | None
+
+
+class ConceptPromptResult(_Shape):
+    prompt_index: int
+    echo: ConceptEcho
+    predictions: list[PromptedMask]
+
+
+class ConceptSegmentResponse(_Shape):
+    """Roboflow's ``/sam3/concept_segment``: per prompt, every instance it names (masks, confidence)."""
+
+    prompt_results: list[ConceptPromptResult]
+    time: float
+
+
 class SamResponse(_Shape):
     """Roboflow's ``/sam/segment_image`` (json format): each mask's largest outer contour."""
 
@@ -135,6 +157,7 @@ def response_of(prediction: Prediction) -> Any:
 #: Roboflow response shape -> the prediction type it serialises (through ``roboflow_response()``)
 _ROBOFLOW_SHAPES: dict[str, type[_Shape]] = {
     "DepthMap": DepthResponse,
+    "ConceptSegmentation": ConceptSegmentResponse,
     "GazeDetections": GazeResponse,
     "LineTexts": TrOCRResponse,
     "DocumentText": DocTRResponse,

@@ -28,6 +28,7 @@ GENERIC_FAMILIES: dict[str, Family] = {
     "clip": Family("embed", "clip", (_CORE, "core_model_clip_enabled")),
     "sam": Family("embed", "sam", (_CORE, "core_model_sam_enabled")),
     "sam2": Family("embed", "sam2", (_CORE, "core_model_sam2_enabled")),
+    "sam3": Family("embed", "sam3", (_CORE, "core_model_sam3_enabled")),
     "gaze": Family("gaze", "l2cs", (_CORE, "core_model_gaze_enabled")),
     # the current stack's id of the same network (package l2cs-net/rn50, weights.onnx)
     "l2cs-net": Family("gaze-detection", "l2cs-net", (_CORE, "core_model_gaze_enabled")),

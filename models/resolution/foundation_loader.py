@@ -57,6 +57,7 @@ RUNNABLE = (
     "easy-ocr-english",
     "sam",
     "sam2",
+    "sam3",
     "owlv2",
     "paligemma",
     "smolvlm2",
@@ -108,6 +109,8 @@ def get_foundation_model(
         return _perception_encoder(ref, api_key, settings, progress, status)
     if ref.family in ("sam", "sam2"):
         return _sam(ref, api_key, settings, progress, status)
+    if ref.family == "sam3":
+        return _sam3(ref, api_key, settings, progress, status)
     if ref.family == "owlv2":
         from edge_agent.models.foundation.owlv2 import load_owlv2
 
@@ -232,6 +235,41 @@ def _sam(
         status(f"loading {ref.model_id}")
     model: Model = cls(ref.model_id, weights, version, settings, status)
     return model
+
+
+def _sam3(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    """``weights.pt`` + ``bpe_simple_vocab_16e6.txt.gz``: the legacy ``/core_model/sam3/<v>`` files
+    or the current stack's torch package (same names), whichever the cache holds."""
+    from edge_agent.models.foundation.tokenizer import ClipTokenizer
+    from edge_agent.models.resolution.foundation_artifacts import foundation_directory
+
+    _require_transformers(ref.model_id, "sam3")
+    try:
+        import instant_clip_tokenizer  # noqa: F401
+    except ImportError:  # said before anything is downloaded
+        ClipTokenizer(f"{ref.model_id} (SAM3)", extra="sam3")
+    from edge_agent.models.foundation.sam3 import REQUIRED_FILES, load_sam3
+
+    directory = foundation_directory(
+        ref,
+        REQUIRED_FILES,
+        api_key,
+        settings,
+        task_type="embed",
+        model_type="sam3",
+        backends=("torch",),
+        progress=progress,
+        status=status,
+    )
+    if status:
+        status(f"loading {ref.model_id}")
+    return load_sam3(ref.model_id, directory, settings, status)
 
 
 def _cached_package(
