@@ -331,6 +331,12 @@ class Supervisor:
                     f"perception_encoder/PE-Core-B16-224), ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
                     f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
+        check = getattr(model, "check_stream_options", None)  # a model's own limits (SAM3: 16 prompts)
+        if callable(check):
+            try:
+                check(wanted)
+            except EdgeAgentError as exc:
+                raise ConfigError(f"stream {stream.name!r}: {exc}") from None
 
     def _first_options(self, stream: StreamConfig, model: Any) -> dict[str, Any]:
         """The stream's per-image options its first model gets (the rest go to its second model)."""

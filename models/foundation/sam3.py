@@ -253,6 +253,11 @@ class Sam3Segmenter(WholeImageModel):
             raise InvalidInputError(f"SAM3's output_prob_thresh/confidence is between 0 and 1, got {threshold}")
         return Sam3Params(None if prompts is None else check_prompts(prompts), float(threshold), mask_format)
 
+    def check_stream_options(self, options: dict[str, Any]) -> None:
+        """A stream's options before its frames come (startup, ``PATCH``): InvalidInputError if not."""
+        if "prompts" in options:
+            check_prompts(options["prompts"])
+
     def predict_chunk(self, images: list[np.ndarray], options: list[dict[str, Any]], params: Sam3Params) -> list[Any]:
         out: list[Prediction] = []
         for image, option in zip(images, options, strict=True):
