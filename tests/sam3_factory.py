@@ -206,7 +206,7 @@ def sam3_model(config: Any, seed: int = 0) -> Any:
 def original_sam3_state(model: Any, seed: int = 0) -> dict[str, torch.Tensor]:
     """``model``'s tensors as Meta's ``sam3.pt`` holds them (``detector.``-prefixed), with the extras."""
     generator = torch.Generator().manual_seed(seed)
-    hf = {k: v.clone() for k, v in model.state_dict().items()}
+    hf = dict(model.state_dict())  # the model's own tensors (no copy: a real-size model is 3.4 GB)
     state: dict[str, torch.Tensor] = {}
     for key in list(hf):
         if key not in hf or not re.search(r"\.q_proj\.(weight|bias)$", key):
@@ -232,6 +232,10 @@ def original_sam3_state(model: Any, seed: int = 0) -> dict[str, torch.Tensor]:
     state["tracker.sam_mask_decoder.iou_token.weight"] = torch.randn(1, hidden, generator=generator)
     state["tracker.image_encoder.trunk.pos_embed"] = torch.randn(1, 4, width, generator=generator)
     return state
+
+
+def write_checkpoint(state: dict[str, torch.Tensor], path: Any) -> None:
+    torch.save(state, str(path))
 
 
 def checkpoint_bytes(state: dict[str, torch.Tensor]) -> bytes:

@@ -141,7 +141,7 @@ class Sam3Segmenter(WholeImageModel):
         self._torch = torch
         self.directory = weights.parent
         self.settings = settings
-        self.network = build_sam3(read_checkpoint(weights), weights)
+        self.network = build_sam3(read_checkpoint(weights, mmap=True), weights)
         context = int(self.network.config.text_config.max_position_embeddings)
         self.tokenizer = ClipTokenizer(f"{model_id} (SAM3)", vocabulary, context, extra="sam3")
         vocab = int(self.network.config.text_config.vocab_size)

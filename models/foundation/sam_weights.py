@@ -298,10 +298,23 @@ def sam_spec(version: str) -> VitSpec:
     return spec
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A torch checkpoint's state dict (``{"model": ...}`` unwrapped), read without running pickled code."""
+def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A torch checkpoint's state dict (``{"model": ...}`` unwrapped), read without running pickled code.
+
+    ``mmap``: tensors stay in the file's pages until copied into the network (a 3.4 GB checkpoint
+    is then not held twice in memory while it loads)."""
     import torch
 
+    if mmap:
+        try:
+            content = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # an old (non-zip) torch file cannot be mapped: read it whole
+            return read_checkpoint(path)
+        if isinstance(content, dict) and isinstance(content.get("model"), dict):
+            content = content["model"]
+        if isinstance(content, dict) and content:
+            return content
+        raise ModelArtifactsError(path, "holds no state dict")
     try:
         content = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a damaged or foreign file
