@@ -216,6 +216,32 @@ def test_loads_from_core_model_and_matches_transformers_run_directly(tiny, model
     assert get_model(MODEL_ID).model_id == MODEL_ID  # from the cache alone
 
 
+def test_current_stack_package_layout_loads_offline(tiny, model_server, model_env) -> None:
+    from edge_agent.models import get_model
+    from tests.fixtures.model_server import ServedPackage
+
+    model, weights, vocab = tiny
+    manifest = {
+        "type": "torch-model-package-v1",
+        "backendType": "torch",
+        "quantization": "fp32",
+        "dynamicBatchSize": True,
+    }
+    files = {"weights.pt": weights, "bpe_simple_vocab_16e6.txt.gz": vocab}
+    model_server.add_package_model(
+        MODEL_ID, [ServedPackage("sam3base", manifest, files)], "sam3", "promptable-concept-segmentation"
+    )
+    model_env.set(API_BASE_URL=model_server.base_url)
+    loaded = get_model(MODEL_ID)
+    assert "models-cache" in loaded.directory.parts and (loaded.directory / "weights.pt").read_bytes() == weights
+    assert not (model_env.cache_dir / "sam3" / "sam3_final").exists()
+    model_env.set(OFFLINE_MODE="true", API_BASE_URL="http://127.0.0.1:9")
+    again = get_model(MODEL_ID)  # from the package cache alone
+    expected = model.state_dict()
+    for key, value in again.network.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
 def test_disabled_flag_and_damaged_files_are_clear_errors(tiny, model_env) -> None:
     from edge_agent.models import get_model
     from edge_agent.models.common.errors import ModelArtifactsError, ModelDisabledError
