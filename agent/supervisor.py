@@ -318,6 +318,12 @@ class Supervisor:
         wanted = self._first_options(stream, model)
         if stream.second_model_id and self.second is not None:
             SecondModels.check(stream, model, self.second.records[stream.second_model_id].model)
+        check = getattr(model, "check_stream_options", None)  # a model's own needs (SAM3: 1-16 prompts)
+        if callable(check):
+            try:
+                check(wanted)
+            except EdgeAgentError as exc:
+                raise ConfigError(f"stream {stream.name!r}: {exc}") from None
         if not wanted:
             return
         accepted = tuple(getattr(model, "stream_options", ()))
@@ -331,12 +337,6 @@ class Supervisor:
                     f"perception_encoder/PE-Core-B16-224), ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
                     f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
-        check = getattr(model, "check_stream_options", None)  # a model's own limits (SAM3: 16 prompts)
-        if callable(check):
-            try:
-                check(wanted)
-            except EdgeAgentError as exc:
-                raise ConfigError(f"stream {stream.name!r}: {exc}") from None
 
     def _first_options(self, stream: StreamConfig, model: Any) -> dict[str, Any]:
         """The stream's per-image options its first model gets (the rest go to its second model)."""

@@ -102,3 +102,24 @@ def test_sam3_stream_with_prompts_and_a_prompt_change(tmp_path: Path, mosquitto,
         status, _, body = request(f"{base}/streams/cam", method="PATCH", body={"prompts": [f"p{i}" for i in range(17)]})
         assert status == 400 and b"16" in body
         agent.terminate()
+
+
+def test_sam3_stream_without_prompts_stops_with_a_clear_error(tmp_path: Path):
+    cache = tmp_path / "cache"
+    directory = cache / "sam3" / "sam3_final"
+    directory.mkdir(parents=True)
+    (directory / "weights.pt").write_bytes(checkpoint_bytes(original_sam3_state(sam3_model(tiny_sam3_config()))))
+    (directory / "bpe_simple_vocab_16e6.txt.gz").write_bytes(vocabulary_gz())
+    clip = lossless_clip(tmp_path / "cam.mkv", [np.zeros((64, 64, 3), np.uint8)] * 2)
+    env = {
+        "MODEL_CACHE_DIR": str(cache),
+        "OFFLINE_MODE": "true",
+        "MODEL_ID": "sam3/sam3_final",
+        "STREAMS": f"cam={clip}",
+        "STDOUT_SINK": "true",
+    }
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        log = agent.stderr_path.read_text(errors="replace")
+    assert rc == 2, log[-4000:]
+    assert "STREAM_<NAME>_PROMPTS" in log and "'cam'" in log

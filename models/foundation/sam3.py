@@ -255,8 +255,11 @@ class Sam3Segmenter(WholeImageModel):
 
     def check_stream_options(self, options: dict[str, Any]) -> None:
         """A stream's options before its frames come (startup, ``PATCH``): InvalidInputError if not."""
-        if "prompts" in options:
-            check_prompts(options["prompts"])
+        if "prompts" not in options:
+            raise InvalidInputError(
+                f"{self.model_id} segments what text prompts name; set STREAM_<NAME>_PROMPTS (e.g. person|car)"
+            )
+        check_prompts(options["prompts"])
 
     def predict_chunk(self, images: list[np.ndarray], options: list[dict[str, Any]], params: Sam3Params) -> list[Any]:
         out: list[Prediction] = []
