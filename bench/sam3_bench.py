@@ -28,10 +28,13 @@ import numpy as np
 
 from bench.common import bench_model
 
+_CPU: list[float] = []  # CPU seconds (all threads) of each timed call, beside its wall time
+
 
 def _ms(fn) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     fn()
+    _CPU.append(time.process_time() - cpu)
     return (time.perf_counter() - started) * 1000
 
 
@@ -95,12 +98,14 @@ def main() -> None:
         vision_ms: list[float] = []
         frame_ms: dict[int, list[float]] = {n: [] for n in counts}
         change_ms: list[float] = []
+        frame_cpu: dict[int, list[float]] = {n: [] for n in counts}
         for r in range(args.rounds):  # interleaved, so load changes on the box hit every figure alike
             det_ms.append(_ms(lambda: detector.predict([frame])))
             for n, prompts in sets.items():
                 shifted = frame.copy()
                 shifted[0, 0, 0] ^= 1 + r
                 frame_ms[n].append(_ms(lambda p=prompts, f=shifted: model.predict([f], prompts=p)))
+                frame_cpu[n].append(_CPU[-1])
             pixels = torch.from_numpy(sam3_input(shifted))[None]
             with torch.inference_mode():
                 vision_ms.append(_ms(lambda x=pixels: model.network.get_vision_features(pixel_values=x)))  # type: ignore[attr-defined]
@@ -114,7 +119,8 @@ def main() -> None:
             ms = statistics.median(frame_ms[n])
             print(
                 f"SAM3 per 1280x720 frame, {n} prompt(s), text features cached: {ms:.0f} ms = {ms / 1000:.1f} s "
-                f"({ms / det:.0f}x the detector; {(ms - vision) / n:.0f} ms per prompt after the image encoder)"
+                f"({ms / det:.0f}x the detector; {(ms - vision) / n:.0f} ms per prompt after the image encoder); "
+                f"{statistics.median(frame_cpu[n]):.1f} CPU seconds (all threads; {torch.get_num_threads()} threads)"
             )
         change = statistics.median(change_ms)
         print(f"a prompt change (4 new prompts through the text encoder, once per set): {change:.0f} ms")
