@@ -30,7 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.models.common.errors import InvalidInputError
+from edge_agent.models.common.errors import InvalidInputError, ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import WholeImageModel
 from edge_agent.models.foundation.sam3_weights import IMAGE_SIZE, build_sam3
@@ -146,8 +146,6 @@ class Sam3Segmenter(WholeImageModel):
         self.tokenizer = ClipTokenizer(f"{model_id} (SAM3)", vocabulary, context, extra="sam3")
         vocab = int(self.network.config.text_config.vocab_size)
         if self.tokenizer.end_of_text >= vocab:
-            from edge_agent.models.common.errors import ModelArtifactsError
-
             raise ModelArtifactsError(
                 vocabulary, f"gives token ids up to {self.tokenizer.end_of_text}; {weights.name} embeds {vocab}"
             )
@@ -259,7 +257,7 @@ class Sam3Segmenter(WholeImageModel):
             raise InvalidInputError(
                 f"{self.model_id} segments what text prompts name; set STREAM_<NAME>_PROMPTS (e.g. person|car)"
             )
-        check_prompts(options["prompts"])
+        self.tokenizer(list(check_prompts(options["prompts"])))  # each fits the text encoder's context
 
     def predict_chunk(self, images: list[np.ndarray], options: list[dict[str, Any]], params: Sam3Params) -> list[Any]:
         out: list[Prediction] = []

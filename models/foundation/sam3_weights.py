@@ -211,12 +211,12 @@ def sam3_config(hf_state: Mapping[str, Any], where: Path | str = "SAM3 checkpoin
     hidden = _shape(hf_state, "text_projection.weight", where)[0]
     heads = max(1, hidden // DETR_HEAD_DIM)
 
-    def block(prefix: str, key: str) -> dict[str, Any]:
+    def block(prefix: str) -> dict[str, Any]:
         layers = _count(hf_state, rf"{re.escape(prefix)}\.layers\.(\d+)\.")
         mlp = _shape(hf_state, f"{prefix}.layers.0.mlp.fc1.weight", where)[0] if layers else 2048
         return {"hidden_size": hidden, "num_layers": layers, "num_attention_heads": heads, "intermediate_size": mlp}
 
-    decoder = block("detr_decoder", "detr_decoder")
+    decoder = block("detr_decoder")
     decoder["num_queries"] = _shape(hf_state, "detr_decoder.query_embed.weight", where)[0]
     return Sam3Config(
         vision_config={
@@ -249,8 +249,8 @@ def sam3_config(hf_state: Mapping[str, Any], where: Path | str = "SAM3 checkpoin
             "eos_token_id": vocab - 1,
             "pad_token_id": 0,
         },
-        geometry_encoder_config=block("geometry_encoder", "geometry_encoder"),
-        detr_encoder_config=block("detr_encoder", "detr_encoder"),
+        geometry_encoder_config=block("geometry_encoder"),
+        detr_encoder_config=block("detr_encoder"),
         detr_decoder_config=decoder,
         mask_decoder_config={"hidden_size": hidden, "num_attention_heads": heads},
     )
