@@ -296,6 +296,12 @@ def test_threshold_sorting_and_masks_back_in_source_pixels(tiny, model_env) -> N
     assert strict.confidences.tolist() == pytest.approx([0.97544], abs=1e-4)
     with pytest.raises(InvalidInputError, match="text prompts"):
         model.predict([frame])
+    # what a stream sets is checked when it is set (startup, PATCH): present, at most 16, each fits
+    model.check_stream_options({"prompts": ["dog", "car"]})
+    with pytest.raises(InvalidInputError, match="STREAM_<NAME>_PROMPTS"):
+        model.check_stream_options({})
+    with pytest.raises(InvalidInputError, match="at most 32"):
+        model.check_stream_options({"prompts": ["cat " * 31]})
 
 
 def test_infer_cli_with_prompts(tiny, model_env, tmp_path) -> None:
