@@ -306,14 +306,18 @@ def _gaze(
     )
     if not (directory / name).is_file():  # a legacy directory holding the package's file name, or back
         name = PACKAGE_FILE if name == LEGACY_FILE else LEGACY_FILE
-    face_detector = None
+    face_detector, face_finder = None, None
     if settings.gaze_face_detector_model_id:
         face_detector = paired_detector(
             "GAZE_FACE_DETECTOR_MODEL_ID", settings.gaze_face_detector_model_id, load_detector
         )
+    else:  # OpenCV's frontal-face cascade, shipped with edge-agent: faces without any download
+        from edge_agent.models.foundation.haar_cascade import HaarFaceFinder
+
+        face_finder = HaarFaceFinder()
     if status:
         status(f"loading {ref.model_id}")
-    return GazeModel(ref.model_id, directory / name, settings, status, face_detector)
+    return GazeModel(ref.model_id, directory / name, settings, status, face_detector, face_finder)
 
 
 def _trocr(
