@@ -35,8 +35,11 @@ GENERIC_FAMILIES: dict[str, Family] = {
     # the current stack's DocTR package id (doctr-dbnet-rn50/crnn-vgg16)
     "doctr-dbnet-rn50": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
     "easy_ocr": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
-    # the current stack's EasyOCR package ids (easy-ocr-english/craft)
-    "easy-ocr-english": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
+    # the current stack's EasyOCR package ids (easy-ocr-english/craft, easy-ocr-zh-sim/craft, ...)
+    **{
+        f"easy-ocr-{language}": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled"))
+        for language in ("english", "latin", "zh-sim", "japanese", "korean", "telugu", "kannada", "cyrillic")
+    },
     "trocr": Family("ocr", "trocr", (_CORE, "core_model_trocr_enabled")),
     "grounding_dino": Family("object-detection", "grounding-dino", (_CORE, "core_model_groundingdino_enabled")),
     "yolo_world": Family("object-detection", "yolo-world", (_CORE, "core_model_yolo_world_enabled")),

@@ -54,7 +54,7 @@ RUNNABLE = (
     "doctr",
     "doctr-dbnet-rn50",
     "easy_ocr",
-    "easy-ocr-english",
+    "easy-ocr-<language>",
     "sam",
     "sam2",
     "owlv2",
@@ -102,7 +102,7 @@ def get_foundation_model(
         return _trocr(ref, api_key, settings, progress, status, load_detector)
     if ref.family in ("doctr", "doctr-dbnet-rn50"):
         return _doctr(ref, api_key, settings, progress, status)
-    if ref.family in ("easy_ocr", "easy-ocr-english"):
+    if ref.family == "easy_ocr" or ref.family.startswith("easy-ocr-"):
         return _easy_ocr(ref, api_key, settings, progress, status)
     if ref.family == "perception_encoder":
         return _perception_encoder(ref, api_key, settings, progress, status)
@@ -467,8 +467,8 @@ def _easy_ocr(
     import_torch(f"{ref.model_id} (EasyOCR)")
     if ref.family == "easy_ocr" and ref.version not in CHARACTERS:  # said before anything is downloaded
         raise UnsupportedModelTypeError(
-            f"{ref.model_id}: edge-agent reads EasyOCR's {', '.join(CHARACTERS)} only (the other languages' "
-            f"character lists ship inside the easyocr package)"
+            f"{ref.model_id}: EasyOCR's generation-2 networks are {', '.join(CHARACTERS)} (generation-1 "
+            f"networks are not read)"
         )
     legacy = ref.family == "easy_ocr"
     directory = foundation_directory(
@@ -482,10 +482,11 @@ def _easy_ocr(
         progress=progress,
         status=status,
     )
+    languages: list[str] | None = None  # legacy ids: the network's own (Roboflow's workflow map)
     if (directory / PACKAGE_CONFIG).is_file():
-        detector, recognizer, network = package_files(directory)
+        detector, recognizer, network, languages = package_files(directory)
     else:
         detector, recognizer, network = directory / LEGACY_DETECTOR, directory / LEGACY_RECOGNIZER, ref.version
     if status:
         status(f"loading {ref.model_id}")
-    return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status)
+    return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status, languages)
