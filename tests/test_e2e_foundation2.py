@@ -2,9 +2,10 @@
 model server.
 
 Depth:
-The depth model (tiny, random weights, served from ``/core_model``) is the second model of a
-constant detector (STREAM_<NAME>_SECOND_MODEL_ID, boxes as prompts): every message carries that
-detector's two boxes, each with the median normalised depth inside it. The full map comes over HTTP on demand
+The depth model (tiny, random weights; v2 served from ``/core_model``, v3 as the current stack's
+package) is the second model of a constant detector (STREAM_<NAME>_SECOND_MODEL_ID, boxes as
+prompts): every message carries that detector's two boxes, each with the median normalised depth
+inside it. The full map comes over HTTP on demand
 (``/streams/NAME/depth``), and the boxes' depths are checked against the medians of that map
 computed here; the live picture carries the small viridis depth picture in its top-right corner.
 """
@@ -54,13 +55,20 @@ def _median_in(depth: np.ndarray, box: tuple[float, float, float, float]) -> flo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("depth_id", ["depth-anything-v2/small", "depth-anything-v3/small"])
 def test_depth_per_detection_on_mqtt_full_map_over_http(
-    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory
+    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory, depth_id
 ):
     from edge_agent.models.foundation.depth_maths import colorize, downscale
+    from tests.depth3_factory import checkpoint_files as v3_files
     from tests.depth_factory import checkpoint_files
+    from tests.fixtures.model_server import torch_package
 
-    model_server.add_core_model("depth-anything-v2", "small", checkpoint_files())
+    if depth_id.startswith("depth-anything-v2"):
+        model_server.add_core_model("depth-anything-v2", "small", checkpoint_files())
+    else:  # DA3: the current stack's package (edge-agent's own network on ByteDance's weights)
+        package = torch_package("da3", v3_files("tiny"))
+        model_server.add_package_model(depth_id, [package], "depth-anything-v3", "depth-estimation")
     detector = known_objects_model(tmp_path / "detector")
     clip = _clip_of(tmp_path / "scene.mp4", [_scene()] * 10)
     port = free_port()
@@ -73,7 +81,7 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "MODEL_ID": str(detector),
         "STREAMS": f"cam={clip}",
-        "STREAM_CAM_SECOND_MODEL_ID": "depth-anything-v2/small",  # the detector's boxes are its prompts
+        "STREAM_CAM_SECOND_MODEL_ID": depth_id,  # the detector's boxes are its prompts
         "STREAM_CAM_LOOP": "true",
         "HEALTH_PORT": str(port),
     }
@@ -98,7 +106,7 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
     messages = [m.json() for m in sub.messages]
     for message in messages:
         jsonschema.validate(message, SCHEMA)
-        assert message["second_model_id"] == "depth-anything-v2/small"
+        assert message["second_model_id"] == depth_id
         assert [p["class"] for p in message["predictions"]] == ["widget", "gadget"]
         for p, box in zip(message["predictions"], BOXES, strict=True):
             assert (p["x"], p["y"], p["width"], p["height"]) == pytest.approx(

@@ -47,6 +47,7 @@ RUNNABLE = (
     "clip",
     "pp_ocr",
     "depth-anything-v2",
+    "depth-anything-v3",
     "gaze",
     "l2cs-net",
     "trocr",
@@ -94,7 +95,7 @@ def get_foundation_model(
             f"hf_moondream.py shipped with the checkpoint); this build of edge-agent does not run code from "
             f"the model cache, so moondream2 is not supported"
         )
-    if ref.family == "depth-anything-v2":
+    if ref.family in ("depth-anything-v2", "depth-anything-v3"):
         return _depth(ref, api_key, settings, progress, status, load_detector)
     if ref.family in ("gaze", "l2cs-net"):
         return _gaze(ref, api_key, settings, progress, status, load_detector)
@@ -257,10 +258,12 @@ def _depth(
     load_detector: DetectorLoader | None,
 ) -> Model:
     from edge_agent.models.foundation.depth import REQUIRED_FILES, DepthAnythingModel
+    from edge_agent.models.foundation.depth_v3 import DepthAnythingV3Model
     from edge_agent.models.foundation.torch_support import import_runtime
     from edge_agent.models.resolution.foundation_artifacts import foundation_directory
 
     import_runtime("transformers", f"{ref.model_id} (Depth Anything)", "transformers")  # before any download
+    v3 = ref.family == "depth-anything-v3"  # ByteDance's DA3 weights, edge-agent's network; same files
     directory = foundation_directory(
         ref,
         REQUIRED_FILES,
@@ -268,7 +271,7 @@ def _depth(
         settings,
         task_type="depth-estimation",
         model_type=ref.family or "",
-        backends=("hugging-face",),
+        backends=("torch",) if v3 else ("hugging-face",),
         progress=progress,
         status=status,
     )
@@ -277,7 +280,8 @@ def _depth(
         detector = paired_detector("DEPTH_DETECTOR_MODEL_ID", settings.depth_detector_model_id, load_detector)
     if status:
         status(f"loading {ref.model_id}")
-    return DepthAnythingModel(ref.model_id, directory, settings, status, detector)
+    cls = DepthAnythingV3Model if v3 else DepthAnythingModel
+    return cls(ref.model_id, directory, settings, status, detector)
 
 
 def _gaze(
