@@ -33,16 +33,15 @@ def test_one_stump_worked_by_hand(tmp_path):
     # Feature: -1 * 0 + 2 * (18 * 200) = 7200, normalised 7200 / 1600 = 4.5.
     image = np.zeros((6, 6), np.uint8)
     image[3:] = 200
-    xs = ys = np.zeros(1, np.int64)
     passes = hc.load_cascade(_cascade(tmp_path / "a.xml", 4.4))  # 4.5 >= 4.4: right leaf +1 >= 0.5
     fails = hc.load_cascade(_cascade(tmp_path / "b.xml", 4.6))  # 4.5 < 4.6: left leaf -1 < 0.5
-    assert hc.stage_scores(passes, image, xs, ys).tolist() == [1]
-    assert hc.stage_scores(fails, image, xs, ys).tolist() == [0]
+    assert hc.stage_scores(passes, image).tolist() == [[1]]
+    assert hc.stage_scores(fails, image).tolist() == [[0]]
     flat = np.full((6, 6), 100, np.uint8)  # std 0: never read
-    assert hc.stage_scores(passes, flat, xs, ys).tolist() == [-1]
+    assert hc.stage_scores(passes, flat).tolist() == [[-1]]
     faint = np.zeros((6, 6), np.uint8)
     faint[3:] = 20  # std 10: at OpenCV's limit (1 / std must be < 0.1), not read
-    assert hc.stage_scores(passes, faint, xs, ys).tolist() == [-1]
+    assert hc.stage_scores(passes, faint).tolist() == [[-1]]
     # one window only at scale 1 (6 / 1.1 rounds to 5 < 6): the whole image
     assert hc.raw_detections(passes, image) == [(0, 0, 6, 6)]
     assert hc.raw_detections(fails, image) == []
@@ -100,6 +99,12 @@ def test_opencvs_cascades_find_a_drawn_face_and_its_eyes_not_noise():
         assert abs((x1 + x2) / 2 - cx) < 10 * scale and abs((y1 + y2) / 2 - cy) < 16 * scale
         assert 100 * scale < x2 - x1 < 200 * scale
         assert np.abs(faces.eyes[0] - eyes).max() < 3.0 * scale + 1
+    # a 1280x960 frame is read at 640x480: the same face, twice as big, at twice the coordinates
+    big, big_eyes = drawn_face((1280, 960), (320, 240), 2.0)
+    small = finder.find(cv2.resize(big, (640, 480), interpolation=cv2.INTER_AREA))
+    found = finder.find(big)
+    assert np.allclose(found.boxes, small.boxes * 2) and np.allclose(found.eyes, small.eyes * 2, equal_nan=True)
+    assert len(found.boxes) == 1 and np.abs(found.eyes[0] - big_eyes).max() < 8
     rng = np.random.default_rng(0)
     noise = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3)
     assert len(finder.find(noise).boxes) == 0

@@ -122,50 +122,79 @@ def _rect_sums(integral: np.ndarray, starts: np.ndarray, stride: int, x: int, y:
     return integral[bottom + w] - integral[bottom] - integral[top + w] + integral[top]
 
 
-def stage_scores(cascade: HaarCascade, grey: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Index of the first stage each window (top-left ``xs``, ``ys`` of a grey image) fails,
-    ``len(stages)`` where it passes them all, -1 where it is too flat to be read.
+def stage_scores(cascade: HaarCascade, grey: np.ndarray, step: int = 1) -> np.ndarray:
+    """For the grid of windows at every ``step`` pixels of a grey image ((rows, columns), top-left
+    at (column * step, row * step)): the first stage each window fails, ``len(stages)`` where it
+    passes them all, -1 where it is too flat to be read.
 
-    (The stage-0 result is what the column skipping needs; the rest is the detection.)"""
+    Early stages see most windows: they are computed for the whole grid at once from strided views
+    of the integral image; once few windows are left, only theirs are gathered."""
     win_w, win_h = cascade.window
-    stride = grey.shape[1] + 1
+    height, width = grey.shape
+    rows, cols = len(range(0, height - win_h + 1, step)), len(range(0, width - win_w + 1, step))
     total, squares = cv2.integral2(grey, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
-    total, squares = total.reshape(-1), squares.reshape(-1)
-    starts = ys.astype(np.int64) * stride + xs.astype(np.int64)
+
+    def corner(table: np.ndarray, dy: int, dx: int) -> np.ndarray:
+        return table[dy : dy + step * (rows - 1) + 1 : step, dx : dx + step * (cols - 1) + 1 : step]
+
+    def rect(table: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return corner(table, y + h, x + w) - corner(table, y, x + w) - corner(table, y + h, x) + corner(table, y, x)
+
     area = float((win_w - 2) * (win_h - 2))
-    values = _rect_sums(total, starts, stride, 1, 1, win_w - 2, win_h - 2)
-    squared = _rect_sums(squares, starts, stride, 1, 1, win_w - 2, win_h - 2)
+    values, squared = rect(total, 1, 1, win_w - 2, win_h - 2), rect(squares, 1, 1, win_w - 2, win_h - 2)
     nf = area * squared - values * values
-    readable = nf > 0
-    nf = np.sqrt(np.where(readable, nf, 1.0))
-    readable &= area / nf < 1.0 / MIN_STD
+    alive = nf > 0
+    nf = np.sqrt(np.where(alive, nf, 1.0))
+    alive &= area / nf < 1.0 / MIN_STD
+    result = np.full((rows, cols), -1, np.int64)
+    first, stage = 0, 0
+    ends = cascade.stage_ends.tolist()
+    while stage < len(ends) and alive.mean() > _DENSE:
+        end = ends[stage]
+        score = np.zeros((rows, cols))
+        for t in range(first, end):
+            feature = np.zeros((rows, cols))
+            for r in range(3):
+                weight = float(cascade.weights[t, r])
+                if weight != 0.0:
+                    feature += weight * rect(total, *cascade.rects[t, r].tolist())
+            score += np.where(feature < cascade.thresholds[t] * nf, cascade.leaves[t, 0], cascade.leaves[t, 1])
+        failed = alive & (score < cascade.stage_thresholds[stage])
+        result[failed] = stage
+        alive &= ~failed
+        first, stage = end, stage + 1
+    flat_total = total.reshape(-1)
+    stride = width + 1
+    where = np.flatnonzero(alive)
+    starts = (where // cols) * step * stride + (where % cols) * step
+    norms = nf.reshape(-1)[where]
     # each rectangle's four integral-image corners as offsets from a window's top-left, (T, 3, 4)
     x, y, w, h = (cascade.rects[..., i] for i in range(4))
     corners = np.stack([y * stride + x, y * stride + x + w, (y + h) * stride + x, (y + h) * stride + x + w], -1)
     signed = cascade.weights[..., None] * np.asarray([1.0, -1.0, -1.0, 1.0])  # (T, 3, 4)
-    result = np.full(len(starts), -1, np.int64)
-    alive = np.flatnonzero(readable)
-    first = 0
-    for stage, end in enumerate(cascade.stage_ends.tolist()):
-        if alive.size == 0:
+    flat_result = result.reshape(-1)
+    for index in range(stage, len(ends)):
+        if where.size == 0:
             break
+        end = ends[index]
         offsets, signs = corners[first:end].reshape(-1), signed[first:end].reshape(end - first, -1)
-        score = np.empty(alive.size)
+        sparse_score = np.empty(where.size)
         chunk = max(1, _GATHER // offsets.size)
-        for lo in range(0, alive.size, chunk):
-            at = alive[lo : lo + chunk]
-            gathered = total[starts[at, None] + offsets[None, :]].reshape(len(at), end - first, -1)
+        for lo in range(0, where.size, chunk):
+            gathered = flat_total[starts[lo : lo + chunk, None] + offsets[None, :]].reshape(-1, end - first, 12)
             feature = np.einsum("ntk,tk->nt", gathered, signs)  # (windows, stumps) feature values
-            below = feature < cascade.thresholds[first:end] * nf[at, None]
-            score[lo : lo + chunk] = np.where(below, cascade.leaves[first:end, 0], cascade.leaves[first:end, 1]).sum(1)
-        failed = score < cascade.stage_thresholds[stage]
-        result[alive[failed]] = stage
-        alive = alive[~failed]
+            below = feature < cascade.thresholds[first:end] * norms[lo : lo + chunk, None]
+            leaves = np.where(below, cascade.leaves[first:end, 0], cascade.leaves[first:end, 1])
+            sparse_score[lo : lo + chunk] = leaves.sum(1)
+        failed = sparse_score < cascade.stage_thresholds[index]
+        flat_result[where[failed]] = index
+        where, starts, norms = where[~failed], starts[~failed], norms[~failed]
         first = end
-    result[alive] = len(cascade.stage_ends)
+    flat_result[where] = len(ends)
     return result
 
 
+_DENSE = 0.25  # above this share of windows still alive, a stage is computed for the whole grid
 _GATHER = 1 << 21  # integral-image reads per gather: bounds the memory of one (windows, stumps, 12) block
 
 
@@ -203,13 +232,10 @@ def raw_detections(
             else:
                 scaled = cv2.resize(grey, (scaled_w, scaled_h), interpolation=cv2.INTER_LINEAR_EXACT)
             step = 1 if factor >= 2 else 2
-            cols = np.arange(0, scaled_w - win_w + 1, step)
-            rows = np.arange(0, scaled_h - win_h + 1, step)
-            ys, xs = (g.reshape(-1) for g in np.meshgrid(rows, cols, indexing="ij"))
-            stages = stage_scores(cascade, scaled, xs, ys).reshape(len(rows), len(cols))
+            stages = stage_scores(cascade, scaled, step)
             passed = (stages == len(cascade.stage_ends)) & scan_positions(stages == 0)
             for row, col in zip(*np.nonzero(passed), strict=True):
-                x, y = int(cols[col]), int(rows[row])
+                x, y = int(col) * step, int(row) * step
                 found.append((_round(x * factor), _round(y * factor), size[0], size[1]))
         factor *= scale_factor
     return found
@@ -324,22 +350,32 @@ def eye_centres(face: tuple[int, int, int, int], eyes: list[tuple[tuple[int, int
     return out
 
 
+#: longest side of the picture the cascades read: larger frames are shrunk first (INTER_AREA), as
+#: numpy evaluates a cascade ~100x slower than OpenCV's C++; faces under ~24 px in it are missed
+#: (under ~48 px of a 1280-wide frame)
+MAX_SIDE = 640
+
+
 class HaarFaceFinder:
     """OpenCV's frontal-face cascade, then its eye cascade inside each face for two landmarks."""
 
-    def __init__(self, face: Path = FRONTAL_FACE, eye: Path = EYE, min_face: int = 0) -> None:
+    def __init__(self, face: Path = FRONTAL_FACE, eye: Path = EYE, max_side: int = MAX_SIDE) -> None:
         self.face = load_cascade(face)
         self.eye = load_cascade(eye)
-        self.min_face = min_face
+        self.max_side = max_side
 
     def find(self, image: np.ndarray) -> Faces:
-        """Faces of one BGR (or grey) image."""
+        """Faces of one BGR (or grey) image, in its pixels."""
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         grey = np.ascontiguousarray(grey, np.uint8)
-        found = detect(self.face, grey, (self.min_face, self.min_face))
+        scale = min(1.0, self.max_side / max(grey.shape))
+        if scale < 1.0:
+            size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        found = detect(self.face, grey)
         boxes = np.asarray([[x, y, x + w, y + h] for (x, y, w, h), _ in found], np.float64).reshape(-1, 4)
         eyes = np.full((len(found), 2, 2), np.nan)
         for k, ((x, y, w, h), _) in enumerate(found):
             upper = grey[y : y + math.ceil(h * 0.6), x : x + w]
             eyes[k] = eye_centres((x, y, w, h), detect(self.eye, upper, (w // 10, w // 10), (w // 2, w // 2)))
-        return Faces(boxes, np.asarray([n for _, n in found], np.int64), eyes)
+        return Faces(boxes / scale, np.asarray([n for _, n in found], np.int64), eyes / scale)
