@@ -49,7 +49,11 @@ class DepthAnythingV3Model(DepthAnythingModel):
         state = nets.convert_state_dict(load_file(str(weights)))
         try:
             network = nets.build(arch, state)
-            network.load_state_dict(state, strict=True)
+            # every weight the depth network has must be there; other tensors a DA3 checkpoint may
+            # carry (heads of other tasks) are left out, as Roboflow's loader leaves them
+            missing = network.load_state_dict(state, strict=False).missing_keys
+            if missing:
+                raise KeyError(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         except (KeyError, ValueError, RuntimeError) as exc:
             detail = " ".join(str(exc).split())  # torch's message spans lines
             raise ModelArtifactsError(weights, f"does not hold Depth Anything 3's weights ({detail})") from None
