@@ -9,7 +9,8 @@ the family's own class:
 - depth: Depth Anything v2 small (ViT-S/14 DINOv2 + DPT head, 24.8 M parameters), a 1280x720 frame
   (the processor resizes it to 518 high, keeping the aspect ratio), map upsampled and normalised.
 - depth3: Depth Anything 3 small (ViT-S/14 with RoPE, QK-norm and the camera token + DualDPT's
-  depth branch; edge-agent's own network), a 1280x720 frame at DA3's 504 processing size.
+  depth branch; edge-agent's own network), a 1280x720 frame; the processor config used here says
+  504 keeping the aspect ratio (896x504: 64x36 patches).
 - gaze: L2CS-Net ResNet-50 (ONNX, bins decoded in the graph), one face of 200x200 px per frame, no
   face detector (``face_detection=False`` on a face crop).
 - gaze_faces: the same L2CS-Net with the built-in face finder (OpenCV's frontal-face and eye Haar
