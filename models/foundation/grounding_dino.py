@@ -117,6 +117,8 @@ class GroundingDinoDetector(FoundationModel):
     :class:`Detections` whose class names are the prompts."""
 
     stream_options = ("prompts",)
+    #: a stream without prompts is refused at start (exit 2), not failed at every frame
+    required_stream_options = ("prompts",)
     default_confidence = DEFAULT_BOX_THRESHOLD
 
     def __init__(
