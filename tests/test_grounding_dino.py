@@ -286,6 +286,15 @@ def test_flag_switches_the_family_off(gdino_cache) -> None:
         get_model(MODEL_ID)
 
 
+def test_missing_runtime_names_the_extra(gdino_cache, monkeypatch) -> None:
+    from edge_agent.models import get_model
+    from edge_agent.models.common.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
+    with pytest.raises(MissingExtraError, match=r"edge-agent\[grounding-dino\]"):
+        get_model(MODEL_ID)
+
+
 def test_missing_bert_names_where_it_is_looked_for(model_env, tiny) -> None:
     from edge_agent.models import get_model
     from edge_agent.models.common.errors import ModelNotCachedError

@@ -305,7 +305,9 @@ def load_grounding_dino(
     if not any(k.startswith("bert.") for k in state):  # a checkpoint without its text encoder
         text_weights = _bert_weights(snapshot)
     network = build_network(state, text_config, text_weights, options, weights)
-    return GroundingDinoDetector(model_id, network, tokenizer, settings, status)
+    detector = GroundingDinoDetector(model_id, network, tokenizer, settings, status)
+    detector.directory = weights.parent
+    return detector
 
 
 def _bert_weights(snapshot: Path) -> dict[str, Any]:
