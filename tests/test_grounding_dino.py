@@ -324,6 +324,13 @@ def test_a_foreign_checkpoint_is_a_clear_error(gdino_cache) -> None:
     torch.save({"model": {"conv.weight": torch.zeros(3)}}, path)
     with pytest.raises(ModelArtifactsError, match="not an original Grounding DINO state dict"):
         get_model(MODEL_ID)
+    # one tensor short: named; one tensor more (a newer training run's extra): ignored
+    state = original_state_dict(tiny_grounding_dino())
+    del state["transformer.enc_output_norm.weight"]
+    state["transformer.something_new.weight"] = torch.zeros(2)
+    torch.save({"model": state}, path)
+    with pytest.raises(ModelArtifactsError, match=r"1 missing tensors .*model\.enc_output_norm\.weight"):
+        get_model(MODEL_ID)
 
 
 def test_legacy_download_through_core_model(model_server, model_env, tiny) -> None:

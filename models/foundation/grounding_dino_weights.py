@@ -17,6 +17,7 @@ network loads; only the attention head counts are not visible in shapes: they co
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.models.common.errors import ModelArtifactsError
+
+logger = logging.getLogger(__name__)
 
 LEGACY_FILE = "groundingdino_swint_ogc.pth"
 #: the config Roboflow's legacy class downloads next to the checkpoint
@@ -331,9 +334,12 @@ def build_network(
 
     config = network_config(state, text_config, options, where)
     renamed, unknown = to_transformers(state)
-    if unknown:
-        raise ModelArtifactsError(
-            where, f"has {len(unknown)} tensors that are not Grounding DINO's, e.g. {', '.join(sorted(unknown)[:3])}"
+    if unknown:  # extra tensors cannot change the network; a missing one fails below
+        logger.warning(
+            "%s: ignoring %d tensors transformers' Grounding DINO has no place for, e.g. %s",
+            where,
+            len(unknown),
+            ", ".join(sorted(unknown)[:3]),
         )
     if not any(k.startswith("model.text_backbone.") for k in renamed) and text_weights is not None:
         for key, value in text_weights.items():
