@@ -56,7 +56,13 @@ GENERIC_FAMILIES: dict[str, Family] = {
 
 # pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
 PP_OCR_SIZES = ("none", "tiny", "small", "medium")
-BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default", "easy_ocr": "english_g2"}
+BARE_FAMILIES = {
+    "pp_ocr": "small-small",
+    "depth-anything-v2": "small",
+    "doctr": "default",
+    "easy_ocr": "english_g2",
+    "grounding_dino": "default",  # Roboflow's grounding_dino_version_id default
+}
 
 
 #: families whose bare id takes its variant from a setting (Roboflow's *_VERSION_ID variables)

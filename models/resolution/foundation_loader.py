@@ -59,6 +59,7 @@ RUNNABLE = (
     "sam",
     "sam2",
     "owlv2",
+    "grounding_dino",
     "paligemma",
     "smolvlm2",
 )
@@ -115,6 +116,8 @@ def get_foundation_model(
         assert ref.version is not None
         _require_transformers(ref.model_id, "owlv2")
         return load_owlv2(ref.model_id, ref.version, settings, status)
+    if ref.family == "grounding_dino":
+        return _grounding_dino(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -233,6 +236,53 @@ def _sam(
         status(f"loading {ref.model_id}")
     model: Model = cls(ref.model_id, weights, version, settings, status)
     return model
+
+
+def _grounding_dino(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    """Legacy ``groundingdino_swint_ogc.pth`` (+ the ``GroundingDINO_SwinT_OGC.py`` Roboflow keeps
+    beside it) in the id's directory, or another variant's (``default`` and
+    ``groundingdino_swint_ogc`` are the same network), else the current stack's package
+    (``weights.pth`` + ``config.py``); a download takes the legacy route."""
+    from dataclasses import replace
+
+    from edge_agent.models.artifacts.core_cache import ensure_core_files
+    from edge_agent.models.foundation.grounding_dino import load_grounding_dino
+    from edge_agent.models.foundation.grounding_dino_weights import LEGACY_CONFIG, LEGACY_FILE, PACKAGE_FILES
+    from edge_agent.models.foundation.torch_support import import_runtime
+    from edge_agent.models.resolution.foundation_artifacts import cached_legacy_dir
+
+    import_runtime("transformers", f"{ref.model_id} (Grounding DINO)", "grounding-dino")  # before any download
+    siblings = [ref] + [
+        replace(ref, model_id=f"grounding_dino/{v}", requested_id=f"grounding_dino/{v}", version=v)
+        for v in ("groundingdino_swint_ogc", "default")
+        if v != ref.version
+    ]
+    for candidate in siblings:
+        legacy = cached_legacy_dir(candidate, (LEGACY_FILE,), settings)
+        if legacy is not None:
+            return load_grounding_dino(ref.model_id, legacy / LEGACY_FILE, legacy / LEGACY_CONFIG, settings, status)
+    package = _cached_package(ref, settings, ("torch",), PACKAGE_FILES)
+    if package is not None:
+        return load_grounding_dino(
+            ref.model_id, package / PACKAGE_FILES[0], package / PACKAGE_FILES[1], settings, status
+        )
+    directory = ensure_core_files(
+        ref,
+        (LEGACY_FILE,),
+        api_key,
+        settings,
+        task_type="object-detection",
+        model_type="grounding-dino",
+        progress=progress,
+        status=status,
+    )
+    return load_grounding_dino(ref.model_id, directory / LEGACY_FILE, directory / LEGACY_CONFIG, settings, status)
 
 
 def _cached_package(
