@@ -229,6 +229,10 @@ def main() -> None:
         started = time.perf_counter()
         models[family] = builders[family](settings)
         print(f"{family}: built and loaded in {time.perf_counter() - started:.1f} s", flush=True)
+    if "gaze_faces" in models:  # the figure is for a frame with one face found: check it is
+        (faces,) = models["gaze_faces"].predict(person)
+        if len(faces) != 1:
+            raise SystemExit(f"gaze_faces: the face finder found {len(faces)} faces in the drawn frame, not 1")
     detector = get_model(str(bench_model()))
     rows: dict[str, list[float]] = {k: [] for k in [*chosen, "detector"]}
     for _ in range(args.rounds):
