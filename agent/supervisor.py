@@ -318,7 +318,14 @@ class Supervisor:
         wanted = self._first_options(stream, model)
         if stream.second_model_id and self.second is not None:
             SecondModels.check(stream, model, self.second.records[stream.second_model_id].model)
-        check = getattr(model, "check_stream_options", None)  # a model's own needs (SAM3: 1-16 prompts)
+        # a model that finds only what it is told (Grounding DINO's classes) has nothing to do without it
+        for key in getattr(model, "required_stream_options", ()):
+            if key not in wanted:
+                raise ConfigError(
+                    f"stream {stream.name!r}: {self.config.model_of(stream)!r} needs "
+                    f'STREAM_{env_name(stream.name)}_{key.upper()} (what to find, e.g. "a person|a car")'
+                )
+        check = getattr(model, "check_stream_options", None)  # a model's own limits (SAM3: 16 prompts)
         if callable(check):
             try:
                 check(wanted)
@@ -333,8 +340,10 @@ class Supervisor:
                 raise ConfigError(
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
-                    f"PROMPTS needs a CLIP, Perception Encoder or SAM3 model (clip/ViT-B-16, sam3/sam3_final, "
-                    f"perception_encoder/PE-Core-B16-224), ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
+                    f"PROMPTS needs a CLIP or Perception Encoder model (clip/ViT-B-16, "
+                    f"perception_encoder/PE-Core-B16-224) or Grounding DINO (grounding_dino/groundingdino_swint_ogc), "
+                    f"or SAM3 (sam3/sam3_final), "
+                    f"ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
                     f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
 

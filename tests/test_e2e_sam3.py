@@ -122,4 +122,4 @@ def test_sam3_stream_without_prompts_stops_with_a_clear_error(tmp_path: Path):
         rc = agent.wait(timeout=240)
         log = agent.stderr_path.read_text(errors="replace")
     assert rc == 2, log[-4000:]
-    assert "STREAM_<NAME>_PROMPTS" in log and "'cam'" in log
+    assert "STREAM_CAM_PROMPTS" in log and "'cam'" in log

@@ -125,6 +125,8 @@ class Sam3Segmenter(WholeImageModel):
     """SAM3 on torch; ``stream_options = ("prompts",)``: a stream's STREAM_<NAME>_PROMPTS."""
 
     stream_options = ("prompts",)
+    #: a stream must say what to segment (the supervisor refuses one without PROMPTS at start)
+    required_stream_options = ("prompts",)
     model_type = "sam3"
 
     def __init__(
