@@ -186,6 +186,30 @@ def test_original_keys_convert_to_every_tensor_of_the_network(tiny) -> None:
         assert torch.equal(value, expected[key]), key
 
 
+def test_real_size_architecture_is_read_back_from_the_shapes() -> None:
+    """Meta's SAM3 (transformers' ``Sam3Config()``): what the loader reads from a real-size state dict
+    (built on the meta device: shapes only) is that configuration, heads and global blocks included."""
+    from transformers import Sam3Config, Sam3Model
+
+    with torch.device("meta"):
+        network = Sam3Model(Sam3Config())
+    read, real = sam3_config(network.state_dict()), Sam3Config()
+    pairs = [
+        (read.vision_config, real.vision_config),
+        (read.vision_config.backbone_config, real.vision_config.backbone_config),
+        (read.text_config, real.text_config),
+        (read.geometry_encoder_config, real.geometry_encoder_config),
+        (read.detr_encoder_config, real.detr_encoder_config),
+        (read.detr_decoder_config, real.detr_decoder_config),
+        (read.mask_decoder_config, real.mask_decoder_config),
+    ]
+    for ours, theirs in pairs:
+        a, b = ours.to_dict(), theirs.to_dict()
+        # the pad id is never read by the text encoder (Meta pads with 0, the mask says where text ends)
+        differ = {k for k in set(a) | set(b) if a.get(k) != b.get(k)} - {"backbone_config", "pad_token_id"}
+        assert not differ, (type(theirs).__name__, {k: (a.get(k), b.get(k)) for k in differ})
+
+
 def test_loads_from_core_model_and_matches_transformers_run_directly(tiny, model_server, model_env) -> None:
     from edge_agent.models import get_model
 
