@@ -328,7 +328,8 @@ class Supervisor:
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
                     f"PROMPTS needs a CLIP or Perception Encoder model (clip/ViT-B-16, "
-                    f"perception_encoder/PE-Core-B16-224), ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
+                    f"perception_encoder/PE-Core-B16-224) or YOLO-World (yolo_world/v2-s), "
+                    f"ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
                     f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
 
