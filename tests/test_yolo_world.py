@@ -77,6 +77,26 @@ def test_the_reader_never_runs_pickled_code(tmp_path: Path, payload: str) -> Non
     assert str(path) in str(caught.value) and ("system" in str(caught.value) or "eval" in str(caught.value))
 
 
+class _Removes:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import shutil
+
+        return (shutil.rmtree, (str(self.path),))
+
+
+def test_a_call_to_any_other_function_is_recorded_not_run(tmp_path: Path) -> None:
+    victim = tmp_path / "keep"
+    victim.mkdir()
+    path = tmp_path / "yolo-world.pt"
+    torch.save({"model": _Removes(victim), "ema": None}, path)
+    with pytest.raises(ModelArtifactsError, match="no Ultralytics model"):
+        read_checkpoint(path)
+    assert victim.is_dir()
+
+
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "yolo-world.pt"
     path.write_bytes(b"not a zip, not a pickle")
@@ -268,3 +288,45 @@ def test_infer_command_with_prompts(rigged_cache, tmp_path: Path) -> None:
     body = json.loads(run.stdout)
     assert body["predictions"] and {p["class"] for p in body["predictions"]} == {"person"}
     assert "inference_id" not in body
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_by_name(tmp_path: Path) -> None:
+    """A plain YOLOv8 head (Detect: no text) where YOLO-World's WorldDetect belongs: a clear error."""
+    path = tmp_path / "yolo-world.pt"
+    write_checkpoint(path, version=2, seed=1)
+    checkpoint = read_checkpoint(path)
+    layers = checkpoint.model.child("model").state["_modules"]
+    assert layers["22"].name == "WorldDetect"
+    layers["22"] = stand_in("ultralytics.nn.modules.head", "Detect")()
+    with pytest.raises(ModelArtifactsError, match=r"layer 22 is a ultralytics\.nn\.modules\.head\.Detect"):
+        YoloWorldNetwork(checkpoint)
+
+
+def test_download_from_core_model_into_roboflows_layout(model_server, model_env, tmp_path: Path) -> None:
+    """Online: ``yolo-world.pt`` from /core_model/yolo_world/v2-s into MODEL_CACHE_DIR/yolo_world/v2-s/,
+    CLIP ViT-B-32 beside it; then offline from the cache alone."""
+    from edge_agent.models import get_model
+    from edge_agent.models.artifacts.core_cache import core_model_dir
+    from edge_agent.models.identity.ids import parse_model_id
+
+    staging = tmp_path / "staging"
+    write_legacy(staging, "v2-s", rigged=2.0)
+    clip_files = core_model_dir(parse_model_id("clip/ViT-B-32"), staging)
+    model_server.add_core_model(
+        "yolo_world", "v2-s", {"yolo-world.pt": (staging / "yolo_world/v2-s/yolo-world.pt").read_bytes()}
+    )
+    model_server.add_core_model(
+        "clip", "ViT-B-32", {name: (clip_files / name).read_bytes() for name in ("visual.onnx", "textual.onnx")}
+    )
+    model_env.set(API_BASE_URL=model_server.base_url)
+    model = get_model("yolo_world/v2-s")
+    model.close()
+    assert (model_env.cache_dir / "yolo_world" / "v2-s" / "yolo-world.pt").is_file()
+    assert any(r.path == "/core_model/yolo_world/v2-s" for r in model_server.requests)
+    model_env.set(OFFLINE_MODE="true", API_BASE_URL="http://127.0.0.1:9")
+    offline = get_model("yolo_world/v2-s")
+    try:
+        (found,) = offline.predict([_frame()], prompts=["person"])
+        assert len(found) and set(found.class_ids.tolist()) == {0}
+    finally:
+        offline.close()

@@ -164,7 +164,11 @@ def load_yolo_world(
     from edge_agent.models.foundation.yolo_world_checkpoint import read_checkpoint
     from edge_agent.models.foundation.yolo_world_network import YoloWorldNetwork
 
-    network = YoloWorldNetwork(read_checkpoint(weights))
+    checkpoint = read_checkpoint(weights)
+    try:
+        network = YoloWorldNetwork(checkpoint)
+    except ModelArtifactsError as exc:  # the network names the file by its name only: say where it is
+        raise ModelArtifactsError(weights, exc.problem) from None
     return YoloWorldModel(model_id, network, embed_text, settings, **kw)
 
 

@@ -99,6 +99,29 @@ class Conv(nn.Module):
             x = self.bn(x)
         return self.act(x)
 
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold BatchNorm into the convolution (inference only; Ultralytics' predict does the same)."""
+        if self.bn is None:
+            return
+        bn, conv = self.bn, self.conv
+        assert bn.running_var is not None and bn.running_mean is not None
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            conv.stride,  # type: ignore[arg-type]
+            conv.padding,  # type: ignore[arg-type]
+            conv.dilation,  # type: ignore[arg-type]
+            conv.groups,
+            bias=True,
+        )
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        base = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((base - bn.running_mean) * scale + bn.bias)  # type: ignore[union-attr]
+        self.conv, self.bn = fused, None
+
 
 class Bottleneck(nn.Module):
     def __init__(self, node: Inert) -> None:
@@ -383,6 +406,9 @@ class YoloWorldNetwork(nn.Module):
                 f"its tensors do not fit the network it describes (missing {missing[:5]}, unexpected {unexpected[:5]})",
             )
         self.eval()
+        for module in self.modules():
+            if isinstance(module, Conv):
+                module.fuse()
 
     @property
     def stride(self) -> int:
