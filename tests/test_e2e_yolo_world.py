@@ -119,3 +119,21 @@ def test_prompts_change_through_the_control_api(cache: Path, tmp_path: Path):
         assert agent.wait_for(lambda ps: len(ps) >= settled + 2, timeout=90)
         assert all(classes(p) == {"truck"} for p in agent.predictions()[settled:])
         agent.terminate()
+
+
+def test_a_stream_without_prompts_is_refused_at_start(cache: Path, tmp_path: Path):
+    """YOLO-World finds only the classes it is told: a stream without PROMPTS is a configuration
+    error (exit 2, the variable named), not a failure at every frame."""
+    clip = lossless_clip(tmp_path / "cam.mkv", [_frame(4)] * 2)
+    env = {
+        "MODEL_CACHE_DIR": str(cache),
+        "OFFLINE_MODE": "true",
+        "MODEL_ID": MODEL_ID,
+        "STREAMS": f"cam={clip}",
+        "STDOUT_SINK": "true",
+    }
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=180)
+        log = agent.stderr_path.read_text(errors="replace")
+    assert rc == 2, log[-3000:]
+    assert "STREAM_CAM_PROMPTS" in log
