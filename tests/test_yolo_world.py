@@ -97,6 +97,21 @@ def test_a_call_to_any_other_function_is_recorded_not_run(tmp_path: Path) -> Non
     assert victim.is_dir()
 
 
+def test_getattr_is_recorded_on_stand_ins_only() -> None:
+    """``getattr(obj, name)`` (how a fused module's ``forward`` pickles) never reaches a real
+    object's attributes: on anything but a stand-in it is refused."""
+    import io
+    import pickle
+
+    from edge_agent.models.foundation.yolo_world_checkpoint import SafeUnpickler
+
+    # protocol 2: getattr("x", "upper")
+    hostile = b"\x80\x02c__builtin__\ngetattr\nX\x01\x00\x00\x00xX\x05\x00\x00\x00upper\x86R."
+    assert pickle.loads(hostile)() == "X"  # what an ordinary unpickler would hand back: a bound method
+    with pytest.raises(pickle.UnpicklingError, match="attribute 'upper' of a str"):
+        SafeUnpickler(io.BytesIO(hostile)).load()
+
+
 def test_a_file_that_is_not_a_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "yolo-world.pt"
     path.write_bytes(b"not a zip, not a pickle")
@@ -130,6 +145,25 @@ def test_the_network_reproduces_the_checkpoints_own_forward(tmp_path: Path, vers
     np.testing.assert_allclose(ours[:, 4:].numpy(), expected[:, 4:].numpy(), atol=2e-5)
     np.testing.assert_allclose(ours[:, :4].numpy(), expected[:, :4].numpy(), rtol=1e-4, atol=1e-3)
     assert 0.02 < float(ours[:, 4:].std())  # scores that vary: the comparison means something
+
+
+def test_a_fused_checkpoint_loads_too(tmp_path: Path) -> None:
+    """Saved after Ultralytics' fuse(): biased convolutions without BatchNorm, and each module's
+    ``forward = forward_fuse`` pickled as a getattr call, which is recorded, not run."""
+    path = tmp_path / "yolo-world.pt"
+    made = write_checkpoint(path, version=2, seed=4, fused=True)
+    checkpoint = read_checkpoint(path)
+    assert not any(".bn." in key for key in checkpoint.state)
+    first = checkpoint.model.child("model").children["0"]
+    assert first.get("forward").name == "forward_fuse" and first.get("forward").owner is first
+    network = YoloWorldNetwork(checkpoint)
+    images = torch.rand((1, 3, 64, 96), generator=torch.Generator().manual_seed(2))
+    text = torch.nn.functional.normalize(torch.randn((1, 2, 512), generator=torch.Generator().manual_seed(3)), dim=-1)
+    with torch.inference_mode():
+        ours = network(images, text)
+    expected = reference_output(made["model"], images, text)
+    np.testing.assert_allclose(ours[:, 4:].numpy(), expected[:, 4:].numpy(), atol=2e-5)
+    np.testing.assert_allclose(ours[:, :4].numpy(), expected[:, :4].numpy(), rtol=1e-4, atol=1e-3)
 
 
 # -- decoding by hand -----------------------------------------------------------------------------

@@ -53,6 +53,23 @@ class Conv(nn.Module):
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
 
+    def forward_fuse(self, x):
+        return self.act(self.conv(x))
+
+    @torch.no_grad()
+    def fuse(self):
+        # as Ultralytics' fuse(): BatchNorm folded into a biased conv, forward = forward_fuse
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        conv = nn.Conv2d(
+            self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size, self.conv.stride,
+            self.conv.padding, self.conv.dilation, self.conv.groups, bias=True,
+        )
+        conv.weight.copy_(self.conv.weight * scale.view(-1, 1, 1, 1))
+        conv.bias.copy_(self.bn.bias - self.bn.running_mean * scale)
+        self.conv = conv
+        delattr(self, "bn")
+        self.forward = self.forward_fuse
+
 
 class Concat(nn.Module):
     def __init__(self, dimension=1):
@@ -496,6 +513,7 @@ def write_checkpoint(
     seed: int = 0,
     rigged: float | None = None,
     extra: Any = None,
+    fused: bool = False,
 ) -> dict[str, Any]:
     """Save a checkpoint like Ultralytics' trainer; returns the float32 state (half-rounded) and yaml."""
     import torch
@@ -507,6 +525,10 @@ def write_checkpoint(
         if rigged is not None:
             rig(model, rigged)
         model.eval()
+        if fused:  # a model saved after Ultralytics' fuse(): no BatchNorm in the convolutions
+            for module in model.modules():
+                if type(module).__name__ == "Conv":
+                    module.fuse()
         from ultralytics.utils import IterableSimpleNamespace
 
         args = IterableSimpleNamespace(task="detect", imgsz=640, model=f"yolov8{scale}-world.yaml")

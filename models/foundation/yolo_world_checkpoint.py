@@ -124,6 +124,21 @@ def stand_in(module: str, name: str) -> type[Inert]:
     return found
 
 
+@dataclass(frozen=True)
+class BoundName:
+    """What ``getattr(obj, name)`` in a pickle stands for: a fused Ultralytics module stores its
+    ``forward = self.forward_fuse`` as such a call. Recorded, never looked up."""
+
+    owner: Any
+    name: str
+
+
+def _recorded_getattr(obj: Any, name: Any, *default: Any) -> BoundName:
+    if isinstance(obj, Inert) and isinstance(name, str):
+        return BoundName(obj, name)
+    raise _Refused(f"the checkpoint asks for attribute {name!r} of a {type(obj).__name__}")
+
+
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """copyreg._reconstructor (protocol 0/1 pickles), for stand-ins only."""
     if isinstance(cls, type) and issubclass(cls, Inert) and base is object:
@@ -144,6 +159,8 @@ class SafeUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if (module, name) == ("copyreg", "_reconstructor"):
             return _reconstructor
+        if (module, name) == ("builtins", "getattr"):
+            return _recorded_getattr
         if module.split(".")[0] in ("builtins", "os", "posix", "nt", "subprocess", "sys", "importlib"):
             # a "class" from here would be a function the pickle calls (os.system, eval, getattr)
             raise _Refused(f"the checkpoint asks to call {module}.{name}")
