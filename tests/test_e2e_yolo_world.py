@@ -48,6 +48,7 @@ def test_streams_with_text_prompts_publish_their_classes(
 ):
     pets = lossless_clip(tmp_path / "pets.mkv", [_frame(1)] * FRAMES)
     people = lossless_clip(tmp_path / "people.mkv", [_frame(2)] * FRAMES)
+    strict = lossless_clip(tmp_path / "strict.mkv", [_frame(2)] * FRAMES)
     env = {
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(mosquitto.port),
@@ -56,24 +57,28 @@ def test_streams_with_text_prompts_publish_their_classes(
         "OFFLINE_MODE": "true",
         "MODEL_ID": MODEL_ID,
         "SHUTDOWN_TIMEOUT": "60",
-        "STREAMS": f"pets={pets};people={people}",
+        "STREAMS": f"pets={pets};people={people};strict={strict}",
         "STREAM_PETS_PROMPTS": "dog|cat",
         "STREAM_PEOPLE_PROMPTS": '["person", "car"]',
+        "STREAM_STRICT_PROMPTS": "person",
+        "STREAM_STRICT_CONFIDENCE": "0.9",  # above every rigged score: frames with no boxes
         "STREAM_PETS_MODE": "every",
         "STREAM_PEOPLE_MODE": "every",
+        "STREAM_STRICT_MODE": "every",
     }
     sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/+/predictions"], qos=1)
     with AgentProcess(env, tmp_path) as agent:
         rc = agent.wait(timeout=300)
         log = agent.stderr_path.read_text(errors="replace")
         assert rc == 0, log[-4000:]
-    assert sub.wait_for(lambda msgs: len({m.json()["message_id"] for m in msgs}) >= 2 * FRAMES, timeout=30)
+    assert sub.wait_for(lambda msgs: len({m.json()["message_id"] for m in msgs}) >= 3 * FRAMES, timeout=30)
     got: dict[str, dict[int, dict]] = defaultdict(dict)
     for message in sub.messages:
         payload = message.json()
         jsonschema.validate(payload, SCHEMA)
         got[payload["stream"]][payload["frame_id"]] = payload
-    assert {k: len(v) for k, v in got.items()} == {"pets": FRAMES, "people": FRAMES}
+    assert {k: len(v) for k, v in got.items()} == {"pets": FRAMES, "people": FRAMES, "strict": FRAMES}
+    assert all(payload["predictions"] == [] for payload in got["strict"].values())
     for stream, first in (("pets", "dog"), ("people", "person")):
         for payload in got[stream].values():
             rows = payload["predictions"]
