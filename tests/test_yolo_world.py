@@ -336,6 +336,18 @@ def test_a_checkpoint_of_another_architecture_is_refused_by_name(tmp_path: Path)
         YoloWorldNetwork(checkpoint)
 
 
+def test_the_module_tree_must_match_its_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "yolo-world.pt"
+    write_checkpoint(path, version=2, seed=1)
+    checkpoint = read_checkpoint(path)
+    checkpoint.yaml["head"][5][0] = 12  # layer 15 said to read layer 12, the model reads layer 14
+    with pytest.raises(ModelArtifactsError, match=r"layer 15 is a C2fAttn from -1 in the model but a C2fAttn from 12"):
+        YoloWorldNetwork(checkpoint)
+    del checkpoint.yaml["head"][-1]
+    with pytest.raises(ModelArtifactsError, match="its yaml lists 22 layers and its model holds 23"):
+        YoloWorldNetwork(checkpoint)
+
+
 def test_download_from_core_model_into_roboflows_layout(model_server, model_env, tmp_path: Path) -> None:
     """Online: ``yolo-world.pt`` from /core_model/yolo_world/v2-s into MODEL_CACHE_DIR/yolo_world/v2-s/,
     CLIP ViT-B-32 beside it; then offline from the cache alone."""

@@ -7,7 +7,8 @@ its tensors. Each layer is rebuilt here with the same child names, so the checkp
 (``model.12.attn.gl.weight`` ...) loads strictly. Building from the tree rather than by re-running
 Ultralytics' ``parse_model`` on the yaml keeps every size and option exactly what was trained
 (BatchNorm's eps of 1e-3, the head's widths, fused convolutions) whatever Ultralytics version
-wrote the file.
+wrote the file; the yaml (``backbone`` + ``head`` rows of [from, repeats, module, args]) is checked
+against the tree layer by layer, so a file whose two halves disagree is refused.
 
 The maths follows YOLO-World as Ultralytics runs it: C2f blocks whose last branch is gated by a
 max-sigmoid attention over the text embeddings (``C2fAttn``), v1's image-pooling attention that
@@ -388,6 +389,7 @@ class YoloWorldNetwork(nn.Module):
             layers.append(kind(node))
             source = node.get("f", -1)
             sources.append(list(source) if isinstance(source, (list, tuple)) else int(source))
+        _check_against_yaml(checkpoint.yaml, list(sequence.children.values()))
         if not isinstance(layers[-1], WorldDetect):
             raise ModelArtifactsError("yolo-world.pt", "the last layer is not a WorldDetect head")
         self.model = nn.ModuleList(layers)
@@ -436,6 +438,23 @@ class YoloWorldNetwork(nn.Module):
                 x = layer(x)
             outputs.append(x if i in self.save else None)
         return x
+
+
+def _check_against_yaml(yaml: dict[str, Any], nodes: list[Any]) -> None:
+    """The module tree and the yaml it was parsed from must agree, layer by layer (module and inputs)."""
+    rows = list(yaml.get("backbone") or []) + list(yaml.get("head") or [])
+    if len(rows) != len(nodes):
+        raise ModelArtifactsError(
+            "yolo-world.pt", f"its yaml lists {len(rows)} layers and its model holds {len(nodes)}"
+        )
+    for i, (row, node) in enumerate(zip(rows, nodes, strict=True)):
+        source, _, module = row[0], row[1], str(row[2]).rsplit(".", 1)[-1]
+        found = node.get("f", -1)
+        if module != node.name or _as_list(source) != _as_list(found):
+            raise ModelArtifactsError(
+                "yolo-world.pt",
+                f"layer {i} is a {node.name} from {found} in the model but a {module} from {source} in its yaml",
+            )
 
 
 def _as_list(value: Any) -> list[int]:
