@@ -36,6 +36,7 @@ from edge_agent.models.foundation.yolo_world_network import (  # noqa: E402
 from edge_agent.models.foundation.yolo_world_steps import (  # noqa: E402
     Placement,
     letterbox,
+    network_input,
     roboflow_nms,
     to_source,
     ultralytics_nms,
@@ -208,6 +209,14 @@ def test_letterbox_pads_to_the_stride_and_maps_boxes_back() -> None:
     boxes = np.array([[64.0, 13.0 + 32.0, 576.0, 13.0 + 64.0], [-10.0, 0.0, 700.0, 400.0]])
     source = to_source(boxes, Placement((320, 640), (46, 100)))
     np.testing.assert_allclose(source, [[10.0, 5.0, 90.0, 10.0], [0.0, 0.0, 100.0, 46.0]])
+
+
+def test_the_network_gets_rgb_in_0_to_1() -> None:
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:] = (255, 0, 51)  # BGR: blue 255, red 51
+    pixels = network_input(frame)
+    assert pixels.shape == (3, 640, 640) and pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels[:, 320, 320], [0.2, 0.0, 1.0], rtol=1e-6)  # R, G, B
 
 
 def test_ultralytics_then_roboflow_nms_by_hand() -> None:

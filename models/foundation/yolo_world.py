@@ -29,9 +29,8 @@ from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import FoundationModel
 from edge_agent.models.foundation.clip import check_prompts
 from edge_agent.models.foundation.yolo_world_steps import (
-    INPUT_SIZE,
     Placement,
-    letterbox,
+    network_input,
     roboflow_nms,
     to_source,
     ultralytics_nms,
@@ -113,12 +112,11 @@ class YoloWorldModel(FoundationModel):
         """One BGR image -> detections of the prompts in source pixels."""
         torch = self._torch
         features = self.class_features(prompts)
-        placed = letterbox(image, INPUT_SIZE, self.network.stride)
-        rgb = np.ascontiguousarray(placed[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255.0
+        pixels = network_input(image, self.network.stride)
         with torch.inference_mode():
-            output = self.network(torch.from_numpy(rgb)[None], features)[0].numpy()
+            output = self.network(torch.from_numpy(pixels)[None], features)[0].numpy()
         boxes, scores, class_ids = ultralytics_nms(output, confidence)
-        boxes = to_source(boxes, Placement(placed.shape[:2], image.shape[:2]))
+        boxes = to_source(boxes, Placement(pixels.shape[1:], image.shape[:2]))
         boxes, scores, class_ids = roboflow_nms(boxes, scores, class_ids, confidence)
         height, width = image.shape[:2]
         return Detections(boxes, scores, class_ids, prompts, (width, height))

@@ -50,6 +50,13 @@ def letterbox(image: np.ndarray, size: int = INPUT_SIZE, stride: int = 32, auto:
     return cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
 
 
+def network_input(image: np.ndarray, stride: int = 32) -> np.ndarray:
+    """One BGR uint8 frame -> (3, H, W) float32 RGB in 0..1, letterboxed (what Roboflow hands
+    Ultralytics is RGB: it reverses its RGB image to BGR, and Ultralytics' predict flips it back)."""
+    placed = letterbox(image, INPUT_SIZE, stride)
+    return np.ascontiguousarray(placed[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     out = np.empty_like(boxes)
     out[:, :2] = boxes[:, :2] - boxes[:, 2:4] / 2
@@ -99,4 +106,4 @@ def roboflow_nms(
     return boxes[kept], scores[kept], class_ids[kept]
 
 
-__all__ = ["Placement", "letterbox", "roboflow_nms", "to_source", "ultralytics_nms", "xywh_to_xyxy"]
+__all__ = ["Placement", "letterbox", "network_input", "roboflow_nms", "to_source", "ultralytics_nms", "xywh_to_xyxy"]
