@@ -289,6 +289,27 @@ def test_prompts_become_the_classes_and_text_is_embedded_once_per_set(model_env,
         model.close()
 
 
+def test_frames_of_several_streams_batch_by_prompts_and_size(model_env, rigged_cache) -> None:
+    """One predict call with frames of three streams (two prompt sets, two sizes): each frame's
+    detections are what it gets alone, with its own stream's classes."""
+    from edge_agent.models import get_model
+
+    model_env.set(MODEL_CACHE_DIR=rigged_cache, OFFLINE_MODE="true")
+    model = get_model("yolo_world/v2-s")
+    try:
+        small = np.random.default_rng(8).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+        frames = [_frame(5), small, _frame(6), _frame(7)]
+        sets = [["dog", "cat"], ["dog", "cat"], ["person"], ["dog", "cat"]]
+        together = model.predict(frames, image_options=[{"prompts": p} for p in sets])
+        for frame, prompts, found in zip(frames, sets, together, strict=True):
+            (alone,) = model.predict([frame], prompts=prompts)
+            assert found.class_names == tuple(prompts) and found.image_size == (frame.shape[1], frame.shape[0])
+            np.testing.assert_allclose(found.boxes, alone.boxes, atol=1e-3)
+            np.testing.assert_allclose(found.confidences, alone.confidences, atol=1e-5)
+    finally:
+        model.close()
+
+
 def test_text_features_are_the_normalised_clip_embeddings(model_env, rigged_cache) -> None:
     from edge_agent.models import get_model
 

@@ -72,7 +72,7 @@ class YoloWorldModel(FoundationModel):
         self.embed_text = embed_text
         self.text_model = text_model  # closed with this model
         self.settings = settings
-        self.max_batch_size = 1
+        self.max_batch_size = 4  # frames of several streams at once (grouped by prompts and size)
         self._lock = threading.Lock()
         self._prompt_sets: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self.text_sets_computed = 0  # for tests and stats: how many prompt sets went through CLIP
@@ -110,27 +110,41 @@ class YoloWorldModel(FoundationModel):
 
     def detect(self, image: np.ndarray, prompts: tuple[str, ...], confidence: float) -> Detections:
         """One BGR image -> detections of the prompts in source pixels."""
+        (found,) = self._detect_batch([image], prompts, confidence)
+        return found
+
+    def _detect_batch(self, images: list[np.ndarray], prompts: tuple[str, ...], confidence: float) -> list[Detections]:
+        """Images of one input shape and one prompt set: one forward pass."""
         torch = self._torch
         features = self.class_features(prompts)
-        pixels = network_input(image, self.network.stride)
+        pixels = np.stack([network_input(image, self.network.stride) for image in images])
         with torch.inference_mode():
-            output = self.network(torch.from_numpy(pixels)[None], features)[0].numpy()
-        boxes, scores, class_ids = ultralytics_nms(output, confidence)
-        boxes = to_source(boxes, Placement(pixels.shape[1:], image.shape[:2]))
-        boxes, scores, class_ids = roboflow_nms(boxes, scores, class_ids, confidence)
-        height, width = image.shape[:2]
-        return Detections(boxes, scores, class_ids, prompts, (width, height))
+            outputs = self.network(torch.from_numpy(pixels), features).numpy()
+        out = []
+        for image, output in zip(images, outputs, strict=True):
+            boxes, scores, class_ids = ultralytics_nms(output, confidence)
+            boxes = to_source(boxes, Placement(pixels.shape[2:], image.shape[:2]))
+            boxes, scores, class_ids = roboflow_nms(boxes, scores, class_ids, confidence)
+            height, width = image.shape[:2]
+            out.append(Detections(boxes, scores, class_ids, prompts, (width, height)))
+        return out
 
     def predict_chunk(self, images: list[np.ndarray], options: list[dict[str, Any]], params: Any) -> list[Any]:
-        out: list[Any] = []
-        for image, option in zip(images, options, strict=True):
+        """Frames of several streams: those with the same prompts and input shape share a forward pass."""
+        groups: dict[tuple[tuple[str, ...], tuple[int, int]], list[int]] = {}
+        for index, (image, option) in enumerate(zip(images, options, strict=True)):
             prompts = check_prompts(option["prompts"]) if "prompts" in option else params.prompts
             if not prompts:
                 raise InvalidInputError(
                     f"{self.model_id} finds the classes it is told: give prompts (infer --prompt NAME, "
                     f"STREAM_<NAME>_PROMPTS)"
                 )
-            out.append(self.detect(image, prompts, params.confidence))
+            groups.setdefault((prompts, (image.shape[0], image.shape[1])), []).append(index)
+        out: list[Any] = [None] * len(images)
+        for (prompts, _), indices in groups.items():
+            found = self._detect_batch([images[i] for i in indices], prompts, params.confidence)
+            for i, detections in zip(indices, found, strict=True):
+                out[i] = detections
         return out
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[Any, list[Any]]:
