@@ -67,8 +67,12 @@ class YoloWorldModel(FoundationModel):
         super().__init__(model_id, "object-detection", "yolo-world")
         import torch
 
+        from edge_agent.models.foundation.torch_support import device_and_dtype
+
         self._torch = torch
-        self.network = network.eval().to(torch.float32)
+        # DEFAULT_DEVICE and FOUNDATION_DTYPE (auto: float32 on the CPU, float16 on CUDA)
+        self.device, self.dtype = device_and_dtype(settings, f"{model_id} (YOLO-World)")
+        self.network = network.eval().to(self.device, self.dtype)
         self.embed_text = embed_text
         self.text_model = text_model  # closed with this model
         self.settings = settings
@@ -116,10 +120,11 @@ class YoloWorldModel(FoundationModel):
     def _detect_batch(self, images: list[np.ndarray], prompts: tuple[str, ...], confidence: float) -> list[Detections]:
         """Images of one input shape and one prompt set: one forward pass."""
         torch = self._torch
-        features = self.class_features(prompts)
+        features = self.class_features(prompts).to(self.device, self.dtype)
         pixels = np.stack([network_input(image, self.network.stride) for image in images])
         with torch.inference_mode():
-            outputs = self.network(torch.from_numpy(pixels), features).numpy()
+            batch = torch.from_numpy(pixels).to(self.device, self.dtype)
+            outputs = self.network(batch, features).float().cpu().numpy()
         out = []
         for image, output in zip(images, outputs, strict=True):
             boxes, scores, class_ids = ultralytics_nms(output, confidence)
