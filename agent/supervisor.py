@@ -341,8 +341,8 @@ class Supervisor:
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
                     f"PROMPTS needs a CLIP or Perception Encoder model (clip/ViT-B-16, "
-                    f"perception_encoder/PE-Core-B16-224) or Grounding DINO (grounding_dino/groundingdino_swint_ogc), "
-                    f"or SAM3 (sam3/sam3_final), "
+                    f"perception_encoder/PE-Core-B16-224), Grounding DINO (grounding_dino/groundingdino_swint_ogc), "
+                    f"YOLO-World (yolo_world/v2-s) or SAM3 (sam3/sam3_final), "
                     f"ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
                     f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )

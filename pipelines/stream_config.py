@@ -151,7 +151,7 @@ class StreamOptions(TrackingOptions, ReadOptions):
     prompts: Annotated[tuple[str, ...], BeforeValidator(_prompts)] = Field(
         default=(),
         description="CLIP models (also CLIP as SECOND_MODEL_ID, on each box): zero-shot text prompts; Grounding "
-        'DINO: the classes to find; SAM3: what to segment (at most 16); a JSON list or separated by "|" '
+        'DINO, YOLO-World: the classes to find; SAM3: what to segment (at most 16); a JSON list or separated by "|" '
         '("a person|an empty room")',
     )
     roi: Annotated[tuple[tuple[float, float, float, float], ...], BeforeValidator(_regions)] = Field(

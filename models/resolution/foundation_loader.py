@@ -63,6 +63,7 @@ RUNNABLE = (
     "grounding_dino",
     "paligemma",
     "smolvlm2",
+    "yolo_world",
 )
 
 
@@ -119,6 +120,8 @@ def get_foundation_model(
         assert ref.version is not None
         _require_transformers(ref.model_id, "owlv2")
         return load_owlv2(ref.model_id, ref.version, settings, status)
+    if ref.family == "yolo_world":
+        return _yolo_world(ref, api_key, settings, progress, status)
     if ref.family == "grounding_dino":
         return _grounding_dino(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
@@ -582,3 +585,39 @@ def _easy_ocr(
     if status:
         status(f"loading {ref.model_id}")
     return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status, languages)
+
+
+def _yolo_world(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    """``yolo-world.pt`` (an Ultralytics checkpoint, read without Ultralytics) + ``clip/ViT-B-32`` for text."""
+    from edge_agent.models.artifacts.core_cache import ensure_core_files
+    from edge_agent.models.engines.torch_runtime import import_torch
+    from edge_agent.models.foundation.tokenizer import ClipTokenizer
+    from edge_agent.models.foundation.yolo_world import TEXT_MODEL_ID, WEIGHTS_FILE, load_yolo_world
+    from edge_agent.models.identity.ids import parse_model_id
+
+    import_torch(f"{ref.model_id} (YOLO-World)")  # missing runtimes are said before any download
+    ClipTokenizer(f"{ref.model_id} (YOLO-World's CLIP text)")
+    directory = ensure_core_files(
+        ref,
+        (WEIGHTS_FILE,),
+        api_key,
+        settings,
+        task_type="object-detection",
+        model_type="yolo-world",
+        progress=progress,
+        status=status,
+    )
+    clip = _clip(parse_model_id(TEXT_MODEL_ID), api_key, settings, progress, status)
+    if status:
+        status(f"loading {ref.model_id}")
+    try:
+        return load_yolo_world(ref.model_id, directory / WEIGHTS_FILE, clip.embed_text, settings, text_model=clip)  # type: ignore[attr-defined]
+    except BaseException:
+        clip.close()
+        raise
