@@ -20,7 +20,7 @@ from edge_agent.agent.errors import ConfigError
 from edge_agent.pipelines.live import LiveView
 from edge_agent.pipelines.sinks.base import Sink
 from edge_agent.pipelines.stream_config import StreamConfig, env_name
-from edge_agent.pipelines.vlm_answers import StreamPrompt, VLMAsker, answer_text
+from edge_agent.pipelines.vlm_answers import StreamPrompt, VLMAsker, answer_summary
 
 if TYPE_CHECKING:  # agent.settings imports validation, which asks vlm_model_of
     from edge_agent.agent.settings import Config
@@ -146,6 +146,7 @@ class VLMStreams:
                     run_id=self._run_id,
                     threads=agent.vlm_threads,
                     cpu_share=agent.vlm_cpu_share,
+                    nice=agent.vlm_nice,
                 )
                 asker.start(asyncio.get_running_loop())
                 self.askers[model_id] = asker
@@ -193,7 +194,7 @@ class VLMStreams:
             stream,
             {
                 "prompt": message.get("prompt"),
-                "answer": answer_text(message.get("response")),
+                "answer": answer_summary(message),
                 "time": message.get("frame_time"),
                 "answer_ms": message.get("answer_ms"),
             },

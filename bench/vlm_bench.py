@@ -11,9 +11,11 @@
              ready tensors of the same run (the ratio is what edge-agent adds around the model).
              Florence-2-base 0.23 B and SmolVLM2-256M fit a small box; PaliGemma-3B (~12 GB in
              float32) and Qwen2.5-VL-3B (~15 GB) need --families and the memory.
-2. detector  every-frame throughput of the detector (the YOLOv8n-sized bench model) alone, and with
-             a real-size Florence-2-base asked about the same stream every second (VLM_INTERVAL=1,
-             so the VLM is never idle); target >= 0.9x. Median of interleaved rounds.
+2. detector  every-frame throughput of the detector through the real agent (the built-in
+             builtin/shapes-v1, or --model yolov8n: the YOLOv8n-sized bench model) alone, and with a
+             real-size Florence-2-base (or --vlm smolvlm: SmolVLM2-256M) asked about the same stream
+             every second (VLM_INTERVAL=1, so the VLM is never idle) at VLM_NICE / VLM_THREADS /
+             VLM_CPU_SHARE; target >= 0.9x. Median of interleaved rounds.
 
 Pictures are 640x480 frames. All traffic stays on 127.0.0.1; checkpoints go to bench/_out/vlm/.
 """
@@ -131,11 +133,11 @@ def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
     return lines
 
 
-def _every_fps(model_dir: Path, video: Path, workdir: Path, extra: dict[str, str]) -> tuple[float, int]:
+def _every_fps(model_id: str, video: Path, workdir: Path, extra: dict[str, str]) -> tuple[float, int]:
     """The detector's every-frame pace (as bench.agent_bench measures it) and the VLM answers given."""
     from bench.common import agent
 
-    env = {"STREAMS": f"clip={video}", "STREAM_CLIP_MODE": "every", "MODEL_ID": str(model_dir)}
+    env = {"STREAMS": f"clip={video}", "STREAM_CLIP_MODE": "every", "MODEL_ID": model_id}
     env |= {"STDOUT_SINK": "true", **extra}
     with agent(env, workdir) as proc:
         rc = proc.wait(timeout=900)
@@ -147,35 +149,39 @@ def _every_fps(model_dir: Path, video: Path, workdir: Path, extra: dict[str, str
     return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers)
 
 
-def detector(rounds: int, cpu_share: float, seconds: float) -> list[str]:
-    model_dir = bench_model()
-    florence = checkpoint("florence2")
+def detector(rounds: int, cpu_share: float, seconds: float, vlm: str, model: str, nice: int, threads: int) -> list[str]:
+    model_id = str(bench_model()) if model == "yolov8n" else "builtin/shapes-v1"
+    vlm_dir = checkpoint(vlm)
     video = clip("vlm-detector", seconds=seconds, width=640, height=480)
+    prompt = {"florence2": "<MORE_DETAILED_CAPTION>", "smolvlm": "Describe this image in detail."}[vlm]
     with_vlm = {
         "LMM_ENABLED": "true",
-        "VLM_MODEL_ID": str(florence),
-        "STREAM_CLIP_VLM_PROMPT": "<MORE_DETAILED_CAPTION>",
-        "STREAM_CLIP_VLM_INTERVAL": "1",
+        "VLM_MODEL_ID": str(vlm_dir),
+        "STREAM_CLIP_VLM_PROMPT": prompt,
+        "STREAM_CLIP_VLM_INTERVAL": "1",  # an answer takes longer: the VLM is never idle
         "VLM_MAX_NEW_TOKENS": "64",
         "STATS_INTERVAL": "1",
         "VLM_CPU_SHARE": str(cpu_share),
+        "VLM_NICE": str(nice),
+        "VLM_THREADS": str(threads),
     }
     alone: list[float] = []
     beside: list[float] = []
     answered = []
     for i in range(rounds):
-        alone.append(_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-alone", {})[0])
-        fps, answers = _every_fps(model_dir, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)
+        alone.append(_every_fps(model_id, video, OUT / f"vlm-detector-{i}-alone", {})[0])
+        fps, answers = _every_fps(model_id, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)
         beside.append(fps)
         answered.append(answers)
     ratios = sorted(b / a for a, b in zip(alone, beside, strict=True))
     return [
-        f"2. detector every-frame throughput with a Florence-2-base asked every second beside it "
+        f"2. detector ({model_id}) every-frame throughput with a real-size {vlm} answering beside it "
         f"(target >= 0.9x), median of {rounds} interleaved rounds: {median(ratios):.3f}x; "
         f"round ratios {', '.join(f'{r:.2f}' for r in ratios)}",
         f"   alone {', '.join(f'{v:.1f}' for v in alone)} fps; "
         f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs); "
-        f"VLM answers per run {', '.join(str(a) for a in answered)} (VLM_CPU_SHARE={cpu_share:g})",
+        f"VLM answers per run {', '.join(str(a) for a in answered)} "
+        f"(VLM_NICE={nice}, VLM_THREADS={threads}, VLM_CPU_SHARE={cpu_share:g})",
     ]
 
 
@@ -188,6 +194,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="detector: interleaved rounds")
     parser.add_argument("--cpu-share", type=float, default=0.25, help="detector: VLM_CPU_SHARE of the VLM")
     parser.add_argument("--seconds", type=float, default=30, help="detector: clip length (30 fps, every frame)")
+    parser.add_argument("--vlm", choices=["florence2", "smolvlm"], default="florence2", help="detector: the VLM beside")
+    parser.add_argument(
+        "--model",
+        choices=["builtin", "yolov8n"],
+        default="builtin",
+        help="detector: builtin/shapes-v1 or YOLOv8n-sized",
+    )
+    parser.add_argument("--nice", type=int, default=19, help="detector: VLM_NICE of the VLM's threads")
+    parser.add_argument("--threads", type=int, default=1, help="detector: VLM_THREADS")
     args = parser.parse_args()
     parts = args.parts or ["latency", "detector"]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -205,7 +220,7 @@ def main() -> None:
         lines += latency(families, args.tokens, args.repeats)
         print("\n".join(lines), flush=True)
     if "detector" in parts:
-        more = detector(args.rounds, args.cpu_share, args.seconds)
+        more = detector(args.rounds, args.cpu_share, args.seconds, args.vlm, args.model, args.nice, args.threads)
         print("\n".join(more), flush=True)
 
 

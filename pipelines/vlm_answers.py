@@ -29,6 +29,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -178,16 +179,38 @@ def answer_text(response: Any) -> str:
     return str(response)
 
 
-def _lower_priority() -> None:
-    """The calling thread (and the threads it starts) yield the CPU to the detector (Linux: per thread):
-    SCHED_IDLE where allowed, else nice 19."""
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+def answer_summary(message: dict[str, Any]) -> str:
+    """The live page's line for a published answer: its text, or for a detecting model (Moondream2,
+    whose answer is Roboflow detections) how many of the prompt's objects it found."""
+    if "response" in message:
+        return answer_text(message["response"])
+    rows = message.get("predictions")
+    count = len(rows) if isinstance(rows, list) else 0
+    return f"{count} x {message.get('prompt')}"
+
+
+def thread_priority(tid: int | None = None) -> tuple[int, int]:
+    """(nice, scheduling policy) of one thread of this process (Linux, from /proc; the calling thread
+    by default). ``os.getpriority`` cannot tell threads apart reliably, the kernel's stat line can."""
+    tid = threading.get_native_id() if tid is None else tid
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    return int(fields[16]), int(fields[38])  # field 19: nice, field 41: policy
+
+
+def lower_priority(nice: int = 19) -> None:
+    """The calling thread, and every thread it starts from now on (torch's OpenMP intra-op team is
+    made per calling thread and inherits it), yields the CPU to the detector. Linux applies a nice
+    value per thread (``PRIO_PROCESS`` with a thread id); at 19 the thread also goes to SCHED_IDLE,
+    the class below every nice level. Best effort: a platform without them leaves the priority."""
+    if hasattr(os, "setpriority") and nice > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as exc:
+            log.warning("could not lower the VLM worker's priority to nice %d: %s", nice, exc)
+    if nice >= 19 and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
-            return
-    if hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class VLMAsker:
@@ -209,6 +232,7 @@ class VLMAsker:
         run_id: str | None = None,
         threads: int = 1,
         cpu_share: float = 1.0,
+        nice: int = 19,
     ) -> None:
         self.model = model
         self.model_id = model_id
@@ -220,6 +244,7 @@ class VLMAsker:
         self._on_answer = on_answer
         self._run_id = run_id
         self._threads = threads
+        self._nice = nice
         engine = getattr(model, "engine", None)
         if engine is not None and hasattr(engine, "cpu_share"):
             engine.cpu_share = cpu_share
@@ -310,11 +335,12 @@ class VLMAsker:
     # -- the worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:
-        _lower_priority()
+        lower_priority(self._nice)  # before torch starts this thread's intra-op team, which inherits it
         with contextlib.suppress(Exception):
             import torch
 
-            torch.set_num_threads(self._threads)  # the detector keeps the other cores
+            # OpenMP's team size is per calling thread: a detector thread that has run torch keeps its own
+            torch.set_num_threads(self._threads)
         while not self._stop.is_set():
             question = self.queue.take(timeout=0.5)
             if question is None:
