@@ -121,6 +121,11 @@ class AgentSettings(BaseSettings):
     vlm_threads: int = Field(
         default=1, ge=1, le=256, description="CPU threads of the vision-language model (the detector keeps the rest)."
     )
+    vlm_process: bool = Field(
+        default=True,
+        description="Run the vision-language model in a child process of its own; false: a thread of the "
+        "agent, which shares its Python GIL with the detector and can cost it frames.",
+    )
     vlm_nice: int = Field(
         default=19,
         ge=0,

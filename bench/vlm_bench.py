@@ -133,23 +133,60 @@ def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
     return lines
 
 
-def _every_fps(model_id: str, video: Path, workdir: Path, extra: dict[str, str]) -> tuple[float, int]:
-    """The detector's every-frame pace (as bench.agent_bench measures it) and the VLM answers given."""
+def _children_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each child process of ``pid`` (Linux /proc)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            try:
+                stat = Path(f"/proc/{child}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[int(child)] = (int(fields[11]) + int(fields[12])) / tick  # fields 14, 15: utime, stime
+    return out
+
+
+def _every_fps(model_id: str, video: Path, workdir: Path, extra: dict[str, str]) -> tuple[float, int, float]:
+    """The detector's every-frame pace (as bench.agent_bench measures it), the VLM answers given and
+    the CPU seconds the VLM's process used while the detector ran (0 without one)."""
+    import threading
+
     from bench.common import agent
 
     env = {"STREAMS": f"clip={video}", "STREAM_CLIP_MODE": "every", "MODEL_ID": model_id}
-    env |= {"STDOUT_SINK": "true", **extra}
+    env |= {"STDOUT_SINK": "true", "STATS_INTERVAL": "1", **extra}
+    cpu: dict[int, float] = {}
+    loaded: dict[int, float] = {}  # at the first prediction: the VLM has loaded (streams start after it)
     with agent(env, workdir) as proc:
+        done = threading.Event()
+
+        def sample() -> None:  # the child is gone once the agent stops: keep its last reading
+            while not done.wait(0.25):
+                try:
+                    cpu.update(_children_cpu_s(proc.proc.pid))
+                except OSError:
+                    return
+                if not loaded and proc.predictions():
+                    loaded.update(cpu)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         rc = proc.wait(timeout=900)
+        done.set()
+        sampler.join(2)
         lines = [p for _, p in proc.lines if "predictions" in p]
         answers = [p for _, p in proc.lines if p.get("type") == "vlm_answer"]
     if rc != 0 or len(lines) < 10:
         raise RuntimeError(f"agent failed (rc={rc}, {len(lines)} predictions); see {workdir}")
     steady = [p["frame_time"] for p in lines[10:]]
-    return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers)
+    return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers), sum(cpu.values()) - sum(loaded.values())
 
 
-def detector(rounds: int, cpu_share: float, seconds: float, vlm: str, model: str, nice: int, threads: int) -> list[str]:
+def detector(
+    rounds: int, cpu_share: float, seconds: float, vlm: str, model: str, nice: int, threads: int, in_agent: bool
+) -> list[str]:
     model_id = str(bench_model()) if model == "yolov8n" else "builtin/shapes-v1"
     vlm_dir = checkpoint(vlm)
     video = clip("vlm-detector", seconds=seconds, width=640, height=480)
@@ -160,19 +197,21 @@ def detector(rounds: int, cpu_share: float, seconds: float, vlm: str, model: str
         "STREAM_CLIP_VLM_PROMPT": prompt,
         "STREAM_CLIP_VLM_INTERVAL": "1",  # an answer takes longer: the VLM is never idle
         "VLM_MAX_NEW_TOKENS": "64",
-        "STATS_INTERVAL": "1",
         "VLM_CPU_SHARE": str(cpu_share),
         "VLM_NICE": str(nice),
         "VLM_THREADS": str(threads),
+        "VLM_PROCESS": "false" if in_agent else "true",
     }
     alone: list[float] = []
     beside: list[float] = []
     answered = []
+    vlm_cpu = []
     for i in range(rounds):
         alone.append(_every_fps(model_id, video, OUT / f"vlm-detector-{i}-alone", {})[0])
-        fps, answers = _every_fps(model_id, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)
+        fps, answers, cpu_s = _every_fps(model_id, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)
         beside.append(fps)
         answered.append(answers)
+        vlm_cpu.append(cpu_s)
     ratios = sorted(b / a for a, b in zip(alone, beside, strict=True))
     return [
         f"2. detector ({model_id}) every-frame throughput with a real-size {vlm} answering beside it "
@@ -180,8 +219,10 @@ def detector(rounds: int, cpu_share: float, seconds: float, vlm: str, model: str
         f"round ratios {', '.join(f'{r:.2f}' for r in ratios)}",
         f"   alone {', '.join(f'{v:.1f}' for v in alone)} fps; "
         f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs); "
-        f"VLM answers per run {', '.join(str(a) for a in answered)} "
-        f"(VLM_NICE={nice}, VLM_THREADS={threads}, VLM_CPU_SHARE={cpu_share:g})",
+        f"VLM answers per run {', '.join(str(a) for a in answered)}, VLM process CPU "
+        f"{', '.join(f'{c:.1f}' for c in vlm_cpu)} s while the detector ran "
+        f"(VLM_PROCESS={'false' if in_agent else 'true'}, VLM_NICE={nice}, VLM_THREADS={threads}, "
+        f"VLM_CPU_SHARE={cpu_share:g})",
     ]
 
 
@@ -203,6 +244,9 @@ def main() -> None:
     )
     parser.add_argument("--nice", type=int, default=19, help="detector: VLM_NICE of the VLM's threads")
     parser.add_argument("--threads", type=int, default=1, help="detector: VLM_THREADS")
+    parser.add_argument(
+        "--in-agent", action="store_true", help="detector: VLM_PROCESS=false (the VLM on a thread of the agent)"
+    )
     args = parser.parse_args()
     parts = args.parts or ["latency", "detector"]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -220,7 +264,9 @@ def main() -> None:
         lines += latency(families, args.tokens, args.repeats)
         print("\n".join(lines), flush=True)
     if "detector" in parts:
-        more = detector(args.rounds, args.cpu_share, args.seconds, args.vlm, args.model, args.nice, args.threads)
+        more = detector(
+            args.rounds, args.cpu_share, args.seconds, args.vlm, args.model, args.nice, args.threads, args.in_agent
+        )
         print("\n".join(more), flush=True)
 
 

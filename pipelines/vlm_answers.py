@@ -8,9 +8,11 @@ A VLM answer takes seconds on an edge box, so it never runs per frame:
 * :class:`AnswerQueue` holds the questions waiting for the model: bounded (``VLM_QUEUE_SIZE``),
   newest first, and when full the oldest waiting question is dropped and counted, so a slow model
   costs stale questions, never memory or the detector's time;
-* :class:`VLMAsker` owns one model and one low-priority worker thread that takes the newest
-  question, asks it, and hands the answer back to the event loop, where it is published through
-  the sinks (the MQTT sink's durable outbox) on ``{prefix}/{agent}/{stream}/vlm``.
+* :class:`VLMAsker` owns one model and one worker thread that takes the newest question, asks it,
+  and hands the answer back to the event loop, where it is published through the sinks (the MQTT
+  sink's durable outbox) on ``{prefix}/{agent}/{stream}/vlm``. The model is either loaded in this
+  process (the worker thread then lowers its own priority) or, as the agent runs it, a
+  :class:`~edge_agent.pipelines.vlm_process.VLMProcess` at the lowest priority (``remote``).
 
 Questions about events (a tracked object's track ended, or it entered a zone) come through
 :meth:`VLMAsker.ask_about_event` with the object's best snapshot and the event's id, which the
@@ -97,8 +99,10 @@ class AnswerQueue:
             return len(self._items)
 
     def close(self) -> None:
+        """No more questions: those still waiting are dropped (and counted, so the books balance)."""
         with self._lock:
             self._closed = True
+            self.dropped += len(self._items)
             self._items.clear()
             self._ready.notify_all()
 
@@ -325,9 +329,12 @@ class VLMAsker:
         """Stop taking questions; a question being answered is left to finish on its daemon thread."""
         self._stop.set()
         self.queue.close()
+        cancel = getattr(self.model, "cancel", None)
         engine = getattr(self.model, "engine", None)
-        if engine is not None and hasattr(engine, "cancel"):
-            engine.cancel.set()  # the answer being written ends at its next token
+        if callable(cancel):
+            cancel()  # a model in its own process: the process is stopped
+        elif engine is not None and hasattr(engine, "cancel"):
+            engine.cancel.set()  # the answer being written ends at its next layer or token
         thread = self._thread
         if thread is not None and thread.is_alive():
             await asyncio.to_thread(thread.join, timeout)  # bounded: a long answer is left behind
@@ -335,12 +342,13 @@ class VLMAsker:
     # -- the worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:
-        lower_priority(self._nice)  # before torch starts this thread's intra-op team, which inherits it
-        with contextlib.suppress(Exception):
-            import torch
+        if not getattr(self.model, "remote", False):  # a model in its own process has lowered itself
+            lower_priority(self._nice)  # before torch starts this thread's intra-op team, which inherits it
+            with contextlib.suppress(Exception):
+                import torch
 
-            # OpenMP's team size is per calling thread: a detector thread that has run torch keeps its own
-            torch.set_num_threads(self._threads)
+                # OpenMP's team size is per calling thread: a detector thread that has run torch keeps its own
+                torch.set_num_threads(self._threads)
         while not self._stop.is_set():
             question = self.queue.take(timeout=0.5)
             if question is None:

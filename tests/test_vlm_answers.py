@@ -51,6 +51,15 @@ def test_queue_close_wakes_a_waiting_taker():
     assert not thread.is_alive() and got == [None]
 
 
+def test_queue_close_counts_the_questions_left_waiting_as_dropped():
+    queue = AnswerQueue(3)
+    queue.put(_q("a", 1))
+    queue.put(_q("a", 2))
+    queue.close()
+    assert (queue.queued, queue.dropped, len(queue)) == (2, 2, 0)
+    assert queue.take(timeout=0) is None
+
+
 def test_queue_needs_room():
     with pytest.raises(ValueError):
         AnswerQueue(0)
