@@ -8,14 +8,21 @@
              FFmpeg's default decoder threads (one per core, each decoder) against the budget the
              agent uses (``sources.decoding.decoder_thread_budget``): threads, RSS, CPU.
 2. agent     ``edge-agent run`` with the built-in detector (builtin/shapes-v1) on N streams of one
-             RTSP server on 127.0.0.1 (the clip above, looped, each client its own session), for
+             RTSP server on 127.0.0.1 (the clip above, looped; ``--server-media shared``, the
+             default: every RTSP session is served from one media, as a camera serves its viewers
+             from one encoder, so the server's own CPU stays small; ``per-client``: each session its
+             own media from frame 0, which costs the server ~1% of a core per session), for
              N in ``--keyframes`` (DECODE=keyframes) and ``--all`` (DECODE=all, MAX_FPS=0.5, the
              same result rate) until the first N that fails. A count passes when, over
              ``--window`` seconds, every stream delivers >= 95% of its keyframes (one per 2 s) as
              results and the p95 age of a frame when its result is handed to the sinks
              (``latency_ms``: capture -> sink) stays under one keyframe interval plus one
              inference (p50). Reported per count: agent CPU per stream, peak RSS and RSS per
-             stream (marginal over the smallest count), threads, and the server's own CPU.
+             stream (marginal over the smallest count), threads, the server's own CPU, and where
+             missing results went (from the agent's /metrics: keyframes decoded in the window, and
+             frames replaced in their slot before the model took them). Every session's
+             keyframes arrive at the same instant (one clip, sessions started together): a burst
+             of N keyframes every 2 s, harder than cameras whose GOPs are not aligned.
 
 The ratio printed at the end is largest N (keyframes) / largest N (all at 0.5 fps), both measured
 in this run. Everything stays on 127.0.0.1; every wait is bounded.
@@ -200,14 +207,32 @@ def decoders(path: Path, streams: int, seconds_of_video: float = 12.0) -> list[s
 # -- 2. the agent ------------------------------------------------------------------------------
 
 
+def stream_counters(port: int) -> dict[str, float]:
+    """Sums over the streams of the agent's decoded and slot-replaced frame counters."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    sums = {"decoded": 0.0, "replaced": 0.0}
+    for line in text.splitlines():
+        if line.startswith("edge_agent_stream_frames_decoded_total{"):
+            sums["decoded"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("edge_agent_stream_frames_dropped_total{") and 'reason="replaced"' in line:
+            sums["replaced"] += float(line.rsplit(" ", 1)[1])
+    return sums
+
+
 def trial(
     server: Any, n: int, mode: str, window: float, settle: float, extra: dict[str, str] | None = None
 ) -> dict[str, Any]:
+    from tests.fixtures.mosquitto import free_port
+
     names = [f"s{i}" for i in range(n)]
+    port = free_port()
     env = {
         "STREAMS": ";".join(f"{name}={server.url('cam')}" for name in names),
         "STDOUT_SINK": "true",
         "LOG_LEVEL": "WARNING",
+        "HEALTH_PORT": str(port),
         **(extra or {}),
     }
     for name in names:
@@ -229,6 +254,7 @@ def trial(
             proc.terminate(30)
             return {"n": n, "ok": False, "why": f"only {started}/{n} streams produced within {60 + n} s"}
         time.sleep(settle)
+        counters0 = stream_counters(port)
         t0 = time.time()
         cpu0, server0 = cpu_seconds(pid), cpu_seconds(server.pid)
         threads = 0
@@ -239,6 +265,7 @@ def trial(
         t1 = time.time()
         cpu = cpu_seconds(pid) - cpu0
         server_cpu = cpu_seconds(server.pid) - server0
+        counters1 = stream_counters(port)
         rss_now = status_field(pid, "VmRSS") / 1024
         peak = peak_rss_mb(pid)
         time.sleep(4.0)  # results of frames taken inside the window
@@ -270,6 +297,9 @@ def trial(
         "peak_rss_mb": peak,
         "rss_mb": rss_now,
         "threads": threads,
+        "decoded": counters1["decoded"] - counters0["decoded"],
+        "replaced": counters1["replaced"] - counters0["replaced"],
+        "sent": n * (t1 - t0) / GOP_S if mode == "keyframes" else n * (t1 - t0) * FPS,
     }
 
 
@@ -304,8 +334,9 @@ def ladder(
                 f"inference p50 {r['inference_ms']:.1f} ms; agent "
                 f"{r['cpu_cores']:.2f} cores = {100 * r['cpu_cores'] / n:.1f}% of a core per stream; peak RSS "
                 f"{r['peak_rss_mb']:.0f} MB (per stream over {first['n']}: {marginal:.1f} MB); "
-                f"{r['threads']} threads; RTSP server {r['server_cores']:.2f} cores"
-                + ("" if r["ok"] else f"  [{r['why']}]")
+                f"{r['threads']} threads; RTSP server {r['server_cores']:.2f} cores; frames decoded "
+                f"{r['decoded']:.0f} (of ~{r['sent']:.0f} {'keyframes ' if mode == 'keyframes' else ''}sent), "
+                f"replaced in the slot {r['replaced']:.0f}" + ("" if r["ok"] else f"  [{r['why']}]")
             )
         else:
             rows.append(f"   {n:4d} streams: FAIL [{r['why']}]")
@@ -329,6 +360,12 @@ def main() -> None:
         help="agent settings for both ladders, e.g. MODEL_PRECISION=int8 (repeatable)",
     )
     parser.add_argument("--settle", type=float, default=6.0, help="seconds after every stream produced")
+    parser.add_argument(
+        "--server-media",
+        choices=("shared", "per-client"),
+        default="shared",
+        help="shared: all RTSP sessions served from one media (a camera's encoder); per-client: one each",
+    )
     parser.add_argument("--decoder-streams", type=int, default=8)
     parser.add_argument("--skip-decoders", action="store_true")
     parser.add_argument(
@@ -347,12 +384,15 @@ def main() -> None:
     report = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores; agent on CPUs "
         f"{_show(args.agent_cpus or everything)}, RTSP server on {_show(args.server_cpus or everything)}; "
-        f"clip {clip.name} ({clip.stat().st_size * 8 / CLIP_SECONDS / 1e6:.1f} Mbit/s)"
+        f"clip {clip.name} ({clip.stat().st_size * 8 / CLIP_SECONDS / 1e6:.1f} Mbit/s), server media "
+        f"{args.server_media}"
     ]
     print(report[0], flush=True)
     # children inherit this process's CPUs: the server is started on its own, then the agents
     os.sched_setaffinity(0, args.server_cpus or everything)
-    server = RtspServer({"cam": clip}, log_path=OUT / "keyframes-rtsp.log").start()
+    server = RtspServer(
+        {"cam": clip}, log_path=OUT / "keyframes-rtsp.log", shared=args.server_media == "shared"
+    ).start()
     os.sched_setaffinity(0, args.agent_cpus or everything)
     try:
         if not args.skip_decoders:

@@ -128,11 +128,13 @@ class LoopingFeeder:
 
 
 class ClipFactory(GstRtspServer.RTSPMediaFactory):
-    def __init__(self, clip: Clip) -> None:
+    def __init__(self, clip: Clip, shared: bool = False) -> None:
         super().__init__()
         self.clip = clip
         self.feeders: list[LoopingFeeder] = []
-        self.set_shared(False)
+        # shared: one media for every client, as a camera serves all its viewers from one encoder
+        # (a client joining mid-GOP gets its first keyframe at the next GOP)
+        self.set_shared(shared)
         # No config-interval on the payloader: the AUs already carry SPS/PPS before every IDR,
         # and rtph264pay config-interval=-1 (GStreamer 1.22) garbles multi-slice frames.
         is_jpeg = clip.caps is not None and clip.caps.get_structure(0).get_name() == "image/jpeg"
@@ -169,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--mount", action="append", required=True, metavar="NAME=CLIP.mp4")
+    parser.add_argument("--mount", action="append", default=[], metavar="NAME=CLIP.mp4")
+    parser.add_argument(
+        "--shared-mount",
+        action="append",
+        default=[],
+        metavar="NAME=CLIP.mp4",
+        help="a mount whose clients all share one media (one camera, many viewers)",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate: serve rtsps:// (RTSP over TLS) instead")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
@@ -180,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
     factories = []
-    for spec in args.mount:
+    if not args.mount and not args.shared_mount:
+        parser.error("give at least one --mount or --shared-mount")
+    for spec, shared in [(m, False) for m in args.mount] + [(m, True) for m in args.shared_mount]:
         name, _, path = spec.partition("=")
         if not name or not path:
             parser.error(f"--mount wants NAME=CLIP.mp4, got {spec!r}")
-        factory = ClipFactory(Clip(path))
+        factory = ClipFactory(Clip(path), shared)
         factories.append(factory)
         mounts.add_factory("/" + name.strip("/"), factory)
     if args.tls_cert:

@@ -10,10 +10,11 @@ ends it records why in its :class:`ReaderStatus` and returns; reconnecting, stal
 backoff are the runner's job (``runner.py``), one level up, on the event loop.
 
 Nothing here blocks for long without a bound: PyAV's interrupt callback (``av.open(...,
-timeout=(open, read))``) cuts a hung connect, probe or read, and FFmpeg's own socket ``timeout``
-option does the same inside the protocol. Both are needed (a stalled RTSP server hangs forever
-with only one of them). What still cannot be interrupted (a wedged device driver) is handled by
-the runner abandoning the thread.
+timeout=(open, read))``) cuts a hung connect or probe, and a hung read of a source without a
+socket timeout of its own (devices); for network sources FFmpeg's socket ``timeout`` bounds every
+read inside the protocol, so PyAV's read timeout is left off there (see ``open_kwargs``: it costs a
+GIL round trip per socket read). What still cannot be interrupted (a wedged device driver) is
+handled by the runner abandoning the thread.
 """
 
 from __future__ import annotations
@@ -107,12 +108,21 @@ def ffmpeg_options(spec: SourceSpec, options: SourceOptions) -> dict[str, str]:
     return opts
 
 
+#: Sources whose reads FFmpeg's own socket timeout bounds (``ffmpeg_options``): PyAV's read
+#: timeout is left off for them. Its interrupt callback takes the GIL on every check, and FFmpeg
+#: checks on every socket read: about a thousand times a second per 1080p camera, so with tens of
+#: cameras the reader threads queue for the GIL behind each other and the model (at 32 cameras a
+#: sampling profile found 40% of reader time in that callback).
+_SOCKET_TIMED_KINDS = frozenset({"rtsp", "http"})
+
+
 def open_kwargs(spec: SourceSpec, options: SourceOptions) -> dict[str, Any]:
     """Keyword arguments for ``av.open`` (besides the target)."""
+    read_timeout = None if spec.kind in _SOCKET_TIMED_KINDS else options.read_timeout
     return {
         "format": spec.av_format,
         "container_options": ffmpeg_options(spec, options),
-        "timeout": (options.open_timeout, options.read_timeout),
+        "timeout": (options.open_timeout, read_timeout),
     }
 
 
