@@ -279,3 +279,21 @@ def test_asked_on_a_stream_its_answer_carries_detections(model_server, model_env
     assert (message["kind"], message["prompt"], message["frame_id"]) == ("interval", "car", 7)
     assert message["predictions"] == [] and message["image"] == {"width": 200, "height": 100}
     assert answer_summary(message) == "0 x car"
+
+
+def test_runtime_buffers_saved_in_a_checkpoint_are_ignored(tmp_path, model_server, model_env, checkpoints):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from edge_agent.models import get_model
+
+    with_caches = tmp_path / "with-caches"
+    shutil.copytree(checkpoints["none"], with_caches)
+    tensors = load_file(str(with_caches / "model.safetensors"))
+    tensors["model.text.blocks.0.kv_cache.k_cache"] = torch.zeros(1, 2, 256, 8)
+    tensors["model.attn_mask"] = torch.ones(4, 4, dtype=torch.bool)
+    save_file(tensors, str(with_caches / "model.safetensors"))
+    _serve(model_server, model_env, with_caches)
+    (answer,) = get_model(MODEL_ID).predict([_frame()], prompt="dog")
+    assert answer.to_response()["predictions"] == []

@@ -291,6 +291,9 @@ def build_network(config: MoondreamConfig, dtype: Any) -> Any:
     return nn.ModuleDict({"vision": vision, "text": text, "region": region})
 
 
+_RUNTIME_BUFFERS = (".kv_cache.k_cache", ".kv_cache.v_cache", "attn_mask", "freqs_cis")
+
+
 def load_weights(network: Any, files: list[Path]) -> None:
     """The checkpoint's tensors into ``network`` (``model.`` prefix dropped); every parameter must be
     there with its shape, and nothing else."""
@@ -303,6 +306,8 @@ def load_weights(network: Any, files: list[Path]) -> None:
         except Exception as exc:  # safetensors raises its own error types
             raise CacheIntegrityError(f"{path} is not a readable safetensors file: {exc}") from exc
         for name, tensor in tensors.items():
+            if name.endswith(_RUNTIME_BUFFERS):
+                continue  # caches and tables the runtime rebuilds, should a checkpoint hold them
             state[name.removeprefix("model.")] = tensor
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
