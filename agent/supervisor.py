@@ -318,6 +318,13 @@ class Supervisor:
         wanted = self._first_options(stream, model)
         if stream.second_model_id and self.second is not None:
             SecondModels.check(stream, model, self.second.records[stream.second_model_id].model)
+        # a model that finds only what it is told (Grounding DINO's classes) has nothing to do without it
+        for key in getattr(model, "required_stream_options", ()):
+            if key not in wanted:
+                raise ConfigError(
+                    f"stream {stream.name!r}: {self.config.model_of(stream)!r} needs "
+                    f'STREAM_{env_name(stream.name)}_{key.upper()} (what to find, e.g. "a person|a car")'
+                )
         if not wanted:
             return
         accepted = tuple(getattr(model, "stream_options", ()))
@@ -328,7 +335,8 @@ class Supervisor:
                     f"STREAM_{env_name(stream.name)}_{names.get(key, key.upper())} is set but model "
                     f"{self.config.model_of(stream)!r} ({getattr(model, 'task_type', '?')}) does not take it; "
                     f"PROMPTS needs a CLIP or Perception Encoder model (clip/ViT-B-16, "
-                    f"perception_encoder/PE-Core-B16-224), ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
+                    f"perception_encoder/PE-Core-B16-224) or Grounding DINO (grounding_dino/groundingdino_swint_ogc), "
+                    f"ROI an OCR model (pp_ocr, trocr/trocr-base-printed), "
                     f"TRAINING_DATA an OWLv2 model (owlv2/owlv2-base-patch16-ensemble)"
                 )
 

@@ -150,8 +150,8 @@ class StreamOptions(TrackingOptions, ReadOptions):
     confidence: UnitInterval | None = Field(default=None, description="confidence threshold for this stream (0..1)")
     prompts: Annotated[tuple[str, ...], BeforeValidator(_prompts)] = Field(
         default=(),
-        description="CLIP models (also CLIP as SECOND_MODEL_ID, on each box): zero-shot text prompts, a JSON list "
-        'or separated by "|" ("a person|an empty room")',
+        description="CLIP models (also CLIP as SECOND_MODEL_ID, on each box): zero-shot text prompts; Grounding "
+        'DINO: the classes to find; a JSON list or separated by "|" ("a person|an empty room")',
     )
     roi: Annotated[tuple[tuple[float, float, float, float], ...], BeforeValidator(_regions)] = Field(
         default=(),

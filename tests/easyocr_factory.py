@@ -28,14 +28,25 @@ def craft(tiny: bool = True, rigged: bool = True, seed: int = 0) -> CRAFT:
     return net.eval()
 
 
-def recognizer(tiny: bool = True, rigged: str | None = "A", seed: int = 0) -> Recognizer:
+def recognizer(
+    tiny: bool = True,
+    rigged: str | None = "A",
+    seed: int = 0,
+    network: str = "english_g2",
+    runner_up: tuple[str, float] | None = None,
+) -> Recognizer:
+    """A recogniser of ``network``'s real class count (blank + its characters); rigged: every step's
+    logits are RIG_LOGIT for ``rigged``, ``runner_up``'s logit for that character, 0 elsewhere."""
+    characters = CHARACTERS[network]
     torch.manual_seed(seed)
-    net = Recognizer(1, 32 if tiny else 256, 16 if tiny else 256, len(ENGLISH) + 1)
+    net = Recognizer(1, 32 if tiny else 256, 16 if tiny else 256, len(characters) + 1)
     if rigged is not None:
         with torch.no_grad():
             net.Prediction.weight.zero_()
             net.Prediction.bias.zero_()
-            net.Prediction.bias[1 + ENGLISH.index(rigged)] = RIG_LOGIT
+            net.Prediction.bias[1 + characters.index(rigged)] = RIG_LOGIT
+            if runner_up is not None:
+                net.Prediction.bias[1 + characters.index(runner_up[0])] = runner_up[1]
     return net.eval()
 
 

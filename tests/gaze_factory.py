@@ -114,3 +114,35 @@ def onnx_bytes(net: L2CS, raw_bins: bool = False) -> bytes:
         dynamo=False,
     )
     return buffer.getvalue()
+
+
+def drawn_face(
+    size: tuple[int, int] = (320, 240), centre: tuple[int, int] = (160, 120), scale: float = 1.0
+) -> tuple[Any, Any]:
+    """A BGR picture of a face drawn with ellipses (skin, brows, eyes, nose, mouth) on grey, blurred,
+    and its eye centres ((right x, y), (left x, y): the subject's right eye on the image's left).
+
+    OpenCV's frontal-face cascade finds it (checked against cv2.CascadeClassifier of opencv 4.13);
+    the head ellipse spans (cx +- 62 s, cy +- 80 s), the eyes sit at (cx -+ 26 s, cy - 14 s)."""
+    import cv2
+    import numpy as np
+
+    width, height = size
+    cx, cy = centre
+    grey = np.full((height, width), 60, np.uint8)
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        return int(cx + x * scale), int(cy + y * scale)
+
+    def axes(a: float, b: float) -> tuple[int, int]:
+        return int(a * scale), int(b * scale)
+
+    cv2.ellipse(grey, at(0, 0), axes(62, 80), 0, 0, 360, 200, -1)
+    for side in (-1, 1):
+        cv2.ellipse(grey, at(side * 26, -30), axes(17, 5), 0, 0, 360, 50, -1)
+        cv2.ellipse(grey, at(side * 26, -14), axes(14, 8), 0, 0, 360, 30, -1)
+    cv2.ellipse(grey, at(0, 12), axes(7, 16), 0, 0, 360, 165, -1)
+    cv2.ellipse(grey, at(0, 42), axes(22, 7), 0, 0, 360, 60, -1)
+    grey = cv2.GaussianBlur(grey, (0, 0), 2.0 * scale)
+    eyes = np.array([[cx - 26 * scale, cy - 14 * scale], [cx + 26 * scale, cy - 14 * scale]])
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), eyes

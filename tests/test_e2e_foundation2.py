@@ -2,9 +2,10 @@
 model server.
 
 Depth:
-The depth model (tiny, random weights, served from ``/core_model``) is the second model of a
-constant detector (STREAM_<NAME>_SECOND_MODEL_ID, boxes as prompts): every message carries that
-detector's two boxes, each with the median normalised depth inside it. The full map comes over HTTP on demand
+The depth model (tiny, random weights; v2 served from ``/core_model``, v3 as the current stack's
+package) is the second model of a constant detector (STREAM_<NAME>_SECOND_MODEL_ID, boxes as
+prompts): every message carries that detector's two boxes, each with the median normalised depth
+inside it. The full map comes over HTTP on demand
 (``/streams/NAME/depth``), and the boxes' depths are checked against the medians of that map
 computed here; the live picture carries the small viridis depth picture in its top-right corner.
 """
@@ -54,13 +55,20 @@ def _median_in(depth: np.ndarray, box: tuple[float, float, float, float]) -> flo
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("depth_id", ["depth-anything-v2/small", "depth-anything-v3/small"])
 def test_depth_per_detection_on_mqtt_full_map_over_http(
-    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory
+    tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory, depth_id
 ):
     from edge_agent.models.foundation.depth_maths import colorize, downscale
+    from tests.depth3_factory import checkpoint_files as v3_files
     from tests.depth_factory import checkpoint_files
+    from tests.fixtures.model_server import torch_package
 
-    model_server.add_core_model("depth-anything-v2", "small", checkpoint_files())
+    if depth_id.startswith("depth-anything-v2"):
+        model_server.add_core_model("depth-anything-v2", "small", checkpoint_files())
+    else:  # DA3: the current stack's package (edge-agent's own network on ByteDance's weights)
+        package = torch_package("da3", v3_files("tiny"))
+        model_server.add_package_model(depth_id, [package], "depth-anything-v3", "depth-estimation")
     detector = known_objects_model(tmp_path / "detector")
     clip = _clip_of(tmp_path / "scene.mp4", [_scene()] * 10)
     port = free_port()
@@ -73,7 +81,7 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
         "MODEL_CACHE_DIR": str(tmp_path / "cache"),
         "MODEL_ID": str(detector),
         "STREAMS": f"cam={clip}",
-        "STREAM_CAM_SECOND_MODEL_ID": "depth-anything-v2/small",  # the detector's boxes are its prompts
+        "STREAM_CAM_SECOND_MODEL_ID": depth_id,  # the detector's boxes are its prompts
         "STREAM_CAM_LOOP": "true",
         "HEALTH_PORT": str(port),
     }
@@ -98,7 +106,7 @@ def test_depth_per_detection_on_mqtt_full_map_over_http(
     messages = [m.json() for m in sub.messages]
     for message in messages:
         jsonschema.validate(message, SCHEMA)
-        assert message["second_model_id"] == "depth-anything-v2/small"
+        assert message["second_model_id"] == depth_id
         assert [p["class"] for p in message["predictions"]] == ["widget", "gadget"]
         for p, box in zip(message["predictions"], BOXES, strict=True):
             assert (p["x"], p["y"], p["width"], p["height"]) == pytest.approx(
@@ -155,6 +163,67 @@ def test_gaze_per_face_per_frame_on_mqtt(tmp_path: Path, model_server, mosquitto
             assert face["yaw"] == pytest.approx(float(y), abs=1e-3) and face["pitch"] == pytest.approx(
                 float(p), abs=1e-3
             )
+
+
+@pytest.mark.slow
+def test_gaze_with_the_built_in_face_finder_on_mqtt(tmp_path: Path, model_server, mosquitto, mqtt_subscriber_factory):
+    """No GAZE_FACE_DETECTOR_MODEL_ID: the shipped Haar cascade finds the drawn face on one stream
+    (each message: the face the cascade finds in that very decoded frame, its two eyes, the yaw
+    and pitch torch computes for that crop) and nothing on a stream of noise."""
+    import torch
+
+    from edge_agent.models.foundation.gaze import face_box, face_input
+    from edge_agent.models.foundation.haar_cascade import HaarFaceFinder
+    from tests.gaze_factory import Decoded, drawn_face, network, onnx_bytes
+
+    net = network(seed=4)
+    model_server.add_core_model("gaze", "L2CS", {"L2CSNet_gaze360_resnet50_90bins.onnx": onnx_bytes(net)})
+    faces = _clip_of(tmp_path / "face.mp4", [drawn_face((320, 240), (150 + 5 * i, 120), 0.9)[0] for i in range(4)])
+    rng = np.random.default_rng(6)
+    noise = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 3) for _ in range(4)]
+    empty = _clip_of(tmp_path / "empty.mp4", noise)
+    env = {
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mosquitto.port),
+        "AGENT_ID": "gaze",
+        "API_BASE_URL": model_server.base_url,
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "MODEL_ID": "gaze/L2CS",
+        "STREAMS": f"door={faces};wall={empty}",
+        "STREAM_DOOR_MODE": "every",
+        "STREAM_WALL_MODE": "every",
+        "SHUTDOWN_TIMEOUT": "60",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, ["edge-agent/gaze/+/predictions"], qos=1)
+    with AgentProcess(env, tmp_path) as agent:
+        rc = agent.wait(timeout=240)
+        assert rc == 0, agent.stderr[-4000:]
+    by_stream: dict[str, list[dict]] = {"door": [], "wall": []}
+    assert sub.wait_for(lambda msgs: len(msgs) >= 8, timeout=30)
+    for m in sub.messages:
+        message = m.json()
+        jsonschema.validate(message, SCHEMA)
+        by_stream[m.topic.split("/")[2]].append(message)
+    assert len({m["frame_id"] for m in by_stream["door"]}) == 4 and len(by_stream["wall"]) >= 4
+    assert all(m["predictions"] == [] for m in by_stream["wall"])
+    with av.open(str(faces)) as container:
+        decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    finder = HaarFaceFinder()
+    for message in by_stream["door"]:
+        image = decoded[message["frame_id"]]
+        truth = finder.find(image)
+        (face,) = message["predictions"]
+        x1, y1, x2, y2 = truth.boxes[0]
+        assert (face["face"]["x"], face["face"]["y"], face["face"]["width"]) == pytest.approx(
+            ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1)
+        )
+        assert face["face"]["x"] == pytest.approx(150 + 5 * message["frame_id"], abs=10)
+        assert [(p["x"], p["y"]) for p in face["face"]["landmarks"]] == [(int(x), int(y)) for x, y in truth.eyes[0]]
+        batch = face_input(image, face_box(truth.boxes[0], 320, 240))[None]
+        with torch.no_grad():
+            yaw, pitch = (t.numpy() for t in Decoded(net).eval()(torch.from_numpy(batch)))
+        assert face["yaw"] == pytest.approx(float(yaw[0]), abs=1e-3)
+        assert face["pitch"] == pytest.approx(float(pitch[0]), abs=1e-3)
 
 
 @pytest.mark.slow

@@ -150,5 +150,83 @@ def test_package_layout_the_infer_cli_and_unknown_languages(model_server, model_
     assert body["result"] == "7" and body["predictions"][0]["confidence"] == pytest.approx(
         _expected_confidence(63), rel=1e-4
     )
-    with pytest.raises(UnsupportedModelTypeError, match="english_g2 only"):
-        get_model("easy_ocr/japanese_g2")
+    with pytest.raises(UnsupportedModelTypeError, match="generation-2 networks are english_g2, "):
+        get_model("easy_ocr/thai")
+
+
+def test_language_filter_by_hand():
+    from edge_agent.models.foundation.easy_ocr import NETWORKS, alphabet, ignored_classes
+
+    # probabilities (blank, a, b, c); "b" is outside the languages: zeroed, the rest renormalised
+    probs = np.array([[[0.1, 0.15, 0.5, 0.25], [0.6, 0.1, 0.2, 0.1]]])
+    ((text, confidence),) = ctc_greedy(np.log(probs), "abc", np.array([2]))
+    # step 0: (0.1, 0.15, 0, 0.25) / 0.5 -> "c" at 0.5; step 1: (0.6, 0.1, 0, 0.1) / 0.8 -> blank
+    assert text == "c" and confidence == pytest.approx(0.5 ** (2 / math.sqrt(1)))
+    assert ctc_greedy(np.log(probs), "abc")[0][0] == "b"  # unfiltered
+    korean = NETWORKS["korean_g2"]
+    # easyocr's korean_g2: the 95 printable ASCII characters, then 913 Hangul syllables
+    assert len(korean.characters) == 1008 and korean.characters[:95] == "".join(map(chr, range(32, 127)))
+    assert korean.languages == ("en", "ko") and len(NETWORKS["zh_sim_g2"].characters) == 6718
+    assert ignored_classes(korean, ["en"]).tolist() == list(range(96, 1009))  # every syllable
+    # the full-width asterisk closes japanese_g2's list but is in neither ja's nor en's alphabet
+    japanese = NETWORKS["japanese_g2"]
+    assert japanese.characters[-1] == "＊" and "＊" not in alphabet("ja")
+    assert ignored_classes(japanese, japanese.languages).tolist() == [len(japanese.characters)]
+    with pytest.raises(ValueError, match="'xx' is not known here; known: be, bg, ch_sim"):
+        alphabet("xx")
+
+
+def test_other_languages_through_both_layouts(model_server, model_env):
+    """Tiny random recognisers with the real class counts of japanese_g2 (2215) and korean_g2 (1009)
+    load through the real path; the rigged logits make the decoding computable by hand."""
+    from edge_agent.models import get_model
+    from edge_agent.models.common.errors import ModelArtifactsError
+    from edge_agent.models.common.settings import ModelSettings
+    from edge_agent.models.foundation.easy_ocr import EasyOCRModel, package_files
+    from tests.easyocr_factory import RIG_LOGIT, craft, recognizer, state_bytes
+    from tests.fixtures.model_server import torch_package
+
+    page = np.full((40, 160, 3), 200, np.uint8)  # one box, 63 recogniser steps (as above)
+    steps = 63
+    model_server.add_core_model(
+        "easy_ocr",
+        "japanese_g2",
+        {
+            "craft_mlt_25k.pth": state_bytes(craft()),
+            "weights.pt": state_bytes(recognizer(rigged="日", network="japanese_g2")),
+        },
+    )
+    model_env.set(API_BASE_URL=model_server.base_url)
+    (prediction,) = get_model("easy_ocr/japanese_g2").predict(page)
+    # languages en + ja: only the full-width asterisk is zeroed: "日" at 12, blank and 2212 others at 0
+    p = math.exp(RIG_LOGIT) / (math.exp(RIG_LOGIT) + 1 + 2212)
+    assert prediction.texts == ("日",)
+    assert prediction.confidences[0] == pytest.approx(p ** (2 * math.sqrt(steps)), rel=1e-5)
+
+    config = {
+        "lang_list": ["en", "ko"],
+        "detector_model_file_name": "craft_mlt_25k.pth",
+        "recognition_model_file_name": "korean_g2.pth",
+        "detect_network": "craft",
+        "recognition_network": "korean_g2",
+    }
+    files = {
+        "easy-ocr-config.json": json.dumps(config).encode(),
+        "craft_mlt_25k.pth": state_bytes(craft()),
+        # the best class is a Hangul syllable, the runner-up "B" at logit 6
+        "korean_g2.pth": state_bytes(recognizer(rigged="한", network="korean_g2", runner_up=("B", 6.0))),
+    }
+    model_server.add_package_model("easy-ocr-korean/craft", [torch_package("k1", files)], "easy-ocr", "ocr")
+    model = get_model("easy-ocr-korean/craft")
+    (both,) = model.predict(page)
+    # en + ko: 11 syllables of korean_g2 are in neither alphabet; blank + 1008 - 11 classes remain
+    p = math.exp(RIG_LOGIT) / (math.exp(RIG_LOGIT) + math.exp(6) + 1 + (1008 - 11 - 2))
+    assert both.texts == ("한",) and both.confidences[0] == pytest.approx(p ** (2 * math.sqrt(steps)), rel=1e-5)
+    detector, weights, network, languages = package_files(model.directory)
+    assert (network, languages) == ("korean_g2", ["en", "ko"])
+    english = EasyOCRModel("k", detector, weights, network, ModelSettings(), languages=["en"])
+    (only,) = english.predict(page)  # English only: every syllable zeroed, "B" wins
+    p = math.exp(6) / (math.exp(6) + 1 + 94)  # "B", blank and the other 94 ASCII characters
+    assert only.texts == ("B",) and only.confidences[0] == pytest.approx(p ** (2 * math.sqrt(steps)), rel=1e-5)
+    with pytest.raises(ModelArtifactsError, match="'tlh' is not known here"):
+        EasyOCRModel("k", detector, weights, network, ModelSettings(), languages=["en", "tlh"])

@@ -77,6 +77,8 @@ def _reference(net, image: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray]:
 def test_legacy_layout_with_a_face_detector(model_server, model_env, tmp_path):
     from edge_agent.models import get_model
     from edge_agent.models.common.errors import InvalidInputError
+    from edge_agent.models.common.settings import ModelSettings
+    from edge_agent.models.foundation.gaze import GazeModel
     from tests.gaze_factory import network, onnx_bytes
 
     net = network()
@@ -86,8 +88,12 @@ def test_legacy_layout_with_a_face_detector(model_server, model_env, tmp_path):
         {"L2CSNet_gaze360_resnet50_90bins.onnx": onnx_bytes(net), "mediapipe_face_detector.tflite": b"x"},
     )
     model_env.set(API_BASE_URL=model_server.base_url)
-    with pytest.raises(InvalidInputError, match="GAZE_FACE_DETECTOR_MODEL_ID"):
-        get_model("gaze/L2CS").predict(_frame())
+    default = get_model("gaze/L2CS")
+    (nobody,) = default.predict(_frame())  # the built-in Haar cascade: no face in noise
+    assert len(nobody) == 0 and nobody.to_response()["predictions"] == []
+    bare = GazeModel("x", default.directory / "L2CSNet_gaze360_resnet50_90bins.onnx", ModelSettings())
+    with pytest.raises(InvalidInputError, match="GAZE_FACE_DETECTOR_MODEL_ID"):  # no face finder at all
+        bare.predict(_frame())
     model_env.set(GAZE_FACE_DETECTOR_MODEL_ID=str(_face_detector(tmp_path / "faces")))
     model = get_model("gaze/L2CS")
     assert model.directory.name.startswith("~gaze-L2CS-")  # Roboflow's slug directory for ids with capitals
@@ -120,7 +126,7 @@ def test_package_layout_raw_bins_and_the_infer_cli(model_server, model_env, tmp_
     from edge_agent.models import get_model
     from tests.agent_cli import run_cli
     from tests.fixtures.model_server import onnx_package
-    from tests.gaze_factory import network, onnx_bytes
+    from tests.gaze_factory import drawn_face, network, onnx_bytes
 
     net = network(seed=1)
     # the current stack's id and package; this graph outputs the raw bins, decoded outside it
@@ -150,8 +156,16 @@ def test_package_layout_raw_bins_and_the_infer_cli(model_server, model_env, tmp_
     assert face["yaw"] == pytest.approx(float(yaw[0]), abs=1e-4) and face["pitch"] == pytest.approx(
         float(pitch[0]), abs=1e-4
     )
-    bad = run_cli("infer", "--model", "l2cs-net/rn50", str(path), env=env)
-    assert bad.returncode == 2 and "GAZE_FACE_DETECTOR_MODEL_ID" in bad.stderr
+    # without --no-face-detection: the built-in cascade's faces (a drawn face here), eyes as landmarks
+    drawn, eyes = drawn_face()
+    cv2.imwrite(str(path), drawn)
+    result = run_cli("infer", "--model", "l2cs-net/rn50", str(path), env=env)
+    assert result.returncode == 0, result.stderr
+    (face,) = json.loads(result.stdout)["predictions"]
+    assert face["face"]["x"] == pytest.approx(160, abs=10) and face["face"]["y"] == pytest.approx(120, abs=16)
+    assert [(p["x"], p["y"]) for p in face["face"]["landmarks"]] == [
+        pytest.approx(tuple(e), abs=4) for e in eyes.tolist()
+    ]
 
 
 def test_live_view_draws_the_face_box_and_a_gaze_arrow():
@@ -216,3 +230,31 @@ def test_a_non_detector_as_face_detector_and_gaze_flags_on_other_models_are_refu
     cv2.imwrite(str(path), np.zeros((32, 32, 3), np.uint8))
     bad = run_cli("infer", "--model", "builtin/shapes-v1", "--no-face-detection", str(path))
     assert bad.returncode == 2 and "--no-face-detection does not apply to object-detection models" in bad.stderr
+
+
+def test_the_built_in_face_finder_feeds_l2cs_its_faces_and_eyes(model_server, model_env):
+    """No GAZE_FACE_DETECTOR_MODEL_ID: OpenCV's frontal-face cascade finds the drawn face; its box
+    is the crop L2CS reads, the eye cascade's two eyes are the landmarks (right, left), and the
+    confidence is n / (n + 3) of the n windows merged."""
+    from edge_agent.models import get_model
+    from edge_agent.models.foundation.haar_cascade import HaarFaceFinder
+    from tests.gaze_factory import drawn_face, network, onnx_bytes
+
+    net = network(seed=2)
+    model_server.add_core_model("gaze", "L2CS", {"L2CSNet_gaze360_resnet50_90bins.onnx": onnx_bytes(net)})
+    model_env.set(API_BASE_URL=model_server.base_url)
+    model = get_model("gaze/L2CS")
+    image, eyes = drawn_face((320, 240), (140, 120), 0.9)
+    faces = HaarFaceFinder().find(image)
+    assert len(faces.boxes) == 1
+    (prediction,) = model.predict(image)
+    assert np.array_equal(prediction.boxes, faces.boxes)
+    yaw, pitch = _reference(net, image, faces.boxes.tolist())
+    assert np.allclose(prediction.yaw, yaw, atol=1e-4) and np.allclose(prediction.pitch, pitch, atol=1e-4)
+    n = int(faces.neighbours[0])
+    (row,) = prediction.to_response()["predictions"]
+    assert row["face"]["confidence"] == pytest.approx(n / (n + 3))
+    assert [(p["x"], p["y"]) for p in row["face"]["landmarks"]] == [(int(x), int(y)) for x, y in faces.eyes[0].tolist()]
+    assert np.abs(faces.eyes[0] - eyes).max() < 4
+    (none,) = model.predict(image, confidence=0.999)  # n / (n + 3) < 0.999: filtered out
+    assert len(none) == 0

@@ -40,6 +40,10 @@ def test_wheel_carries_builtin_model_sample_clip_and_schema(tmp_path: Path) -> N
         "edge_agent/models/builtin/shapes-v1/weights.int8.onnx",
         "edge_agent/models/builtin/shapes-v1/weights.int8.json",
         "edge_agent/models/builtin/sample.mp4",
+        "edge_agent/models/builtin/haar/haarcascade_frontalface_default.xml",  # gaze's face finder
+        "edge_agent/models/builtin/haar/haarcascade_eye.xml",
+        "edge_agent/models/builtin/easyocr/generation2.json",  # EasyOCR's character lists
+        "edge_agent/models/builtin/easyocr/ja_char.txt",
         "edge_agent/pipelines/schemas/prediction.schema.json",
         "edge_agent/agent/cli.py",
         "edge_agent/agent/web/index.html",

@@ -359,7 +359,7 @@ class ModelSettings(BaseSettings):
     gaze_face_detector_model_id: str | None = Field(
         default=None,
         description="Gaze (gaze/L2CS): a face detector model id to find faces with; unset = OpenCV's "
-        "frontal-face cascade shipped in the opencv wheel (no landmarks).",
+        "frontal-face Haar cascade shipped with edge-agent (eye centres as landmarks).",
     )
     clip_max_batch_size: int = Field(
         default=8, ge=1, description="Texts per batch through CLIP's text encoder (as Roboflow's CLIP_MAX_BATCH_SIZE)."

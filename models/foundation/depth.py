@@ -140,14 +140,17 @@ class DepthAnythingModel(WholeImageModel):
         self.device, self.dtype = device_and_dtype(settings, what)
         try:
             self.processor = transformers.AutoImageProcessor.from_pretrained(str(directory), local_files_only=True)
-            network = transformers.AutoModelForDepthEstimation.from_pretrained(
-                str(directory), local_files_only=True, dtype=self.dtype
-            )
-        except (OSError, ValueError, KeyError) as exc:
+            network = self.load_network(transformers, directory)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelArtifactsError(directory, f"is not a loadable Depth Anything checkpoint ({exc})") from None
         self.network = network.to(self.device).eval()
         self.detector = detector
         self.max_batch_size = settings.max_batch_size
+
+    def load_network(self, transformers: Any, directory: Path) -> Any:
+        return transformers.AutoModelForDepthEstimation.from_pretrained(
+            str(directory), local_files_only=True, dtype=self.dtype
+        )
 
     def inference_parameters(  # type: ignore[override]
         self, confidence: float | None = None, depth_map_format: str = "json"

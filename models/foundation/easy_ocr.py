@@ -1,5 +1,6 @@
-"""EasyOCR (``easy_ocr/english_g2``; current stack ``easy-ocr-english/craft``): CRAFT text boxes,
-read by EasyOCR's generation-2 recogniser.
+"""EasyOCR (``easy_ocr/<network>``: english_g2, latin_g2, zh_sim_g2, japanese_g2, korean_g2,
+telugu_g2, kannada_g2; current stack ``easy-ocr-<language>/craft``): CRAFT text boxes, read by
+EasyOCR's generation-2 recogniser (one architecture, one character list per network).
 
 Roboflow's legacy artifacts are ``craft_mlt_25k.pth`` (detector) and ``weights.pt`` (recogniser)
 in ``MODEL_CACHE_DIR/easy_ocr/<variant>/``; the current stack's package holds
@@ -18,9 +19,14 @@ in ``MODEL_CACHE_DIR/easy_ocr/<variant>/``; the current stack's package holds
 4. each box (grey) is resized to 64 px high and padded to the batch width by repeating its last
    column, values (x / 255 - 0.5) / 0.5; greedy CTC over blank + the model's characters, confidence
    ``prod(p) ** (2 / sqrt(n))`` of the best probabilities on non-blank steps; a box read with
-   confidence < 0.1 is read again with its contrast stretched, the better reading kept.
+   confidence < 0.1 is read again with its contrast stretched, the better reading kept. As
+   EasyOCR, the network's characters outside its languages' alphabets (and its symbols) get
+   probability 0 before the decoding (the others renormalised): a network's languages are the
+   package's ``lang_list``, or for the legacy ids Roboflow's workflow map (latin_g2: en la es fr
+   it pt de pl nl; japanese_g2: en ja; ...).
 
-Only ``english_g2`` is known here: the other languages' character lists ship inside easyocr.
+The character lists (easyocr 1.7.2's ``config.py`` and ``character/*_char.txt``, Apache-2.0,
+JaidedAI) ship in models/builtin/easyocr/.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +62,46 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LEGACY_DETECTOR = "craft_mlt_25k.pth"
 LEGACY_RECOGNIZER = "weights.pt"
 PACKAGE_CONFIG = "easy-ocr-config.json"
-#: EasyOCR's generation-2 character lists (easyocr/config.py), by recognition network
-CHARACTERS = {
-    "english_g2": "0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ €ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
-}
-#: the current stack's package names of the same networks
-PACKAGE_NETWORKS = {"easy-ocr-english": "english_g2"}
+DATA = Path(__file__).resolve().parent.parent / "builtin" / "easyocr"
+
+
+@dataclass(frozen=True)
+class Network:
+    """A generation-2 recogniser's outputs: blank + ``characters``; ``symbols`` are always read,
+    ``languages`` are the default language codes (their alphabets are read)."""
+
+    characters: str
+    symbols: str
+    languages: tuple[str, ...]
+
+
+def _networks() -> dict[str, Network]:
+    table = json.loads((DATA / "generation2.json").read_text(encoding="utf-8"))
+    return {
+        name: Network(entry["characters"], entry["symbols"], tuple(entry["languages"])) for name, entry in table.items()
+    }
+
+
+#: EasyOCR's generation-2 networks (easyocr/config.py), by recognition network name
+NETWORKS = _networks()
+CHARACTERS = {name: network.characters for name, network in NETWORKS.items()}
+
+
+@cache
+def alphabet(language: str) -> frozenset[str]:
+    """The characters of one EasyOCR language code (easyocr's character/<code>_char.txt)."""
+    path = DATA / f"{language}_char.txt"
+    if "/" in language or not path.is_file():
+        known = sorted(p.name[: -len("_char.txt")] for p in DATA.glob("*_char.txt"))
+        raise ValueError(f"EasyOCR language {language!r} is not known here; known: {', '.join(known)}")
+    return frozenset("".join(path.read_text(encoding="utf-8-sig").splitlines()))
+
+
+def ignored_classes(network: Network, languages: Iterable[str]) -> np.ndarray:
+    """Class indices (1 + character index) of the network's characters outside ``languages``'
+    alphabets and its symbols: EasyOCR zeroes their probabilities before decoding."""
+    allowed = set(network.symbols).union(*(alphabet(code) for code in languages))
+    return np.asarray([1 + i for i, c in enumerate(network.characters) if c not in allowed], np.int64)
 
 
 def craft_input(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -182,12 +223,16 @@ def rec_input(grey: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-def ctc_greedy(logits: np.ndarray, characters: str) -> list[tuple[str, float]]:
+def ctc_greedy(logits: np.ndarray, characters: str, ignored: np.ndarray | None = None) -> list[tuple[str, float]]:
     """(N, T, 1 + len(characters)) logits -> (text, confidence): blank = 0, repeats merged;
-    confidence = prod(best p over non-blank steps) ** (2 / sqrt(n))."""
+    confidence = prod(best p over non-blank steps) ** (2 / sqrt(n)). ``ignored`` classes get
+    probability 0 after the softmax and the rest are renormalised (EasyOCR's language filter)."""
     values = np.asarray(logits, np.float64)
     exp = np.exp(values - values.max(axis=-1, keepdims=True))
     probs = exp / exp.sum(axis=-1, keepdims=True)
+    if ignored is not None and ignored.size:
+        probs[..., ignored] = 0.0
+        probs /= probs.sum(axis=-1, keepdims=True)
     out = []
     for row in probs:
         best = row.argmax(axis=-1)
@@ -233,7 +278,9 @@ class EasyOCRModel(WholeImageModel):
         network: str,
         settings: ModelSettings,
         status: Callable[[str], None] | None = None,
+        languages: Iterable[str] | None = None,
     ) -> None:
+        """``languages``: EasyOCR language codes whose alphabets are read (default: the network's)."""
         super().__init__(model_id, "ocr", "easy_ocr")
         from edge_agent.models.engines.torch_runtime import import_torch
         from edge_agent.models.foundation import easyocr_network as nets
@@ -242,11 +289,16 @@ class EasyOCRModel(WholeImageModel):
         what = f"{model_id} (EasyOCR)"
         torch = self.torch = import_torch(what)
         self.directory = detector.parent
-        if network not in CHARACTERS:
+        if network not in NETWORKS:
             raise ModelArtifactsError(
-                recognizer, f"is EasyOCR's {network!r}; edge-agent knows the characters of {', '.join(CHARACTERS)} only"
+                recognizer, f"is EasyOCR's {network!r}; edge-agent knows the characters of {', '.join(NETWORKS)} only"
             )
-        self.characters = CHARACTERS[network]
+        self.characters = NETWORKS[network].characters
+        self.languages = tuple(NETWORKS[network].languages if languages is None else languages)
+        try:
+            self.ignored = ignored_classes(NETWORKS[network], self.languages)
+        except ValueError as exc:
+            raise ModelArtifactsError(recognizer.parent / PACKAGE_CONFIG, str(exc)) from None
         loaded: list[Any] = []
         builders: tuple[tuple[Path, Callable[[Any], Any]], ...] = (
             (detector, nets.build_craft),
@@ -302,11 +354,15 @@ class EasyOCRModel(WholeImageModel):
         else:
             crop = cv2.resize(crop, (REC_HEIGHT, int(REC_HEIGHT * ratio)), interpolation=cv2.INTER_LINEAR)
         batch_width = math.ceil(max(1.0, ratio)) * REC_HEIGHT
-        (first,) = ctc_greedy(self._run(self.recognizer, rec_input(crop, batch_width)[None]), self.characters)
+        (first,) = ctc_greedy(
+            self._run(self.recognizer, rec_input(crop, batch_width)[None]), self.characters, self.ignored
+        )
         text, score = first
         if score < CONTRAST_THS:
             (second,) = ctc_greedy(
-                self._run(self.recognizer, rec_input(adjust_contrast(crop), batch_width)[None]), self.characters
+                self._run(self.recognizer, rec_input(adjust_contrast(crop), batch_width)[None]),
+                self.characters,
+                self.ignored,
             )
             if second[1] >= score:
                 text, score = second
@@ -354,8 +410,9 @@ class EasyOCRModel(WholeImageModel):
         return out
 
 
-def package_files(directory: Path) -> tuple[Path, Path, str]:
-    """(detector, recogniser, recognition network) named by a current-stack package's easy-ocr-config.json."""
+def package_files(directory: Path) -> tuple[Path, Path, str, list[str] | None]:
+    """(detector, recogniser, recognition network, lang_list) named by a current-stack package's
+    easy-ocr-config.json."""
     path = directory / PACKAGE_CONFIG
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -363,6 +420,11 @@ def package_files(directory: Path) -> tuple[Path, Path, str]:
         recognizer = directory / str(config["recognition_model_file_name"])
         network = str(config["recognition_network"])
         detect_network = str(config.get("detect_network", "craft"))
+        languages = config.get("lang_list")
+        if languages is not None and not (
+            isinstance(languages, list) and languages and all(isinstance(c, str) for c in languages)
+        ):
+            raise ValueError("lang_list must be a non-empty list of language codes")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelArtifactsError(path, f"is not EasyOCR's package config ({exc})") from None
     if detect_network != "craft":
@@ -370,4 +432,4 @@ def package_files(directory: Path) -> tuple[Path, Path, str]:
     for file in (detector, recognizer):
         if file.parent != directory or not file.is_file():
             raise ModelArtifactsError(path, f"names {file.name}, which the package does not hold")
-    return detector, recognizer, network
+    return detector, recognizer, network, languages

@@ -8,7 +8,11 @@ decoded here with the same arithmetic (:func:`decode_bins`).
 
 Roboflow removed gaze in 2026 together with its MediaPipe face detector. Faces here come from
 GAZE_FACE_DETECTOR_MODEL_ID, any detector model id (its keypoints, when it has them, are the
-landmarks); ``face_detection=False`` reads the whole image as one face, as Roboflow's
+landmarks), or by default from OpenCV's frontal-face Haar cascade shipped with edge-agent
+(:mod:`.haar_cascade`; its landmarks are the right and left eye centres where OpenCV's eye
+cascade finds one on each side, MediaPipe's first two landmarks; its confidence is
+``n / (n + 3)`` of the ``n`` windows merged into the face, the cascade having no score);
+``face_detection=False`` reads the whole image as one face, as Roboflow's
 ``do_run_face_detection=false``. Each face crop is resized to 224x224 then 448x448 (Roboflow's
 cv2 resize then torchvision Resize), RGB, ImageNet mean and std.
 """
@@ -29,6 +33,7 @@ from edge_agent.models.common.errors import InvalidInputError, ModelLayoutError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.engines.onnx import OnnxEngine
 from edge_agent.models.foundation.base import WholeImageModel
+from edge_agent.models.foundation.haar_cascade import MIN_NEIGHBORS, HaarFaceFinder
 from edge_agent.models.maths.predictions import Detections, Prediction
 from edge_agent.models.tasks.model import Model
 
@@ -142,8 +147,8 @@ class GazeDetections:
                 "parent_id": None,
                 "landmarks": [],
             }
-            if self.landmarks is not None:
-                # Roboflow: int pixels, clipped to the image
+            if self.landmarks is not None and np.isfinite(self.landmarks[i]).all():
+                # Roboflow: int pixels, clipped to the image (NaN: the face detector found none)
                 face["landmarks"] = [
                     {"x": int(min(max(x, 0), width - 1)), "y": int(min(max(y, 0), height - 1))}
                     for x, y in self.landmarks[i].tolist()
@@ -185,7 +190,8 @@ class GazeParams:
 
 
 class GazeModel(WholeImageModel):
-    """L2CS-Net on ONNX Runtime, on the faces of a face detector (or on the whole image)."""
+    """L2CS-Net on ONNX Runtime, on the faces of a face detector model, of the Haar cascade when
+    there is none (``face_finder``), or on the whole image."""
 
     def __init__(
         self,
@@ -194,6 +200,7 @@ class GazeModel(WholeImageModel):
         settings: ModelSettings,
         status: Callable[[str], None] | None = None,
         face_detector: Model | None = None,
+        face_finder: HaarFaceFinder | None = None,
     ) -> None:
         super().__init__(model_id, "gaze-detection", "l2cs")
         self.directory = weights.parent
@@ -213,6 +220,7 @@ class GazeModel(WholeImageModel):
         self._yaw = names.index("output_yaw") if "output_yaw" in names else 0
         self._pitch = names.index("output_pitch") if "output_pitch" in names else 1
         self.face_detector = face_detector
+        self.face_finder = face_finder
         self.max_batch_size = settings.max_batch_size
         self._step = min(GAZE_MAX_BATCH_SIZE, self.engine.max_batch_size)
 
@@ -223,7 +231,7 @@ class GazeModel(WholeImageModel):
     def inference_parameters(  # type: ignore[override]
         self, confidence: float | None = None, face_detection: bool = True
     ) -> GazeParams:
-        if face_detection and self.face_detector is None:
+        if face_detection and self.face_detector is None and self.face_finder is None:
             raise InvalidInputError(
                 f"{self.model_id} needs faces: set GAZE_FACE_DETECTOR_MODEL_ID to a face detector's model id, "
                 f"or read the whole image as the face (--no-face-detection, face_detection=False)"
@@ -247,10 +255,12 @@ class GazeModel(WholeImageModel):
     def predict_chunk(self, images: list[np.ndarray], options: list[dict[str, Any]], params: Any) -> list[Prediction]:
         started = time.perf_counter()
         found: list[Any]
-        if params.face_detection:
-            assert self.face_detector is not None
+        if params.face_detection and self.face_detector is not None:
             kwargs = {} if params.confidence is None else {"confidence": params.confidence}
             found = self.face_detector.predict(images, **kwargs)
+        elif params.face_detection:
+            assert self.face_finder is not None
+            found = [self._haar_faces(image, params.confidence) for image in images]
         else:
             found = [None] * len(images)
         face_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(images))
@@ -296,6 +306,21 @@ class GazeModel(WholeImageModel):
                 )
             )
         return out
+
+    def _haar_faces(self, image: np.ndarray, confidence: float | None) -> Detections:
+        assert self.face_finder is not None
+        faces = self.face_finder.find(image)
+        scores = (faces.neighbours / (faces.neighbours + MIN_NEIGHBORS)).astype(np.float32)
+        eyes = np.concatenate([faces.eyes, np.ones((*faces.eyes.shape[:2], 1))], axis=2)  # (K, 2, x y conf)
+        detections = Detections(
+            boxes=faces.boxes,
+            confidences=scores,
+            class_ids=np.zeros(len(scores), np.int64),
+            class_names=("face",),
+            image_size=(image.shape[1], image.shape[0]),
+            keypoints=eyes,
+        )
+        return detections if confidence is None else detections.select(scores >= confidence)
 
     def close(self) -> None:
         self.engine.close()

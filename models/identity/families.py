@@ -35,8 +35,11 @@ GENERIC_FAMILIES: dict[str, Family] = {
     # the current stack's DocTR package id (doctr-dbnet-rn50/crnn-vgg16)
     "doctr-dbnet-rn50": Family("ocr", "doctr", (_CORE, "core_model_doctr_enabled")),
     "easy_ocr": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
-    # the current stack's EasyOCR package ids (easy-ocr-english/craft)
-    "easy-ocr-english": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled")),
+    # the current stack's EasyOCR package ids (easy-ocr-english/craft, easy-ocr-zh-sim/craft, ...)
+    **{
+        f"easy-ocr-{language}": Family("ocr", "easy_ocr", (_CORE, "core_model_easyocr_enabled"))
+        for language in ("english", "latin", "zh-sim", "japanese", "korean", "telugu", "kannada", "cyrillic")
+    },
     "trocr": Family("ocr", "trocr", (_CORE, "core_model_trocr_enabled")),
     "grounding_dino": Family("object-detection", "grounding-dino", (_CORE, "core_model_groundingdino_enabled")),
     "yolo_world": Family("object-detection", "yolo-world", (_CORE, "core_model_yolo_world_enabled")),
@@ -53,7 +56,13 @@ GENERIC_FAMILIES: dict[str, Family] = {
 
 # pp_ocr, pp_ocr/<size> and pp_ocr/<det>-<rec>; "none" switches a stage off; bare pp_ocr is small-small.
 PP_OCR_SIZES = ("none", "tiny", "small", "medium")
-BARE_FAMILIES = {"pp_ocr": "small-small", "depth-anything-v2": "small", "doctr": "default", "easy_ocr": "english_g2"}
+BARE_FAMILIES = {
+    "pp_ocr": "small-small",
+    "depth-anything-v2": "small",
+    "doctr": "default",
+    "easy_ocr": "english_g2",
+    "grounding_dino": "default",  # Roboflow's grounding_dino_version_id default
+}
 
 
 #: families whose bare id takes its variant from a setting (Roboflow's *_VERSION_ID variables)

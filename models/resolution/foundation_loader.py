@@ -47,6 +47,7 @@ RUNNABLE = (
     "clip",
     "pp_ocr",
     "depth-anything-v2",
+    "depth-anything-v3",
     "gaze",
     "l2cs-net",
     "trocr",
@@ -54,10 +55,11 @@ RUNNABLE = (
     "doctr",
     "doctr-dbnet-rn50",
     "easy_ocr",
-    "easy-ocr-english",
+    "easy-ocr-<language>",
     "sam",
     "sam2",
     "owlv2",
+    "grounding_dino",
     "paligemma",
     "smolvlm2",
     "moondream2",
@@ -93,7 +95,7 @@ def get_foundation_model(
         from edge_agent.models.foundation.moondream import load_moondream2
 
         return load_moondream2(ref, family.model_type, api_key, settings, progress=progress, status=status)
-    if ref.family == "depth-anything-v2":
+    if ref.family in ("depth-anything-v2", "depth-anything-v3"):
         return _depth(ref, api_key, settings, progress, status, load_detector)
     if ref.family in ("gaze", "l2cs-net"):
         return _gaze(ref, api_key, settings, progress, status, load_detector)
@@ -101,7 +103,7 @@ def get_foundation_model(
         return _trocr(ref, api_key, settings, progress, status, load_detector)
     if ref.family in ("doctr", "doctr-dbnet-rn50"):
         return _doctr(ref, api_key, settings, progress, status)
-    if ref.family in ("easy_ocr", "easy-ocr-english"):
+    if ref.family == "easy_ocr" or ref.family.startswith("easy-ocr-"):
         return _easy_ocr(ref, api_key, settings, progress, status)
     if ref.family == "perception_encoder":
         return _perception_encoder(ref, api_key, settings, progress, status)
@@ -113,6 +115,8 @@ def get_foundation_model(
         assert ref.version is not None
         _require_transformers(ref.model_id, "owlv2")
         return load_owlv2(ref.model_id, ref.version, settings, status)
+    if ref.family == "grounding_dino":
+        return _grounding_dino(ref, api_key, settings, progress, status)
     raise UnsupportedModelTypeError(
         f"{ref.model_id} is a {ref.family} foundation model; this build of edge-agent runs the "
         f"{', '.join(RUNNABLE)} families only"
@@ -233,6 +237,53 @@ def _sam(
     return model
 
 
+def _grounding_dino(
+    ref: ModelRef,
+    api_key: str | None,
+    settings: ModelSettings,
+    progress: ProgressCallback | None,
+    status: StatusCallback | None,
+) -> Model:
+    """Legacy ``groundingdino_swint_ogc.pth`` (+ the ``GroundingDINO_SwinT_OGC.py`` Roboflow keeps
+    beside it) in the id's directory, or another variant's (``default`` and
+    ``groundingdino_swint_ogc`` are the same network), else the current stack's package
+    (``weights.pth`` + ``config.py``); a download takes the legacy route."""
+    from dataclasses import replace
+
+    from edge_agent.models.artifacts.core_cache import ensure_core_files
+    from edge_agent.models.foundation.grounding_dino import load_grounding_dino
+    from edge_agent.models.foundation.grounding_dino_weights import LEGACY_CONFIG, LEGACY_FILE, PACKAGE_FILES
+    from edge_agent.models.foundation.torch_support import import_runtime
+    from edge_agent.models.resolution.foundation_artifacts import cached_legacy_dir
+
+    import_runtime("transformers", f"{ref.model_id} (Grounding DINO)", "grounding-dino")  # before any download
+    siblings = [ref] + [
+        replace(ref, model_id=f"grounding_dino/{v}", requested_id=f"grounding_dino/{v}", version=v)
+        for v in ("groundingdino_swint_ogc", "default")
+        if v != ref.version
+    ]
+    for candidate in siblings:
+        legacy = cached_legacy_dir(candidate, (LEGACY_FILE,), settings)
+        if legacy is not None:
+            return load_grounding_dino(ref.model_id, legacy / LEGACY_FILE, legacy / LEGACY_CONFIG, settings, status)
+    package = _cached_package(ref, settings, ("torch",), PACKAGE_FILES)
+    if package is not None:
+        return load_grounding_dino(
+            ref.model_id, package / PACKAGE_FILES[0], package / PACKAGE_FILES[1], settings, status
+        )
+    directory = ensure_core_files(
+        ref,
+        (LEGACY_FILE,),
+        api_key,
+        settings,
+        task_type="object-detection",
+        model_type="grounding-dino",
+        progress=progress,
+        status=status,
+    )
+    return load_grounding_dino(ref.model_id, directory / LEGACY_FILE, directory / LEGACY_CONFIG, settings, status)
+
+
 def _cached_package(
     ref: ModelRef, settings: ModelSettings, backends: tuple[str, ...], files: tuple[str, ...]
 ) -> Path | None:
@@ -256,10 +307,12 @@ def _depth(
     load_detector: DetectorLoader | None,
 ) -> Model:
     from edge_agent.models.foundation.depth import REQUIRED_FILES, DepthAnythingModel
+    from edge_agent.models.foundation.depth_v3 import DepthAnythingV3Model
     from edge_agent.models.foundation.torch_support import import_runtime
     from edge_agent.models.resolution.foundation_artifacts import foundation_directory
 
     import_runtime("transformers", f"{ref.model_id} (Depth Anything)", "transformers")  # before any download
+    v3 = ref.family == "depth-anything-v3"  # ByteDance's DA3 weights, edge-agent's network; same files
     directory = foundation_directory(
         ref,
         REQUIRED_FILES,
@@ -267,7 +320,7 @@ def _depth(
         settings,
         task_type="depth-estimation",
         model_type=ref.family or "",
-        backends=("hugging-face",),
+        backends=("torch",) if v3 else ("hugging-face",),
         progress=progress,
         status=status,
     )
@@ -276,7 +329,8 @@ def _depth(
         detector = paired_detector("DEPTH_DETECTOR_MODEL_ID", settings.depth_detector_model_id, load_detector)
     if status:
         status(f"loading {ref.model_id}")
-    return DepthAnythingModel(ref.model_id, directory, settings, status, detector)
+    cls = DepthAnythingV3Model if v3 else DepthAnythingModel
+    return cls(ref.model_id, directory, settings, status, detector)
 
 
 def _gaze(
@@ -305,14 +359,18 @@ def _gaze(
     )
     if not (directory / name).is_file():  # a legacy directory holding the package's file name, or back
         name = PACKAGE_FILE if name == LEGACY_FILE else LEGACY_FILE
-    face_detector = None
+    face_detector, face_finder = None, None
     if settings.gaze_face_detector_model_id:
         face_detector = paired_detector(
             "GAZE_FACE_DETECTOR_MODEL_ID", settings.gaze_face_detector_model_id, load_detector
         )
+    else:  # OpenCV's frontal-face cascade, shipped with edge-agent: faces without any download
+        from edge_agent.models.foundation.haar_cascade import HaarFaceFinder
+
+        face_finder = HaarFaceFinder()
     if status:
         status(f"loading {ref.model_id}")
-    return GazeModel(ref.model_id, directory / name, settings, status, face_detector)
+    return GazeModel(ref.model_id, directory / name, settings, status, face_detector, face_finder)
 
 
 def _trocr(
@@ -462,8 +520,8 @@ def _easy_ocr(
     import_torch(f"{ref.model_id} (EasyOCR)")
     if ref.family == "easy_ocr" and ref.version not in CHARACTERS:  # said before anything is downloaded
         raise UnsupportedModelTypeError(
-            f"{ref.model_id}: edge-agent reads EasyOCR's {', '.join(CHARACTERS)} only (the other languages' "
-            f"character lists ship inside the easyocr package)"
+            f"{ref.model_id}: EasyOCR's generation-2 networks are {', '.join(CHARACTERS)} (generation-1 "
+            f"networks are not read)"
         )
     legacy = ref.family == "easy_ocr"
     directory = foundation_directory(
@@ -477,10 +535,11 @@ def _easy_ocr(
         progress=progress,
         status=status,
     )
+    languages: list[str] | None = None  # legacy ids: the network's own (Roboflow's workflow map)
     if (directory / PACKAGE_CONFIG).is_file():
-        detector, recognizer, network = package_files(directory)
+        detector, recognizer, network, languages = package_files(directory)
     else:
         detector, recognizer, network = directory / LEGACY_DETECTOR, directory / LEGACY_RECOGNIZER, ref.version
     if status:
         status(f"loading {ref.model_id}")
-    return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status)
+    return EasyOCRModel(ref.model_id, detector, recognizer, network, settings, status, languages)
