@@ -3,6 +3,7 @@
     python -m bench.vlm_bench                      # latency of florence2 + smolvlm, then the detector
     python -m bench.vlm_bench latency --families florence2,smolvlm,paligemma,qwen --tokens 32
     python -m bench.vlm_bench detector --rounds 3
+    python -m bench.vlm_bench moondream             # Moondream2 detect at real size (~11 GB of memory)
 
 1. latency   the smallest variant of each family at its real size, random weights (built from
              transformers' config classes, saved as a local checkpoint, loaded with ``get_model``):
@@ -133,6 +134,45 @@ def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
     return lines
 
 
+def moondream_latency(repeats: int, objects: int, directory: Path | None = None) -> list[str]:
+    """Moondream2's detect at its real size (random weights, so it never stops on its own: ``objects``
+    boxes are decoded): the wait for the first box (vision tower over the crops, the 730-token prefix,
+    the prompt) and the rate of the boxes after it (3 decoder steps each), median of ``repeats``."""
+    import time as clock
+
+    from edge_agent.models.common.settings import ModelSettings
+    from edge_agent.models.foundation.moondream import Moondream2Model
+
+    if directory is None:
+        from tests.moondream_factory import moondream_checkpoint
+
+        directory = VLM_OUT / "moondream2"
+        if not (directory / "model.safetensors").is_file():
+            print(f"   building a real-size moondream2 checkpoint in {directory} ...", flush=True)
+            moondream_checkpoint(directory, real=True)
+    started = clock.perf_counter()
+    model = Moondream2Model("moondream2/moondream2_2b_jul24", "moondream2", directory, ModelSettings())
+    load_s = clock.perf_counter() - started
+    runner = model.runner
+    assert runner is not None
+    first, whole, rates = [], [], []
+    for _ in range(repeats):
+        t0 = clock.perf_counter()
+        model.detect(_frame(), "person", max_objects=0)  # the picture, then the prompt: the first box's wait
+        first.append(clock.perf_counter() - t0)
+        t0 = clock.perf_counter()
+        found = model.detect(_frame(), "person", max_objects=objects)
+        whole.append(clock.perf_counter() - t0)
+        rates.append(len(found) / max(whole[-1] - first[-1], 1e-6))
+    params = sum(p.numel() for p in runner.network.parameters()) / 1e9
+    model.close()
+    return [
+        f"   moondream2 {params:.2f} B params, 640x480: picture and prompt {median(first):.2f} s (time to the "
+        f"first box), then {median(rates):.2f} boxes/s (3 decoder steps each); one {objects}-box detect "
+        f"{median(whole):.2f} s; load {load_s:.1f} s"
+    ]
+
+
 def _children_cpu_s(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) so far of each child process of ``pid`` (Linux /proc)."""
     out: dict[int, float] = {}
@@ -239,10 +279,11 @@ def detector(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", choices=["latency", "detector"], default=[])
+    parser.add_argument("parts", nargs="*", choices=["latency", "moondream", "detector"], default=[])
     parser.add_argument("--families", default="florence2,smolvlm", help="comma list of " + ", ".join(FAMILIES))
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer (forced)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--objects", type=int, default=5, help="moondream: boxes decoded per detect")
     parser.add_argument("--rounds", type=int, default=3, help="detector: interleaved rounds")
     parser.add_argument("--cpu-share", type=float, default=0.25, help="detector: VLM_CPU_SHARE of the VLM")
     parser.add_argument("--seconds", type=float, default=30, help="detector: clip length (30 fps, every frame)")
@@ -281,6 +322,9 @@ def main() -> None:
     if "latency" in parts:
         lines += latency(families, args.tokens, args.repeats)
         print("\n".join(lines), flush=True)
+    if "moondream" in parts:
+        more = moondream_latency(args.repeats, args.objects)
+        print("\n".join(more), flush=True)
     if "detector" in parts:
         more = detector(
             args.rounds,

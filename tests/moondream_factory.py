@@ -65,9 +65,16 @@ class Force:
     size_bins: tuple[int, int]
 
 
-def parameter_shapes() -> dict[str, tuple[int, ...]]:
-    """The real checkpoint's names with the tiny sizes."""
-    v, t, r = VISION, TEXT, REGION
+# Moondream2 2025-06-21's sizes (its config.py defaults), for benchmarks: ~1.9 B parameters
+TEXT_REAL = {"dim": 2048, "ff_dim": 8192, "n_layers": 24, "vocab_size": 51200, "n_heads": 32, "n_kv_heads": 32}
+VISION_REAL = {"enc_dim": 1152, "enc_patch_size": 14, "enc_n_layers": 27, "enc_ff_dim": 4304, "crop_size": 378}
+VISION_REAL |= {"proj_inner_dim": 8192, "proj_out_dim": 2048}
+REGION_REAL = {**REGION, "dim": 2048, "coord_feat_dim": 256, "size_feat_dim": 512, "inner_dim": 8192}
+
+
+def parameter_shapes(real: bool = False) -> dict[str, tuple[int, ...]]:
+    """The real checkpoint's names with the tiny sizes (or the real ones)."""
+    v, t, r = (VISION_REAL, TEXT_REAL, REGION_REAL) if real else (VISION, TEXT, REGION)
     e, patch = v["enc_dim"], v["enc_patch_size"]
     grid = v["crop_size"] // patch
     shapes: dict[str, tuple[int, ...]] = {
@@ -155,18 +162,22 @@ def make_tokenizer() -> Any:
     return tok
 
 
-def moondream_checkpoint(directory: Path, seed: int = 0, force: Force | None = None) -> Path:
+def moondream_checkpoint(directory: Path, seed: int = 0, force: Force | None = None, real: bool = False) -> Path:
+    """``real``: the released sizes, stored in bfloat16 as the real checkpoint, with an empty
+    ``config`` (the revision's defaults) but for the tiny tokenizer's detect template."""
     import torch
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed)
+    dtype = torch.bfloat16 if real else torch.float32
     tensors: dict[str, Any] = {}
-    for name, shape in parameter_shapes().items():
+    for name, shape in parameter_shapes(real).items():
         if ".ln" in name and name.endswith(".weight"):  # ln, ln1, ln2, post_ln: scale 1
-            tensors[name] = torch.ones(shape)
+            tensors[name] = torch.ones(shape, dtype=dtype)
         else:
-            tensors[name] = torch.randn(shape, generator=generator) * 0.2
+            scale = 0.02 if real else 0.2
+            tensors[name] = (torch.randn(shape, generator=generator) * scale).to(dtype)
     if force is not None:
         tensors["model.text.lm_head.weight"].zero_()
         tensors["model.text.lm_head.bias"].zero_()
@@ -183,13 +194,11 @@ def moondream_checkpoint(directory: Path, seed: int = 0, force: Force | None = N
         "architectures": ["HfMoondream"],
         "auto_map": {"AutoConfig": "hf_moondream.HfConfig", "AutoModelForCausalLM": "hf_moondream.HfMoondream"},
         "config": {
-            "text": TEXT,
-            "vision": VISION,
-            "region": REGION,
+            **({} if real else {"text": TEXT, "vision": VISION, "region": REGION}),
             "tokenizer": {"templates": {"detect": DETECT, "point": None, "query": None, "caption": None}},
         },
         "model_type": "moondream1",
-        "torch_dtype": "float32",
+        "torch_dtype": "bfloat16" if real else "float32",
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     make_tokenizer().save(str(directory / "tokenizer.json"))
