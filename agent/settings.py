@@ -121,6 +121,18 @@ class AgentSettings(BaseSettings):
     vlm_threads: int = Field(
         default=1, ge=1, le=256, description="CPU threads of the vision-language model (the detector keeps the rest)."
     )
+    vlm_process: bool = Field(
+        default=True,
+        description="Run the vision-language model in a child process of its own; false: a thread of the "
+        "agent, which shares its Python GIL with the detector and can cost it frames.",
+    )
+    vlm_nice: int = Field(
+        default=19,
+        ge=0,
+        le=19,
+        description="Linux nice value of the vision-language model's threads (0-19; 19, the lowest, also "
+        "SCHED_IDLE), so it yields the CPU to the detector; the rest of the agent keeps its own.",
+    )
     live_view_jpeg_quality: int = Field(default=80, ge=10, le=100, description="JPEG quality of live pictures.")
     state_dir: str | None = Field(
         default=None,

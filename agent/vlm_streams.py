@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from edge_agent.agent.errors import ConfigError
+from edge_agent.agent.errors import ConfigError, ModelLoadError
 from edge_agent.pipelines.live import LiveView
 from edge_agent.pipelines.sinks.base import Sink
 from edge_agent.pipelines.stream_config import StreamConfig, env_name
-from edge_agent.pipelines.vlm_answers import StreamPrompt, VLMAsker, answer_text
+from edge_agent.pipelines.vlm_answers import StreamPrompt, VLMAsker, answer_summary
+from edge_agent.pipelines.vlm_process import VLMProcess, VLMProcessError
 
 if TYPE_CHECKING:  # agent.settings imports validation, which asks vlm_model_of
     from edge_agent.agent.settings import Config
@@ -118,6 +119,7 @@ class VLMStreams:
         self._live = live
         self._run_id = run_id
         self.askers: dict[str, VLMAsker] = {}
+        self._processes: list[VLMProcess] = []
         self._lock = asyncio.Lock()
 
     async def add(self, stream: StreamConfig) -> None:
@@ -128,7 +130,7 @@ class VLMStreams:
         async with self._lock:
             asker = self.askers.get(model_id)
             if asker is None:
-                model = await self._load(model_id)
+                model = await self._start_model(model_id, stream.name)
                 if "prompt" not in tuple(getattr(model, "stream_options", ())):
                     raise ConfigError(
                         f"STREAM_{env_name(stream.name)}_VLM_PROMPT needs a vision-language model; {model_id!r} "
@@ -146,11 +148,35 @@ class VLMStreams:
                     run_id=self._run_id,
                     threads=agent.vlm_threads,
                     cpu_share=agent.vlm_cpu_share,
+                    nice=agent.vlm_nice,
                 )
                 asker.start(asyncio.get_running_loop())
                 self.askers[model_id] = asker
                 log.info("VLM %s ready (%s)", model_id, ", ".join(getattr(model, "providers", [])))
             asker.prompts[stream.name] = stream_prompt(stream)
+
+    async def _start_model(self, model_id: str, stream: str) -> Any:
+        """The VLM in its own low-priority process (VLM_PROCESS, the default), else loaded here."""
+        agent = self.config.agent
+        if not agent.vlm_process:
+            return await self._load(model_id)
+        process = VLMProcess(
+            model_id,
+            self.config.models.api_key,
+            nice=agent.vlm_nice,
+            threads=agent.vlm_threads,
+            cpu_share=agent.vlm_cpu_share,
+        )
+        self._processes.append(process)
+        log.info("starting the process of VLM %s", model_id)
+        try:
+            await asyncio.to_thread(process.start, lambda text: log.info("VLM %s: %s", model_id, text))
+        except asyncio.CancelledError:
+            process.cancel()  # the agent is stopping: the load in flight ends with the child
+            raise
+        except VLMProcessError as exc:
+            raise ModelLoadError(model_id, [stream], exc) from exc
+        return process
 
     def on_frame(self, frame: Any, prediction: Any) -> None:
         """The result router's tap: every processed frame, on the event loop."""
@@ -193,7 +219,7 @@ class VLMStreams:
             stream,
             {
                 "prompt": message.get("prompt"),
-                "answer": answer_text(message.get("response")),
+                "answer": answer_summary(message),
                 "time": message.get("frame_time"),
                 "answer_ms": message.get("answer_ms"),
             },
@@ -205,3 +231,5 @@ class VLMStreams:
     async def stop(self, timeout: float = 5.0) -> None:
         for asker in self.askers.values():
             await asker.stop(timeout)
+        for process in self._processes:
+            await asyncio.to_thread(process.close)

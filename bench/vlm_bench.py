@@ -3,6 +3,7 @@
     python -m bench.vlm_bench                      # latency of florence2 + smolvlm, then the detector
     python -m bench.vlm_bench latency --families florence2,smolvlm,paligemma,qwen --tokens 32
     python -m bench.vlm_bench detector --rounds 3
+    python -m bench.vlm_bench moondream             # Moondream2 detect at real size (~11 GB of memory)
 
 1. latency   the smallest variant of each family at its real size, random weights (built from
              transformers' config classes, saved as a local checkpoint, loaded with ``get_model``):
@@ -11,9 +12,11 @@
              ready tensors of the same run (the ratio is what edge-agent adds around the model).
              Florence-2-base 0.23 B and SmolVLM2-256M fit a small box; PaliGemma-3B (~12 GB in
              float32) and Qwen2.5-VL-3B (~15 GB) need --families and the memory.
-2. detector  every-frame throughput of the detector (the YOLOv8n-sized bench model) alone, and with
-             a real-size Florence-2-base asked about the same stream every second (VLM_INTERVAL=1,
-             so the VLM is never idle); target >= 0.9x. Median of interleaved rounds.
+2. detector  every-frame throughput of the detector through the real agent (the built-in
+             builtin/shapes-v1, or --model yolov8n: the YOLOv8n-sized bench model) alone, and with a
+             real-size Florence-2-base (or --vlm smolvlm: SmolVLM2-256M) asked about the same stream
+             every second (VLM_INTERVAL=1, so the VLM is never idle) at VLM_NICE / VLM_THREADS /
+             VLM_CPU_SHARE; target >= 0.9x. Median of interleaved rounds.
 
 Pictures are 640x480 frames. All traffic stays on 127.0.0.1; checkpoints go to bench/_out/vlm/.
 """
@@ -131,63 +134,178 @@ def latency(families: list[str], tokens: int, repeats: int) -> list[str]:
     return lines
 
 
-def _every_fps(model_dir: Path, video: Path, workdir: Path, extra: dict[str, str]) -> tuple[float, int]:
-    """The detector's every-frame pace (as bench.agent_bench measures it) and the VLM answers given."""
+def moondream_latency(repeats: int, objects: int, directory: Path | None = None) -> list[str]:
+    """Moondream2's detect at its real size (random weights, so it never stops on its own: ``objects``
+    boxes are decoded): the wait for the first box (vision tower over the crops, the 730-token prefix,
+    the prompt) and the rate of the boxes after it (3 decoder steps each), median of ``repeats``."""
+    import time as clock
+
+    from edge_agent.models.common.settings import ModelSettings
+    from edge_agent.models.foundation.moondream import Moondream2Model
+
+    if directory is None:
+        from tests.moondream_factory import moondream_checkpoint
+
+        directory = VLM_OUT / "moondream2"
+        if not (directory / "model.safetensors").is_file():
+            print(f"   building a real-size moondream2 checkpoint in {directory} ...", flush=True)
+            moondream_checkpoint(directory, real=True)
+    started = clock.perf_counter()
+    model = Moondream2Model("moondream2/moondream2_2b_jul24", "moondream2", directory, ModelSettings())
+    load_s = clock.perf_counter() - started
+    runner = model.runner
+    assert runner is not None
+    first, whole, rates = [], [], []
+    for _ in range(repeats):
+        t0 = clock.perf_counter()
+        model.detect(_frame(), "person", max_objects=0)  # the picture, then the prompt: the first box's wait
+        first.append(clock.perf_counter() - t0)
+        t0 = clock.perf_counter()
+        found = model.detect(_frame(), "person", max_objects=objects)
+        whole.append(clock.perf_counter() - t0)
+        rates.append(len(found) / max(whole[-1] - first[-1], 1e-6))
+    params = sum(p.numel() for p in runner.network.parameters()) / 1e9
+    model.close()
+    return [
+        f"   moondream2 {params:.2f} B params, 640x480: picture and prompt {median(first):.2f} s (time to the "
+        f"first box), then {median(rates):.2f} boxes/s (3 decoder steps each); one {objects}-box detect "
+        f"{median(whole):.2f} s; load {load_s:.1f} s"
+    ]
+
+
+def _children_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each child process of ``pid`` (Linux /proc)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in task.read_text().split():
+            try:
+                stat = Path(f"/proc/{child}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[int(child)] = (int(fields[11]) + int(fields[12])) / tick  # fields 14, 15: utime, stime
+    return out
+
+
+def _every_fps(
+    model_id: str, video: Path, workdir: Path, extra: dict[str, str], mode: str = "every"
+) -> tuple[float, int, float]:
+    """The detector's every-frame pace (as bench.agent_bench measures it), the VLM answers given and
+    the CPU seconds the VLM's process used while the detector ran (0 without one)."""
+    import threading
+
     from bench.common import agent
 
-    env = {"STREAMS": f"clip={video}", "STREAM_CLIP_MODE": "every", "MODEL_ID": str(model_dir)}
-    env |= {"STDOUT_SINK": "true", **extra}
+    env = {"STREAMS": f"clip={video}", "STREAM_CLIP_MODE": mode, "MODEL_ID": model_id}
+    env |= {"STDOUT_SINK": "true", "STATS_INTERVAL": "1", **extra}
+    cpu: dict[int, float] = {}
+    loaded: dict[int, float] = {}  # at the first prediction: the VLM has loaded (streams start after it)
     with agent(env, workdir) as proc:
+        done = threading.Event()
+
+        def sample() -> None:  # the child is gone once the agent stops: keep its last reading
+            while not done.wait(0.25):
+                try:
+                    cpu.update(_children_cpu_s(proc.proc.pid))
+                except OSError:
+                    return
+                if not loaded and proc.predictions():
+                    loaded.update(cpu)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         rc = proc.wait(timeout=900)
+        done.set()
+        sampler.join(2)
         lines = [p for _, p in proc.lines if "predictions" in p]
         answers = [p for _, p in proc.lines if p.get("type") == "vlm_answer"]
     if rc != 0 or len(lines) < 10:
         raise RuntimeError(f"agent failed (rc={rc}, {len(lines)} predictions); see {workdir}")
     steady = [p["frame_time"] for p in lines[10:]]
-    return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers)
+    return (len(steady) - 1) / (steady[-1] - steady[0]), len(answers), sum(cpu.values()) - sum(loaded.values())
 
 
-def detector(rounds: int, cpu_share: float, seconds: float) -> list[str]:
-    model_dir = bench_model()
-    florence = checkpoint("florence2")
+def detector(
+    rounds: int,
+    cpu_share: float,
+    seconds: float,
+    vlm: str,
+    model: str,
+    nice: int,
+    threads: int,
+    in_agent: bool,
+    mode: str = "every",
+) -> list[str]:
+    model_id = str(bench_model()) if model == "yolov8n" else "builtin/shapes-v1"
+    vlm_dir = checkpoint(vlm)
     video = clip("vlm-detector", seconds=seconds, width=640, height=480)
+    prompt = {"florence2": "<MORE_DETAILED_CAPTION>", "smolvlm": "Describe this image in detail."}[vlm]
     with_vlm = {
         "LMM_ENABLED": "true",
-        "VLM_MODEL_ID": str(florence),
-        "STREAM_CLIP_VLM_PROMPT": "<MORE_DETAILED_CAPTION>",
-        "STREAM_CLIP_VLM_INTERVAL": "1",
+        "VLM_MODEL_ID": str(vlm_dir),
+        "STREAM_CLIP_VLM_PROMPT": prompt,
+        "STREAM_CLIP_VLM_INTERVAL": "1",  # an answer takes longer: the VLM is never idle
         "VLM_MAX_NEW_TOKENS": "64",
-        "STATS_INTERVAL": "1",
         "VLM_CPU_SHARE": str(cpu_share),
+        "VLM_NICE": str(nice),
+        "VLM_THREADS": str(threads),
+        "VLM_PROCESS": "false" if in_agent else "true",
     }
     alone: list[float] = []
     beside: list[float] = []
     answered = []
+    vlm_cpu = []
     for i in range(rounds):
-        alone.append(_every_fps(model_dir, video, OUT / f"vlm-detector-{i}-alone", {})[0])
-        fps, answers = _every_fps(model_dir, video, OUT / f"vlm-detector-{i}-vlm", with_vlm)
+        alone.append(_every_fps(model_id, video, OUT / f"vlm-detector-{i}-alone", {}, mode)[0])
+        fps, answers, cpu_s = _every_fps(model_id, video, OUT / f"vlm-detector-{i}-vlm", with_vlm, mode)
         beside.append(fps)
         answered.append(answers)
+        vlm_cpu.append(cpu_s)
     ratios = sorted(b / a for a, b in zip(alone, beside, strict=True))
     return [
-        f"2. detector every-frame throughput with a Florence-2-base asked every second beside it "
+        f"2. detector ({model_id}) {'every-frame' if mode == 'every' else mode + '-paced'} throughput with a "
+        f"real-size {vlm} answering beside it "
         f"(target >= 0.9x), median of {rounds} interleaved rounds: {median(ratios):.3f}x; "
         f"round ratios {', '.join(f'{r:.2f}' for r in ratios)}",
         f"   alone {', '.join(f'{v:.1f}' for v in alone)} fps; "
         f"with the VLM {', '.join(f'{v:.1f}' for v in beside)} fps (640x480 H.264, {os.cpu_count()} CPUs); "
-        f"VLM answers per run {', '.join(str(a) for a in answered)} (VLM_CPU_SHARE={cpu_share:g})",
+        f"VLM answers per run {', '.join(str(a) for a in answered)}, VLM process CPU "
+        f"{', '.join(f'{c:.1f}' for c in vlm_cpu)} s while the detector ran "
+        f"(VLM_PROCESS={'false' if in_agent else 'true'}, VLM_NICE={nice}, VLM_THREADS={threads}, "
+        f"VLM_CPU_SHARE={cpu_share:g})",
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", choices=["latency", "detector"], default=[])
+    parser.add_argument("parts", nargs="*", choices=["latency", "moondream", "detector"], default=[])
     parser.add_argument("--families", default="florence2,smolvlm", help="comma list of " + ", ".join(FAMILIES))
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per answer (forced)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--objects", type=int, default=5, help="moondream: boxes decoded per detect")
     parser.add_argument("--rounds", type=int, default=3, help="detector: interleaved rounds")
     parser.add_argument("--cpu-share", type=float, default=0.25, help="detector: VLM_CPU_SHARE of the VLM")
     parser.add_argument("--seconds", type=float, default=30, help="detector: clip length (30 fps, every frame)")
+    parser.add_argument("--vlm", choices=["florence2", "smolvlm"], default="florence2", help="detector: the VLM beside")
+    parser.add_argument(
+        "--model",
+        choices=["builtin", "yolov8n"],
+        default="builtin",
+        help="detector: builtin/shapes-v1 or YOLOv8n-sized",
+    )
+    parser.add_argument("--nice", type=int, default=19, help="detector: VLM_NICE of the VLM's threads")
+    parser.add_argument("--threads", type=int, default=1, help="detector: VLM_THREADS")
+    parser.add_argument(
+        "--mode",
+        choices=["every", "live"],
+        default="every",
+        help="detector: every frame as fast as it goes (the target's measure), or live (the clip's 30 fps, "
+        "so the VLM gets the idle time: its answers show it kept going)",
+    )
+    parser.add_argument(
+        "--in-agent", action="store_true", help="detector: VLM_PROCESS=false (the VLM on a thread of the agent)"
+    )
     args = parser.parse_args()
     parts = args.parts or ["latency", "detector"]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -204,8 +322,21 @@ def main() -> None:
     if "latency" in parts:
         lines += latency(families, args.tokens, args.repeats)
         print("\n".join(lines), flush=True)
+    if "moondream" in parts:
+        more = moondream_latency(args.repeats, args.objects)
+        print("\n".join(more), flush=True)
     if "detector" in parts:
-        more = detector(args.rounds, args.cpu_share, args.seconds)
+        more = detector(
+            args.rounds,
+            args.cpu_share,
+            args.seconds,
+            args.vlm,
+            args.model,
+            args.nice,
+            args.threads,
+            args.in_agent,
+            args.mode,
+        )
         print("\n".join(more), flush=True)
 
 

@@ -8,9 +8,11 @@ A VLM answer takes seconds on an edge box, so it never runs per frame:
 * :class:`AnswerQueue` holds the questions waiting for the model: bounded (``VLM_QUEUE_SIZE``),
   newest first, and when full the oldest waiting question is dropped and counted, so a slow model
   costs stale questions, never memory or the detector's time;
-* :class:`VLMAsker` owns one model and one low-priority worker thread that takes the newest
-  question, asks it, and hands the answer back to the event loop, where it is published through
-  the sinks (the MQTT sink's durable outbox) on ``{prefix}/{agent}/{stream}/vlm``.
+* :class:`VLMAsker` owns one model and one worker thread that takes the newest question, asks it,
+  and hands the answer back to the event loop, where it is published through the sinks (the MQTT
+  sink's durable outbox) on ``{prefix}/{agent}/{stream}/vlm``. The model is either loaded in this
+  process (the worker thread then lowers its own priority) or, as the agent runs it, a
+  :class:`~edge_agent.pipelines.vlm_process.VLMProcess` at the lowest priority (``remote``).
 
 Questions about events (a tracked object's track ended, or it entered a zone) come through
 :meth:`VLMAsker.ask_about_event` with the object's best snapshot and the event's id, which the
@@ -29,6 +31,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -96,8 +99,10 @@ class AnswerQueue:
             return len(self._items)
 
     def close(self) -> None:
+        """No more questions: those still waiting are dropped (and counted, so the books balance)."""
         with self._lock:
             self._closed = True
+            self.dropped += len(self._items)
             self._items.clear()
             self._ready.notify_all()
 
@@ -178,16 +183,38 @@ def answer_text(response: Any) -> str:
     return str(response)
 
 
-def _lower_priority() -> None:
-    """The calling thread (and the threads it starts) yield the CPU to the detector (Linux: per thread):
-    SCHED_IDLE where allowed, else nice 19."""
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+def answer_summary(message: dict[str, Any]) -> str:
+    """The live page's line for a published answer: its text, or for a detecting model (Moondream2,
+    whose answer is Roboflow detections) how many of the prompt's objects it found."""
+    if "response" in message:
+        return answer_text(message["response"])
+    rows = message.get("predictions")
+    count = len(rows) if isinstance(rows, list) else 0
+    return f"{count} x {message.get('prompt')}"
+
+
+def thread_priority(tid: int | None = None) -> tuple[int, int]:
+    """(nice, scheduling policy) of one thread of this process (Linux, from /proc; the calling thread
+    by default). ``os.getpriority`` cannot tell threads apart reliably, the kernel's stat line can."""
+    tid = threading.get_native_id() if tid is None else tid
+    stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    return int(fields[16]), int(fields[38])  # field 19: nice, field 41: policy
+
+
+def lower_priority(nice: int = 19) -> None:
+    """The calling thread, and every thread it starts from now on (torch's OpenMP intra-op team is
+    made per calling thread and inherits it), yields the CPU to the detector. Linux applies a nice
+    value per thread (``PRIO_PROCESS`` with a thread id); at 19 the thread also goes to SCHED_IDLE,
+    the class below every nice level. Best effort: a platform without them leaves the priority."""
+    if hasattr(os, "setpriority") and nice > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as exc:
+            log.warning("could not lower the VLM worker's priority to nice %d: %s", nice, exc)
+    if nice >= 19 and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
         with contextlib.suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
-            return
-    if hasattr(os, "setpriority"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class VLMAsker:
@@ -209,6 +236,7 @@ class VLMAsker:
         run_id: str | None = None,
         threads: int = 1,
         cpu_share: float = 1.0,
+        nice: int = 19,
     ) -> None:
         self.model = model
         self.model_id = model_id
@@ -220,6 +248,7 @@ class VLMAsker:
         self._on_answer = on_answer
         self._run_id = run_id
         self._threads = threads
+        self._nice = nice
         engine = getattr(model, "engine", None)
         if engine is not None and hasattr(engine, "cpu_share"):
             engine.cpu_share = cpu_share
@@ -300,9 +329,12 @@ class VLMAsker:
         """Stop taking questions; a question being answered is left to finish on its daemon thread."""
         self._stop.set()
         self.queue.close()
+        cancel = getattr(self.model, "cancel", None)
         engine = getattr(self.model, "engine", None)
-        if engine is not None and hasattr(engine, "cancel"):
-            engine.cancel.set()  # the answer being written ends at its next token
+        if callable(cancel):
+            cancel()  # a model in its own process: the process is stopped
+        elif engine is not None and hasattr(engine, "cancel"):
+            engine.cancel.set()  # the answer being written ends at its next layer or token
         thread = self._thread
         if thread is not None and thread.is_alive():
             await asyncio.to_thread(thread.join, timeout)  # bounded: a long answer is left behind
@@ -310,11 +342,13 @@ class VLMAsker:
     # -- the worker thread ----------------------------------------------------------------------
 
     def _work(self) -> None:
-        _lower_priority()
-        with contextlib.suppress(Exception):
-            import torch
+        if not getattr(self.model, "remote", False):  # a model in its own process has lowered itself
+            lower_priority(self._nice)  # before torch starts this thread's intra-op team, which inherits it
+            with contextlib.suppress(Exception):
+                import torch
 
-            torch.set_num_threads(self._threads)  # the detector keeps the other cores
+                # OpenMP's team size is per calling thread: a detector thread that has run torch keeps its own
+                torch.set_num_threads(self._threads)
         while not self._stop.is_set():
             question = self.queue.take(timeout=0.5)
             if question is None:

@@ -174,3 +174,58 @@ def test_event_prompt_answered_with_the_event_id(tmp_path, model_server, mosquit
         assert "frame_id" not in answer
         # the picture is the track's snapshot (a crop around the object), not the 960x540 frame
         assert answer["image"]["width"] < 960 and answer["image"]["height"] < 540
+
+
+@pytest.mark.slow
+def test_moondream_on_a_stream_in_its_own_low_priority_process(
+    tmp_path, model_server, mosquitto, mqtt_subscriber_factory
+):
+    """Moondream2 asked every second about a stream: the answers are Roboflow detections of the
+    prompt (the checkpoint's heads forced to one known box), made in a child process of the agent
+    whose every thread runs at nice 19 / SCHED_IDLE while the agent's own threads keep nice 0."""
+    import os
+
+    from tests.moondream_factory import Force, moondream_checkpoint
+    from tests.vlm_factory import files_of
+
+    directory = moondream_checkpoint(tmp_path / "md", force=Force(token=7, coord_bin=512, size_bins=(1023, 1023)))
+    model_server.add_core_model("moondream2", "moondream2_2b_jul24", files_of(directory))
+    clip = tmp_path / "cam.mp4"
+    write_clip(clip, seconds=2, width=320, height=240, seed=4)
+    env = _env(model_server, mosquitto, tmp_path) | {
+        "VLM_MODEL_ID": "moondream2/moondream2_2b_jul24",
+        "STREAMS": f"cam={clip}",
+        "STREAM_CAM_LOOP": "true",
+        "STREAM_CAM_MAX_FPS": "5",
+        "STREAM_CAM_VLM_PROMPT": "person",
+        "STREAM_CAM_VLM_INTERVAL": "1",
+        "VLM_CPU_SHARE": "1",
+    }
+    sub = mqtt_subscriber_factory(mosquitto, [f"edge-agent/{AGENT}/#"], qos=1)
+    with AgentProcess(env, tmp_path, args=("--seconds", "12")) as agent:
+        assert sub.wait_for(lambda msgs: any(m.topic.endswith("/cam/vlm") for m in msgs), timeout=120)
+        pid = agent.proc.pid
+        children = [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children") for c in task.read_text().split()]
+        priorities = {}
+        for child in children:
+            for task in Path(f"/proc/{child}/task").iterdir():
+                stat = (task / "stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                priorities[(child, int(task.name))] = (int(fields[16]), int(fields[38]))
+        own = Path(f"/proc/{pid}/stat").read_text()
+        own_fields = own[own.rindex(")") + 2 :].split()
+        rc = agent.wait(timeout=240)
+        log = agent.stderr_path.read_text(errors="replace")
+        assert rc == 0, log[-4000:]
+    assert priorities and set(priorities.values()) == {(19, getattr(os, "SCHED_IDLE", 5))}, priorities
+    assert (int(own_fields[16]), int(own_fields[38])) == (0, 0)
+    answers = [m.json() for m in sub.messages if m.topic == f"edge-agent/{AGENT}/cam/vlm"]
+    assert answers
+    for answer in answers:
+        assert answer["model_id"] == "moondream2/moondream2_2b_jul24" and answer["prompt"] == "person"
+        assert answer["image"] == {"width": 320, "height": 240} and "response" not in answer
+        # centre bin 512 -> 0.5, size bins 1023 -> 1: the whole picture, 50 times (the object limit)
+        assert len(answer["predictions"]) == 50
+        row = answer["predictions"][0]
+        assert (row["x"], row["y"], row["width"], row["height"]) == pytest.approx((160, 120, 320, 240))
+        assert (row["class"], row["class_id"], row["confidence"]) == ("person", 0, 1.0)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from edge_agent.pipelines.vlm_answers import (
     VLMAsker,
     answer_message,
     answer_text,
+    thread_priority,
 )
 
 
@@ -46,6 +49,15 @@ def test_queue_close_wakes_a_waiting_taker():
     queue.close()
     thread.join(timeout=2)
     assert not thread.is_alive() and got == [None]
+
+
+def test_queue_close_counts_the_questions_left_waiting_as_dropped():
+    queue = AnswerQueue(3)
+    queue.put(_q("a", 1))
+    queue.put(_q("a", 2))
+    queue.close()
+    assert (queue.queued, queue.dropped, len(queue)) == (2, 2, 0)
+    assert queue.take(timeout=0) is None
 
 
 def test_queue_needs_room():
@@ -161,3 +173,58 @@ def test_live_view_keeps_the_newest_answer_per_stream():
     live.forget("cam")
     assert live.answers == {}
     live.close()
+
+
+class _TorchModel:
+    """Answers after torch work large enough for ``at::parallel_for`` to start the calling thread's
+    OpenMP team; notes which threads that started and their (nice, policy) as the kernel reports them."""
+
+    def __init__(self, torch) -> None:
+        self.torch = torch
+        self.worker: tuple[int, tuple[int, int]] | None = None
+        self.started: dict[int, tuple[int, int]] = {}
+        self.done = threading.Event()
+
+    def predict(self, images, prompt):
+        before = set(os.listdir("/proc/self/task"))
+        self.torch.ones(8_000_000).mul_(3.0).sum()
+        new = set(os.listdir("/proc/self/task")) - before
+        self.started = {int(tid): thread_priority(int(tid)) for tid in new}
+        self.worker = (threading.get_native_id(), thread_priority())
+        self.done.set()
+        return [_Answer("ok")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread priorities are read from Linux /proc")
+@pytest.mark.parametrize(("nice", "policy"), [(19, getattr(os, "SCHED_IDLE", 5)), (10, 0)])
+def test_vlm_worker_and_its_torch_threads_run_at_the_lowered_priority(nice, policy):
+    torch = pytest.importorskip("torch")
+    main_before = thread_priority()
+    model = _TorchModel(torch)
+
+    async def scenario() -> None:
+        asker = VLMAsker(
+            model,
+            "vlm",
+            {"cam": StreamPrompt("describe", 10.0)},
+            agent_id="a",
+            queue_size=1,
+            publish=lambda s, m: None,
+            threads=2,
+            nice=nice,
+        )
+        asker.start(asyncio.get_running_loop())
+        asker.on_frame(_Frame("cam", 0, 100.0, 1000.0, np.zeros((4, 6, 3), np.uint8)))
+        await asyncio.to_thread(model.done.wait, 60)
+        await asker.stop()
+
+    asyncio.run(scenario())
+    assert model.worker is not None, "the worker never answered"
+    tid, worker = model.worker
+    assert tid != threading.get_native_id()
+    assert worker == (nice, policy)
+    # torch's intra-op threads of the worker (VLM_THREADS=2: one besides the worker) inherit it
+    assert model.started, "torch started no intra-op thread for the worker"
+    assert set(model.started.values()) == {(nice, policy)}, model.started
+    # the rest of the agent keeps its priority
+    assert thread_priority() == main_before == (main_before[0], 0)

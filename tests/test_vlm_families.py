@@ -151,12 +151,3 @@ def test_smolvlm_chat_prompt_and_answer_without_transcript(model_server, model_e
     answer = model.ask(np.zeros((40, 80, 3), np.uint8), prompt="What is this?")
     # the new text only: no "User:...Assistant:" transcript, as Roboflow's legacy class returned
     assert answer.response == ANSWER
-
-
-def test_moondream2_says_it_is_not_supported(model_env):
-    from edge_agent.models import get_model
-    from edge_agent.models.common.errors import UnsupportedModelTypeError
-
-    model_env.set(LMM_ENABLED="true")
-    with pytest.raises(UnsupportedModelTypeError, match="hf_moondream"):
-        get_model("moondream2/moondream2_2b_jul24")

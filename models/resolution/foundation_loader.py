@@ -64,6 +64,7 @@ RUNNABLE = (
     "paligemma",
     "smolvlm2",
     "yolo_world",
+    "moondream2",
 )
 
 
@@ -92,12 +93,10 @@ def get_foundation_model(
         return get_vlm_model(
             ref, family.task_type, family.model_type, api_key, settings, progress=progress, status=status
         )
-    if ref.family == "moondream2":
-        raise UnsupportedModelTypeError(
-            f"{ref.model_id}: Moondream2's model code is not part of transformers (Roboflow imports the "
-            f"hf_moondream.py shipped with the checkpoint); this build of edge-agent does not run code from "
-            f"the model cache, so moondream2 is not supported"
-        )
+    if ref.family == "moondream2":  # edge-agent's own network: the checkpoint's .py files are never run
+        from edge_agent.models.foundation.moondream import load_moondream2
+
+        return load_moondream2(ref, family.model_type, api_key, settings, progress=progress, status=status)
     if ref.family in ("depth-anything-v2", "depth-anything-v3"):
         return _depth(ref, api_key, settings, progress, status, load_detector)
     if ref.family in ("gaze", "l2cs-net"):
