@@ -190,7 +190,7 @@ class SourceOptions(ReadOptions):
     max_fps:        skip frames above this rate before converting them (cheap); None = no cap.
     stall_timeout:  no decoded frame for this long -> the connection is dropped and retried.
     open_timeout:   seconds allowed for connecting + probing the stream.
-    read_timeout:   seconds one blocking read may take (FFmpeg ``timeout`` + PyAV's interrupt).
+    read_timeout:   seconds one blocking read may take (FFmpeg ``timeout``; also PyAV's interrupt but for RTSP).
     backoff_*:      reconnect delays: initial, cap, and how long a connection must deliver
                     frames to count as healthy and reset the delay to ``backoff_initial``.
     rtsp_transport: ``tcp`` (default: no packet loss, works through NAT) or ``udp``.

@@ -10,10 +10,10 @@ ends it records why in its :class:`ReaderStatus` and returns; reconnecting, stal
 backoff are the runner's job (``runner.py``), one level up, on the event loop.
 
 Nothing here blocks for long without a bound: PyAV's interrupt callback (``av.open(...,
-timeout=(open, read))``) cuts a hung connect or probe, and a hung read of a source without a
-socket timeout of its own (devices); for network sources FFmpeg's socket ``timeout`` bounds every
-read inside the protocol, so PyAV's read timeout is left off there (see ``open_kwargs``: it costs a
-GIL round trip per socket read). What still cannot be interrupted (a wedged device driver) is
+timeout=(open, read))``) cuts a hung connect or probe, and a hung read of HTTP/HLS and devices;
+for RTSP FFmpeg's socket ``timeout`` bounds every read inside the protocol, so PyAV's read timeout
+is left off there (see ``open_kwargs``: it costs a GIL round trip per socket read). What still
+cannot be interrupted (a wedged device driver, an RTSP session kept alive by RTCP reports alone) is
 handled by the runner abandoning the thread.
 """
 
@@ -112,8 +112,9 @@ def ffmpeg_options(spec: SourceSpec, options: SourceOptions) -> dict[str, str]:
 #: timeout is left off for them. Its interrupt callback takes the GIL on every check, and FFmpeg
 #: checks on every socket read: about a thousand times a second per 1080p camera, so with tens of
 #: cameras the reader threads queue for the GIL behind each other and the model (at 32 cameras a
-#: sampling profile found 40% of reader time in that callback).
-_SOCKET_TIMED_KINDS = frozenset({"rtsp", "http"})
+#: sampling profile found 40% of reader time in that callback). Not HTTP: an HLS demuxer waiting
+#: on a playlist that stopped growing reloads it forever, and only the interrupt ends that.
+_SOCKET_TIMED_KINDS = frozenset({"rtsp"})
 
 
 def open_kwargs(spec: SourceSpec, options: SourceOptions) -> dict[str, Any]:
