@@ -36,10 +36,10 @@ import numpy as np
 from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import WholeImageModel
-from edge_agent.models.foundation.ocr import Region, check_regions
+from edge_agent.models.foundation.ocr import OCRParams, check_regions, ocr_parameters
 from edge_agent.models.foundation.ocr_steps import reading_order
+from edge_agent.models.foundation.torch_support import run_on_numpy
 from edge_agent.models.maths.predictions import Prediction, TextDetections
-from edge_agent.models.tasks.params import unit_interval
 
 DET_SIZE = 1024
 DET_MEAN = (0.798, 0.785, 0.772)
@@ -195,12 +195,6 @@ class DocumentText(TextDetections):
         }
 
 
-@dataclass(frozen=True)
-class DocTRParams:
-    confidence: float | None
-    regions: tuple[Region, ...] | None
-
-
 class DocTRModel(WholeImageModel):
     stream_options = ("regions",)
 
@@ -245,17 +239,11 @@ class DocTRModel(WholeImageModel):
 
     def inference_parameters(  # type: ignore[override]
         self, confidence: float | None = None, regions: Any = None
-    ) -> DocTRParams:
-        return DocTRParams(
-            None if confidence is None else unit_interval("confidence", confidence),
-            None if regions is None else check_regions(regions),
-        )
+    ) -> OCRParams:
+        return ocr_parameters(confidence, regions)
 
     def _run(self, network: Any, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            out: np.ndarray = network(torch.from_numpy(batch).to(self.device, self.dtype)).float().cpu().numpy()
-        return out
+        return run_on_numpy(self.torch, network, batch, self.device, self.dtype)
 
     def words(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tuple[str, float]]]:
         """Word boxes (page px), objectness and (text, confidence) of one BGR page."""

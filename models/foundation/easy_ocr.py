@@ -46,10 +46,10 @@ import numpy as np
 from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import WholeImageModel
-from edge_agent.models.foundation.ocr import Region, check_regions
+from edge_agent.models.foundation.ocr import OCRParams, check_regions, ocr_parameters
 from edge_agent.models.foundation.ocr_steps import reading_order
+from edge_agent.models.foundation.torch_support import run_on_numpy
 from edge_agent.models.maths.predictions import Prediction, TextDetections
-from edge_agent.models.tasks.params import unit_interval
 
 CANVAS = 2560
 TEXT_THRESHOLD, LOW_TEXT, LINK_THRESHOLD = 0.7, 0.4, 0.4
@@ -261,12 +261,6 @@ class EasyOCRText(TextDetections):
         }
 
 
-@dataclass(frozen=True)
-class EasyOCRParams:
-    confidence: float | None
-    regions: tuple[Region, ...] | None
-
-
 class EasyOCRModel(WholeImageModel):
     stream_options = ("regions",)
 
@@ -323,17 +317,11 @@ class EasyOCRModel(WholeImageModel):
 
     def inference_parameters(  # type: ignore[override]
         self, confidence: float | None = None, regions: Any = None
-    ) -> EasyOCRParams:
-        return EasyOCRParams(
-            None if confidence is None else unit_interval("confidence", confidence),
-            None if regions is None else check_regions(regions),
-        )
+    ) -> OCRParams:
+        return ocr_parameters(confidence, regions)
 
     def _run(self, network: Any, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            out: np.ndarray = network(torch.from_numpy(batch).to(self.device, self.dtype)).float().cpu().numpy()
-        return out
+        return run_on_numpy(self.torch, network, batch, self.device, self.dtype)
 
     def lines(self, image: np.ndarray) -> list[list[int]]:
         """[x_min, x_max, y_min, y_max] text line boxes of one BGR image (pixels)."""

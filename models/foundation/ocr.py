@@ -119,8 +119,18 @@ def check_regions(value: Any) -> tuple[Region, ...]:
 
 @dataclass(frozen=True)
 class OCRParams:
+    """The request options of every OCR family (PP-OCR, TrOCR, DocTR, EasyOCR)."""
+
     confidence: float | None
     regions: tuple[Region, ...] | None
+
+
+def ocr_parameters(confidence: Any = None, regions: Any = None) -> OCRParams:
+    """An OCR family's request options, checked (confidence in [0, 1], regions as rectangles)."""
+    return OCRParams(
+        None if confidence is None else unit_interval("confidence", confidence),
+        None if regions is None else check_regions(regions),
+    )
 
 
 class PPOCRModel(FoundationModel):
@@ -152,10 +162,7 @@ class PPOCRModel(FoundationModel):
     def inference_parameters(  # type: ignore[override]
         self, confidence: float | None = None, regions: Sequence[Sequence[float]] | None = None
     ) -> OCRParams:
-        return OCRParams(
-            None if confidence is None else unit_interval("confidence", confidence),
-            None if regions is None else check_regions(regions),
-        )
+        return ocr_parameters(confidence, regions)
 
     # FoundationModel.predict_chunk is replaced: images of different sizes are read one by one.
     def predict_chunk(

@@ -1,10 +1,13 @@
-"""What the torch-based foundation families share: importing their runtimes, device and dtype."""
+"""What the torch-based foundation families share: importing their runtimes, device and dtype, and
+running a network on a numpy batch."""
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 from typing import Any
+
+import numpy as np
 
 from edge_agent.models.common.errors import MissingExtraError
 from edge_agent.models.common.settings import ModelSettings
@@ -28,3 +31,10 @@ def device_and_dtype(settings: ModelSettings, what: str) -> tuple[Any, Any]:
     if choice == "auto":
         choice = "float16" if device.type == "cuda" else "float32"
     return device, getattr(torch, choice)
+
+
+def run_on_numpy(torch: Any, network: Any, batch: np.ndarray, device: Any, dtype: Any) -> np.ndarray:
+    """``network`` on a numpy batch moved to ``device``/``dtype``; its output back as float32 numpy."""
+    with torch.inference_mode():
+        out: np.ndarray = network(torch.from_numpy(batch).to(device, dtype)).float().cpu().numpy()
+    return out

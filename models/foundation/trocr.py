@@ -27,11 +27,10 @@ import numpy as np
 from edge_agent.models.common.errors import ModelArtifactsError
 from edge_agent.models.common.settings import ModelSettings
 from edge_agent.models.foundation.base import WholeImageModel
-from edge_agent.models.foundation.ocr import Region, check_regions
+from edge_agent.models.foundation.ocr import OCRParams, check_regions, ocr_parameters
 from edge_agent.models.foundation.torch_support import device_and_dtype, import_runtime
 from edge_agent.models.maths.predictions import Detections, Prediction, TextDetections
 from edge_agent.models.tasks.model import Model
-from edge_agent.models.tasks.params import unit_interval
 
 REQUIRED_FILES = ("config.json", "preprocessor_config.json")
 HUB_ORG = "microsoft"
@@ -85,12 +84,6 @@ class LineTexts(TextDetections):
         return {"result": self.result, "time": self.seconds}
 
 
-@dataclass(frozen=True)
-class TrOCRParams:
-    confidence: float | None
-    regions: tuple[Region, ...] | None
-
-
 class TrOCRModel(WholeImageModel):
     stream_options = ("regions",)
 
@@ -122,11 +115,8 @@ class TrOCRModel(WholeImageModel):
 
     def inference_parameters(  # type: ignore[override]
         self, confidence: float | None = None, regions: Sequence[Sequence[float]] | None = None
-    ) -> TrOCRParams:
-        return TrOCRParams(
-            None if confidence is None else unit_interval("confidence", confidence),
-            None if regions is None else check_regions(regions),
-        )
+    ) -> OCRParams:
+        return ocr_parameters(confidence, regions)
 
     def pixel_values(self, crops: list[np.ndarray]) -> Any:
         """The processor's input tensor of BGR crops, fed RGB."""
